@@ -1,0 +1,129 @@
+"""What a check receives and returns, plus the value-summary helpers they share.
+
+Per-file checks run in worker processes (spawn start method), so tasks and results
+are small picklable dataclasses; nothing relies on state inherited by fork.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..findings import Finding
+
+CHUNK = 1 << 20          # bytes read from disk at a time
+MAX_OUT = 4 << 20        # at most this many inflated bytes held at once
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file to check. `rel` is the display/manifest key, e.g. `preprocessed/nnUNetPlans_2d/a.npz`."""
+
+    path: str
+    rel: str
+    kind: str
+    where: str                      # raw | dataset | config | gt
+    case: str | None = None
+    labels: tuple[int, ...] | None = None   # allowed segmentation values, None = unknown
+
+    def context_key(self) -> str:
+        """Anything besides the bytes that the findings depend on (cache invalidation)."""
+        return f"{self.kind}|{self.where}|{self.case}|{self.labels}"
+
+
+@dataclass
+class FileResult:
+    rel: str
+    size: int = 0
+    mtime_ns: int = 0
+    inode: int = 0
+    blake3: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    vanished: bool = False
+
+
+class ValueSummary:
+    """Streams array bytes and keeps what the checks need: non-finite count, set of values.
+
+    Bytes may arrive split anywhere; a remainder shorter than one item is carried over.
+    """
+
+    def __init__(self, dtype, track_values: bool, check_finite: bool):
+        import numpy as np
+
+        self.np = np
+        self.dtype = np.dtype(dtype)
+        self.track_values = track_values and self.dtype.kind in "iub"
+        self.check_finite = check_finite and self.dtype.kind in "fc"
+        self.nonfinite = 0
+        self.fractional = False
+        self._counts = None
+        self._values: set = set()
+        self._rem = b""
+
+    def feed(self, buf: bytes | memoryview) -> None:
+        if not (self.track_values or self.check_finite):
+            return
+        if self._rem:
+            buf = self._rem + bytes(buf)
+        n = len(buf) - len(buf) % self.dtype.itemsize
+        self._rem = bytes(buf[n:])
+        if n:
+            self._consume(self.np.frombuffer(buf[:n], dtype=self.dtype))
+
+    def _consume(self, a) -> None:
+        np = self.np
+        if self.check_finite:
+            fin = np.isfinite(a)
+            if not fin.all():
+                self.nonfinite += int(a.size - np.count_nonzero(fin))
+        if self.track_values:
+            if self.dtype.itemsize <= 2:
+                # counting beats np.unique by far for int8/int16 segmentations
+                u = a.view(np.dtype(f"u{self.dtype.itemsize}"))
+                c = np.bincount(u, minlength=256 ** self.dtype.itemsize)
+                self._counts = c if self._counts is None else self._counts + c
+            else:
+                self._values.update(np.unique(a).tolist())
+
+    def values(self) -> list[int]:
+        out = set(self._values)
+        if self._counts is not None:
+            np = self.np
+            idx = np.nonzero(self._counts)[0]
+            bits = 8 * self.dtype.itemsize
+            if self.dtype.kind == "i":
+                idx = np.where(idx >= 2 ** (bits - 1), idx - 2 ** bits, idx)
+            out.update(int(v) for v in idx)
+        return sorted(int(v) for v in out)
+
+
+def parse_npy_header(head: bytes):
+    """(dtype, shape, fortran_order, header_len) from the first bytes of a .npy stream."""
+    import io
+
+    import numpy as np
+
+    f = io.BytesIO(head)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=1 << 20)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=1 << 20)
+    else:  # pragma: no cover - numpy raises before this
+        raise ValueError(f"unsupported .npy version {version}")
+    return dtype, tuple(int(s) for s in shape), fortran, f.tell()
+
+
+def expected_nbytes(dtype, shape) -> int:
+    n = dtype.itemsize
+    for s in shape:
+        n *= s
+    return n
+
+
+def values_outside(values: list[int], labels: tuple[int, ...] | None) -> list[int]:
+    """Segmentation values not declared in dataset.json (-1 is nnU-Net's outside-mask marker)."""
+    if labels is None:
+        return []
+    allowed = set(labels) | {-1}
+    return [v for v in values if v not in allowed]

@@ -1,0 +1,127 @@
+"""Findings: the one data type every check returns and every face renders.
+
+The catalogue of codes is parsed from the packaged copy of FINDINGS.md so that
+the documentation and `dataguard explain` can never drift apart.
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import re
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+
+class Severity(enum.IntEnum):
+    """Ordered so that `finding.severity >= Severity.WARNING` reads naturally."""
+
+    INFO = 10
+    WARNING = 20
+    ERROR = 30
+
+    def __str__(self) -> str:  # "error", as written in JSON and tables
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> "Severity":
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r} (use error, warning or info)") from None
+
+
+class Fix(str, enum.Enum):
+    """Repair actions a finding can point to (`dataguard repair` implements them)."""
+
+    QUARANTINE = "quarantine"
+    REPREPROCESS = "re-preprocess"
+    CAST = "cast"
+    REGENERATE_SPLITS = "regenerate-splits"
+    REBUILD_ARCHIVE = "rebuild-archive"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """One problem, as data: stable code, where, which case, what, and how to fix."""
+
+    path: str
+    code: str
+    severity: Severity
+    message: str
+    case: str | None = None
+    fix: Fix | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["severity"] = str(self.severity)
+        d["fix"] = None if self.fix is None else str(self.fix)
+        return {k: d[k] for k in ("code", "severity", "path", "case", "message", "fix")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Finding":
+        return cls(
+            path=d["path"],
+            code=d["code"],
+            severity=Severity.parse(d["severity"]),
+            message=d["message"],
+            case=d.get("case"),
+            fix=Fix(d["fix"]) if d.get("fix") else None,
+        )
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    code: str
+    family: str
+    severity_text: str
+    what: str
+    fix_text: str
+
+    @property
+    def default_severity(self) -> Severity:
+        return Severity.parse(self.severity_text.split()[0])
+
+    def explain(self) -> str:
+        return (
+            f"{self.code}  [{self.severity_text}]  ({self.family})\n\n"
+            f"{_plain(self.what)}\n\nfix: {_plain(self.fix_text)}"
+        )
+
+
+def _plain(md: str) -> str:
+    return md.replace("`", "")
+
+
+_ROW = re.compile(r"^\|\s*(DG\d{3})\s*\|([^|]*)\|(.*)\|([^|]*)\|\s*$")
+
+
+@functools.lru_cache(maxsize=1)
+def catalogue() -> dict[str, CodeInfo]:
+    """All finding codes, read from the packaged FINDINGS.md."""
+    text = resources.files("dataguard").joinpath("data/FINDINGS.md").read_text("utf-8")
+    family = ""
+    out: dict[str, CodeInfo] = {}
+    for line in text.splitlines():
+        if line.startswith("## "):
+            family = line[3:].strip()
+        m = _ROW.match(line)
+        if m:
+            code, sev, what, fix = (g.strip() for g in m.groups())
+            out[code] = CodeInfo(code, family, sev, what, fix)
+    return out
+
+
+def finding(code: str, path: str, message: str, *, case: str | None = None,
+            severity: Severity | None = None, fix: Fix | None = None) -> Finding:
+    """Build a Finding, taking the default severity from the catalogue."""
+    info = catalogue()[code]
+    return Finding(path=path, code=code, severity=severity or info.default_severity,
+                   message=message, case=case, fix=fix)
+
+
+def code_matches(code: str, patterns: list[str]) -> bool:
+    """`--select DG2` matches DG201..DG210; `DG201` matches exactly."""
+    return any(code.startswith(p.strip().upper()) for p in patterns if p.strip())

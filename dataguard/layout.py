@@ -1,0 +1,234 @@
+"""Find nnU-Net datasets from whatever the user typed: paths, roots, ids, env vars.
+
+nnU-Net keeps one dataset in up to three places (raw, preprocessed, results) under
+the same `DatasetXXX_Name`. dataguard pairs them so cross checks (raw case without
+preprocessed files, orphans, staleness) work whichever of them was named.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
+ENV_RAW, ENV_PRE, ENV_RES = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
+
+
+class LayoutError(Exception):
+    """The user named something that is not an nnU-Net folder or dataset (exit 2)."""
+
+
+@dataclass
+class Dataset:
+    """One nnU-Net dataset: its name and the folders where its parts live."""
+
+    name: str
+    raw: Path | None = None
+    preprocessed: Path | None = None
+    config_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def id(self) -> int | None:
+        m = DATASET_DIR.match(self.name)
+        return int(m.group(1)) if m else None
+
+    def roots(self) -> dict[str, Path]:
+        """Named roots ("raw", "preprocessed") used to prefix manifest keys."""
+        out = {}
+        if self.raw is not None:
+            out["raw"] = self.raw
+        if self.preprocessed is not None:
+            out["preprocessed"] = self.preprocessed
+        return out
+
+
+def is_raw_dataset(p: Path) -> bool:
+    return (p / "imagesTr").is_dir() or (p / "labelsTr").is_dir() or (
+        (p / "dataset.json").is_file() and not is_preprocessed_dataset(p))
+
+
+def is_preprocessed_dataset(p: Path) -> bool:
+    if (p / "dataset_fingerprint.json").is_file():
+        return True
+    try:
+        return any(c.suffix == ".json" and "Plans" in c.name for c in p.iterdir())
+    except OSError:
+        return False
+
+
+def plans_files(pre: Path) -> list[Path]:
+    """Plans JSON files (nnUNetPlans.json, nnUNetResEncUNetMPlans.json, ...)."""
+    out = []
+    for c in sorted(pre.iterdir()):
+        if c.suffix == ".json" and c.is_file() and c.name not in (
+                "dataset.json", "dataset_fingerprint.json", "splits_final.json"):
+            try:
+                data = json.loads(c.read_text("utf-8"))
+            except (OSError, ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("configurations"), dict):
+                out.append(c)
+    return out
+
+
+def config_dir_names(pre: Path) -> set[str]:
+    """Folder names of the configurations the plans declare (data_identifier)."""
+    names: set[str] = set()
+    for pf in plans_files(pre):
+        try:
+            plans = json.loads(pf.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        ident = plans.get("plans_name", pf.stem)
+        for cname, conf in plans["configurations"].items():
+            if isinstance(conf, dict):
+                names.add(conf.get("data_identifier") or f"{ident}_{cname}")
+    return names
+
+
+def find_config_dirs(pre: Path) -> list[Path]:
+    """Configuration folders: those the plans declare, plus any folder holding .pkl cases."""
+    declared = config_dir_names(pre)
+    out = []
+    try:
+        children = sorted(pre.iterdir())
+    except OSError:
+        return out
+    for c in children:
+        if not c.is_dir() or c.name in ("gt_segmentations", ".dataguard") or c.name == "__MACOSX":
+            continue
+        if c.name in declared:
+            out.append(c)
+            continue
+        try:
+            if any(g.suffix in (".pkl", ".b2nd", ".npz") for g in c.iterdir()):
+                out.append(c)
+        except OSError:
+            pass
+    return out
+
+
+def _env_path(var: str) -> Path | None:
+    v = os.environ.get(var)
+    return Path(v) if v else None
+
+
+def _find_by_id(root: Path | None, ident: str) -> Path | None:
+    if root is None or not root.is_dir():
+        return None
+    if DATASET_DIR.match(ident) and (root / ident).is_dir():
+        return root / ident
+    if ident.isdigit():
+        prefix = f"Dataset{int(ident):03d}_"
+        hits = sorted(c for c in root.iterdir() if c.name.startswith(prefix) and c.is_dir())
+        if hits:
+            return hits[0]
+    return None
+
+
+def resolve_id(ident: str) -> Dataset:
+    """`1`, `001` or `Dataset001_X` → the dataset's folders via the nnU-Net env vars."""
+    raw = _find_by_id(_env_path(ENV_RAW), ident)
+    pre = _find_by_id(_env_path(ENV_PRE), ident)
+    if raw is None and pre is None:
+        where = ", ".join(f"{v}={os.environ.get(v, '(unset)')}" for v in (ENV_RAW, ENV_PRE))
+        raise LayoutError(f"dataset {ident!r} not found ({where})")
+    name = (pre or raw).name
+    return _pair(Dataset(name=name, raw=raw, preprocessed=pre))
+
+
+def _counterpart(p: Path, kind: str) -> Path | None:
+    """Find the raw folder of a preprocessed dataset (or vice versa)."""
+    env = _env_path(ENV_RAW if kind == "raw" else ENV_PRE)
+    sibling_root = "nnUNet_raw" if kind == "raw" else "nnUNet_preprocessed"
+    candidates = []
+    if env is not None:
+        candidates.append(env / p.name)
+    candidates.append(p.parent.parent / sibling_root / p.name)
+    m = DATASET_DIR.match(p.name)
+    for c in candidates:
+        if c.is_dir() and c.resolve() != p.resolve():
+            return c
+    if m and env is not None:
+        return _find_by_id(env, m.group(1))
+    return None
+
+
+def _pair(ds: Dataset) -> Dataset:
+    if ds.preprocessed is not None and ds.raw is None:
+        raw = _counterpart(ds.preprocessed, "raw")
+        ds.raw = raw if raw is not None and is_raw_dataset(raw) else None
+    if ds.raw is not None and ds.preprocessed is None:
+        pre = _counterpart(ds.raw, "preprocessed")
+        ds.preprocessed = pre if pre is not None and is_preprocessed_dataset(pre) else None
+    if ds.preprocessed is not None:
+        ds.config_dirs = find_config_dirs(ds.preprocessed)
+    return ds
+
+
+def _dataset_at(p: Path) -> Dataset | None:
+    if is_preprocessed_dataset(p):
+        return _pair(Dataset(name=p.name, preprocessed=p))
+    if is_raw_dataset(p):
+        return _pair(Dataset(name=p.name, raw=p))
+    return None
+
+
+def _datasets_in_root(root: Path) -> list[Dataset]:
+    out = []
+    for c in sorted(root.iterdir()):
+        if c.is_dir() and DATASET_DIR.match(c.name):
+            ds = _dataset_at(c)
+            if ds is not None:
+                out.append(ds)
+    return out
+
+
+def discover(targets: list[str] | None = None) -> list[Dataset]:
+    """Turn CLI arguments (paths or dataset ids) into datasets, merged by name.
+
+    No target: every dataset under `$nnUNet_raw` and `$nnUNet_preprocessed`.
+    """
+    found: list[Dataset] = []
+    if not targets:
+        roots = [r for r in (_env_path(ENV_RAW), _env_path(ENV_PRE)) if r and r.is_dir()]
+        if not roots:
+            raise LayoutError("nothing to scan: give a PATH or -d ID, or set nnUNet_raw / nnUNet_preprocessed")
+        for r in roots:
+            found += _datasets_in_root(r)
+    for t in targets or []:
+        p = Path(t)
+        if not p.exists():
+            if t.isdigit() or DATASET_DIR.match(t):
+                found.append(resolve_id(t))
+                continue
+            raise LayoutError(f"no such file or folder: {t}")
+        if not p.is_dir():
+            raise LayoutError(f"not a folder: {t}")
+        ds = _dataset_at(p)
+        if ds is None and p.parent != p and is_preprocessed_dataset(p.parent):
+            ds = _dataset_at(p.parent)  # a configuration folder was named
+        if ds is not None:
+            found.append(ds)
+            continue
+        sub = [p / n for n in ("nnUNet_raw", "nnUNet_preprocessed") if (p / n).is_dir()]
+        inner = [d for s in sub for d in _datasets_in_root(s)] if sub else _datasets_in_root(p)
+        if not inner:
+            raise LayoutError(f"not an nnU-Net dataset, root or parent folder: {t}")
+        found += inner
+    return _merge(found)
+
+
+def _merge(dsets: list[Dataset]) -> list[Dataset]:
+    by_name: dict[str, Dataset] = {}
+    for d in dsets:
+        cur = by_name.get(d.name)
+        if cur is None:
+            by_name[d.name] = d
+        else:
+            cur.raw = cur.raw or d.raw
+            if cur.preprocessed is None and d.preprocessed is not None:
+                cur.preprocessed, cur.config_dirs = d.preprocessed, d.config_dirs
+    return list(by_name.values())

@@ -1,0 +1,1 @@
+"""Repair engine (a later issue): plan → quarantine → re-preprocess → journal/undo."""

@@ -1,0 +1,1 @@
+"""Textual TUI (a later issue): browses ScanResult findings and calls repair."""

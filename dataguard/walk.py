@@ -1,0 +1,158 @@
+"""List the files of a dataset as FileTasks, without reading any of them.
+
+Follows symlinked folders (nnU-Net users link data around) but never twice into the
+same folder, so symlink loops end. Names that are not valid UTF-8 are kept as the OS
+gives them and shown with backslash escapes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checks.base import FileTask
+from .checks.files import config_file_kind, is_os_junk
+from .findings import Finding, finding
+from .layout import Dataset
+
+SKIP_DIRS = {".dataguard"}          # our own quarantine/journal
+PRE_ROOT_FILES = {"dataset.json", "dataset_fingerprint.json", "splits_final.json"}
+RAW_DIRS = {"imagesTr", "labelsTr", "imagesTs", "labelsTs"}
+
+
+def display(name: str) -> str:
+    """A printable, JSON-safe form of an OS file name (non-UTF-8 bytes as \\xNN)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclass
+class DatasetFiles:
+    dataset: Dataset
+    tasks: list[FileTask] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)   # found while walking
+    meta: dict = field(default_factory=dict)                  # dataset.json used for labels, file ending
+
+
+def load_dataset_json(ds: Dataset) -> dict | None:
+    for root in (ds.raw, ds.preprocessed):
+        if root is None:
+            continue
+        try:
+            data = json.loads((root / "dataset.json").read_text("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def declared_labels(meta: dict | None) -> tuple[int, ...] | None:
+    """Every integer value dataset.json's labels may take (regions flattened)."""
+    if not meta or not isinstance(meta.get("labels"), dict):
+        return None
+    vals: set[int] = set()
+    for v in meta["labels"].values():
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            try:
+                vals.add(int(x))
+            except (TypeError, ValueError):
+                return None
+    return tuple(sorted(vals))
+
+
+def _walk(root: Path, findings: list[Finding], prefix: str):
+    """Yield (abs path, relative display path, parts) for every file below root."""
+    seen: set[tuple[int, int]] = set()
+    stack = [(root, ())]
+    while stack:
+        d, parts = stack.pop()
+        try:
+            st = d.stat()
+        except OSError as e:
+            findings.append(finding("DG104", f"{prefix}/{'/'.join(map(display, parts))}",
+                                    f"folder cannot be entered: {e.strerror or e}"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            findings.append(finding("DG104", f"{prefix}/{'/'.join(map(display, parts))}",
+                                    "symlink loop: this folder links back to one already scanned"))
+            continue
+        seen.add(key)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            findings.append(finding("DG104", f"{prefix}/{'/'.join(map(display, parts))}",
+                                    f"folder cannot be listed: {e.strerror or e}"))
+            continue
+        for e in entries:
+            sub = (*parts, e.name)
+            rel = f"{prefix}/{'/'.join(map(display, sub))}"
+            try:
+                is_dir = e.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if e.name in SKIP_DIRS:
+                    continue
+                stack.append((Path(e.path), sub))
+            else:
+                yield e.path, rel, sub
+
+
+def list_files(ds: Dataset) -> DatasetFiles:
+    out = DatasetFiles(dataset=ds)
+    meta = load_dataset_json(ds)
+    out.meta = meta or {}
+    labels = declared_labels(meta)
+    ending = (meta or {}).get("file_ending", ".nii.gz")
+    if ds.raw is not None:
+        for path, rel, parts in _walk(ds.raw, out.findings, "raw"):
+            kind, case = _raw_kind(parts, ending)
+            out.tasks.append(FileTask(path, rel, kind, "raw", case, labels))
+    if ds.preprocessed is not None:
+        configs = {c.name for c in ds.config_dirs}
+        for path, rel, parts in _walk(ds.preprocessed, out.findings, "preprocessed"):
+            name = parts[-1]
+            if len(parts) == 2 and parts[0] in configs:
+                kind, case = config_file_kind(name)
+                out.tasks.append(FileTask(path, rel, kind, "config", case, labels))
+            elif len(parts) == 2 and parts[0] == "gt_segmentations":
+                kind = _junk_or(name, "image" if name.endswith(ending) else "unexpected")
+                case = name[: -len(ending)] if kind == "image" else None
+                out.tasks.append(FileTask(path, rel, kind, "gt", case, labels))
+            elif len(parts) == 1:
+                known = name in PRE_ROOT_FILES or name.endswith(".json")
+                out.tasks.append(FileTask(path, rel, _junk_or(name, "json" if known else "unexpected"),
+                                          "dataset"))
+            else:
+                out.tasks.append(FileTask(path, rel, _junk_or(name, "unexpected"), "dataset"))
+    return out
+
+
+def _junk_or(name: str, kind: str) -> str:
+    if name.startswith("._"):
+        return "appledouble"
+    if is_os_junk(name) or name == "__MACOSX":
+        return "osjunk"
+    return kind
+
+
+def _raw_kind(parts: tuple[str, ...], ending: str) -> tuple[str, str | None]:
+    name = parts[-1]
+    if "__MACOSX" in parts:
+        return "osjunk", None
+    junk = _junk_or(name, "")
+    if junk:
+        return junk, None
+    if len(parts) == 1:
+        return ("json" if name.endswith(".json") else "other"), None
+    if len(parts) == 2 and parts[0] in RAW_DIRS:
+        if not name.endswith(ending):
+            return "unexpected", None
+        stem = name[: -len(ending)]
+        if parts[0].startswith("images") and len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit():
+            return "image", stem[:-5]
+        return "image", stem
+    return "other", None
+
