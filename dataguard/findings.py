@@ -43,6 +43,9 @@ class Fix(str, enum.Enum):
         return self.value
 
 
+FIELDS = ("code", "severity", "dataset", "path", "case", "message", "fix")
+
+
 @dataclass(frozen=True, order=True)
 class Finding:
     """One problem, as data: stable code, where, which case, what, and how to fix."""
@@ -53,12 +56,13 @@ class Finding:
     message: str
     case: str | None = None
     fix: Fix | None = None
+    dataset: str | None = None      # DatasetXXX_Name; path is relative to its raw/preprocessed part
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["severity"] = str(self.severity)
         d["fix"] = None if self.fix is None else str(self.fix)
-        return {k: d[k] for k in ("code", "severity", "path", "case", "message", "fix")}
+        return {k: d[k] for k in FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Finding":
@@ -69,6 +73,7 @@ class Finding:
             message=d["message"],
             case=d.get("case"),
             fix=Fix(d["fix"]) if d.get("fix") else None,
+            dataset=d.get("dataset"),
         )
 
 

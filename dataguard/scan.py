@@ -5,6 +5,7 @@ to an optional callback `on_progress(done_bytes, total_bytes, current_rel)`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -85,7 +86,7 @@ def filter_findings(findings: Iterable[Finding], select: list[str] | None,
                     ignore: list[str] | None) -> list[Finding]:
     out = [f for f in findings if (not select or code_matches(f.code, select))
            and not (ignore and code_matches(f.code, ignore))]
-    return sorted(out, key=lambda f: (f.path, f.code, f.message))
+    return sorted(out, key=lambda f: (f.dataset or "", f.path, f.code, f.message))
 
 
 def default_jobs() -> int:
@@ -181,6 +182,7 @@ def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = N
     stats.bytes_checked = sum(sizes.values())
     findings: list[Finding] = []
     for ds, files, man in plan:
+        mine: list[Finding] = []
         results: dict[str, FileResult] = {}
         for t in files.tasks:
             r = reused[ds.name].get(t.rel) or fresh.get(t.rel)
@@ -191,7 +193,7 @@ def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = N
             results[t.rel] = r
             if t.rel in fresh:
                 man.record(t, r)
-            findings += r.findings
+            mine += r.findings
         live = {t.rel for t in files.tasks}
         for gone in set(man.files) - live:
             del man.files[gone]
@@ -201,9 +203,10 @@ def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = N
             name=ds.name, tasks=files.tasks, results=results, meta=files.meta,
             plans=_plans_by_config(ds), config_names=[c.name for c in ds.config_dirs],
             snapshots=man.snapshots, has_raw=ds.raw is not None)
-        findings += files.findings
+        mine += files.findings
         for check in dataset_checks():
-            findings += check.run(view)
+            mine += check.run(view)
+        findings += [dataclasses.replace(f, dataset=ds.name) for f in mine]
         if write_manifest:
             man.save()
     stats.seconds = time.perf_counter() - t0

@@ -6,6 +6,7 @@ updates the manifest: it is the reference being checked against.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ def verify(targets: list[str] | None = None, *, datasets: list[Dataset] | None =
     findings = []
     stats = ScanStats()
     for ds in dsets:
+        start = len(findings)
         man = Manifest.load(Path(manifest_dir), ds.name)
         if not man.exists:
             raise ManifestError(f"no manifest for {ds.name} in {manifest_dir}: run `dataguard scan` first")
@@ -80,5 +82,6 @@ def verify(targets: list[str] | None = None, *, datasets: list[Dataset] | None =
         for rel in sorted(set(man.files) - live):
             fix = Fix.REPREPROCESS if rel.startswith("preprocessed/") and rel.count("/") == 2 else None
             findings.append(finding("DG702", rel, "file recorded in the manifest is gone", fix=fix))
+        findings[start:] = [dataclasses.replace(f, dataset=ds.name) for f in findings[start:]]
     stats.seconds = time.perf_counter() - t0
     return ScanResult(datasets=dsets, findings=filter_findings(findings, select, ignore), stats=stats)

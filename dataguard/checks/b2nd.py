@@ -30,7 +30,8 @@ def check_b2nd(task: FileTask) -> tuple[list[Finding], dict]:
     try:
         arr = blosc2.open(task.path, mode="r")
     except Exception as e:  # blosc2 raises RuntimeError/ValueError/... on damaged frames
-        return [bad(f"cannot open blosc2 frame: {type(e).__name__}: {e}".strip())], {}
+        detail = str(e).replace(task.path, task.rel.rsplit("/", 1)[-1])
+        return [bad(f"cannot open blosc2 frame (truncated or damaged): {type(e).__name__}: {detail}")], {}
     if not hasattr(arr, "shape") or not hasattr(arr, "schunk"):
         return [bad("not a blosc2 NDArray (b2nd) file")], {}
     shape, dtype = tuple(int(s) for s in arr.shape), arr.dtype
