@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 from .findings import Finding, Fix, Severity  # noqa: E402
 from .layout import Dataset, discover  # noqa: E402
-from .scan import ScanResult, scan  # noqa: E402
+from .scanner import ScanResult, scan  # noqa: E402
 from .verify import verify  # noqa: E402
 
 __all__ = ["scan", "verify", "discover", "Dataset", "Finding", "Fix", "Severity", "ScanResult",

@@ -150,7 +150,7 @@ def _targets(args) -> list[str] | None:
 
 
 def cmd_scan(args) -> int:
-    from .scan import scan
+    from .scanner import scan
 
     select, ignore = _split_codes(args.select), _split_codes(args.ignore)
     prog = _progress(args)

@@ -133,7 +133,7 @@ def _inject(root: Path) -> list[InjectedFault]:
 def run_demo(root: Path, n_cases: int = 10, force: bool = False, log: Callable[[str], None] = print,
              progress=None):
     """Build (unless already built) and scan the demo; returns the ScanResult."""
-    from .scan import scan
+    from .scanner import scan
 
     root = Path(root)
     marker = root / MARKER

@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from .findings import FIELDS, Severity
-from .scan import ScanResult
+from .scanner import ScanResult
 
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
@@ -25,12 +25,14 @@ def summary_line(result: ScanResult) -> str:
             f"in {s['seconds']:.2f} s")
 
 
-def render_json(result: ScanResult, out: TextIO = sys.stdout) -> None:
+def render_json(result: ScanResult, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     json.dump(result.to_dict(), out, indent=2)
     out.write("\n")
 
 
-def render_csv(result: ScanResult, out: TextIO = sys.stdout) -> None:
+def render_csv(result: ScanResult, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     w = csv.DictWriter(out, fieldnames=list(FIELDS),
                        lineterminator="\n")
     w.writeheader()

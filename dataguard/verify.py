@@ -15,7 +15,7 @@ from .checks.base import FileResult, FileTask
 from .findings import Fix, finding
 from .layout import Dataset, discover
 from .manifest import DEFAULT_DIR, Manifest, ManifestError
-from .scan import ProgressFn, ScanResult, ScanStats, filter_findings, run_file_checks
+from .scanner import ProgressFn, ScanResult, ScanStats, filter_findings, run_file_checks
 from .walk import list_files
 
 

@@ -113,7 +113,7 @@ def list_files(ds: Dataset) -> DatasetFiles:
     if ds.preprocessed is not None:
         configs = {c.name for c in ds.config_dirs}
         for path, rel, parts in _walk(ds.preprocessed, out.findings, "preprocessed"):
-            name = parts[-1]
+            name = display(parts[-1])
             if len(parts) == 2 and parts[0] in configs:
                 kind, case = config_file_kind(name)
                 out.tasks.append(FileTask(path, rel, kind, "config", case, labels))
@@ -139,7 +139,7 @@ def _junk_or(name: str, kind: str) -> str:
 
 
 def _raw_kind(parts: tuple[str, ...], ending: str) -> tuple[str, str | None]:
-    name = parts[-1]
+    name = display(parts[-1])
     if "__MACOSX" in parts:
         return "osjunk", None
     junk = _junk_or(name, "")

@@ -37,6 +37,7 @@ class ScanStats:
     bytes_checked: int = 0
     vanished: int = 0
     seconds: float = 0.0
+    read: list[str] = field(default_factory=list)   # files read this run (not from the manifest)
 
 
 @dataclass
@@ -179,6 +180,7 @@ def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = N
         plan.append((ds, files, man))
     fresh = run_file_checks(todo, jobs, on_progress, sizes, force_parallel=force_parallel)
     stats.checked = len(todo)
+    stats.read = sorted(t.rel for t in todo)
     stats.bytes_checked = sum(sizes.values())
     findings: list[Finding] = []
     for ds, files, man in plan:

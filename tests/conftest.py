@@ -1,0 +1,94 @@
+"""Shared test harness: tiny real datasets, built once per session and copied per test.
+
+`real_project` uses the real nnunetv2 (plan + 2d preprocessing on the CPU) and a
+legacy .npz copy; `tiny_pre` builds a small preprocessed dataset by hand in
+milliseconds for the per-code unit tests.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataguard.checks.files import APPLEDOUBLE_MAGIC  # noqa: F401  (re-exported for tests)
+
+LABELS = {"background": 0, "myocardium": 1, "left_ventricle": 2, "right_ventricle": 3}
+
+
+@pytest.fixture(scope="session")
+def _real_project_master(tmp_path_factory) -> Path:
+    from dataguard.demo import build_clean
+
+    root = tmp_path_factory.mktemp("real") / "project"
+    build_clean(root, n_cases=8, log=lambda m: None)
+    return root
+
+
+@pytest.fixture
+def real_project(_real_project_master, tmp_path) -> Path:
+    """nnUNet_raw/ + nnUNet_preprocessed/ with Dataset901 (b2nd) and Dataset902 (legacy npz)."""
+    dst = tmp_path / "project"
+    shutil.copytree(_real_project_master, dst, symlinks=True)
+    return dst
+
+
+def props(labels=(1, 2, 3)) -> dict:
+    """A plain nnU-Net-like properties dict (what `case.pkl` holds)."""
+    return {
+        "sitk_stuff": {"spacing": (1.0, 1.0, 1.0), "origin": (0.0, 0.0, 0.0), "direction": (1.0,) * 9},
+        "spacing": [np.float64(1.0)] * 3,
+        "shape_before_cropping": (4, 8, 8),
+        "bbox_used_for_cropping": [[0, 4], [0, 8], [0, 8]],
+        "shape_after_cropping_and_before_resampling": (4, 8, 8),
+        "class_locations": {lab: np.zeros((2, 4), np.int64) for lab in labels},
+    }
+
+
+def write_case_npz(folder: Path, case: str, data=None, seg=None, **extra) -> Path:
+    data = np.random.default_rng(0).normal(size=(1, 4, 8, 8)).astype(np.float32) if data is None else data
+    seg = (np.arange(4 * 8 * 8).reshape(1, 4, 8, 8) % 4).astype(np.int8) if seg is None else seg
+    p = folder / f"{case}.npz"
+    np.savez_compressed(p, data=data, seg=seg, **extra)
+    return p
+
+
+def write_pkl(folder: Path, case: str, obj=None) -> Path:
+    p = folder / f"{case}.pkl"
+    p.write_bytes(pickle.dumps(props() if obj is None else obj))
+    return p
+
+
+def write_b2nd(path: Path, arr) -> Path:
+    import blosc2
+
+    blosc2.asarray(np.ascontiguousarray(arr), urlpath=str(path), mode="w",
+                   chunks=(1, 1, *arr.shape[2:]))
+    return path
+
+
+@pytest.fixture
+def tiny_pre(tmp_path) -> Path:
+    """A healthy hand-made preprocessed dataset (legacy layout), 3 cases, no raw."""
+    ds = tmp_path / "nnUNet_preprocessed" / "Dataset777_Tiny"
+    cfg = ds / "nnUNetPlans_3d_fullres"
+    cfg.mkdir(parents=True)
+    (ds / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 3, "file_ending": ".nii.gz"}))
+    (ds / "dataset_fingerprint.json").write_text("{}")
+    (ds / "nnUNetPlans.json").write_text(json.dumps(
+        {"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}}}))
+    for i in range(3):
+        write_case_npz(cfg, f"case_{i}")
+        write_pkl(cfg, f"case_{i}")
+    return ds
+
+
+def codes(result, code=None):
+    """The codes of a result's findings (or the findings of one code)."""
+    if code is None:
+        return sorted(f.code for f in result.findings)
+    return [f for f in result.findings if f.code == code]
