@@ -48,7 +48,7 @@ def _member_stream(f, zinfo: zipfile.ZipInfo):
             yield buf
     elif zinfo.compress_type == zipfile.ZIP_DEFLATED:
         d = _z.decompressobj(-15)
-        while True:
+        while not d.eof:
             if d.unconsumed_tail:
                 buf = d.unconsumed_tail
             elif remaining:
@@ -57,7 +57,7 @@ def _member_stream(f, zinfo: zipfile.ZipInfo):
                     raise MemberError(f"truncated: {remaining} compressed bytes missing")
                 remaining -= len(buf)
             else:
-                break
+                buf = b""     # input exhausted: drain output zlib still holds back
             try:
                 out = d.decompress(buf, MAX_OUT)
             except _z.error as e:
@@ -68,10 +68,8 @@ def _member_stream(f, zinfo: zipfile.ZipInfo):
                 if total > zinfo.file_size:
                     raise MemberError(f"inflates to more than the {zinfo.file_size} bytes recorded")
                 yield out
-            if d.eof:
-                break
-        if not d.eof:
-            raise MemberError("compressed stream ends early (truncated)")
+            elif not buf:
+                raise MemberError("compressed stream ends early (truncated)")
     else:
         raise MemberError(f"unsupported compression method {zinfo.compress_type}")
     if total != zinfo.file_size:
