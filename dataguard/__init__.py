@@ -7,15 +7,31 @@ Library use (no CLI needed)::
     for f in result.findings:
         print(f.code, f.path, f.message)
 
-Importing this package is cheap: numpy, blosc2, torch, nnunetv2, SimpleITK and pandas
-are only imported by the functions that need them (tests/test_import_hygiene.py).
+Importing this package is cheap: the public names below load on first use, and numpy,
+blosc2, torch, nnunetv2, SimpleITK and pandas only where a check needs them
+(tests/test_hygiene.py). `dataguard --help` stays fast that way.
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .findings import Finding, Fix, Severity  # noqa: E402
-from .layout import Dataset, discover  # noqa: E402
-from .scanner import ScanResult, scan  # noqa: E402
-from .verify import verify  # noqa: E402
+_PUBLIC = {
+    "scan": "scanner", "ScanResult": "scanner", "verify": "verify",
+    "discover": "layout", "Dataset": "layout",
+    "Finding": "findings", "Fix": "findings", "Severity": "findings",
+}
+__all__ = [*_PUBLIC, "__version__"]
 
-__all__ = ["scan", "verify", "discover", "Dataset", "Finding", "Fix", "Severity", "ScanResult",
-           "__version__"]
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dataguard' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC])
