@@ -290,11 +290,13 @@ def time_help(n: int = 5) -> list[float]:
     exe = Path(sys.executable).parent / "dataguard"
     if not exe.exists():
         exe = REPO / ".venv" / "bin" / "dataguard"
-    subprocess.run([str(exe), "--help"], stdout=subprocess.DEVNULL, check=True)  # warm .pyc
+    # no installed entry point (bare checkout): same thing through `python -m dataguard`
+    cmd = [str(exe), "--help"] if exe.exists() else [sys.executable, "-m", "dataguard", "--help"]
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True, cwd=str(REPO))  # warm .pyc
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        subprocess.run([str(exe), "--help"], stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True, cwd=str(REPO))
         times.append(time.perf_counter() - t0)
     return times
 

@@ -18,7 +18,7 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "scan": "scanner", "ScanResult": "scanner", "verify": "verify",
+    "scan": "scanner", "ScanResult": "scanner", "verify": "verifier",
     "discover": "layout", "Dataset": "layout",
     "Finding": "findings", "Fix": "findings", "Severity": "findings",
 }

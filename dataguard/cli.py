@@ -161,7 +161,7 @@ def cmd_scan(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import verify
+    from .verifier import verify
 
     select, ignore = _split_codes(args.select), _split_codes(args.ignore)
     prog = _progress(args)
