@@ -153,3 +153,27 @@ def staleness(view: DatasetView) -> list[Finding]:
                                    f"stale: {' and '.join(what)} since this case was preprocessed",
                                    case=case, fix=Fix.REPREPROCESS))
     return out
+
+
+def case_labels(view: DatasetView) -> dict[str, set[int]]:
+    """Which labels each training case contains, without decompressing anything new.
+
+    Raw label files (facts `seg_values`, recorded by the raw checks) win; otherwise the
+    `.pkl` `class_locations` of the first configuration folder that has the case.
+    Background (0) and the -1 marker are left out.
+    """
+    out: dict[str, set[int]] = {}
+    for t in view.tasks:
+        r = view.results.get(t.rel)
+        if r is None or t.case is None:
+            continue
+        if t.where == "raw" and t.rel.startswith("raw/labelsTr/") and "seg_values" in r.facts:
+            out[t.case] = {int(v) for v in r.facts["seg_values"] if int(v) > 0}
+    for t in view.tasks:
+        r = view.results.get(t.rel)
+        if r is None or t.case is None or t.case in out or t.where != "config" or t.kind != "pkl":
+            continue
+        labels = r.facts.get("labels_present")
+        if labels is not None:
+            out[t.case] = {int(v) for v in labels if int(v) > 0}
+    return out
