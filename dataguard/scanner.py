@@ -204,7 +204,8 @@ def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = N
         view = DatasetView(
             name=ds.name, tasks=files.tasks, results=results, meta=files.meta,
             plans=_plans_by_config(ds), config_names=[c.name for c in ds.config_dirs],
-            snapshots=man.snapshots, has_raw=ds.raw is not None)
+            snapshots=man.snapshots, has_raw=ds.raw is not None,
+            raw_root=str(ds.raw) if ds.raw is not None else None)
         mine += files.findings
         for check in dataset_checks():
             mine += check.run(view)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .layout import Dataset
 SKIP_DIRS = {".dataguard"}          # our own quarantine/journal
 PRE_ROOT_FILES = {"dataset.json", "dataset_fingerprint.json", "splits_final.json"}
 RAW_DIRS = {"imagesTr", "labelsTr", "imagesTs", "labelsTs"}
+CHANNEL = re.compile(r"^(.+)_(\d{4})$")     # {case}_{XXXX}
 
 
 def display(name: str) -> str:
@@ -118,8 +120,8 @@ def list_files(ds: Dataset) -> DatasetFiles:
                 kind, case = config_file_kind(name)
                 out.tasks.append(FileTask(path, rel, kind, "config", case, labels))
             elif len(parts) == 2 and parts[0] == "gt_segmentations":
-                kind = _junk_or(name, "image" if name.endswith(ending) else "unexpected")
-                case = name[: -len(ending)] if kind == "image" else None
+                kind = _junk_or(name, "label" if name.endswith(ending) else "unexpected")
+                case = name[: -len(ending)] if kind == "label" else None
                 out.tasks.append(FileTask(path, rel, kind, "gt", case, labels))
             elif len(parts) == 1:
                 known = name in PRE_ROOT_FILES or name.endswith(".json")
@@ -147,12 +149,15 @@ def _raw_kind(parts: tuple[str, ...], ending: str) -> tuple[str, str | None]:
         return junk, None
     if len(parts) == 1:
         return ("json" if name.endswith(".json") else "other"), None
+    if parts[0] in RAW_DIRS and len(parts) > 2:
+        return "unexpected", None          # nnU-Net does not look into sub-folders
     if len(parts) == 2 and parts[0] in RAW_DIRS:
         if not name.endswith(ending):
             return "unexpected", None
         stem = name[: -len(ending)]
-        if parts[0].startswith("images") and len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit():
-            return "image", stem[:-5]
-        return "image", stem
+        if parts[0].startswith("labels"):
+            return "label", stem
+        m = CHANNEL.match(stem)
+        return "image", (m.group(1) if m else stem)
     return "other", None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import cases
+from . import cases, rawset
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,16 @@ REGISTRY: tuple[Check, ...] = (
           "blosc2 .b2nd: every chunk decompressed, values summarised"),
     Check("pkl", ("DG204", "DG205"), "file",
           ".pkl properties via a restricted unpickler (never executed)"),
+    Check("raw-files", ("DG302", "DG306", "DG401", "DG402", "DG403"), "file",
+          "raw images/labels: gzip verified to the end, header, voxels streamed, label dtype and values"),
+    Check("dataset-json", ("DG301",), "dataset", "raw dataset.json keys, labels, channels",
+          rawset.dataset_json),
+    Check("raw-cases", ("DG303", "DG305"), "dataset", "every case has its channels and label; numTraining",
+          rawset.case_files),
+    Check("raw-geometry", ("DG304",), "dataset", "channels and label agree in shape/spacing/origin/direction",
+          rawset.geometry),
+    Check("unused-labels", ("DG404",), "dataset", "every declared label occurs somewhere",
+          rawset.unused_labels),
     Check("case-completeness", ("DG104", "DG206"), "dataset",
           "each case has all its files; one data format per folder", cases.case_completeness),
     Check("raw-coverage", ("DG207", "DG208"), "dataset",

@@ -57,7 +57,7 @@ class ValueSummary:
         self.nonfinite = 0
         self.fractional = False
         self._counts = None
-        self._values: set = set()
+        self._big_counts: dict[int, int] = {}
         self._rem = b""
 
     def feed(self, buf: bytes | memoryview) -> None:
@@ -83,18 +83,24 @@ class ValueSummary:
                 c = np.bincount(u, minlength=256 ** self.dtype.itemsize)
                 self._counts = c if self._counts is None else self._counts + c
             else:
-                self._values.update(np.unique(a).tolist())
+                vals, cnt = np.unique(a, return_counts=True)
+                for v, c in zip(vals.tolist(), cnt.tolist()):
+                    self._big_counts[int(v)] = self._big_counts.get(int(v), 0) + int(c)
 
-    def values(self) -> list[int]:
-        out = set(self._values)
+    def counts(self) -> dict[int, int]:
+        """Voxel count per value seen."""
+        out = dict(self._big_counts)
         if self._counts is not None:
             np = self.np
             idx = np.nonzero(self._counts)[0]
             bits = 8 * self.dtype.itemsize
-            if self.dtype.kind == "i":
-                idx = np.where(idx >= 2 ** (bits - 1), idx - 2 ** bits, idx)
-            out.update(int(v) for v in idx)
-        return sorted(int(v) for v in out)
+            vals = np.where(idx >= 2 ** (bits - 1), idx - 2 ** bits, idx) if self.dtype.kind == "i" else idx
+            for v, i in zip(vals.tolist(), idx.tolist()):
+                out[int(v)] = out.get(int(v), 0) + int(self._counts[i])
+        return dict(sorted(out.items()))
+
+    def values(self) -> list[int]:
+        return list(self.counts())
 
 
 def parse_npy_header(head: bytes):

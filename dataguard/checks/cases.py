@@ -26,6 +26,7 @@ class DatasetView:
     config_names: list[str] = field(default_factory=list)
     snapshots: dict[str, dict] = field(default_factory=dict)   # manifest snapshots, updated in place
     has_raw: bool = False
+    raw_root: str | None = None
 
     def config_cases(self) -> dict[str, dict[str, list[FileTask]]]:
         out: dict[str, dict[str, list[FileTask]]] = {c: defaultdict(list) for c in self.config_names}
@@ -38,7 +39,7 @@ class DatasetView:
         """Training cases of the raw dataset and their image/label files."""
         out: dict[str, list[FileTask]] = defaultdict(list)
         for t in self.tasks:
-            if t.where == "raw" and t.kind == "image" and t.rel.split("/")[1] in ("imagesTr", "labelsTr"):
+            if t.where == "raw" and t.kind in ("image", "label") and t.rel.split("/")[1] in ("imagesTr", "labelsTr"):
                 if t.rel in self.results:
                     out[t.case].append(t)
         explicit = self.meta.get("dataset")

@@ -15,11 +15,11 @@ from .base import CHUNK, FileTask, FileResult
 
 APPLEDOUBLE_MAGIC = (b"\x00\x05\x16\x07", b"\x00\x05\x16\x00")  # AppleDouble, AppleSingle
 OS_JUNK = {".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".spotlight-v100", ".trashes"}
-DATA_KINDS = {"npz", "npy", "b2nd", "pkl", "image"}
+DATA_KINDS = {"npz", "npy", "b2nd", "pkl", "image", "label"}
 IN_MEMORY_LIMIT = 16 << 20   # smaller files are read once and checked from memory
 
 # which code reports "cannot read this file at all", by kind
-UNREADABLE_CODE = {"npz": "DG201", "npy": "DG201", "b2nd": "DG203", "pkl": "DG204", "image": "DG302"}
+UNREADABLE_CODE = {"npz": "DG201", "npy": "DG201", "b2nd": "DG203", "pkl": "DG204", "image": "DG302", "label": "DG302"}
 
 
 def is_os_junk(name: str) -> bool:
@@ -139,6 +139,10 @@ def _by_kind(task: FileTask, src, data: bytes | None, size: int):
         from .pickles import check_pkl
 
         return check_pkl(task, data if data is not None else src.read())
+    if task.kind in ("image", "label"):
+        from .raw import check_image
+
+        return check_image(task, src)
     return [], {}
 
 

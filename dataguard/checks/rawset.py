@@ -1,0 +1,231 @@
+"""Dataset-level raw checks: dataset.json (DG301), case completeness and naming (DG303),
+geometry across a case's files (DG304), numTraining (DG305), unused labels (DG404).
+
+All run on the per-file facts (shape, spacing, origin, direction, label values) the
+per-file checks recorded, so they read no file except dataset.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+from ..findings import Finding, finding
+from .cases import DatasetView, case_labels
+
+SPACING_RTOL = 1e-3      # relative, per axis
+ORIGIN_ATOL_MM = 1e-2    # plus SPACING_RTOL x spacing
+DIRECTION_ATOL = 1e-3
+
+
+def _labels_decl(meta: dict) -> tuple[dict, list[str]]:
+    """(labels dict, problems) for dataset.json's `labels`, regions and ignore label included."""
+    labels = meta.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        return {}, ["'labels' must be a non-empty mapping name -> value"]
+    problems = []
+    ints: dict[str, int] = {}
+    regions = False
+    for name, v in labels.items():
+        if isinstance(v, (list, tuple)):
+            regions = True
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                problems.append(f"region label '{name}' must list integers, got {v!r}")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            ints[name] = v
+        else:
+            problems.append(f"label '{name}' has a non-integer value {v!r}")
+    if labels.get("background") not in (0, None) or 0 not in ints.values():
+        problems.append("'background' must be label 0")
+    ignore = ints.get("ignore")
+    plain = sorted(v for k, v in ints.items() if k != "ignore")
+    if plain != list(range(len(plain))):
+        problems.append(f"label values must be consecutive from 0, got {plain}")
+    if ignore is not None and plain and ignore <= max(plain):
+        problems.append(f"the ignore label ({ignore}) must be the highest label value")
+    if regions and "regions_class_order" not in meta:
+        problems.append("region-based labels need 'regions_class_order'")
+    return labels, problems
+
+
+def dataset_json(view: DatasetView) -> list[Finding]:
+    """DG301: the raw dataset.json nnU-Net needs to even start."""
+    task = next((t for t in view.tasks if t.rel == "raw/dataset.json"), None)
+    if not view.has_raw:
+        return []
+    if task is None:
+        return [finding("DG301", "raw/dataset.json", "dataset.json is missing")]
+    try:
+        with open(task.path, "rb") as f:
+            meta = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return [finding("DG301", task.rel, f"dataset.json is not valid JSON: {e}")]
+    if not isinstance(meta, dict):
+        return [finding("DG301", task.rel, "dataset.json must hold a JSON object")]
+    problems = [f"'{k}' is missing" for k in ("channel_names", "labels", "numTraining", "file_ending")
+                if k not in meta]
+    if "channel_names" in meta and (not isinstance(meta["channel_names"], dict) or not meta["channel_names"]):
+        problems.append("'channel_names' must map channel index -> name, e.g. {\"0\": \"CT\"}")
+    elif isinstance(meta.get("channel_names"), dict):
+        keys = sorted(meta["channel_names"], key=lambda k: int(k) if str(k).isdigit() else -1)
+        if [str(k) for k in keys] != [str(i) for i in range(len(keys))]:
+            problems.append(f"channel_names keys must be 0..{len(keys) - 1}, got {list(meta['channel_names'])}")
+    if "numTraining" in meta and not (isinstance(meta["numTraining"], int) and meta["numTraining"] >= 0):
+        problems.append(f"'numTraining' must be a non-negative integer, got {meta['numTraining']!r}")
+    if "file_ending" in meta and not (isinstance(meta["file_ending"], str) and meta["file_ending"].startswith(".")):
+        problems.append(f"'file_ending' must look like '.nii.gz', got {meta['file_ending']!r}")
+    if "labels" in meta:
+        problems += _labels_decl(meta)[1]
+    if "dataset" in meta and not isinstance(meta["dataset"], dict):
+        problems.append("'dataset' (explicit file list) must map case -> {images, label}")
+    return [finding("DG301", task.rel, f"dataset.json: {p}") for p in problems]
+
+
+def _n_channels(meta: dict) -> int | None:
+    ch = meta.get("channel_names")
+    return len(ch) if isinstance(ch, dict) and ch else None
+
+
+def case_files(view: DatasetView) -> list[Finding]:
+    """DG303 (incomplete cases, names) and DG305 (numTraining) for imagesTr/labelsTr/imagesTs."""
+    if not view.has_raw:
+        return []
+    meta, out = view.meta, []
+    n_ch = _n_channels(meta)
+    ending = meta.get("file_ending", ".nii.gz")
+    images: dict[str, dict[str, dict[str, str]]] = {"imagesTr": defaultdict(dict), "imagesTs": defaultdict(dict)}
+    labels: dict[str, str] = {}
+    for t in view.tasks:
+        if t.where != "raw" or t.kind not in ("image", "label"):
+            continue
+        folder, name = t.rel.split("/")[1], t.rel.rsplit("/", 1)[-1]
+        if t.kind == "label":
+            if folder == "labelsTr":
+                labels[t.case] = t.rel
+            continue
+        stem = name[: -len(ending)]
+        if t.case == stem:      # no _XXXX channel suffix
+            out.append(finding("DG303", t.rel, f"image name must be {{case}}_{{XXXX}}{ending} "
+                               f"(channel index), e.g. {stem}_0000{ending}", case=t.case))
+            continue
+        images[folder][t.case][stem[-4:]] = t.rel
+    explicit = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else None
+    for folder, cases in images.items():
+        for case, chans in sorted(cases.items()):
+            want = [f"{i:04d}" for i in range(n_ch)] if n_ch else []
+            missing = [c for c in want if c not in chans]
+            extra = [c for c in chans if want and c not in want]
+            if missing:
+                out.append(finding("DG303", f"raw/{folder}/{case}",
+                                   f"missing channel file(s) {', '.join(f'{case}_{c}{ending}' for c in missing)} "
+                                   f"(dataset.json declares {n_ch} channel(s))", case=case))
+            if extra:
+                out.append(finding("DG303", f"raw/{folder}/{case}",
+                                   f"channel file(s) {', '.join(extra)} beyond the {n_ch} declared in dataset.json",
+                                   case=case))
+            if folder == "imagesTr" and case not in labels and not explicit:
+                out.append(finding("DG303", f"raw/{folder}/{case}", "training case has no label in labelsTr",
+                                   case=case))
+    if not explicit:
+        for case, rel in sorted(labels.items()):
+            if case not in images["imagesTr"]:
+                out.append(finding("DG303", rel, "label has no image in imagesTr", case=case))
+    else:
+        present = {t.path for t in view.tasks}
+        for case, entry in sorted(explicit.items()):
+            files = (entry.get("images", []) if isinstance(entry, dict) else []) + \
+                    ([entry.get("label")] if isinstance(entry, dict) and entry.get("label") else [])
+            for p in files:
+                if p not in present and not _exists(view, p):
+                    out.append(finding("DG303", "raw/dataset.json", f"'dataset' lists {p}, which does not exist",
+                                       case=case))
+    n_train = len(explicit) if explicit else len(set(labels) | set(images["imagesTr"]))
+    declared = meta.get("numTraining")
+    if isinstance(declared, int) and declared != n_train:
+        out.append(finding("DG305", "raw/dataset.json",
+                           f"numTraining is {declared} but the dataset holds {n_train} training cases"))
+    return out
+
+
+def _exists(view: DatasetView, p: str) -> bool:
+    import os
+
+    root = view.raw_root
+    return os.path.exists(p if os.path.isabs(p) or root is None else os.path.join(root, p))
+
+
+def _diff(a: list[float], b: list[float], rtol: float, atol: float):
+    return max((abs(x - y) - (atol + rtol * max(abs(x), abs(y))) for x, y in zip(a, b)), default=0.0) > 0
+
+
+def geometry(view: DatasetView) -> list[Finding]:
+    """DG304: each case's channels and label share shape, spacing, origin and direction."""
+    if not view.has_raw:
+        return []
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for t in view.tasks:
+        r = view.results.get(t.rel)
+        if t.where != "raw" or t.kind not in ("image", "label") or r is None or "shape" not in r.facts:
+            continue
+        split = "Tr" if t.rel.split("/")[1].endswith("Tr") else "Ts"
+        groups[(split, t.case)].append((t, r.facts))
+    out = []
+    for (_split, case), members in sorted(groups.items()):
+        members.sort(key=lambda m: (m[0].kind != "image", m[0].rel))
+        ref_t, ref = members[0]
+        for t, f in members[1:]:
+            problems = _geometry_problems(ref, f)
+            for p in problems:
+                out.append(finding("DG304", t.rel, f"{p} (vs {ref_t.rel.rsplit('/', 1)[-1]})", case=case))
+    return out
+
+
+def _geometry_problems(a: dict, b: dict) -> list[str]:
+    out = []
+    sa, sb = a["shape"], b["shape"]
+    if sa[:3] != sb[:3] or len(sa) != len(sb):
+        hint = ""
+        for s in (sa, sb):
+            if len(s) >= 4 and s[3] > 1:
+                hint = f"; a {len(s)}D series ({s[3]} volumes) given as one channel?"
+        out.append(f"shape {tuple(sb)} differs from {tuple(sa)}{hint}")
+    spa, spb = a.get("spacing", []), b.get("spacing", [])
+    if _diff(spa, spb, SPACING_RTOL, 0.0):
+        out.append(f"spacing {_fmt(spb)} differs from {_fmt(spa)} (max {_maxdiff(spa, spb):.3g} mm)")
+    tol = ORIGIN_ATOL_MM + SPACING_RTOL * max(spa or [1.0])
+    oa, ob = a.get("origin", []), b.get("origin", [])
+    if _diff(oa, ob, 0.0, tol):
+        out.append(f"origin {_fmt(ob)} differs from {_fmt(oa)} (by {_maxdiff(oa, ob):.3g} mm)")
+    da, db = a.get("direction", []), b.get("direction", [])
+    if da and db and _diff(da, db, 0.0, DIRECTION_ATOL):
+        out.append(f"direction differs (max element difference {_maxdiff(da, db):.3g})")
+    return out
+
+
+def _fmt(v: list[float]) -> str:
+    return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+
+def _maxdiff(a, b) -> float:
+    return max((abs(x - y) for x, y in zip(a, b) if not (math.isnan(x) or math.isnan(y))), default=0.0)
+
+
+def unused_labels(view: DatasetView) -> list[Finding]:
+    """DG404: a declared foreground label occurs in no training case."""
+    labels = view.meta.get("labels")
+    if not isinstance(labels, dict):
+        return []
+    present = case_labels(view)
+    if not present:
+        return []
+    seen = set().union(*present.values())
+    out = []
+    for name, v in labels.items():
+        if name in ("background", "ignore"):
+            continue
+        vals = set(v) if isinstance(v, (list, tuple)) else {v}
+        if not (vals & seen):
+            where = "raw/dataset.json" if view.has_raw else "preprocessed/dataset.json"
+            out.append(finding("DG404", where, f"label '{name}' ({v}) is declared but occurs in none of "
+                                               f"the {len(present)} training cases"))
+    return out
