@@ -39,7 +39,7 @@ def _labels_decl(meta: dict) -> tuple[dict, list[str]]:
         problems.append("'background' must be label 0")
     ignore = ints.get("ignore")
     plain = sorted(v for k, v in ints.items() if k != "ignore")
-    if plain != list(range(len(plain))):
+    if not regions and plain != list(range(len(plain))):
         problems.append(f"label values must be consecutive from 0, got {plain}")
     if ignore is not None and plain and ignore <= max(plain):
         problems.append(f"the ignore label ({ignore}) must be the highest label value")
