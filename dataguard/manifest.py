@@ -61,6 +61,20 @@ class Manifest:
                           blake3=e["blake3"], findings=[Finding.from_dict(f) for f in e.get("findings", [])],
                           facts=e.get("facts", {}))
 
+    def known_hash(self, task: FileTask) -> str | None:
+        """The recorded blake3 of this file when its recorded results would still apply."""
+        e = self.files.get(task.rel)
+        if e is None or e.get("checker") != CHECKER_VERSION or e.get("context") != task.context_key():
+            return None
+        return e.get("blake3")
+
+    def recorded(self, task: FileTask, fresh: FileResult) -> FileResult:
+        """Recorded findings and facts under the new stat of a file whose bytes are unchanged."""
+        e = self.files[task.rel]
+        return FileResult(rel=task.rel, size=fresh.size, mtime_ns=fresh.mtime_ns, inode=fresh.inode,
+                          blake3=fresh.blake3, findings=[Finding.from_dict(f) for f in e.get("findings", [])],
+                          facts=e.get("facts", {}))
+
     def record(self, task: FileTask, res: FileResult) -> None:
         self.files[task.rel] = {
             "size": res.size, "mtime_ns": res.mtime_ns, "inode": res.inode, "blake3": res.blake3,

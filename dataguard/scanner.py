@@ -38,6 +38,7 @@ class ScanStats:
     vanished: int = 0
     seconds: float = 0.0
     read: list[str] = field(default_factory=list)   # files read this run (not from the manifest)
+    same_content: int = 0     # read, found byte-identical to the manifest: only hashed, not re-checked
 
 
 @dataclass
@@ -190,7 +191,8 @@ def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = N
             if hit is not None:
                 reused[ds.name][t.rel] = hit
             else:
-                todo.append(t)
+                known = None if full else man.known_hash(t)
+                todo.append(dataclasses.replace(t, known_blake3=known) if known else t)
                 sizes[t.rel] = st.st_size if st is not None else 0
         plan.append((ds, files, man))
     fresh = run_file_checks(todo, jobs, on_progress, sizes, force_parallel=force_parallel)
@@ -208,6 +210,9 @@ def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = N
                 stats.vanished += r is not None and r.vanished
                 man.files.pop(t.rel, None)
                 continue
+            if r.same_content:
+                r = man.recorded(t, r)
+                stats.same_content += 1
             results[t.rel] = r
             if t.rel in fresh:
                 man.record(t, r)

@@ -5,6 +5,7 @@ import json
 import os
 
 import jsonschema
+import numpy as np
 import pytest
 
 import dataguard
@@ -101,3 +102,19 @@ def test_corrupt_manifest_gives_clear_error(tiny_pre, tmp_path):
     (tmp_path / "m" / "Dataset777_Tiny.json").write_text("{not json")
     with pytest.raises(ManifestError, match="unreadable"):
         Manifest.load(tmp_path / "m", "Dataset777_Tiny")
+
+
+def test_touched_but_identical_files_are_only_hashed(tiny_pre, tmp_path):
+    """Copying a dataset between machines changes mtimes/inodes, not bytes: no re-check."""
+    (tiny_pre / "nnUNetPlans_3d_fullres" / "case_2.npz").write_bytes(b"PK\x03\x04garbage")
+    assert codes(_scan(tiny_pre, tmp_path)) == ["DG201"]
+    for p in tiny_pre.rglob("*"):
+        if p.is_file():
+            os.utime(p, ns=(10**18, 10**18))
+    again = _scan(tiny_pre, tmp_path)
+    assert again.stats.checked == 9 and again.stats.same_content == 9
+    assert codes(again) == ["DG201"]                    # recorded findings still reported
+    assert _scan(tiny_pre, tmp_path).stats.checked == 0  # and the new stat was recorded
+    write_case_npz(tiny_pre / "nnUNetPlans_3d_fullres", "case_1", data=np.ones((1, 4, 8, 8), np.float32))
+    changed = _scan(tiny_pre, tmp_path)
+    assert changed.stats.checked == 1 and changed.stats.same_content == 0

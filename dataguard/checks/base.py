@@ -24,6 +24,7 @@ class FileTask:
     where: str                      # raw | dataset | config | gt
     case: str | None = None
     labels: tuple[int, ...] | None = None   # allowed segmentation values, None = unknown
+    known_blake3: str | None = None         # content hash recorded with the same context, if any
 
     def context_key(self) -> str:
         """Anything besides the bytes that the findings depend on (cache invalidation)."""
@@ -40,6 +41,7 @@ class FileResult:
     findings: list[Finding] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
     vanished: bool = False
+    same_content: bool = False     # stat changed, bytes did not: recorded results still hold
 
 
 class ValueSummary:
