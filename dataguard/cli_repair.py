@@ -1,0 +1,193 @@
+"""CLI faces of the repair engine: `repair`, `restore`, `quarantine list`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+REPAIR_EPILOG = """\
+what it does per finding:
+  quarantine     DG101 DG102 DG104 DG205 DG208: move the file into <dataset>/.dataguard/quarantine/<run>/
+  re-preprocess  DG103 DG201-DG207 DG209 DG210: rebuild exactly that case for exactly that
+                 configuration from raw, with the dataset's own plans, via nnunetv2 (in-process)
+  cast           DG401 (values within 1e-3 of integers): rewrite the raw label as uint8/uint16
+  regenerate     DG501-DG504: stratified splits_final.json (old one kept in quarantine)
+nothing is ever deleted; `dataguard restore` undoes the latest run byte for byte.
+
+examples:
+  dataguard repair -d 1 --dry-run          show the plan only
+  dataguard repair -d 1 --case heart_004   repair one case
+  dataguard repair $nnUNet_preprocessed/Dataset001_Heart --yes
+"""
+
+
+def add_parser(sub) -> None:
+    from .cli import _add_target_args
+
+    p = sub.add_parser("repair", help="fix findings: quarantine junk, rebuild broken cases from raw, undoably",
+                       description="Scan, plan one action per finding, confirm, apply, rescan. Broken "
+                       "preprocessed cases are rebuilt one by one with nnunetv2's own preprocessor "
+                       "instead of re-running nnUNetv2_preprocess for everything.",
+                       epilog=REPAIR_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_target_args(p)
+    p.add_argument("--select", action="append", default=[], metavar="CODES",
+                   help="only repair findings with these codes or prefixes (comma-separated)")
+    p.add_argument("--case", action="append", default=[], metavar="ID", help="only these cases; repeatable")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("restore", help="undo a repair run: every file back, byte-identical",
+                       description="Undo a repair run from its journal (default: the latest run on the "
+                       "datasets). Quarantined files go back, verified by blake3; files the run wrote "
+                       "move to a quarantine of their own. Nothing is deleted.")
+    _add_target_args(p)
+    p.add_argument("--run", metavar="RUN-ID", help="which run (see `dataguard quarantine list`)")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("quarantine", help="list what repairs moved into quarantine")
+    qsub = p.add_subparsers(dest="quarantine_command", metavar="ACTION")
+    q = qsub.add_parser("list", help="files held in quarantine, by repair run")
+    _add_target_args(q)
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.set_defaults(func=cmd_quarantine_list)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _targets(args):
+    from .cli import _targets as t
+
+    return t(args)
+
+
+def _console():
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=200, no_color=True, highlight=False)
+
+
+def _plan_table(plan, title: str):
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold")
+    for col in ("dataset", "codes", "target", "action"):
+        t.add_column(col, overflow="fold")
+    for a in plan:
+        action = Text(a.describe()) if not a.blocked else Text(f"no action: {a.blocked}", style="yellow")
+        t.add_row(Text(a.dataset), a.codes, Text(a.target), action)
+    return t
+
+
+def _confirm_from_terminal(plan) -> bool:
+    n = len([a for a in plan if not a.blocked])
+    if not sys.stdin or not sys.stdin.isatty():
+        from .cli import UsageError
+
+        raise UsageError("refusing to change files without confirmation: add --yes (or --dry-run to see the plan)")
+    from rich.prompt import Confirm
+
+    return Confirm.ask(f"apply {n} action(s)?", default=False, console=_console())
+
+
+def cmd_repair(args) -> int:
+    from . import report
+    from .cli import ExitCode, _split_codes
+    from .findings import Severity
+    from .repair import repair
+
+    log = (lambda m: print(m, file=sys.stderr))
+    confirm = (lambda plan: True) if args.yes else _confirm_from_terminal
+    console = _console()
+    shown = {"plan": False}
+
+    def confirm_after_showing(plan):
+        _show_plan(plan, args, console)
+        shown["plan"] = True
+        return confirm(plan)
+
+    result = repair(_targets(args), select=_split_codes(args.select), cases=args.case or None,
+                    dry_run=args.dry_run, confirm=confirm_after_showing,
+                    manifest_dir=args.manifest_dir, log=log)
+    if not shown["plan"]:
+        _show_plan(result.plan, args, console)
+    if args.format == "json":
+        doc = {"plan": [_action_doc(a) for a in result.plan],
+               "runs": [r.run_id for r in result.reports],
+               "outcomes": [{"target": o.action.target, "action": o.action.kind, "ok": o.ok, "detail": o.detail,
+                             "touched": o.touched} for r in result.reports for o in r.outcomes],
+               "after": result.after.to_dict() if result.after is not None else None}
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    if args.dry_run or result.declined or result.after is None:
+        if result.declined:
+            print("nothing changed", file=sys.stderr)
+        return ExitCode.FINDINGS if result.plan else ExitCode.CLEAN
+    for r in result.reports:
+        print(f"repair run {r.run_id}: {len(r.outcomes) - len(r.failed)} done, {len(r.failed)} failed "
+              f"(undo: dataguard restore --run {r.run_id})", file=sys.stderr)
+    if args.format == "table":
+        console.print("\nafter repair:")
+        report.render_table(result.after, console)
+    failed = any(r.failed for r in result.reports)
+    worst = result.after.worst()
+    return ExitCode.FINDINGS if failed or (worst is not None and worst >= Severity.ERROR) else ExitCode.CLEAN
+
+
+def _show_plan(plan, args, console) -> None:
+    if args.format != "table":
+        return
+    if not plan:
+        console.print("Nothing to repair.")
+        return
+    console.print(_plan_table(plan, "repair plan" + (" (dry run)" if args.dry_run else "")))
+
+
+def _action_doc(a) -> dict:
+    return {"kind": a.kind, "dataset": a.dataset, "target": a.target, "case": a.case, "config": a.config,
+            "codes": a.codes.split(",") if a.codes else [], "blocked": a.blocked}
+
+
+def cmd_restore(args) -> int:
+    from .cli import ExitCode
+    from .layout import discover
+    from .repair.restore import restore
+
+    reports = restore(discover(_targets(args)), run_id=args.run)
+    for r in reports:
+        print(f"restored run {r.run_id}: {len(r.restored)} file(s) back, "
+              f"{len(r.removed)} file(s) it wrote moved to quarantine")
+        for p in r.problems:
+            print(f"  problem: {p}", file=sys.stderr)
+    return ExitCode.FINDINGS if any(r.problems for r in reports) else ExitCode.CLEAN
+
+
+def cmd_quarantine_list(args) -> int:
+    from .cli import ExitCode
+    from .layout import discover
+    from .repair.restore import quarantine_list
+
+    held = quarantine_list(discover(_targets(args)))
+    if args.format == "json":
+        json.dump([h.__dict__ for h in held], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return ExitCode.CLEAN
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
+    if not held:
+        console.print("Quarantine is empty.")
+        return ExitCode.CLEAN
+    t = Table(header_style="bold")
+    for col in ("dataset", "run", "original path", "held at", "bytes", "reason"):
+        t.add_column(col, overflow="fold")
+    for h in held:
+        t.add_row(Text(h.dataset), h.run_id, Text(h.path), Text(h.stored), str(h.size), Text(h.reason))
+    console.print(t)
+    total = sum(h.size for h in held)
+    console.print(Text(f"{len(held)} file(s), {total / 1e6:.1f} MB; `dataguard restore --run RUN` puts a run back"))
+    return ExitCode.CLEAN
+

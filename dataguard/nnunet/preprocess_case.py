@@ -1,0 +1,88 @@
+"""Re-preprocess one case in-process with the dataset's own plans, exactly as nnU-Net does.
+
+`nnUNetv2_preprocess` always wipes and redoes a whole configuration; here the same
+preprocessor class (`DefaultPreprocessor` or whatever the plans name) runs on one case
+and writes into a staging folder. Output layout follows the folder being repaired:
+blosc2 (`.b2nd` + `_seg.b2nd` + `.pkl`, nnU-Net >= 2.6) or legacy (`.npz` + `.pkl`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+
+def _prepare_env(raw: Path, preprocessed: Path) -> None:
+    # nnunetv2.paths reads these once at import and prints warnings when unset
+    os.environ.setdefault("nnUNet_raw", str(Path(raw).parent))
+    os.environ.setdefault("nnUNet_preprocessed", str(Path(preprocessed).parent))
+    os.environ.setdefault("nnUNet_results", str(Path(preprocessed).parent.parent / "nnUNet_results"))
+
+
+def find_configuration(preprocessed: Path, config_folder: str) -> tuple[Path, str]:
+    """(plans file, configuration name) whose data_identifier is this folder."""
+    from ..layout import plans_files
+
+    for pf in plans_files(Path(preprocessed)):
+        plans = json.loads(pf.read_text("utf-8"))
+        for cname, conf in plans["configurations"].items():
+            ident = conf.get("data_identifier") or f"{plans.get('plans_name', pf.stem)}_{cname}"
+            if ident == config_folder:
+                return pf, cname
+    raise LookupError(f"no configuration in the plans of {preprocessed} writes to {config_folder}")
+
+
+def folder_layout(folder: Path) -> str:
+    """'b2nd' or 'npz': what the folder already holds (new folders: what this nnunetv2 writes)."""
+    names = [p.name for p in Path(folder).iterdir()] if Path(folder).is_dir() else []
+    if any(n.endswith(".b2nd") and not n.startswith("._") for n in names):
+        return "b2nd"
+    if any(n.endswith(".npz") and not n.startswith("._") for n in names):
+        return "npz"
+    return "b2nd"
+
+
+class CasePreprocessor:
+    """Loads plans and nnunetv2 once; `run(case, out_truncated)` per case."""
+
+    def __init__(self, raw: Path, preprocessed: Path, config_folder: str):
+        _prepare_env(raw, preprocessed)
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+        from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+        self.raw, self.preprocessed = Path(raw), Path(preprocessed)
+        plans_file, cname = find_configuration(self.preprocessed, config_folder)
+        self.plans_manager = PlansManager(str(plans_file))
+        self.configuration_manager = self.plans_manager.get_configuration(cname)
+        dj = self.preprocessed / "dataset.json"
+        if not dj.is_file():
+            dj = self.raw / "dataset.json"
+        self.dataset_json = json.loads(dj.read_text("utf-8"))
+        self.files = get_filenames_of_train_images_and_targets(str(self.raw), self.dataset_json)
+        self.preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
+        self.layout = folder_layout(self.preprocessed / config_folder)
+
+    def inputs(self, case: str) -> tuple[list[str], str]:
+        entry = self.files[case]
+        return list(entry["images"]), entry["label"]
+
+    def run(self, case: str, out_truncated: Path) -> list[Path]:
+        """Write the case's files as `<out_truncated>.*` and return their paths."""
+        images, label = self.inputs(case)
+        Path(out_truncated).parent.mkdir(parents=True, exist_ok=True)
+        out = str(out_truncated)
+        if self.layout == "b2nd":
+            self.preprocessor.run_case_save(out, images, label, self.plans_manager,
+                                            self.configuration_manager, self.dataset_json)
+            return [Path(out + s) for s in (".b2nd", "_seg.b2nd", ".pkl")]
+        import numpy as np
+
+        data, seg, props = self.preprocessor.run_case(images, label, self.plans_manager,
+                                                      self.configuration_manager, self.dataset_json)
+        # what nnU-Net <= 2.5 wrote: float32 data, int8 seg (int16 when labels exceed 127)
+        seg = seg.astype(np.int16 if seg.max() > 127 else np.int8, copy=False)
+        np.savez_compressed(out + ".npz", data=data.astype(np.float32, copy=False), seg=seg)
+        with open(out + ".pkl", "wb") as f:
+            pickle.dump(props, f)
+        return [Path(out + ".npz"), Path(out + ".pkl")]

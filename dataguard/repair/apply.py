@@ -1,0 +1,234 @@
+"""Carry out a repair plan: stage, verify, then swap — journalled, locked, undoable.
+
+Per rebuilt case: the new files are written to a staging folder on the same
+filesystem, checked with the scanner's own per-file checks, then the old files are
+moved to quarantine and the new ones renamed into place. A SIGKILL at any moment
+leaves the case old (in place or in quarantine, where `restore` finds it) or new and
+valid; a crash between the two halves leaves the case missing, which the next
+`repair` sees (DG206/DG207) and rebuilds.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..checks.base import FileTask
+from ..checks.files import check_file, config_file_kind
+from ..findings import Severity
+from ..layout import Dataset
+from .journal import Journal, blake3_file, new_run_id
+from .lock import DatasetLock
+from .plan import Action
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    action: Action
+    ok: bool
+    detail: str
+    touched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RepairReport:
+    run_id: str
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+class RepairError(Exception):
+    """A repair step failed in a way the user must hear about (nothing was lost)."""
+
+
+def _roots(ds: Dataset) -> dict[str, Path]:
+    return {k: Path(v) for k, v in ds.roots().items()}
+
+
+def _split(target: str) -> tuple[str, str]:
+    part, _, rel = target.partition("/")
+    return part, rel
+
+
+def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | None = None,
+               log: Log = lambda m: None) -> RepairReport:
+    """Apply every non-blocked action; one lock per dataset folder for the whole run."""
+    run_id = run_id or new_run_id()
+    report = RepairReport(run_id)
+    by_name = {d.name: d for d in datasets}
+    todo = [a for a in actions if not a.blocked]
+    with contextlib.ExitStack() as stack:
+        for name in sorted({a.dataset for a in todo}):
+            for root in _roots(by_name[name]).values():
+                stack.enter_context(DatasetLock(root))
+        preprocessors: dict[tuple[str, str], object] = {}
+        for a in todo:
+            ds = by_name[a.dataset]
+            journals = {part: Journal(root, run_id) for part, root in _roots(ds).items()}
+            try:
+                if a.kind == "quarantine":
+                    out = _quarantine(a, ds, journals)
+                elif a.kind == "re-preprocess":
+                    out = _rebuild(a, ds, journals, preprocessors, log)
+                elif a.kind == "cast":
+                    out = _cast(a, journals)
+                else:
+                    out = _splits(a, ds, journals)
+            except Exception as e:  # one failed action must not stop the others
+                out = Outcome(a, False, f"{type(e).__name__}: {e}")
+            report.outcomes.append(out)
+            log(f"{'done' if out.ok else 'FAILED'}: {a.kind} {a.target}: {out.detail}")
+        for j in {j.staging for ds in datasets for j in
+                  (Journal(r, run_id) for r in _roots(ds).values())}:
+            if j.is_dir():
+                shutil.rmtree(j, ignore_errors=True)   # our own scratch space, never user data
+    return report
+
+
+def _quarantine(a: Action, ds: Dataset, journals: dict[str, Journal]) -> Outcome:
+    part, rel = _split(a.target)
+    j = journals[part]
+    if a.findings and a.findings[0].code == "DG208":       # orphan case: every file of it
+        folder = j.root / rel.rsplit("/", 1)[0]
+        files = [p for p in sorted(folder.iterdir()) if config_file_kind(p.name)[1] == a.case]
+        rels = [p.relative_to(j.root).as_posix() for p in files]
+    else:
+        rels = [rel]
+    moved = []
+    for r in rels:
+        if (j.root / r).is_symlink() or (j.root / r).exists():
+            j.quarantine_file(r, reason=a.codes)
+            moved.append(f"{part}/{r}")
+    return Outcome(a, True, f"{len(moved)} file(s) moved to {j.quarantine.relative_to(j.root)}", moved)
+
+
+def case_files(folder: Path, case: str) -> list[Path]:
+    """Every file of one case in a configuration folder (data, seg, unpacked arrays, properties)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("._")
+            and config_file_kind(p.name)[1] == case]
+
+
+def _verify_staged(files: list[Path], case: str, labels) -> list[str]:
+    problems = []
+    for p in files:
+        kind, _ = config_file_kind(p.name)
+        r = check_file(FileTask(str(p), p.name, kind, "config", case, labels))
+        problems += [f"{f.code} {f.message}" for f in r.findings if f.severity >= Severity.WARNING]
+    return problems
+
+
+def _rebuild(a: Action, ds: Dataset, journals: dict[str, Journal], cache: dict, log: Log) -> Outcome:
+    from ..nnunet.preprocess_case import CasePreprocessor
+    from ..walk import declared_labels, load_dataset_json
+
+    j = journals["preprocessed"]
+    key = (a.dataset, a.config)
+    if key not in cache:
+        log(f"loading nnunetv2 and the plans for {a.config} ...")
+        cache[key] = CasePreprocessor(ds.raw, ds.preprocessed, a.config)
+    pp = cache[key]
+    if a.case not in pp.files:
+        return Outcome(a, False, f"case {a.case} is not a training case of the raw dataset")
+    staged_base = j.staging / a.config / a.case
+    staged = pp.run(a.case, staged_base)
+    problems = _verify_staged(staged, a.case, declared_labels(load_dataset_json(ds)))
+    if problems:
+        return Outcome(a, False, "rebuilt files fail verification, nothing swapped: " + "; ".join(problems[:3]))
+    folder = ds.preprocessed / a.config
+    touched = []
+    j.write(op="rebuild-begin", config=a.config, case=a.case,
+            old=[p.name for p in case_files(folder, a.case)], new=[p.name for p in staged])
+    for old in case_files(folder, a.case):
+        rel = old.relative_to(j.root).as_posix()
+        j.quarantine_file(rel, reason=a.codes)
+        touched.append(f"preprocessed/{rel}")
+    for new in staged:
+        rel = f"{a.config}/{new.name}"
+        j.place_file(new, rel)
+        touched.append(f"preprocessed/{rel}")
+    touched += _refresh_gt(a, ds, j, pp)
+    j.write(op="rebuild-done", config=a.config, case=a.case)
+    return Outcome(a, True, f"rebuilt {len(staged)} file(s) with nnunetv2 ({pp.layout} layout)", touched)
+
+
+def _refresh_gt(a: Action, ds: Dataset, j: Journal, pp) -> list[str]:
+    """gt_segmentations/<case> must be the raw label, byte for byte (nnU-Net copies it)."""
+    _, label = pp.inputs(a.case)
+    src = Path(label)
+    dst_rel = f"gt_segmentations/{src.name}"
+    dst = j.root / dst_rel
+    if not (j.root / "gt_segmentations").is_dir():
+        return []
+    if dst.exists() and blake3_file(dst) == blake3_file(src):
+        return []
+    staged = j.staging / "gt_segmentations" / src.name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, staged)
+    if dst.exists() or dst.is_symlink():
+        j.quarantine_file(dst_rel, reason=a.codes)
+    j.place_file(staged, dst_rel)
+    return [f"preprocessed/{dst_rel}"]
+
+
+def _cast(a: Action, journals: dict[str, Journal]) -> Outcome:
+    import nibabel as nib
+    import numpy as np
+
+    part, rel = _split(a.target)
+    j = journals[part]
+    src = j.root / rel
+    img = nib.load(str(src))
+    values = np.asanyarray(img.dataobj, dtype=np.float64)
+    rounded = np.rint(values)
+    dev = float(np.max(np.abs(values - rounded))) if values.size else 0.0
+    if dev > 1e-3 or (rounded.size and rounded.min() < 0):
+        return Outcome(a, False, f"values are up to {dev:.3g} from integers (or negative): not cast")
+    dtype = np.uint8 if rounded.max(initial=0) <= 255 else np.uint16
+    hdr = img.header.copy()
+    hdr.set_data_dtype(dtype)
+    hdr.set_slope_inter(1.0, 0.0)
+    out = type(img)(rounded.astype(dtype), img.affine, header=hdr)
+    staged = j.staging / rel
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(out, str(staged))
+    j.quarantine_file(rel, reason=a.codes)
+    j.place_file(staged, rel)
+    return Outcome(a, True, f"cast to {np.dtype(dtype).name} (max deviation was {dev:.2g})", [a.target])
+
+
+def _splits(a: Action, ds: Dataset, journals: dict[str, Journal]) -> Outcome:
+    from .. import splits as sp
+
+    j = journals["preprocessed"]
+    labels = sp.dataset_case_labels(ds)
+    new = sp.rebalance(labels, folds=_current_folds(ds.preprocessed / "splits_final.json"))
+    staged = j.staging / "splits_final.json"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
+    staged.write_text(json.dumps(new, indent=2))
+    if (j.root / "splits_final.json").exists():
+        j.quarantine_file("splits_final.json", reason=a.codes)
+    j.place_file(staged, "splits_final.json")
+    return Outcome(a, True, f"stratified {len(new)}-fold splits written", [a.target])
+
+
+def _current_folds(path: Path) -> int:
+    import json
+
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        if isinstance(data, list) and 2 <= len(data) <= 20:
+            return len(data)
+    except (OSError, ValueError):
+        pass
+    return 5
