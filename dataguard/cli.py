@@ -21,6 +21,7 @@ examples:
   dataguard scan /data --format json > findings.json     every dataset under /data/nnUNet_*
   dataguard verify -d 1                                  re-hash all files against the manifest
   dataguard explain DG201                                what a finding code means
+  dataguard splits show -d 1                             cross-validation folds x labels (and rebalance)
   dataguard demo                                         build a broken demo dataset and scan it
 
 exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage error, 3 internal error
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json", "csv"), default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    from .cli_splits import add_parser as add_splits_parser
+
+    add_splits_parser(sub)
     return parser
 
 

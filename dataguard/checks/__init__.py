@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import cases, rawset
+from . import cases, rawset, splits
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ REGISTRY: tuple[Check, ...] = (
           "raw training cases vs preprocessed cases", cases.raw_coverage),
     Check("staleness", ("DG209",), "dataset",
           "raw or plans changed after preprocessing (by content hash)", cases.staleness),
+    Check("splits", ("DG501", "DG502", "DG503", "DG504"), "dataset",
+          "splits_final.json: structure, leakage, unknown/unvalidated cases, labels per fold", splits.check_splits),
 )
 
 VERIFY_CODES = ("DG701", "DG702", "DG703")

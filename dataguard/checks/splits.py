@@ -1,0 +1,202 @@
+"""DG501–DG504: the cross-validation splits nnU-Net will train with (splits_final.json).
+
+nnU-Net reads only `nnUNet_preprocessed/DatasetXXX/splits_final.json` and writes an
+unstratified KFold(5) one at first training when it is missing, so a missing file is
+not a finding. The file is a few kB: reading it here costs nothing next to the scan.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..findings import Finding, Fix, Severity, finding
+from ..splits import SplitError, label_counts, label_names, load_splits
+from .cases import DatasetView, case_labels
+
+PRE, RAW = "preprocessed/splits_final.json", "raw/splits_final.json"
+# DG504 warning: a fold's validation share of a label below SHARE_LOW x or above
+# SHARE_HIGH x its dataset-wide share, judged only where at least MIN_EXPECTED cases
+# with the label are expected in that validation set (below that, one case more or
+# less is noise, not imbalance).
+SHARE_LOW, SHARE_HIGH, MIN_EXPECTED = 0.5, 2.0, 2.0
+
+
+def training_cases(view: DatasetView) -> set[str]:
+    """Training cases: the raw dataset's, else those of the preprocessed configuration folders."""
+    if view.has_raw:
+        raw = set(view.raw_cases())
+        if raw:
+            return raw
+    return {case for cases in view.config_cases().values() for case in cases}
+
+
+def check_splits(view: DatasetView) -> list[Finding]:
+    """All DG5xx findings for the dataset's splits_final.json (none when there is none)."""
+    files = {t.rel: t.path for t in view.tasks if t.rel in (PRE, RAW)}
+    out = _raw_copy(files)
+    if PRE not in files:
+        return out
+    try:
+        splits = load_splits(files[PRE])
+    except SplitError as e:
+        return out + [finding("DG501", PRE, f"malformed: {e}; nnU-Net cannot train from it",
+                              fix=Fix.REGENERATE_SPLITS)]
+    out += _duplicates(splits) + _leakage(splits)
+    cases = training_cases(view)
+    if cases:
+        out += _existence(splits, cases)
+        out += _imbalance(splits, view, cases)
+    return out
+
+
+def _raw_copy(files: dict[str, str]) -> list[Finding]:
+    """DG501 warning: a raw/splits_final.json that is not what nnU-Net will use."""
+    if RAW not in files:
+        return []
+    if PRE not in files:
+        return [finding("DG501", RAW, "nnU-Net ignores this file: it reads only "
+                        "preprocessed/splits_final.json, which does not exist, and will create an "
+                        "unstratified 5-fold split there at first training", severity=Severity.WARNING,
+                        fix=Fix.REGENERATE_SPLITS)]
+    if _content(files[RAW]) == _content(files[PRE]):
+        return []
+    return [finding("DG501", RAW, "differs from preprocessed/splits_final.json; nnU-Net uses the "
+                    "preprocessed one, not this copy", severity=Severity.WARNING,
+                    fix=Fix.REGENERATE_SPLITS)]
+
+
+def _content(path: str):
+    """Parsed JSON when possible (formatting does not matter), else the raw bytes."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
+
+
+def _duplicates(splits) -> list[Finding]:
+    out = []
+    for i, fold in enumerate(splits):
+        for part in ("train", "val"):
+            seen: set[str] = set()
+            for c in fold[part]:
+                if c in seen:
+                    out.append(finding("DG501", PRE, f"fold {i} lists case '{c}' twice in '{part}'",
+                                       case=c, severity=Severity.WARNING, fix=Fix.REGENERATE_SPLITS))
+                seen.add(c)
+    return out
+
+
+def _leakage(splits) -> list[Finding]:
+    """DG502: a case trained and validated in one fold, or validated in two folds."""
+    out = []
+    val_folds: dict[str, list[int]] = {}
+    for i, fold in enumerate(splits):
+        for c in sorted(set(fold["train"]) & set(fold["val"])):
+            out.append(finding("DG502", PRE, f"case '{c}' is in both train and val of fold {i}: that "
+                               f"fold validates on its own training data and its Dice is inflated",
+                               case=c, fix=Fix.REGENERATE_SPLITS))
+        for c in set(fold["val"]):
+            val_folds.setdefault(c, []).append(i)
+    for c, folds in sorted(val_folds.items()):
+        if len(folds) > 1:
+            out.append(finding("DG502", PRE, f"case '{c}' is in the validation sets of folds "
+                               f"{_join(folds)}: cross-validation predictions and the ensemble "
+                               f"choice count it twice", case=c, fix=Fix.REGENERATE_SPLITS))
+    return out
+
+
+def _existence(splits, cases: set[str]) -> list[Finding]:
+    """DG503: names that are not training cases; training cases never validated."""
+    out = []
+    where: dict[str, list[str]] = {}
+    for i, fold in enumerate(splits):
+        for part in ("train", "val"):
+            for c in dict.fromkeys(fold[part]):
+                if c not in cases:
+                    where.setdefault(c, []).append(f"fold {i} {part}")
+    for c, places in sorted(where.items()):
+        out.append(finding("DG503", PRE, f"case '{c}' ({', '.join(places)}) does not exist in the "
+                           f"dataset: nnU-Net fails when it loads it", case=c, fix=Fix.REGENERATE_SPLITS))
+    validated = {c for fold in splits for c in fold["val"]}
+    for c in sorted(cases - validated):
+        out.append(finding("DG503", PRE, f"training case '{c}' is in no fold's validation set: it is "
+                           f"never validated and cross-validation results leave it out",
+                           case=c, fix=Fix.REGENERATE_SPLITS))
+    return out
+
+
+def _imbalance(splits, view: DatasetView, cases: set[str]) -> list[Finding]:
+    """DG504: a label missing from a fold's val/train set, or far from its dataset share.
+
+    Only cases with known labels count (a case whose .pkl is unreadable is not assumed
+    empty). A label in fewer cases than folds cannot be in every validation set: one
+    warning suggesting fewer folds instead of an error per fold. The share warning:
+    see SHARE_LOW, SHARE_HIGH, MIN_EXPECTED.
+    """
+    labels = {c: s for c, s in case_labels(view).items() if c in cases}
+    if not labels:
+        return []
+    names = label_names(view.meta.get("labels"))
+    total = label_counts(labels)
+    k, n = len(splits), len(labels)
+    per_fold = []
+    for fold in splits:
+        tr, va = set(fold["train"]) & set(labels), set(fold["val"]) & set(labels)
+        per_fold.append((label_counts(labels, tr), label_counts(labels, va), len(va)))
+    out = []
+    for lab, count in total.items():
+        name = f"label {lab} ({names.get(lab, 'unnamed')})"
+        if count < k:
+            out += _too_rare(lab, name, count, k, per_fold)
+            continue
+        for i, (tr, va, n_val) in enumerate(per_fold):
+            out += _fold_imbalance(i, name, count, n, tr.get(lab, 0), va.get(lab, 0), n_val)
+    return out
+
+
+def _too_rare(lab: int, name: str, count: int, k: int, per_fold) -> list[Finding]:
+    no_val = [i for i, (_, va, _) in enumerate(per_fold) if not va.get(lab)]
+    no_train = [i for i, (tr, _, _) in enumerate(per_fold) if not tr.get(lab)]
+    if not no_val and not no_train:
+        return []
+    advice = (f"use at most {count} folds to validate it in every fold" if count >= 2
+              else "no split can validate it in more than one fold")
+    parts = []
+    if no_val:
+        parts.append(f"{_folds(no_val)} validate{'s' * (len(no_val) == 1)} without it (Dice 0/NaN there)")
+    if no_train:
+        parts.append(f"{_folds(no_train)} train{'s' * (len(no_train) == 1)} without it")
+    return [finding("DG504", PRE, f"{name} occurs in only {count} case{'s' * (count != 1)}, fewer than "
+                    f"the {k} folds: {'; '.join(parts)}; {advice}", severity=Severity.WARNING,
+                    fix=Fix.REGENERATE_SPLITS)]
+
+
+def _fold_imbalance(i: int, name: str, count: int, n: int, tr: int, va: int, n_val: int) -> list[Finding]:
+    fix = Fix.REGENERATE_SPLITS
+    out = []
+    if n_val and va == 0:
+        out.append(finding("DG504", PRE, f"fold {i} validation has no case with {name}: its validation "
+                           f"Dice for that label will be 0/NaN ({count} of {n} cases contain it)", fix=fix))
+    if tr == 0:
+        out.append(finding("DG504", PRE, f"fold {i} training has no case with {name}: that fold's model "
+                           f"never learns it ({count} of {n} cases contain it)", fix=fix))
+    expected = n_val * count / n
+    if va and expected >= MIN_EXPECTED and not SHARE_LOW * expected <= va <= SHARE_HIGH * expected:
+        out.append(finding("DG504", PRE, f"fold {i} validation: {name} in {va} of {n_val} cases "
+                           f"({va / n_val:.0%}) vs {count / n:.0%} of all cases (about {expected:.1f} "
+                           f"expected); that fold's score for it is not comparable",
+                           severity=Severity.WARNING, fix=fix))
+    return out
+
+
+def _folds(items) -> str:
+    return f"fold{'s' * (len(items) > 1)} {_join(items)}"
+
+
+def _join(items) -> str:
+    items = [str(x) for x in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -1,0 +1,241 @@
+"""`dataguard splits show|rebalance`: parse → engine (dataguard.splits) → render → exit code.
+
+Kept apart from cli.py so the split commands stay one readable unit; like cli.py it
+imports nothing heavy at module level (`dataguard --help` builds this parser).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .cli import ExitCode, UsageError, _null, _progress
+
+SPLITS_EPILOG = """\
+examples:
+  dataguard splits show $nnUNet_preprocessed/Dataset001_Heart       folds x labels, train/val cases
+  dataguard splits show -d 1 --plot folds.png                      also a heatmap of val counts
+  dataguard splits show -d 1 --format json > folds.json            only JSON on stdout
+  dataguard splits rebalance -d 1 --dry-run                        before/after, writes nothing
+  dataguard splits rebalance -d 1 --folds 5 --seed 0               write stratified splits
+
+rebalance guarantees, whenever any split can: every label found in at least --folds cases
+is in every fold's validation set; validation sets differ in size by at most one; every
+case is validated exactly once. The previous splits_final.json is kept next to it as
+splits_final.json.bak-YYYYmmdd-HHMMSS; nothing is deleted.
+
+exit codes: 0 ok, 2 usage error (no dataset, no cases, no splits file, infeasible request)
+"""
+
+
+def add_parser(sub) -> None:
+    """Register `splits` with its `show` and `rebalance` subcommands on cli.py's subparsers."""
+    p = sub.add_parser("splits", help="show or rebalance the cross-validation splits (splits_final.json)",
+                       description="Inspect nnU-Net's cross-validation splits per label, or replace "
+                       "them with stratified ones so every fold validates every label.",
+                       epilog=SPLITS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=lambda args: _no_subcommand(p))
+    ss = p.add_subparsers(dest="splits_command", metavar="SUBCOMMAND")
+
+    s = ss.add_parser("show", help="per fold, how many train and val cases contain each label",
+                      description="One row per fold: the number of training and validation cases, and "
+                      "per foreground label how many of them contain it (train/val). DG5xx findings "
+                      "about the splits follow the table.",
+                      epilog=SPLITS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(s)
+    s.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="also write a PNG heatmap of validation cases per fold and label")
+    s.set_defaults(func=cmd_show)
+
+    r = ss.add_parser("rebalance", help="write stratified splits (atomically, previous file kept)",
+                      description="Compute stratified splits (exact MILP with scipy's HiGHS), print the "
+                      "current and the new table, and write splits_final.json atomically, keeping the "
+                      "previous file as a timestamped backup.",
+                      epilog=SPLITS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(r)
+    r.add_argument("--folds", type=int, default=5, help="number of folds (default: 5, as nnU-Net)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="picks among equally balanced splits; same seed, same splits (default: 0)")
+    r.add_argument("--dry-run", action="store_true", help="print the tables, write nothing")
+    r.set_defaults(func=cmd_rebalance)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", metavar="PATH",
+                   help="the preprocessed dataset folder (nnUNet_preprocessed/DatasetXXX_Name); its raw "
+                        "counterpart is found like `dataguard scan` does")
+    p.add_argument("-d", "--dataset", metavar="ID",
+                   help="dataset id or name (1, Dataset001_Heart) via $nnUNet_preprocessed/$nnUNet_raw")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table (default; plain when piped) or json (only JSON on stdout)")
+    p.add_argument("--manifest-dir", type=Path, default=Path("manifests"),
+                   help="manifests of the scan that reads label presence (default: ./manifests)")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="worker processes for the scan")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _no_subcommand(parser) -> int:
+    parser.print_help(sys.stderr)
+    return ExitCode.USAGE
+
+
+# --- commands --------------------------------------------------------------------------------
+def cmd_show(args) -> int:
+    from .splits import SplitError, label_table, load_splits, plot_heatmap
+
+    ctx = _context(args)
+    if not ctx.splits_path.exists():
+        raise UsageError(f"no {ctx.splits_path.name} in {ctx.splits_path.parent}: nnU-Net creates an "
+                         f"unstratified 5-fold split at first training; `dataguard splits rebalance` "
+                         f"writes a stratified one")
+    try:
+        splits = load_splits(ctx.splits_path)
+    except SplitError as e:
+        raise UsageError(f"{ctx.splits_path} is malformed (DG501): {e}") from None
+    table = label_table(splits, ctx.case_labels, ctx.names)
+    if args.plot:
+        plot_heatmap(table, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if args.format == "json":
+        doc = {"dataset": ctx.dataset.name, "splits": str(ctx.splits_path), **_table_doc(ctx, table),
+               "findings": [f.to_dict() for f in ctx.findings]}
+        print(json.dumps(doc, indent=2))
+    else:
+        console = _console()
+        console.print(_rich_table(ctx, table, f"{ctx.dataset.name}: {ctx.splits_path}"))
+        _print_findings(console, ctx.findings)
+    return ExitCode.CLEAN
+
+
+def cmd_rebalance(args) -> int:
+    from .splits import SplitError, label_table, load_splits, rebalance, write_splits
+
+    ctx = _context(args)
+    before = None
+    if ctx.splits_path.exists():
+        try:
+            before = load_splits(ctx.splits_path)
+        except SplitError as e:
+            _note(f"current {ctx.splits_path.name} is malformed ({e}); it will be replaced")
+    try:
+        after = rebalance(ctx.case_labels, folds=args.folds, seed=args.seed)
+    except SplitError as e:
+        raise UsageError(str(e)) from None
+    unchanged = before == after
+    backup = None if unchanged else write_splits(ctx.splits_path, after, dry_run=args.dry_run)
+    tables = {"before": label_table(before, ctx.case_labels, ctx.names) if before else None,
+              "after": label_table(after, ctx.case_labels, ctx.names)}
+    _render_rebalance(args, ctx, tables)
+    if unchanged:
+        _note(f"{ctx.splits_path} already holds these splits; nothing written")
+    elif args.dry_run:
+        _note(f"dry run: nothing written (would write {ctx.splits_path})")
+    else:
+        _note(f"wrote {ctx.splits_path}" + (f" (previous kept as {backup.name})" if backup else ""))
+    return ExitCode.CLEAN
+
+
+def _render_rebalance(args, ctx, tables) -> None:
+    if args.format == "json":
+        doc = {"dataset": ctx.dataset.name, "splits": str(ctx.splits_path), "folds": args.folds,
+               "seed": args.seed, "dry_run": args.dry_run,
+               **{k: (_table_doc(ctx, t) if t is not None else None) for k, t in tables.items()}}
+        print(json.dumps(doc, indent=2))
+        return
+    console = _console()
+    if tables["before"] is not None:
+        console.print(_rich_table(ctx, tables["before"], f"before: {ctx.splits_path.name} now"))
+    else:
+        console.print(f"before: no usable {ctx.splits_path.name}")
+    console.print(_rich_table(ctx, tables["after"],
+                              f"after: stratified, {args.folds} folds, seed {args.seed}"))
+
+
+# --- shared helpers --------------------------------------------------------------------------
+def _context(args):
+    """Resolve exactly one dataset and scan it for training cases and their labels."""
+    from .layout import discover
+    from .splits import SplitError, load_context
+
+    targets = [t for t in (args.path, args.dataset) if t]
+    dsets = discover(targets or None)
+    if len(dsets) != 1:
+        names = ", ".join(d.name for d in dsets)
+        raise UsageError(f"{' '.join(targets) or 'the nnU-Net environment variables'} name "
+                         f"{len(dsets)} datasets ({names}); name one dataset folder or use -d ID")
+    prog = _progress(args)
+    try:
+        with prog or _null():
+            ctx = load_context(dsets[0], args.manifest_dir, jobs=args.jobs,
+                               on_progress=prog.update if prog else None)
+    except SplitError as e:
+        raise UsageError(str(e)) from None
+    if ctx.unknown:
+        _note(f"{len(ctx.unknown)} training case(s) have no label information (label file or .pkl "
+              f"unreadable): counted as containing no label")
+    if ctx.errors:
+        _note(f"the scan also found {ctx.errors} error(s) outside the splits in {ctx.dataset.name}; "
+              f"`dataguard scan` lists them")
+    return ctx
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _table_doc(ctx, table) -> dict:
+    """The JSON form of a label table: dataset-wide label counts and one entry per fold."""
+    from .splits import label_counts
+
+    totals = label_counts(ctx.case_labels)
+    labels = {str(lab): {"name": name, "cases": totals.get(lab, 0)}
+              for lab, name in table.drop_duplicates("label").set_index("label")["name"].items()}
+    folds = []
+    for fold, rows in table.groupby("fold", sort=True):
+        folds.append({"fold": int(fold), "n_train": int(rows["n_train"].iloc[0]),
+                      "n_val": int(rows["n_val"].iloc[0]),
+                      "labels": {str(int(r.label)): {"train": int(r.train), "val": int(r.val)}
+                                 for r in rows.itertuples()}})
+    return {"cases": len(ctx.cases), "labels": labels, "folds": folds}
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:   # piped: no colour, no 80-column folding
+        console = Console(width=200, no_color=True, highlight=False)
+    return console
+
+
+def _rich_table(ctx, table, title: str):
+    """Folds as rows; per label a `train/val` cell, red where val holds no case with it."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from .splits import label_counts
+
+    doc = _table_doc(ctx, table)
+    t = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold")
+    for col in ("fold", "train", "val"):
+        t.add_column(col, justify="right")
+    for lab, info in doc["labels"].items():
+        t.add_column(f"{lab} {info['name']}\ntrain/val", justify="right")
+    for fold in doc["folds"]:
+        cells = [Text(f"{c['train']}/{c['val']}", style="bold red" if c["val"] == 0 else "")
+                 for c in fold["labels"].values()]
+        t.add_row(str(fold["fold"]), str(fold["n_train"]), str(fold["n_val"]), *cells)
+    totals = label_counts(ctx.case_labels)
+    t.add_row("all", str(doc["cases"]), "", *(f"{totals.get(int(lab), 0)} cases" for lab in doc["labels"]),
+              style="dim")
+    return t
+
+
+def _print_findings(console, findings) -> None:
+    from rich.text import Text
+
+    if not findings:
+        console.print(Text("No split findings (DG501-DG504)."))
+    for f in findings:
+        console.print(Text(f"{f.severity} {f.code} {f.path}: {f.message}"))

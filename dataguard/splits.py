@@ -1,0 +1,487 @@
+"""Cross-validation splits: read and validate, count labels per fold, make stratified ones.
+
+nnU-Net's own split is an unstratified KFold(5, seed 12345). With a rare label, a fold's
+validation set can hold no case of it: that fold's Dice for the label is 0/NaN and model
+selection is misled. `rebalance` makes splits where that cannot happen whenever any split
+can avoid it, and says so (SplitError) when none can.
+
+The engine never prints: `dataguard splits` (cli_splits.py) renders what it returns.
+numpy, scipy, pandas and matplotlib are imported inside the functions that need them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .layout import Dataset
+
+SPLITS_NAME = "splits_final.json"
+MILP_TIME_LIMIT = 30.0       # seconds; a safety net, the node limit below normally ends first
+MILP_NODE_LIMIT = 2000       # deterministic work limit (a time limit alone is not reproducible)
+
+
+class SplitError(Exception):
+    """Splits cannot be read, or cannot be made as asked (the CLI exits 2 with the message)."""
+
+
+# --- reading and validating ------------------------------------------------------------------
+def structure_problems(data) -> list[str]:
+    """Why `data` is not what nnU-Net expects: a list of {"train": [str], "val": [str]}."""
+    if not isinstance(data, list):
+        return [f"top level is a JSON {_json_type(data)}, not a list of folds"]
+    if not data:
+        return ["the list of folds is empty"]
+    out = []
+    for i, fold in enumerate(data):
+        if not isinstance(fold, dict) or "train" not in fold or "val" not in fold:
+            out.append(f"fold {i} is not an object with 'train' and 'val' lists")
+            continue
+        for part in ("train", "val"):
+            items = fold[part]
+            if not isinstance(items, list):
+                out.append(f"fold {i} '{part}' is a JSON {_json_type(items)}, not a list of case names")
+            elif not items:
+                out.append(f"fold {i} has an empty '{part}' list")
+            elif any(not isinstance(c, str) for c in items):
+                bad = next(c for c in items if not isinstance(c, str))
+                out.append(f"fold {i} '{part}' holds {json.dumps(bad)}, not a case name string")
+    return out
+
+
+def _json_type(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            type(None): "null"}.get(type(value), "number")
+
+
+def parse_splits(text: str) -> list[dict[str, list[str]]]:
+    """Parse and validate the text of a splits file; SplitError says what is wrong."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise SplitError(f"invalid JSON: {e}") from None
+    problems = structure_problems(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise SplitError(problems[0] + more)
+    return data
+
+
+def load_splits(path: Path | str) -> list[dict[str, list[str]]]:
+    """Read and validate a splits_final.json."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise SplitError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SplitError("not UTF-8 text") from None
+    return parse_splits(text)
+
+
+# --- label names and counts ------------------------------------------------------------------
+def label_names(meta_labels) -> dict[int, str]:
+    """{value: name} for the foreground labels of dataset.json (`{"name": value}`).
+
+    Region-based entries (`"tumor": [1, 2]`) name no single value and are skipped.
+    """
+    out: dict[int, str] = {}
+    if not isinstance(meta_labels, dict):
+        return out
+    for name, value in meta_labels.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if int(value) == value and int(value) > 0:
+            out.setdefault(int(value), str(name))
+    return out
+
+
+def label_counts(case_labels: dict[str, set[int]], cases=None) -> dict[int, int]:
+    """How many of `cases` (default: all) contain each foreground label."""
+    out: dict[int, int] = {}
+    for c in (case_labels if cases is None else cases):
+        for lab in case_labels.get(c, ()):
+            out[lab] = out.get(lab, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def fold_label_counts(splits, case_labels: dict[str, set[int]]) -> list[dict[int, tuple[int, int]]]:
+    """Per fold, {label: (train cases containing it, val cases containing it)}.
+
+    Pure Python so the scan-time check does not pay for importing pandas. Each case
+    counts once per set even if listed twice; cases without label information count
+    as containing nothing.
+    """
+    labels = sorted({lab for s in case_labels.values() for lab in s})
+    out = []
+    for fold in splits:
+        tr = label_counts(case_labels, set(fold["train"]))
+        va = label_counts(case_labels, set(fold["val"]))
+        out.append({lab: (tr.get(lab, 0), va.get(lab, 0)) for lab in labels})
+    return out
+
+
+def label_table(splits, case_labels: dict[str, set[int]], labels: dict[int, str]):
+    """A pandas DataFrame, one row per (fold, foreground label).
+
+    Columns: fold, label, name, train, val (cases containing the label), n_train, n_val
+    (cases in the fold's sets). `labels` maps label value -> name (see `label_names`);
+    labels that occur in cases but are not named there are included under their value.
+    """
+    import pandas as pd
+
+    values = sorted(set(labels) | {lab for s in case_labels.values() for lab in s})
+    rows = []
+    for i, (fold, counts) in enumerate(zip(splits, fold_label_counts(splits, case_labels))):
+        n_train, n_val = len(set(fold["train"])), len(set(fold["val"]))
+        for lab in values:
+            tr, va = counts.get(lab, (0, 0))
+            rows.append({"fold": i, "label": lab, "name": labels.get(lab, str(lab)),
+                         "train": tr, "val": va, "n_train": n_train, "n_val": n_val})
+    cols = ["fold", "label", "name", "train", "val", "n_train", "n_val"]
+    return pd.DataFrame(rows, columns=cols).astype(
+        {"fold": int, "label": int, "train": int, "val": int, "n_train": int, "n_val": int})
+
+
+def coverage_gaps(splits, case_labels: dict[str, set[int]]) -> list[tuple[int, int]]:
+    """(fold, label) pairs where a label found in >= folds cases is missing from val."""
+    k = len(splits)
+    counts = label_counts(case_labels)
+    out = []
+    for i, per_label in enumerate(fold_label_counts(splits, case_labels)):
+        out += [(i, lab) for lab, (_, va) in per_label.items() if counts[lab] >= k and va == 0]
+    return out
+
+
+# --- stratified splits -----------------------------------------------------------------------
+def fold_sizes(n: int, folds: int) -> list[int]:
+    """Validation set sizes: n // folds each, the first n % folds folds one more.
+
+    Which folds get the extra case does not matter for feasibility: every constraint
+    treats folds alike, so any solution can be relabelled to put the big folds first.
+    """
+    q, r = divmod(n, folds)
+    return [q + 1] * r + [q] * (folds - r)
+
+
+@dataclass
+class _Problem:
+    cases: list[str]                     # sorted
+    members: dict[int, list[int]]        # label -> indices of cases containing it
+    sizes: list[int]
+    seed: int
+
+    @property
+    def n(self) -> int:
+        return len(self.cases)
+
+    @property
+    def k(self) -> int:
+        return len(self.sizes)
+
+    def must_cover(self) -> list[int]:
+        """Labels that can and so must appear in every validation set."""
+        return [lab for lab, m in self.members.items() if len(m) >= self.k]
+
+
+def _problem(case_labels: dict[str, set[int]], folds: int, seed: int) -> _Problem:
+    cases = sorted(case_labels)
+    if folds < 2:
+        raise SplitError(f"need at least 2 folds, got {folds}")
+    if len(cases) < folds:
+        raise SplitError(f"{len(cases)} cases cannot fill {folds} validation sets; use at most "
+                         f"{len(cases)} folds" if len(cases) >= 2 else
+                         f"{len(cases)} case(s): cross-validation needs at least 2")
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(cases):
+        for lab in sorted(int(v) for v in case_labels[c] if int(v) > 0):
+            members.setdefault(lab, []).append(i)
+    return _Problem(cases, dict(sorted(members.items())), fold_sizes(len(cases), folds), seed)
+
+
+def rebalance(case_labels: dict[str, set[int]], folds: int = 5, seed: int = 0, *,
+              method: str = "auto", time_limit: float = MILP_TIME_LIMIT) -> list[dict[str, list[str]]]:
+    """Stratified cross-validation splits for cases with the given foreground labels.
+
+    Guarantees, whenever any split can meet them (SplitError otherwise):
+    (a) every label found in >= `folds` cases is in every fold's validation set;
+    (b) validation set sizes differ by at most one; (c) every case is in exactly one
+    validation set and each fold trains on all other cases; (d) the same input and seed
+    give the same splits. Within those, label counts per fold are kept as close to
+    proportional as the solver finds (e).
+
+    method: "milp" (scipy HiGHS, exact within a deterministic node limit), "greedy"
+    (iterative stratification; cannot promise (a) and raises SplitError when it misses),
+    or "auto": milp, falling back to greedy when scipy is missing or finds nothing in time.
+    """
+    if method not in ("auto", "milp", "greedy"):
+        raise ValueError(f"unknown method {method!r}")
+    p = _problem(case_labels, folds, seed)
+    assign = None
+    if method in ("auto", "milp"):
+        assign = _solve_milp(p, time_limit)
+        if assign is None and method == "milp":
+            raise SplitError("the MILP solver is unavailable or found no split within its limits")
+    if assign is None:
+        assign = _greedy(p)
+    splits = _to_splits(p, assign)
+    gaps = coverage_gaps(splits, {c: case_labels[c] for c in p.cases})
+    if gaps:   # only the greedy fallback can get here
+        raise SplitError(f"greedy stratification left label {gaps[0][1]} out of fold {gaps[0][0]}'s "
+                         f"validation set; install scipy for the exact solver")
+    return splits
+
+
+def _to_splits(p: _Problem, assign: list[int]) -> list[dict[str, list[str]]]:
+    val = [[c for c, f in zip(p.cases, assign) if f == fold] for fold in range(p.k)]
+    return [{"train": [c for c, f in zip(p.cases, assign) if f != fold], "val": val[fold]}
+            for fold in range(p.k)]
+
+
+def _infeasible(p: _Problem) -> SplitError:
+    labs = ", ".join(str(lab) for lab in p.must_cover())
+    return SplitError(
+        f"no split of {p.n} cases into {p.k} validation sets of sizes {p.sizes} puts every label "
+        f"found in >= {p.k} cases (labels {labs}) into every validation set; use fewer folds")
+
+
+def _solve_milp(p: _Problem, time_limit: float) -> list[int] | None:
+    """Exact stratification as a small MILP. None when scipy is missing or out of limits.
+
+    x[c, f] = 1 when case c validates in fold f; d[l, f] >= |cases with l in fold f - target|
+    with target = count(l) * size(f) / n. Minimise sum d / count(l) (every label's relative
+    imbalance weighs the same) plus seed-dependent tie-breakers far below any real
+    difference, so the seed only picks among equally balanced splits.
+    """
+    try:
+        import numpy as np
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        from scipy.sparse import coo_array
+    except ImportError:
+        return None
+    n, k, labels = p.n, p.k, list(p.members)
+    nx, nd = n * k, len(labels) * k
+    rows, cols, vals, lo, hi = [], [], [], [], []
+
+    def add(entries, low, high):
+        for col, v in entries:
+            rows.append(len(lo))
+            cols.append(col)
+            vals.append(v)
+        lo.append(low)
+        hi.append(high)
+
+    for c in range(n):                                     # (c) exactly one val set per case
+        add([(c * k + f, 1) for f in range(k)], 1, 1)
+    for f in range(k):                                     # (b) fixed fold sizes
+        add([(c * k + f, 1) for c in range(n)], p.sizes[f], p.sizes[f])
+    cover = set(p.must_cover())
+    for li, lab in enumerate(labels):
+        m = p.members[lab]
+        for f in range(k):
+            xs = [(c * k + f, 1) for c in m]
+            if lab in cover:                               # (a) coverage
+                add(xs, 1, np.inf)
+            target = len(m) * p.sizes[f] / n               # (e) |count - target| <= d
+            add(xs + [(nx + li * k + f, -1)], -np.inf, target)
+            add(xs + [(nx + li * k + f, 1)], target, np.inf)
+    weights = np.repeat([1.0 / len(p.members[lab]) for lab in labels], k)
+    rng = np.random.default_rng(p.seed)
+    tie = rng.random(nx) * (1e-4 / n) * (weights.min() if nd else 1.0)
+    res = milp(np.concatenate([tie, weights]),
+               integrality=np.r_[np.ones(nx), np.zeros(nd)],
+               bounds=Bounds(np.zeros(nx + nd), np.r_[np.ones(nx), np.full(nd, np.inf)]),
+               constraints=LinearConstraint(coo_array((vals, (rows, cols)), shape=(len(lo), nx + nd)),
+                                            lo, hi),
+               options={"time_limit": time_limit, "node_limit": MILP_NODE_LIMIT})
+    if res.status == 2:
+        raise _infeasible(p)
+    if res.x is None:
+        return None
+    return [int(f) for f in res.x[:nx].reshape(n, k).argmax(axis=1)]
+
+
+def _greedy(p: _Problem) -> list[int]:
+    """Iterative stratification (Sechidis et al. 2011), the fallback without scipy.
+
+    Rarest label first: each of its cases goes to the fold that still lacks the label
+    (if it must be covered), else the one furthest below its proportional share, with
+    free places. Cases without foreground fill the remaining places.
+    """
+    import numpy as np
+
+    rank = {c: int(r) for c, r in zip(range(p.n), np.random.default_rng(p.seed).permutation(p.n))}
+    free = list(p.sizes)
+    want = {lab: [len(m) * s / p.n for s in p.sizes] for lab, m in p.members.items()}
+    have = {lab: [0] * p.k for lab in p.members}
+    cover = set(p.must_cover())
+    labels_of: dict[int, list[int]] = {c: [] for c in range(p.n)}
+    for lab, m in p.members.items():
+        for c in m:
+            labels_of[c].append(lab)
+    assign: list[int | None] = [None] * p.n
+    todo = set(range(p.n))
+    while True:
+        left = {lab: [c for c in m if c in todo] for lab, m in p.members.items()}
+        live = [lab for lab, cs in left.items() if cs]
+        if not live:
+            break
+        lab = min(live, key=lambda x: (len(left[x]), x))
+        for c in sorted(left[lab], key=rank.get):
+            f = max((f for f in range(p.k) if free[f] > 0),
+                    key=lambda f: (lab in cover and have[lab][f] == 0, want[lab][f] - have[lab][f],
+                                   free[f], -f))
+            assign[c], free[f] = f, free[f] - 1
+            todo.discard(c)
+            for other in labels_of[c]:
+                have[other][f] += 1
+    for c in sorted(todo, key=rank.get):
+        f = max(range(p.k), key=lambda f: (free[f], -f))
+        assign[c], free[f] = f, free[f] - 1
+    return [int(f) for f in assign]
+
+
+# --- writing and plotting --------------------------------------------------------------------
+def splits_text(splits) -> str:
+    """The file text, formatted as nnU-Net's own save_json writes it."""
+    return json.dumps(splits, sort_keys=True, indent=4) + "\n"
+
+
+def backup_path(path: Path, now: float | None = None) -> Path:
+    """A free `splits_final.json.bak-YYYYmmdd-HHMMSS[-N]` name next to path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    cand = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while cand.exists():
+        n += 1
+        cand = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+    return cand
+
+
+def _copy_durably(src: Path, dst: Path) -> None:
+    """Copy bytes to a temp file in dst's folder, fsync, rename: never a torn backup."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(src.read_bytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_splits(path: Path | str, splits, dry_run: bool = False) -> Path | None:
+    """Write splits atomically, keeping any previous file as a timestamped backup.
+
+    Returns the backup's path (None when there was no previous file or on dry_run, which
+    writes nothing). Nothing is ever deleted.
+    """
+    from .manifest import atomic_write_text
+
+    problems = structure_problems(splits)
+    if problems:
+        raise SplitError(f"refusing to write malformed splits: {problems[0]}")
+    path = Path(path)
+    if dry_run:
+        return None
+    backup = None
+    if path.exists():
+        backup = backup_path(path)
+        _copy_durably(path, backup)
+    atomic_write_text(path, splits_text(splits))
+    return backup
+
+
+def plot_heatmap(table, path: Path | str) -> Path:
+    """PNG heatmap: folds x labels, each cell the number of validation cases with the label.
+
+    Uses matplotlib's object API with the Agg canvas, so no GUI backend or global pyplot
+    state is touched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    grid = table.pivot(index="fold", columns="label", values="val").sort_index()
+    names = table.drop_duplicates("label").set_index("label")["name"]
+    fig = Figure(figsize=(1.6 + 1.1 * max(1, grid.shape[1]), 1.2 + 0.5 * max(1, grid.shape[0])))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(grid.to_numpy(), cmap="viridis", aspect="auto", vmin=0)
+    ax.set_xticks(range(grid.shape[1]), [f"{lab} {names[lab]}" for lab in grid.columns],
+                  rotation=30, ha="right")
+    ax.set_yticks(range(grid.shape[0]), [f"fold {f}" for f in grid.index])
+    top = grid.to_numpy().max() if grid.size else 0
+    for (i, j), v in _cells(grid):
+        ax.text(j, i, str(v), ha="center", va="center",
+                color="red" if v == 0 else ("black" if v > top / 2 else "white"),
+                fontweight="bold" if v == 0 else "normal")
+    ax.set_title("validation cases containing each label")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(str(path), format="png", dpi=100)
+    return Path(path)
+
+
+def _cells(grid):
+    arr = grid.to_numpy()
+    for i in range(arr.shape[0]):
+        for j in range(arr.shape[1]):
+            yield (i, j), int(arr[i, j])
+
+
+# --- from a dataset on disk ------------------------------------------------------------------
+@dataclass
+class SplitContext:
+    """What `dataguard splits` needs about one dataset, taken from a (cheap, incremental) scan."""
+
+    dataset: Dataset
+    splits_path: Path
+    cases: list[str]                      # training cases
+    case_labels: dict[str, set[int]]      # every training case; set() = no foreground or unknown
+    names: dict[int, str]                 # label value -> name from dataset.json
+    unknown: list[str] = field(default_factory=list)   # training cases without label information
+    findings: list = field(default_factory=list)        # the scan's DG5xx findings
+    errors: int = 0                                      # other error findings of the scan
+
+
+def load_context(dataset: Dataset, manifest_dir, *, jobs: int | None = None, on_progress=None) -> SplitContext:
+    """Scan `dataset` (incremental with its manifest) and collect training cases and labels."""
+    from .checks.cases import case_labels
+    from .checks.splits import training_cases
+    from .findings import Severity
+    from .scanner import scan
+
+    if dataset.preprocessed is None:
+        raise SplitError(f"{dataset.name} has no preprocessed folder: splits_final.json lives in "
+                         f"nnUNet_preprocessed/{dataset.name}")
+    result = scan(datasets=[dataset], manifest_dir=manifest_dir, jobs=jobs, on_progress=on_progress)
+    view = result.views[dataset.name]
+    cases = sorted(training_cases(view))
+    if not cases:
+        raise SplitError(f"{dataset.name} has no training cases (no raw labelsTr/imagesTr and no "
+                         f"preprocessed cases)")
+    known = case_labels(view)
+    return SplitContext(
+        dataset=dataset, splits_path=Path(dataset.preprocessed) / SPLITS_NAME, cases=cases,
+        case_labels={c: set(known.get(c, set())) for c in cases},
+        names=label_names(view.meta.get("labels")),
+        unknown=[c for c in cases if c not in known],
+        findings=[f for f in result.findings if f.code.startswith("DG5")],
+        errors=sum(1 for f in result.findings
+                   if f.severity == Severity.ERROR and not f.code.startswith("DG5")))
+
+
+def dataset_case_labels(dataset: Dataset, manifest_dir) -> dict[str, set[int]]:
+    """{training case: foreground labels it contains} for a layout.Dataset, via the scanner."""
+    return load_context(dataset, manifest_dir).case_labels
