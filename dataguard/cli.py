@@ -22,6 +22,8 @@ examples:
   dataguard verify -d 1                                  re-hash all files against the manifest
   dataguard explain DG201                                what a finding code means
   dataguard splits show -d 1                             cross-validation folds x labels (and rebalance)
+  dataguard repair -d 1 --dry-run                        plan fixes (quarantine, rebuild cases from raw)
+  dataguard restore -d 1                                 undo the latest repair, byte for byte
   dataguard demo                                         build a broken demo dataset and scan it
 
 exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage error, 3 internal error
@@ -103,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_splits import add_parser as add_splits_parser
 
     add_splits_parser(sub)
+
+    from .cli_repair import add_parser as add_repair_parser
+
+    add_repair_parser(sub)
     return parser
 
 
@@ -218,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.USAGE
     from .layout import LayoutError
     from .manifest import ManifestError
+    from .repair.lock import LockedError
+    from .repair.restore import RestoreError
 
     try:
         return int(args.func(args))
-    except (UsageError, LayoutError, ManifestError) as e:
+    except (UsageError, LayoutError, ManifestError, LockedError, RestoreError) as e:
         print(f"dataguard: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:

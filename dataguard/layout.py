@@ -143,10 +143,10 @@ def _counterpart(p: Path, kind: str) -> Path | None:
     """Find the raw folder of a preprocessed dataset (or vice versa)."""
     env = _env_path(ENV_RAW if kind == "raw" else ENV_PRE)
     sibling_root = "nnUNet_raw" if kind == "raw" else "nnUNet_preprocessed"
-    candidates = []
+    # the sibling in the same tree first: a copy of a dataset pairs with its own copy of raw
+    candidates = [p.parent.parent / sibling_root / p.name]
     if env is not None:
         candidates.append(env / p.name)
-    candidates.append(p.parent.parent / sibling_root / p.name)
     m = DATASET_DIR.match(p.name)
     for c in candidates:
         if c.is_dir() and c.resolve() != p.resolve():

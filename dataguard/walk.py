@@ -19,6 +19,7 @@ from .layout import Dataset
 
 SKIP_DIRS = {".dataguard"}          # our own quarantine/journal
 PRE_ROOT_FILES = {"dataset.json", "dataset_fingerprint.json", "splits_final.json"}
+SPLITS_BACKUP = "splits_final.json.bak-"   # kept by `dataguard splits rebalance`
 RAW_DIRS = {"imagesTr", "labelsTr", "imagesTs", "labelsTs"}
 CHANNEL = re.compile(r"^(.+)_(\d{4})$")     # {case}_{XXXX}
 
@@ -124,7 +125,8 @@ def list_files(ds: Dataset) -> DatasetFiles:
                 case = name[: -len(ending)] if kind == "label" else None
                 out.tasks.append(FileTask(path, rel, kind, "gt", case, labels))
             elif len(parts) == 1:
-                known = name in PRE_ROOT_FILES or name.endswith(".json")
+                known = (name in PRE_ROOT_FILES or name.endswith(".json")
+                         or name.startswith(SPLITS_BACKUP))
                 out.tasks.append(FileTask(path, rel, _junk_or(name, "json" if known else "unexpected"),
                                           "dataset"))
             else:

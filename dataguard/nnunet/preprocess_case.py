@@ -13,11 +13,26 @@ import pickle
 from pathlib import Path
 
 
-def _prepare_env(raw: Path, preprocessed: Path) -> None:
-    # nnunetv2.paths reads these once at import and prints warnings when unset
-    os.environ.setdefault("nnUNet_raw", str(Path(raw).parent))
-    os.environ.setdefault("nnUNet_preprocessed", str(Path(preprocessed).parent))
-    os.environ.setdefault("nnUNet_results", str(Path(preprocessed).parent.parent / "nnUNet_results"))
+def _import_nnunet_quietly(raw: Path, preprocessed: Path) -> None:
+    """nnunetv2.paths reads nnUNet_* once, at import, and prints warnings when unset.
+
+    Set them only for that import and only where unset, then put os.environ back: a
+    library call must not leave the process pointing at someone's dataset.
+    """
+    import sys
+
+    if "nnunetv2.paths" in sys.modules:
+        return
+    wanted = {"nnUNet_raw": str(Path(raw).parent), "nnUNet_preprocessed": str(Path(preprocessed).parent),
+              "nnUNet_results": str(Path(preprocessed).parent.parent / "nnUNet_results")}
+    added = [k for k in wanted if k not in os.environ]
+    for k in added:
+        os.environ[k] = wanted[k]
+    try:
+        import nnunetv2.paths  # noqa: F401
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def find_configuration(preprocessed: Path, config_folder: str) -> tuple[Path, str]:
@@ -47,7 +62,7 @@ class CasePreprocessor:
     """Loads plans and nnunetv2 once; `run(case, out_truncated)` per case."""
 
     def __init__(self, raw: Path, preprocessed: Path, config_folder: str):
-        _prepare_env(raw, preprocessed)
+        _import_nnunet_quietly(raw, preprocessed)
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
         from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 

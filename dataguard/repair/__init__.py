@@ -48,7 +48,7 @@ def repair(targets: list[str] | None = None, *, select: list[str] | None = None,
         todo = [a for a in current if not a.blocked and (a.kind, a.dataset, a.target) not in done]
         if not todo:
             break
-        report = apply_plan(todo, datasets, log=log)
+        report = apply_plan(todo, datasets, log=log, manifest_dir=manifest_dir)
         result.reports.append(report)
         done |= {(a.kind, a.dataset, a.target) for a in todo}
         result.after = scan(datasets=datasets, manifest_dir=manifest_dir)

@@ -19,7 +19,7 @@ from ..checks.base import FileTask
 from ..checks.files import check_file, config_file_kind
 from ..findings import Severity
 from ..layout import Dataset
-from .journal import Journal, blake3_file, new_run_id
+from .journal import DG_DIR, Journal, blake3_file, new_run_id
 from .lock import DatasetLock
 from .plan import Action
 
@@ -58,7 +58,7 @@ def _split(target: str) -> tuple[str, str]:
 
 
 def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | None = None,
-               log: Log = lambda m: None) -> RepairReport:
+               log: Log = lambda m: None, manifest_dir: Path | str = "manifests") -> RepairReport:
     """Apply every non-blocked action; one lock per dataset folder for the whole run."""
     run_id = run_id or new_run_id()
     report = RepairReport(run_id)
@@ -68,6 +68,8 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
         for name in sorted({a.dataset for a in todo}):
             for root in _roots(by_name[name]).values():
                 stack.enter_context(DatasetLock(root))
+                # staging left by a killed run: our own scratch, safe to drop under the lock
+                shutil.rmtree(root / DG_DIR / "tmp", ignore_errors=True)
         preprocessors: dict[tuple[str, str], object] = {}
         for a in todo:
             ds = by_name[a.dataset]
@@ -80,7 +82,7 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
                 elif a.kind == "cast":
                     out = _cast(a, journals)
                 else:
-                    out = _splits(a, ds, journals)
+                    out = _splits(a, ds, journals, manifest_dir)
             except Exception as e:  # one failed action must not stop the others
                 out = Outcome(a, False, f"{type(e).__name__}: {e}")
             report.outcomes.append(out)
@@ -205,11 +207,11 @@ def _cast(a: Action, journals: dict[str, Journal]) -> Outcome:
     return Outcome(a, True, f"cast to {np.dtype(dtype).name} (max deviation was {dev:.2g})", [a.target])
 
 
-def _splits(a: Action, ds: Dataset, journals: dict[str, Journal]) -> Outcome:
+def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], manifest_dir) -> Outcome:
     from .. import splits as sp
 
     j = journals["preprocessed"]
-    labels = sp.dataset_case_labels(ds)
+    labels = sp.dataset_case_labels(ds, manifest_dir)
     new = sp.rebalance(labels, folds=_current_folds(ds.preprocessed / "splits_final.json"))
     staged = j.staging / "splits_final.json"
     staged.parent.mkdir(parents=True, exist_ok=True)
