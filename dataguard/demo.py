@@ -49,7 +49,7 @@ def build_clean(root: Path, n_cases: int = 10, log: Callable[[str], None] = prin
     raw_root, pre_root = root / "nnUNet_raw", root / "nnUNet_preprocessed"
     (root / "nnUNet_results").mkdir(parents=True, exist_ok=True)
     log(f"writing {n_cases} synthetic cardiac cases (myocardium, LV, RV) to {raw_root}")
-    raw = write_raw_dataset(raw_root, MODERN[0], MODERN[1], n_cases=n_cases)
+    write_raw_dataset(raw_root, MODERN[0], MODERN[1], n_cases=n_cases)
     log("running nnUNetv2_plan_and_preprocess -c 2d (real nnunetv2, CPU) ...")
     plan_and_preprocess(raw_root.resolve(), pre_root.resolve(), MODERN[0], ("2d",))
     log("making a legacy-layout copy (.npz + .pkl, nnU-Net <= 2.5)")

@@ -11,8 +11,6 @@ numpy, scipy, pandas and matplotlib are imported inside the functions that need 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,19 +364,9 @@ def backup_path(path: Path, now: float | None = None) -> Path:
 
 def _copy_durably(src: Path, dst: Path) -> None:
     """Copy bytes to a temp file in dst's folder, fsync, rename: never a torn backup."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(src.read_bytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .manifest import atomic_write_bytes
+
+    atomic_write_bytes(dst, src.read_bytes())
 
 
 def write_splits(path: Path | str, splits, dry_run: bool = False) -> Path | None:

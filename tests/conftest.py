@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataguard.checks.files import APPLEDOUBLE_MAGIC  # noqa: F401  (re-exported for tests)
 
 LABELS = {"background": 0, "myocardium": 1, "left_ventricle": 2, "right_ventricle": 3}
 

@@ -7,7 +7,7 @@ one chunk.
 from __future__ import annotations
 
 from ..findings import Finding, Fix, finding
-from .base import FileTask, ValueSummary, values_outside
+from .base import FileTask, ValueSummary, summary_findings
 
 _configured = False
 
@@ -49,15 +49,4 @@ def check_b2nd(task: FileTask) -> tuple[list[Finding], dict]:
         except Exception as e:
             return [bad(f"chunk {i} of {schunk.nchunks} fails to decompress: {e}")], facts
         summary.feed(buf)
-    out = []
-    if summary.nonfinite:
-        out.append(finding("DG202", task.rel, f"'data' holds {summary.nonfinite} non-finite values (NaN/inf)",
-                           case=task.case, fix=Fix.REPREPROCESS))
-    if role == "seg" and summary.track_values:
-        facts["seg_values"] = summary.values()
-        bad_values = values_outside(facts["seg_values"], task.labels)
-        if bad_values:
-            out.append(finding("DG210", task.rel,
-                               f"segmentation holds values {bad_values} not declared in dataset.json",
-                               case=task.case, fix=Fix.REPREPROCESS))
-    return out, facts
+    return summary_findings(task, summary, role, facts), facts

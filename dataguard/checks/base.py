@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..findings import Finding
+from ..findings import Finding, Fix, finding
 
 CHUNK = 1 << 20          # bytes read from disk at a time
 MAX_OUT = 512 << 10      # inflated bytes per step: small enough to stay in cache and reuse
@@ -152,3 +152,18 @@ def values_outside(values: list[int], labels: tuple[int, ...] | None) -> list[in
         return []
     allowed = set(labels) | {-1}
     return [v for v in values if v not in allowed]
+
+
+def summary_findings(task: FileTask, summary: "ValueSummary", role: str, facts: dict) -> list[Finding]:
+    """DG202 for NaN/inf in data, DG210 for undeclared segmentation values; records seg_values."""
+    out = []
+    if summary.nonfinite:
+        out.append(finding("DG202", task.rel, f"'{role}' holds {summary.nonfinite} non-finite values (NaN/inf)",
+                           case=task.case, fix=Fix.REPREPROCESS))
+    if role == "seg" and summary.track_values:
+        facts["seg_values"] = summary.values()
+        bad = values_outside(facts["seg_values"], task.labels)
+        if bad:
+            out.append(finding("DG210", task.rel, f"segmentation holds values {bad} not declared in dataset.json",
+                               case=task.case, fix=Fix.REPREPROCESS))
+    return out

@@ -12,7 +12,7 @@ import zipfile
 
 from ..findings import Finding, Fix, finding
 from .base import (CHUNK, MAX_OUT, FileTask, ValueSummary, expected_nbytes, parse_npy_header,
-                   values_outside)
+                   summary_findings)
 
 try:  # ISA-L is a declared dependency, zlib the fallback that always exists
     from isal import isal_zlib as _z
@@ -133,28 +133,19 @@ def check_npz(task: FileTask, f) -> tuple[list[Finding], dict]:
         shapes[key] = shape
         facts[f"{key}_shape"] = list(shape)
         facts[f"{key}_dtype"] = str(dtype)
-        if summary.nonfinite:
-            out.append(wrong(f"'data' holds {summary.nonfinite} non-finite values (NaN/inf)"))
-        if key == "seg" and summary.track_values:
-            facts["seg_values"] = summary.values()
+        out += summary_findings(task, summary, key, facts)
     for extra in sorted(set(members) - {"data.npy", "seg.npy"}):
         facts.setdefault("extra_members", []).append(extra)
-    out += seg_consistency(task, shapes, facts, wrong)
+    out += seg_consistency(shapes, wrong)
     return out, facts
 
 
-def seg_consistency(task: FileTask, shapes: dict, facts: dict, wrong) -> list[Finding]:
-    """seg spatial shape == data spatial shape; seg values declared (DG202, DG210)."""
-    out = []
+def seg_consistency(shapes: dict, wrong) -> list[Finding]:
+    """seg spatial shape == data spatial shape (DG202)."""
     d, s = shapes.get("data"), shapes.get("seg")
     if d is not None and s is not None and tuple(d[1:]) != tuple(s[1:]):
-        out.append(wrong(f"seg shape {tuple(s)} does not match data spatial shape {tuple(d[1:])}"))
-    bad_values = values_outside(facts.get("seg_values", []), task.labels)
-    if bad_values:
-        out.append(finding("DG210", task.rel,
-                           f"segmentation holds values {bad_values} not declared in dataset.json",
-                           case=task.case, fix=Fix.REPREPROCESS))
-    return out
+        return [wrong(f"seg shape {tuple(s)} does not match data spatial shape {tuple(d[1:])}")]
+    return []
 
 
 def _file_chunks(f, start: int):
@@ -177,14 +168,4 @@ def check_npy(task: FileTask, f, size: int) -> tuple[list[Finding], dict]:
         return [finding("DG202", task.rel, "object array (would need pickle to load)",
                         case=task.case, fix=Fix.REPREPROCESS)], {}
     facts = {"shape": list(shape), "dtype": str(dtype)}
-    out = []
-    if summary.nonfinite:
-        out.append(finding("DG202", task.rel, f"holds {summary.nonfinite} non-finite values (NaN/inf)",
-                           case=task.case, fix=Fix.REPREPROCESS))
-    if role == "seg" and summary.track_values:
-        facts["seg_values"] = summary.values()
-        bad = values_outside(facts["seg_values"], task.labels)
-        if bad:
-            out.append(finding("DG210", task.rel, f"segmentation holds values {bad} not declared in dataset.json",
-                               case=task.case, fix=Fix.REPREPROCESS))
-    return out, facts
+    return summary_findings(task, summary, role, facts), facts

@@ -92,10 +92,5 @@ def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | 
             elif (a.dataset, a.case) in raw_errors:
                 errs = raw_errors[(a.dataset, a.case)]
                 a.blocked = "raw case is broken: " + "; ".join(f"{e.code} {e.path.rsplit('/', 1)[-1]}" for e in errs[:3])
-        if a.kind == "regenerate-splits":
-            try:
-                from .. import splits as _splits  # noqa: F401
-            except ImportError:
-                a.blocked = "not available yet"
     order = {"cast": 0, "quarantine": 1, "re-preprocess": 2, "regenerate-splits": 3}
     return sorted(actions.values(), key=lambda a: (order[a.kind], a.dataset, a.target))
