@@ -153,6 +153,8 @@ def run_demo(root: Path, n_cases: int = 10, force: bool = False, log: Callable[[
     missed = [f for f in faults if not any(x.code == f.code and x.path == f.path for x in result.findings)]
     log(f"injected {len(faults)} faults; found {len(faults) - len(missed)} of them"
         + ("" if not missed else "; MISSED: " + ", ".join(f"{f.code} {f.path}" for f in missed)))
+    log(f"next: `dataguard repair {root} --dry-run` shows how each would be fixed, "
+        f"`dataguard repair {root} --yes` fixes them, `dataguard restore {root}` undoes that")
     return result
 
 
