@@ -58,13 +58,38 @@ def folder_layout(folder: Path) -> str:
     return "b2nd"
 
 
+def training_files(raw: Path, dataset_json: dict) -> dict[str, dict]:
+    """{case: {"images": [...], "label": ...}} as nnU-Net resolves them.
+
+    nnunetv2's own helper lists the folder through a fork Pool of 12 processes; that is
+    slow for one case and leaves forked children holding our open files (the repair
+    lock) if we are killed. The naming rule is simple enough to apply directly.
+    """
+    raw = Path(raw)
+    explicit = dataset_json.get("dataset")
+    if isinstance(explicit, dict):
+        def absolute(p):
+            return str(p if os.path.isabs(p) else raw / p)
+        return {c: {"images": [absolute(i) for i in e["images"]], "label": absolute(e["label"])}
+                for c, e in explicit.items()}
+    ending = dataset_json["file_ending"]
+    n_channels = len(dataset_json["channel_names"])
+    out = {}
+    for label in sorted((raw / "labelsTr").glob(f"*{ending}")):
+        if label.name.startswith("._"):      # AppleDouble junk, not a case (DG101)
+            continue
+        case = label.name[: -len(ending)]
+        out[case] = {"images": [str(raw / "imagesTr" / f"{case}_{i:04d}{ending}") for i in range(n_channels)],
+                     "label": str(label)}
+    return out
+
+
 class CasePreprocessor:
     """Loads plans and nnunetv2 once; `run(case, out_truncated)` per case."""
 
     def __init__(self, raw: Path, preprocessed: Path, config_folder: str):
         _import_nnunet_quietly(raw, preprocessed)
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-        from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
         self.raw, self.preprocessed = Path(raw), Path(preprocessed)
         plans_file, cname = find_configuration(self.preprocessed, config_folder)
@@ -74,7 +99,7 @@ class CasePreprocessor:
         if not dj.is_file():
             dj = self.raw / "dataset.json"
         self.dataset_json = json.loads(dj.read_text("utf-8"))
-        self.files = get_filenames_of_train_images_and_targets(str(self.raw), self.dataset_json)
+        self.files = training_files(self.raw, self.dataset_json)
         self.preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
         self.layout = folder_layout(self.preprocessed / config_folder)
 
