@@ -73,11 +73,12 @@ def _plan_table(plan, title: str):
     from rich.text import Text
 
     t = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold")
-    for col in ("dataset", "codes", "target", "action"):
+    for col in ("dataset", "codes", "target", "action", "files touched"):
         t.add_column(col, overflow="fold")
     for a in plan:
         action = Text(a.describe()) if not a.blocked else Text(f"no action: {a.blocked}", style="yellow")
-        t.add_row(Text(a.dataset), a.codes, Text(a.target), action)
+        files = "\n".join(a.files) or "-"
+        t.add_row(Text(a.dataset), a.codes, Text(a.target), action, Text(files))
     return t
 
 
@@ -147,7 +148,7 @@ def _show_plan(plan, args, console) -> None:
 
 def _action_doc(a) -> dict:
     return {"kind": a.kind, "dataset": a.dataset, "target": a.target, "case": a.case, "config": a.config,
-            "codes": a.codes.split(",") if a.codes else [], "blocked": a.blocked}
+            "codes": a.codes.split(",") if a.codes else [], "blocked": a.blocked, "files": a.files}
 
 
 def cmd_restore(args) -> int:

@@ -132,6 +132,8 @@ def test_dry_run_changes_nothing_and_blocked_actions_explain_why(real_project, t
     assert tree(real_project) == before and res.after is None
     blocked = {a.case: a.blocked for a in res.plan}
     assert "raw case is broken" in blocked["heart_002"] and blocked["heart_003"] is None
+    [a3] = [a for a in res.plan if a.case == "heart_003"]
+    assert a3.files == ["preprocessed/nnUNetPlans_2d/heart_003.b2nd", "preprocessed/nnUNetPlans_2d/heart_003_seg.b2nd"]
 
 
 def test_second_repair_of_one_dataset_is_refused(real_project, tmp_path):

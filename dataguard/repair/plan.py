@@ -23,6 +23,7 @@ class Action:
     config: str | None = None
     findings: list[Finding] = field(default_factory=list)
     blocked: str | None = None      # why it cannot be done (then it is skipped)
+    files: list[str] = field(default_factory=list)   # existing files it will move aside or rewrite
 
     @property
     def codes(self) -> str:
@@ -92,5 +93,19 @@ def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | 
             elif (a.dataset, a.case) in raw_errors:
                 errs = raw_errors[(a.dataset, a.case)]
                 a.blocked = "raw case is broken: " + "; ".join(f"{e.code} {e.path.rsplit('/', 1)[-1]}" for e in errs[:3])
+    for a in actions.values():
+        a.files = _files_touched(a, getattr(result, "views", {}).get(a.dataset))
     order = {"cast": 0, "quarantine": 1, "re-preprocess": 2, "regenerate-splits": 3}
     return sorted(actions.values(), key=lambda a: (order[a.kind], a.dataset, a.target))
+
+
+def _files_touched(a: Action, view) -> list[str]:
+    """The dataset's current files an action moves aside or replaces (from the scan, no I/O)."""
+    if a.kind in ("cast", "regenerate-splits") or (a.kind == "quarantine" and a.config is None):
+        return [a.target]
+    if view is None:
+        return []
+    prefix = f"preprocessed/{a.config}/"
+    return sorted(t.rel for t in view.tasks
+                  if t.case == a.case and t.where == "config" and t.rel.startswith(prefix)
+                  and t.rel in view.results)
