@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import sys
 from pathlib import Path
@@ -165,7 +166,7 @@ def cmd_scan(args) -> int:
 
     select, ignore = _split_codes(args.select), _split_codes(args.ignore)
     prog = _progress(args)
-    with prog or _null():
+    with prog or contextlib.nullcontext():
         result = scan(_targets(args), manifest_dir=args.manifest_dir, full=args.full, jobs=args.jobs,
                       select=select, ignore=ignore, on_progress=prog.update if prog else None)
     return _render(result, args)
@@ -176,7 +177,7 @@ def cmd_verify(args) -> int:
 
     select, ignore = _split_codes(args.select), _split_codes(args.ignore)
     prog = _progress(args)
-    with prog or _null():
+    with prog or contextlib.nullcontext():
         result = verify(_targets(args), manifest_dir=args.manifest_dir, jobs=args.jobs,
                         select=select, ignore=ignore, on_progress=prog.update if prog else None)
     return _render(result, args)
@@ -206,14 +207,6 @@ def cmd_demo(args) -> int:
     result = run_demo(args.dir, n_cases=args.cases, force=args.force,
                       log=lambda msg: print(msg, file=sys.stderr), progress=prog)
     return _render(result, args)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,11 +6,12 @@ imports nothing heavy at module level (`dataguard --help` builds this parser).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
-from .cli import ExitCode, UsageError, _null, _progress
+from .cli import ExitCode, UsageError, _progress
 
 SPLITS_EPILOG = """\
 examples:
@@ -166,7 +167,7 @@ def _context(args):
                          f"{len(dsets)} datasets ({names}); name one dataset folder or use -d ID")
     prog = _progress(args)
     try:
-        with prog or _null():
+        with prog or contextlib.nullcontext():
             ctx = load_context(dsets[0], args.manifest_dir, jobs=args.jobs,
                                on_progress=prog.update if prog else None)
     except SplitError as e:

@@ -6,6 +6,7 @@ cost real teams days, and scans everything. Each injected fault must be found.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -147,7 +148,7 @@ def run_demo(root: Path, n_cases: int = 10, force: bool = False, log: Callable[[
     else:
         faults = build_demo(root, n_cases, log)
     log("scanning ...")
-    with progress or _Null():
+    with progress or contextlib.nullcontext():
         result = scan([str(root)], manifest_dir=root / "manifests", full=True,
                       on_progress=progress.update if progress else None)
     missed = [f for f in faults if not any(x.code == f.code and x.path == f.path for x in result.findings)]
@@ -156,11 +157,3 @@ def run_demo(root: Path, n_cases: int = 10, force: bool = False, log: Callable[[
     log(f"next: `dataguard repair {root} --dry-run` shows how each would be fixed, "
         f"`dataguard repair {root} --yes` fixes them, `dataguard restore {root}` undoes that")
     return result
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False

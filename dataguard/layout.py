@@ -58,39 +58,45 @@ def is_preprocessed_dataset(p: Path) -> bool:
         return False
 
 
-def plans_files(pre: Path) -> list[Path]:
-    """Plans JSON files (nnUNetPlans.json, nnUNetResEncUNetMPlans.json, ...)."""
+@dataclass(frozen=True)
+class PlannedConfig:
+    """One configuration of one plans file, and the folder nnU-Net writes it to."""
+
+    plans_file: Path
+    plans: dict
+    name: str            # "2d", "3d_fullres", ...
+    conf: dict
+    folder: str          # data_identifier, e.g. "nnUNetPlans_2d"
+
+
+NOT_PLANS = ("dataset.json", "dataset_fingerprint.json", "splits_final.json")
+
+
+def planned_configurations(pre: Path) -> list[PlannedConfig]:
+    """Every configuration of every plans JSON (nnUNetPlans.json, ...ResEnc...Plans.json).
+
+    The single place that maps plans to configuration folders; each file is parsed once.
+    """
     out = []
-    for c in sorted(pre.iterdir()):
-        if c.suffix == ".json" and c.is_file() and c.name not in (
-                "dataset.json", "dataset_fingerprint.json", "splits_final.json"):
-            try:
-                data = json.loads(c.read_text("utf-8"))
-            except (OSError, ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(data, dict) and isinstance(data.get("configurations"), dict):
-                out.append(c)
-    return out
-
-
-def config_dir_names(pre: Path) -> set[str]:
-    """Folder names of the configurations the plans declare (data_identifier)."""
-    names: set[str] = set()
-    for pf in plans_files(pre):
-        try:
-            plans = json.loads(pf.read_text("utf-8"))
-        except (OSError, ValueError):
+    for c in sorted(Path(pre).iterdir()):
+        if c.suffix != ".json" or c.name in NOT_PLANS or not c.is_file():
             continue
-        ident = plans.get("plans_name", pf.stem)
+        try:
+            plans = json.loads(c.read_text("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
+            continue
+        ident = plans.get("plans_name", c.stem)
         for cname, conf in plans["configurations"].items():
             if isinstance(conf, dict):
-                names.add(conf.get("data_identifier") or f"{ident}_{cname}")
-    return names
+                out.append(PlannedConfig(c, plans, cname, conf, conf.get("data_identifier") or f"{ident}_{cname}"))
+    return out
 
 
 def find_config_dirs(pre: Path) -> list[Path]:
     """Configuration folders: those the plans declare, plus any folder holding .pkl cases."""
-    declared = config_dir_names(pre)
+    declared = {pc.folder for pc in planned_configurations(pre)}
     out = []
     try:
         children = sorted(pre.iterdir())

@@ -6,7 +6,6 @@ to an optional callback `on_progress(done_bytes, total_bytes, current_rel)`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,7 +18,7 @@ from .checks.base import FileResult, FileTask
 from .checks.cases import DatasetView
 from .checks.files import check_file
 from .findings import Finding, Severity, code_matches
-from .layout import Dataset, discover, plans_files
+from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest
 from .walk import list_files
 
@@ -146,18 +145,13 @@ def _one_thread_per_worker() -> None:
 
 
 def _plans_by_config(ds: Dataset) -> dict[str, dict]:
-    out: dict[str, dict] = {}
+    """What of the plans a configuration folder's content depends on (DG209 staleness)."""
     if ds.preprocessed is None:
-        return out
-    for pf in plans_files(ds.preprocessed):
-        plans = json.loads(pf.read_text("utf-8"))
-        for cname, conf in plans["configurations"].items():
-            if isinstance(conf, dict):
-                ident = conf.get("data_identifier") or f"{plans.get('plans_name', pf.stem)}_{cname}"
-                out[ident] = {"configuration": conf,
-                              "transpose_forward": plans.get("transpose_forward"),
-                              "intensity": plans.get("foreground_intensity_properties_per_channel")}
-    return out
+        return {}
+    return {pc.folder: {"configuration": pc.conf,
+                        "transpose_forward": pc.plans.get("transpose_forward"),
+                        "intensity": pc.plans.get("foreground_intensity_properties_per_channel")}
+            for pc in planned_configurations(ds.preprocessed)}
 
 
 def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = None,

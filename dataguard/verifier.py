@@ -21,14 +21,14 @@ from .walk import list_files
 
 def hash_file(task: FileTask) -> FileResult:
     """blake3 of one file (pool worker)."""
-    from .checks.files import _hash_stream
+    from .checks.files import hash_stream
 
     res = FileResult(rel=task.rel)
     try:
         with open(task.path, "rb") as f:
             st = os.fstat(f.fileno())
             res.size, res.mtime_ns, res.inode = st.st_size, st.st_mtime_ns, st.st_ino
-            res.blake3 = _hash_stream(f)
+            res.blake3 = hash_stream(f)
     except FileNotFoundError:
         res.vanished = True
     except OSError as e:

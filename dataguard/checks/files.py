@@ -43,7 +43,7 @@ def _preprocessed_fix(task: FileTask) -> Fix | None:
     return Fix.REPREPROCESS if task.where == "config" else None
 
 
-def _hash_stream(f) -> str:
+def hash_stream(f) -> str:
     from blake3 import blake3
 
     h = blake3()
@@ -100,7 +100,7 @@ def check_file(task: FileTask) -> FileResult:
                 src = io.BytesIO(data)
             else:
                 data = None
-                res.blake3 = _hash_stream(f)
+                res.blake3 = hash_stream(f)
                 f.seek(0)
                 src = f
             if task.known_blake3 is not None and res.blake3 == task.known_blake3:

@@ -37,14 +37,11 @@ def _import_nnunet_quietly(raw: Path, preprocessed: Path) -> None:
 
 def find_configuration(preprocessed: Path, config_folder: str) -> tuple[Path, str]:
     """(plans file, configuration name) whose data_identifier is this folder."""
-    from ..layout import plans_files
+    from ..layout import planned_configurations
 
-    for pf in plans_files(Path(preprocessed)):
-        plans = json.loads(pf.read_text("utf-8"))
-        for cname, conf in plans["configurations"].items():
-            ident = conf.get("data_identifier") or f"{plans.get('plans_name', pf.stem)}_{cname}"
-            if ident == config_folder:
-                return pf, cname
+    for pc in planned_configurations(Path(preprocessed)):
+        if pc.folder == config_folder:
+            return pc.plans_file, pc.name
     raise LookupError(f"no configuration in the plans of {preprocessed} writes to {config_folder}")
 
 

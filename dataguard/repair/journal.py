@@ -25,10 +25,10 @@ def new_run_id() -> str:
 
 
 def blake3_file(path: Path) -> str:
-    from ..checks.files import _hash_stream
+    from ..checks.files import hash_stream
 
     with open(path, "rb") as f:
-        return _hash_stream(f)
+        return hash_stream(f)
 
 
 def _crash_point() -> None:
