@@ -11,7 +11,7 @@ times, interleaved, each run starting from the pristine copy, an up-to-date mani
         nnU-Net offers, i.e. redo the whole configuration
   (b) python -m dataguard repair <preprocessed dataset> --yes --manifest-dir DIR
         (subprocess: imports, incremental scan, nnunetv2 import, rebuild, verify, swap,
-        rescan), and dataguard.repair.repair([...]) timed in a warm process where
+        rescan), and Workspace([...]).repair() timed in a warm process where
         nnunetv2 is already imported
   (c) nnunetv2's DefaultPreprocessor.run_case_save for that one case: in that warm
         process (plans loaded; the floor) and as a cold `python -c` subprocess
@@ -271,7 +271,7 @@ def child_warm(args: dict) -> None:
 
     import dataguard.nnunet.preprocess_case  # noqa: F401
     import dataguard.scanner  # noqa: F401
-    from dataguard.repair import repair
+    from dataguard.workspace import Workspace
 
     pre, config, case, scratch = Path(args["pre"]), args["config"], args["case"], Path(args["scratch"])
     images, label = args["images"], args["label"]
@@ -293,8 +293,8 @@ def child_warm(args: dict) -> None:
     t0 = time.perf_counter()
     if prof:
         prof.enable()
-    res = repair([str(pre)], manifest_dir=args["manifests"],
-                 log=lambda m: marks.append((time.perf_counter(), m)))
+    res = Workspace([str(pre)], manifest_dir=args["manifests"]).repair(
+        log=lambda m: marks.append((time.perf_counter(), m)))
     if prof:
         prof.disable()
     t_b = time.perf_counter() - t0
@@ -438,7 +438,7 @@ def main() -> None:
     print(f"\n{'seconds, best of ' + str(n) + ' (median)':<64s} {'best':>8s}    {'median':>7s}")
     print(_row(f"(a) nnUNetv2_preprocess -c {a.config} -np {NP} (subprocess)", m["a_preprocess_s"]))
     print(_row("(b) python -m dataguard repair --yes (subprocess)", m["b_subprocess_s"]))
-    print(_row("(b) dataguard.repair.repair(), warm process", m["b_inprocess_s"]))
+    print(_row("(b) Workspace.repair(), warm process", m["b_inprocess_s"]))
     print(_row(f"(c) run_case_save, warm process ({len(m['c_warm_s'])} calls)", m["c_warm_s"]))
     print(_row("(c) run_case_save, cold python -c (subprocess)", m["c_cold_subprocess_s"]))
     per_case = best["a_preprocess_s"] * NP / a.cases

@@ -46,7 +46,8 @@ MAX_OUT = 4 << 20
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2, "c": 3},
                 "file_ending": ".nii.gz"}
 PLANS_JSON = {"plans_name": "nnUNetPlans",
-              "configurations": {"3d_fullres": {"data_identifier": CONFIG}}}
+              "configurations": {"3d_fullres": {"data_identifier": CONFIG, "patch_size": [64, 64, 64],
+                                                "spacing": [1.0, 1.0, 1.0], "batch_size": 2}}}
 
 # ----------------------------------------------------------------------------- generation
 

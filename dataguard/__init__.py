@@ -1,11 +1,14 @@
 """dataguard: find, explain and fix broken nnU-Net v2 data before it costs a training run.
 
-Library use (no CLI needed)::
+Library use (no CLI needed); `Workspace` is the API every face (CLI, TUI, gates, report) uses::
 
     import dataguard
-    result = dataguard.scan(["/data/nnUNet_preprocessed/Dataset001_Heart"])
+    ws = dataguard.Workspace(["/data/nnUNet_preprocessed/Dataset001_Heart"])
+    result = ws.scan()
     for f in result.findings:
         print(f.code, f.path, f.message)
+    for case in ws.cases():
+        print(case.case, case.status, case.val_fold)
 
 Importing this package is cheap: the public names below load on first use, and numpy,
 blosc2, torch, nnunetv2, SimpleITK and pandas only where a check needs them
@@ -18,9 +21,11 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    "Workspace": "workspace", "RepairRun": "workspace", "CaseInfo": "caseinfo",
     "scan": "scanner", "ScanResult": "scanner", "verify": "verifier",
     "discover": "layout", "Dataset": "layout",
-    "Finding": "findings", "Fix": "findings", "Severity": "findings",
+    "Finding": "findings", "Fix": "findings", "Severity": "findings", "ExitCode": "findings",
+    "verdict": "findings", "DataguardError": "errors",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

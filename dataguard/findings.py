@@ -130,3 +130,24 @@ def finding(code: str, path: str, message: str, *, case: str | None = None,
 def code_matches(code: str, patterns: list[str]) -> bool:
     """`--select DG2` matches DG201..DG210; `DG201` matches exactly."""
     return any(code.startswith(p.strip().upper()) for p in patterns if p.strip())
+
+
+class ExitCode(enum.IntEnum):
+    """The exit policy every face shares (DESIGN.md, Conventions)."""
+
+    CLEAN = 0
+    FINDINGS = 1      # findings at or above the fail-on severity, or a gate refused
+    USAGE = 2
+    INTERNAL = 3
+
+
+def verdict(findings, fail_on: str | Severity | None = "error") -> ExitCode:
+    """FINDINGS when any finding is at least `fail_on` severe ("never"/None: always CLEAN).
+
+    `findings` may be a ScanResult (anything with `.findings`) or an iterable of Finding.
+    """
+    if fail_on is None or fail_on == "never":
+        return ExitCode.CLEAN
+    threshold = fail_on if isinstance(fail_on, Severity) else Severity.parse(fail_on)
+    items = getattr(findings, "findings", findings)
+    return ExitCode.FINDINGS if any(f.severity >= threshold for f in items) else ExitCode.CLEAN

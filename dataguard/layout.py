@@ -11,13 +11,57 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from .errors import DataguardError
 
 DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
 ENV_RAW, ENV_PRE, ENV_RES = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
 
 
-class LayoutError(Exception):
+class LayoutError(DataguardError):
     """The user named something that is not an nnU-Net folder or dataset (exit 2)."""
+
+
+SMALL_FILE_LIMIT = 256 << 20     # dataset.json / plans / splits: MBs at most, never hundreds
+
+
+def read_regular(path, limit: int = SMALL_FILE_LIMIT) -> bytes:
+    """The bytes of a small regular file; OSError for anything else (never blocks).
+
+    A FIFO, socket, device or folder named like `dataset.json` would hang or flood a
+    plain `read_text()`; this stats first, opens with O_NONBLOCK and checks again on the
+    open descriptor, so a file swapped between the two cannot slip through. OSError's
+    strerror says why ("not a regular file (a FIFO)", "larger than ... bytes").
+    """
+    import errno
+    import stat
+
+    def refuse(st) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            what = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "special")
+            raise OSError(errno.EINVAL, f"not a regular file ({what})", str(path))
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+
+    refuse(os.stat(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        refuse(os.fstat(f.fileno()))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return data
+
+
+def read_json(path, limit: int = SMALL_FILE_LIMIT):
+    """Parsed JSON of a small regular file. OSError / ValueError (incl. UnicodeDecodeError and
+    nesting too deep for the parser) say why not."""
+    data = read_regular(path, limit)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to load") from None
 
 
 @dataclass
@@ -82,15 +126,19 @@ def planned_configurations(pre: Path) -> list[PlannedConfig]:
         if c.suffix != ".json" or c.name in NOT_PLANS or not c.is_file():
             continue
         try:
-            plans = json.loads(c.read_text("utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+            plans = read_json(c)
+        except (OSError, ValueError):
             continue
         if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
             continue
-        ident = plans.get("plans_name", c.stem)
+        ident = plans.get("plans_name")
+        ident = ident if isinstance(ident, str) and ident else c.stem
         for cname, conf in plans["configurations"].items():
             if isinstance(conf, dict):
-                out.append(PlannedConfig(c, plans, cname, conf, conf.get("data_identifier") or f"{ident}_{cname}"))
+                folder = conf.get("data_identifier")
+                if not (isinstance(folder, str) and folder and "/" not in folder and folder not in (".", "..")):
+                    folder = f"{ident}_{cname}"    # malformed: DG211 says so; keep a usable name here
+                out.append(PlannedConfig(c, plans, cname, conf, folder))
     return out
 
 

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from .findings import FIELDS, Severity
 from .scanner import ScanResult
+from .walk import printable
 
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
@@ -53,15 +54,16 @@ def render_table(result: ScanResult, console=None) -> None:
     for f in result.findings:
         by_dataset.setdefault(f.dataset or "", []).append(f)
     for name, findings in by_dataset.items():
-        table = Table(title=Text(name, style="bold"), title_justify="left", header_style="bold")
+        table = Table(title=Text(printable(name), style="bold"), title_justify="left", header_style="bold")
         for col in ("severity", "code", "case", "path", "message", "fix"):
             table.add_column(col, overflow="fold")
         for f in findings:
-            # Text() everywhere: paths and messages may contain [brackets] rich would parse
+            # Text() everywhere: paths and messages may contain [brackets] rich would parse;
+            # printable(): a newline or escape sequence in a name or message must not break the row
             table.add_row(Text(str(f.severity), style=SEVERITY_STYLE[f.severity]), f.code,
-                          Text(f.case or ""), Text(f.path), Text(f.message),
+                          Text(printable(f.case or "")), Text(printable(f.path)), Text(printable(f.message)),
                           str(f.fix) if f.fix else "")
         console.print(table)
     if not result.findings:
         console.print("[green]No findings.[/]")
-    console.print(Text(summary_line(result)))
+    console.print(Text(printable(summary_line(result))))

@@ -11,10 +11,12 @@ numpy, scipy, pandas and matplotlib are imported inside the functions that need 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from .errors import DataguardError
 
 if TYPE_CHECKING:
     from .layout import Dataset
@@ -24,7 +26,7 @@ MILP_TIME_LIMIT = 30.0       # seconds; a safety net, the node limit below norma
 MILP_NODE_LIMIT = 2000       # deterministic work limit (a time limit alone is not reproducible)
 
 
-class SplitError(Exception):
+class SplitError(DataguardError):
     """Splits cannot be read, or cannot be made as asked (the CLI exits 2 with the message)."""
 
 
@@ -61,6 +63,8 @@ def parse_splits(text: str) -> list[dict[str, list[str]]]:
     """Parse and validate the text of a splits file; SplitError says what is wrong."""
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise SplitError("invalid JSON: nested too deeply to load") from None
     except ValueError as e:
         raise SplitError(f"invalid JSON: {e}") from None
     problems = structure_problems(data)
@@ -71,9 +75,11 @@ def parse_splits(text: str) -> list[dict[str, list[str]]]:
 
 
 def load_splits(path: Path | str) -> list[dict[str, list[str]]]:
-    """Read and validate a splits_final.json."""
+    """Read and validate a splits_final.json (a FIFO or device named so is refused, not read)."""
+    from .layout import read_regular
+
     try:
-        raw = Path(path).read_bytes()
+        raw = read_regular(path)
     except OSError as e:
         raise SplitError(f"cannot read {path}: {e.strerror or e}") from None
     try:
@@ -93,10 +99,10 @@ def label_names(meta_labels) -> dict[int, str]:
     if not isinstance(meta_labels, dict):
         return out
     for name, value in meta_labels.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if int(value) == value and int(value) > 0:
-            out.setdefault(int(value), str(name))
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            out.setdefault(value, str(name))
     return out
 
 
@@ -369,10 +375,13 @@ def _copy_durably(src: Path, dst: Path) -> None:
     atomic_write_bytes(dst, src.read_bytes())
 
 
-def write_splits(path: Path | str, splits, dry_run: bool = False) -> Path | None:
-    """Write splits atomically, keeping any previous file as a timestamped backup.
+def write_splits(path: Path | str, splits, dry_run: bool = False, *, journal=None,
+                 reason: str = "") -> Path | None:
+    """The one splits writer (`splits rebalance`, repair, the TUI): validate, then write atomically.
 
-    Returns the backup's path (None when there was no previous file or on dry_run, which
+    Without a journal the previous file is kept as a timestamped backup next to it; with
+    a repair journal it goes to that run's quarantine, so `dataguard restore` undoes it.
+    Returns where the previous file went (None when there was none, or on dry_run, which
     writes nothing). Nothing is ever deleted.
     """
     from .manifest import atomic_write_text
@@ -383,6 +392,14 @@ def write_splits(path: Path | str, splits, dry_run: bool = False) -> Path | None
     path = Path(path)
     if dry_run:
         return None
+    if journal is not None:
+        staged = journal.staging / path.name
+        atomic_write_text(staged, splits_text(splits))
+        held = None
+        if path.exists():
+            held = journal.quarantine_file(path.name, reason=reason)
+        journal.place_file(staged, path.name)
+        return held
     backup = None
     if path.exists():
         backup = backup_path(path)
@@ -426,50 +443,3 @@ def _cells(grid):
     for i in range(arr.shape[0]):
         for j in range(arr.shape[1]):
             yield (i, j), int(arr[i, j])
-
-
-# --- from a dataset on disk ------------------------------------------------------------------
-@dataclass
-class SplitContext:
-    """What `dataguard splits` needs about one dataset, taken from a (cheap, incremental) scan."""
-
-    dataset: Dataset
-    splits_path: Path
-    cases: list[str]                      # training cases
-    case_labels: dict[str, set[int]]      # every training case; set() = no foreground or unknown
-    names: dict[int, str]                 # label value -> name from dataset.json
-    unknown: list[str] = field(default_factory=list)   # training cases without label information
-    findings: list = field(default_factory=list)        # the scan's DG5xx findings
-    errors: int = 0                                      # other error findings of the scan
-
-
-def load_context(dataset: Dataset, manifest_dir, *, jobs: int | None = None, on_progress=None) -> SplitContext:
-    """Scan `dataset` (incremental with its manifest) and collect training cases and labels."""
-    from .checks.cases import case_labels
-    from .checks.splits import training_cases
-    from .findings import Severity
-    from .scanner import scan
-
-    if dataset.preprocessed is None:
-        raise SplitError(f"{dataset.name} has no preprocessed folder: splits_final.json lives in "
-                         f"nnUNet_preprocessed/{dataset.name}")
-    result = scan(datasets=[dataset], manifest_dir=manifest_dir, jobs=jobs, on_progress=on_progress)
-    view = result.views[dataset.name]
-    cases = sorted(training_cases(view))
-    if not cases:
-        raise SplitError(f"{dataset.name} has no training cases (no raw labelsTr/imagesTr and no "
-                         f"preprocessed cases)")
-    known = case_labels(view)
-    return SplitContext(
-        dataset=dataset, splits_path=Path(dataset.preprocessed) / SPLITS_NAME, cases=cases,
-        case_labels={c: set(known.get(c, set())) for c in cases},
-        names=label_names(view.meta.get("labels")),
-        unknown=[c for c in cases if c not in known],
-        findings=[f for f in result.findings if f.code.startswith("DG5")],
-        errors=sum(1 for f in result.findings
-                   if f.severity == Severity.ERROR and not f.code.startswith("DG5")))
-
-
-def dataset_case_labels(dataset: Dataset, manifest_dir) -> dict[str, set[int]]:
-    """{training case: foreground labels it contains} for a layout.Dataset, via the scanner."""
-    return load_context(dataset, manifest_dir).case_labels

@@ -8,24 +8,33 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
+import threading
 import time
+from concurrent.futures import Executor
 from pathlib import Path
 
 from .checks.base import FileResult, FileTask
 from .findings import Fix, finding
 from .layout import Dataset, discover
+from .errors import Cancelled
 from .manifest import DEFAULT_DIR, Manifest, ManifestError
 from .scanner import ProgressFn, ScanResult, ScanStats, filter_findings, run_file_checks
 from .walk import list_files
 
 
 def hash_file(task: FileTask) -> FileResult:
-    """blake3 of one file (pool worker)."""
+    """blake3 of one file (executor worker). A FIFO or device is never opened for reading."""
     from .checks.files import hash_stream
 
     res = FileResult(rel=task.rel)
     try:
-        with open(task.path, "rb") as f:
+        st = os.stat(task.path)
+        if not stat.S_ISREG(st.st_mode):
+            res.facts["error"] = "not a regular file"
+            return res
+        fd = os.open(task.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             res.size, res.mtime_ns, res.inode = st.st_size, st.st_mtime_ns, st.st_ino
             res.blake3 = hash_stream(f)
@@ -36,10 +45,15 @@ def hash_file(task: FileTask) -> FileResult:
     return res
 
 
+def hash_batch(tasks: list[FileTask]) -> list[FileResult]:
+    return [hash_file(t) for t in tasks]
+
+
 def verify(targets: list[str] | None = None, *, datasets: list[Dataset] | None = None,
            manifest_dir: Path | str = DEFAULT_DIR, jobs: int | None = None,
            select: list[str] | None = None, ignore: list[str] | None = None,
-           on_progress: ProgressFn | None = None) -> ScanResult:
+           on_progress: ProgressFn | None = None, executor: Executor | None = None,
+           cancel: threading.Event | None = None) -> ScanResult:
     t0 = time.perf_counter()
     dsets = datasets if datasets is not None else discover(targets)
     findings = []
@@ -50,16 +64,20 @@ def verify(targets: list[str] | None = None, *, datasets: list[Dataset] | None =
         if not man.exists:
             raise ManifestError(f"no manifest for {ds.name} in {manifest_dir}: run `dataguard scan` first")
         tasks = list_files(ds).tasks
-        sizes = {}
+        sizes = []
         for t in tasks:
             try:
-                sizes[t.rel] = os.stat(t.path).st_size
+                sizes.append(os.stat(t.path).st_size)
             except OSError:
-                sizes[t.rel] = 0
-        results = run_file_checks(tasks, jobs, on_progress, sizes, worker=hash_file)
+                sizes.append(0)
+        results = dict(zip((t.rel for t in tasks),
+                           run_file_checks(tasks, sizes, jobs=jobs, executor=executor, on_progress=on_progress,
+                                           cancel=cancel, worker=hash_batch)))
+        if any(r is None for r in results.values()):
+            raise Cancelled("verify cancelled")
         stats.files += len(tasks)
         stats.checked += len(tasks)
-        stats.bytes_checked += sum(sizes.values())
+        stats.bytes_checked += sum(sizes)
         for t in tasks:
             r = results[t.rel]
             fix = Fix.REPREPROCESS if t.where == "config" else None

@@ -6,7 +6,6 @@ gives them and shown with backslash escapes.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 from .checks.base import FileTask
 from .checks.files import config_file_kind, is_os_junk
 from .findings import Finding, finding
-from .layout import Dataset
+from .layout import Dataset, read_json
 
 SKIP_DIRS = {".dataguard"}          # our own quarantine/journal
 PRE_ROOT_FILES = {"dataset.json", "dataset_fingerprint.json", "splits_final.json"}
@@ -24,9 +23,22 @@ RAW_DIRS = {"imagesTr", "labelsTr", "imagesTs", "labelsTs"}
 CHANNEL = re.compile(r"^(.+)_(\d{4})$")     # {case}_{XXXX}
 
 
+# control characters (and Unicode line breaks) would break a table row, a CSV line or a
+# terminal: shown as escapes, like the non-UTF-8 bytes
+_CONTROL_ESCAPES = {**{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f, *range(0x80, 0xa0))},
+                    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                    0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def printable(text: str) -> str:
+    """`text` with control characters and line breaks as backslash escapes (one line, no ANSI)."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
 def display(name: str) -> str:
-    """A printable, JSON-safe form of an OS file name (non-UTF-8 bytes as \\xNN)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A printable, one-line, JSON-safe form of an OS file name (non-UTF-8 bytes as \\xNN,
+    newlines and other control characters as \\n, \\xNN)."""
+    return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 @dataclass
@@ -42,30 +54,43 @@ def load_dataset_json(ds: Dataset) -> dict | None:
         if root is None:
             continue
         try:
-            data = json.loads((root / "dataset.json").read_text("utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+            data = read_json(root / "dataset.json")
+        except (OSError, ValueError):
             continue
         if isinstance(data, dict):
             return data
     return None
 
 
+def file_ending(meta: dict | None) -> str:
+    """dataset.json's file_ending when it is a usable string, else nnU-Net's usual .nii.gz."""
+    fe = (meta or {}).get("file_ending")
+    return fe if isinstance(fe, str) and fe.startswith(".") and len(fe) > 1 else ".nii.gz"
+
+
 def declared_labels(meta: dict | None) -> tuple[int, ...] | None:
-    """Every integer value dataset.json's labels may take (regions flattened)."""
-    if not meta or not isinstance(meta.get("labels"), dict):
+    """Every integer value dataset.json's labels may take (regions flattened).
+
+    None when the labels are missing or anything in them is not an integer (or a list
+    of integers): DG301/DG211 report that; value checks then accept any value.
+    """
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict):
         return None
     vals: set[int] = set()
     for v in meta["labels"].values():
-        for x in (v if isinstance(v, (list, tuple)) else [v]):
-            try:
-                vals.add(int(x))
-            except (TypeError, ValueError):
+        for x in (v if isinstance(v, list) else [v]):
+            if not isinstance(x, int) or isinstance(x, bool):
                 return None
-    return tuple(sorted(vals))
+            vals.add(x)
+    return tuple(sorted(vals)) if vals else None
 
 
-def _walk(root: Path, findings: list[Finding], prefix: str):
-    """Yield (abs path, relative display path, parts) for every file below root."""
+def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
+    """Yield (abs path, relative display path, parts) for every file below root.
+
+    leaf(parts) -> True: a folder at that place is yielded like a file instead of entered
+    (a folder named `case_0.pkl` or `dataset.json` is a broken file, and reported as one).
+    """
     seen: set[tuple[int, int]] = set()
     stack = [(root, ())]
     while stack:
@@ -95,7 +120,9 @@ def _walk(root: Path, findings: list[Finding], prefix: str):
                 is_dir = e.is_dir()  # follows symlinks
             except OSError:
                 is_dir = False
-            if is_dir:
+            if is_dir and leaf is not None and leaf(sub):
+                yield e.path, rel, sub
+            elif is_dir:
                 if e.name in SKIP_DIRS:
                     continue
                 stack.append((Path(e.path), sub))
@@ -108,14 +135,23 @@ def list_files(ds: Dataset) -> DatasetFiles:
     meta = load_dataset_json(ds)
     out.meta = meta or {}
     labels = declared_labels(meta)
-    ending = (meta or {}).get("file_ending", ".nii.gz")
+    ending = file_ending(meta)
     if ds.raw is not None:
-        for path, rel, parts in _walk(ds.raw, out.findings, "raw"):
+        def raw_leaf(parts) -> bool:
+            return parts == ("dataset.json",) or (
+                len(parts) == 2 and parts[0] in RAW_DIRS and _raw_kind(parts, ending)[0] in ("image", "label"))
+
+        for path, rel, parts in _walk(ds.raw, out.findings, "raw", raw_leaf):
             kind, case = _raw_kind(parts, ending)
             out.tasks.append(FileTask(path, rel, kind, "raw", case, labels))
     if ds.preprocessed is not None:
         configs = {c.name for c in ds.config_dirs}
-        for path, rel, parts in _walk(ds.preprocessed, out.findings, "preprocessed"):
+        def pre_leaf(parts) -> bool:
+            return (len(parts) == 1 and parts[0].endswith(".json")) or (
+                len(parts) == 2 and parts[0] in configs
+                and config_file_kind(display(parts[1]))[0] in ("npz", "npy", "b2nd", "pkl"))
+
+        for path, rel, parts in _walk(ds.preprocessed, out.findings, "preprocessed", pre_leaf):
             name = display(parts[-1])
             if len(parts) == 2 and parts[0] in configs:
                 kind, case = config_file_kind(name)

@@ -16,6 +16,10 @@ import pytest
 
 
 LABELS = {"background": 0, "myocardium": 1, "left_ventricle": 2, "right_ventricle": 3}
+# the smallest plans nnU-Net can train from (what DG211 requires of every configuration)
+PLANS = {"plans_name": "nnUNetPlans",
+         "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [4, 8, 8],
+                                           "spacing": [1.0, 1.0, 1.0], "batch_size": 2}}}
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +82,7 @@ def tiny_pre(tmp_path) -> Path:
     (ds / "dataset.json").write_text(json.dumps(
         {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 3, "file_ending": ".nii.gz"}))
     (ds / "dataset_fingerprint.json").write_text("{}")
-    (ds / "nnUNetPlans.json").write_text(json.dumps(
-        {"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}}}))
+    (ds / "nnUNetPlans.json").write_text(json.dumps(PLANS))
     for i in range(3):
         write_case_npz(cfg, f"case_{i}")
         write_pkl(cfg, f"case_{i}")

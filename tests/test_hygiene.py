@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dataguard.checks import REGISTRY, all_codes
+from dataguard.checks import all_checks, all_codes
 from dataguard.findings import catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,5 +66,5 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_registry_names_unique():
-    names = [c.name for c in REGISTRY]
+    names = [c.name for c in all_checks()]
     assert len(names) == len(set(names))

@@ -15,14 +15,19 @@ import pytest
 
 import dataguard
 from conftest import codes
-from dataguard.repair import repair
 from dataguard.repair.journal import read_journal
 from dataguard.repair.lock import DatasetLock, LockedError
 from dataguard.repair.restore import RestoreError, quarantine_list, restore
+from dataguard.workspace import Workspace
 
 M, L = "Dataset901_DemoCardiac", "Dataset902_DemoCardiacLegacy"
 pytestmark = pytest.mark.nnunet
 APPLEDOUBLE = b"\x00\x05\x16\x07" + bytes(60)
+
+
+def repair(targets, manifest_dir, **kw):
+    """Scan, plan, apply, rescan through the Workspace, as every face does."""
+    return Workspace(targets, manifest_dir=manifest_dir).repair(**kw)
 
 
 def tree(root: Path) -> dict[str, tuple[str, int]]:

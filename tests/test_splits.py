@@ -15,11 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dataguard
-from conftest import LABELS, props, write_case_npz, write_pkl
+from conftest import LABELS, PLANS, props, write_case_npz, write_pkl
 from dataguard.cli import main
 from dataguard.findings import Severity
 from dataguard.layout import discover
-from dataguard.splits import (SplitError, dataset_case_labels, fold_sizes, label_table, load_splits,
+from dataguard.workspace import Workspace
+from dataguard.splits import (SplitError, fold_sizes, label_table, load_splits,
                               parse_splits, plot_heatmap, rebalance, write_splits)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,9 +36,7 @@ def make_pre(root, case_labels: dict[str, tuple]):
         {"channel_names": {"0": "MRI"}, "labels": LABELS, "numTraining": len(case_labels),
          "file_ending": ".nii.gz"}))
     (ds / "dataset_fingerprint.json").write_text("{}")
-    (ds / "nnUNetPlans.json").write_text(json.dumps(
-        {"plans_name": "nnUNetPlans",
-         "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}}}))
+    (ds / "nnUNetPlans.json").write_text(json.dumps(PLANS))
     for case, labs in case_labels.items():
         write_case_npz(cfg, case)
         write_pkl(cfg, case, props(labs))
@@ -241,8 +240,7 @@ def test_real_nnunet_kfold_misses_rv_in_a_fold_and_rebalance_fixes_it(real_proje
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
     pre = real_project / "nnUNet_preprocessed" / M
-    [ds] = discover([str(pre)])
-    labels = dataset_case_labels(ds, tmp_path / "manifests")
+    labels = Workspace([str(pre)], manifest_dir=tmp_path / "manifests").splits_context().case_labels
     assert sorted(c for c, s in labels.items() if 3 not in s) == ["heart_003", "heart_007"]
     assert all(s >= {1, 2} for s in labels.values())
     # exactly what nnUNetTrainer.do_split writes when the file is missing

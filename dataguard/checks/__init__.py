@@ -1,60 +1,125 @@
-"""The check registry: every check, the codes it can emit, and where it runs.
+"""The built-in checks, registered in one place (see registry.py for the protocol).
 
-`--select/--ignore`, `dataguard explain` and the documentation tests derive from
-this one list. Adding a check = one function, one line here, one test pair.
+Per-file checks run in any executor (threads, a spawn pool, Dask); their family
+modules import numpy/blosc2/nibabel only when a file of their kind is checked.
+Dataset checks run in the main process on recorded per-file results and read no data.
+`--select/--ignore`, `dataguard explain` and the manifest's per-check versions all
+derive from this registry.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
-from . import cases, rawset, splits
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    codes: tuple[str, ...]
-    scope: str                      # "file" (process pool) or "dataset" (main process)
-    doc: str
-    run: Callable | None = None     # dataset checks: run(view) -> list[Finding]
-
-
-REGISTRY: tuple[Check, ...] = (
-    Check("junk", ("DG101", "DG102", "DG103", "DG104"), "file",
-          "stray files by name and magic: AppleDouble, OS junk, empty data, unexpected files"),
-    Check("npz", ("DG201", "DG202", "DG210"), "file",
-          "legacy .npz/.npy: every zip member inflated and CRC-checked, keys, dtypes, shapes, values"),
-    Check("b2nd", ("DG202", "DG203", "DG210"), "file",
-          "blosc2 .b2nd: every chunk decompressed, values summarised"),
-    Check("pkl", ("DG204", "DG205"), "file",
-          ".pkl properties via a restricted unpickler (never executed)"),
-    Check("raw-files", ("DG302", "DG306", "DG401", "DG402", "DG403"), "file",
-          "raw images/labels: gzip verified to the end, header, voxels streamed, label dtype and values"),
-    Check("dataset-json", ("DG301",), "dataset", "raw dataset.json keys, labels, channels",
-          rawset.dataset_json),
-    Check("raw-cases", ("DG303", "DG305"), "dataset", "every case has its channels and label; numTraining",
-          rawset.case_files),
-    Check("raw-geometry", ("DG304",), "dataset", "channels and label agree in shape/spacing/origin/direction",
-          rawset.geometry),
-    Check("unused-labels", ("DG404",), "dataset", "every declared label occurs somewhere",
-          rawset.unused_labels),
-    Check("case-completeness", ("DG104", "DG206"), "dataset",
-          "each case has all its files; one data format per folder", cases.case_completeness),
-    Check("raw-coverage", ("DG207", "DG208"), "dataset",
-          "raw training cases vs preprocessed cases", cases.raw_coverage),
-    Check("staleness", ("DG209",), "dataset",
-          "raw or plans changed after preprocessing (by content hash)", cases.staleness),
-    Check("splits", ("DG501", "DG502", "DG503", "DG504"), "dataset",
-          "splits_final.json: structure, leakage, unknown/unvalidated cases, labels per fold", splits.check_splits),
-)
+from .registry import (DatasetCheck, FileCheck, FileInput, Selection, all_checks, dataset_checks,
+                       file_checks, get, register, unregister, versions, wanted)
 
 VERIFY_CODES = ("DG701", "DG702", "DG703")
+SCAN_CODES = ("DG001",)      # any check that raises: reported by the scanner, never by a check
+DATA_KINDS = frozenset({"npz", "npy", "b2nd", "pkl", "image", "label"})
 
 
-def dataset_checks() -> list[Check]:
-    return [c for c in REGISTRY if c.scope == "dataset"]
+# --- per-file checks: thin adapters, the work lives in the family modules ----------------------
+def _junk(inp: FileInput):
+    from .files import junk_findings
+
+    return junk_findings(inp.task, inp.src.read(4)), {}
+
+
+def _empty(inp: FileInput):
+    from .files import empty_findings
+
+    return empty_findings(inp.task, inp.size), {}
+
+
+def _npz(inp: FileInput):
+    from .npz import check_npz
+
+    return check_npz(inp.task, inp.src)
+
+
+def _npy(inp: FileInput):
+    from .npz import check_npy
+
+    return check_npy(inp.task, inp.src, inp.size)
+
+
+def _b2nd(inp: FileInput):
+    from .b2nd import check_b2nd
+
+    return check_b2nd(inp.task)
+
+
+def _pkl(inp: FileInput):
+    from .pickles import check_pkl
+
+    return check_pkl(inp.task, inp.data if inp.data is not None else inp.src.read())
+
+
+def _image(inp: FileInput):
+    from .raw import check_image
+
+    return check_image(inp.task, inp.src)
+
+
+def _metadata(inp: FileInput):
+    from .metadata import check_metadata_file
+
+    return check_metadata_file(inp.task, inp.data if inp.data is not None else inp.src.read())
+
+
+def _dataset(module: str, fn: str):
+    """A dataset check function imported on first run (keeps `import dataguard.checks` light)."""
+    def run(view):
+        import importlib
+
+        return getattr(importlib.import_module(f".{module}", __name__), fn)(view)
+    run.__name__ = f"{module}.{fn}"
+    return run
+
+
+for _c in (
+    FileCheck("junk", ("DG101", "DG102", "DG104"), "stray files by name and magic: AppleDouble, "
+              "OS junk, unexpected files", _junk, gate=True),
+    FileCheck("empty", ("DG103",), "empty data files", _empty, kinds=DATA_KINDS, gate=True),
+    FileCheck("npz", ("DG201", "DG202", "DG210"), "legacy .npz: every zip member inflated and "
+              "CRC-checked, keys, dtypes, shapes, values", _npz, kinds=frozenset({"npz"}), version=2),
+    FileCheck("npy", ("DG201", "DG202", "DG210"), "unpacked legacy .npy: header vs size, values",
+              _npy, kinds=frozenset({"npy"}), version=2),
+    FileCheck("b2nd", ("DG202", "DG203", "DG210"), "blosc2 .b2nd: every chunk decompressed, values "
+              "summarised", _b2nd, kinds=frozenset({"b2nd"}), version=2),
+    FileCheck("pkl", ("DG204", "DG205"), ".pkl properties via a restricted unpickler (never "
+              "executed), keys and value types", _pkl, kinds=frozenset({"pkl"})),
+    FileCheck("raw-image", ("DG302", "DG306", "DG401", "DG402", "DG403"), "raw images/labels: gzip "
+              "verified to the end, header, voxels streamed, label dtype and values", _image,
+              kinds=frozenset({"image", "label"})),
+    FileCheck("metadata", ("DG211",), "preprocessed nnUNetPlans*.json, dataset.json and "
+              "dataset_fingerprint.json: parse and types", _metadata, kinds=frozenset({"json"})),
+    DatasetCheck("dataset-json", ("DG301",), "raw dataset.json keys, labels, channels",
+                 _dataset("rawset", "dataset_json")),
+    DatasetCheck("raw-cases", ("DG303", "DG305"), "every case has its channels and label; numTraining",
+                 _dataset("rawset", "case_files")),
+    DatasetCheck("raw-geometry", ("DG304",), "channels and label agree in shape/spacing/origin/"
+                 "direction", _dataset("rawset", "geometry"), needs=("raw-image",)),
+    DatasetCheck("unused-labels", ("DG404",), "every declared label occurs somewhere",
+                 _dataset("rawset", "unused_labels"), needs=("raw-image", "pkl")),
+    DatasetCheck("metadata-presence", ("DG211",), "the preprocessed dataset has its dataset.json and "
+                 "plans", _dataset("metadata", "metadata_presence")),
+    DatasetCheck("case-completeness", ("DG104", "DG206"), "each case has all its files; one data "
+                 "format per folder", _dataset("cases", "case_completeness")),
+    DatasetCheck("raw-coverage", ("DG207", "DG208"), "raw training cases vs preprocessed cases",
+                 _dataset("cases", "raw_coverage")),
+    DatasetCheck("staleness", ("DG209",), "raw or plans changed after preprocessing (by content hash)",
+                 _dataset("cases", "staleness"), needs_hashes=True),
+    DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504"), "splits_final.json: structure, "
+                 "leakage, unknown/unvalidated cases, labels per fold", _dataset("splits", "check_splits"),
+                 needs=("raw-image", "pkl")),
+):
+    register(_c)
+del _c
 
 
 def all_codes() -> set[str]:
-    return {code for c in REGISTRY for code in c.codes} | set(VERIFY_CODES)
+    return {code for c in all_checks() for code in c.codes} | set(VERIFY_CODES) | set(SCAN_CODES)
+
+
+__all__ = ["DatasetCheck", "FileCheck", "FileInput", "Selection", "all_checks", "all_codes",
+           "dataset_checks", "file_checks", "get", "register", "unregister", "versions", "wanted",
+           "VERIFY_CODES", "DATA_KINDS"]

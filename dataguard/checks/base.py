@@ -26,6 +26,8 @@ class FileTask:
     case: str | None = None
     labels: tuple[int, ...] | None = None   # allowed segmentation values, None = unknown
     known_blake3: str | None = None         # content hash recorded with the same context, if any
+    checks: tuple[str, ...] | None = None   # registered file checks to run (None: all for the kind)
+    dataset: str | None = None              # DatasetXXX_Name: results are keyed by (dataset, rel)
 
     def context_key(self) -> str:
         """Anything besides the bytes that the findings depend on (cache invalidation)."""
@@ -34,15 +36,24 @@ class FileTask:
 
 @dataclass
 class FileResult:
+    """What the checks found in one file, per check (the manifest caches it per check version).
+
+    `by_check["read"]` holds what stopped the file from being read at all.
+    """
+
     rel: str
     size: int = 0
     mtime_ns: int = 0
     inode: int = 0
     blake3: str | None = None
-    findings: list[Finding] = field(default_factory=list)
+    by_check: dict[str, list[Finding]] = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
     vanished: bool = False
     same_content: bool = False     # stat changed, bytes did not: recorded results still hold
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for fs in self.by_check.values() for f in fs]
 
 
 class ValueSummary:
@@ -161,7 +172,9 @@ def summary_findings(task: FileTask, summary: "ValueSummary", role: str, facts: 
         out.append(finding("DG202", task.rel, f"'{role}' holds {summary.nonfinite} non-finite values (NaN/inf)",
                            case=task.case, fix=Fix.REPREPROCESS))
     if role == "seg" and summary.track_values:
-        facts["seg_values"] = summary.values()
+        counts = summary.counts()
+        facts["seg_values"] = list(counts)
+        facts["label_voxels"] = {str(k): v for k, v in counts.items()}
         bad = values_outside(facts["seg_values"], task.labels)
         if bad:
             out.append(finding("DG210", task.rel, f"segmentation holds values {bad} not declared in dataset.json",

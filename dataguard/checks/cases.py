@@ -27,6 +27,7 @@ class DatasetView:
     snapshots: dict[str, dict] = field(default_factory=dict)   # manifest snapshots, updated in place
     has_raw: bool = False
     raw_root: str | None = None
+    preprocessed_root: str | None = None
 
     def config_cases(self) -> dict[str, dict[str, list[FileTask]]]:
         out: dict[str, dict[str, list[FileTask]]] = {c: defaultdict(list) for c in self.config_names}

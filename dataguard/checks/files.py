@@ -15,7 +15,6 @@ from .base import CHUNK, FileTask, FileResult
 
 APPLEDOUBLE_MAGIC = (b"\x00\x05\x16\x07", b"\x00\x05\x16\x00")  # AppleDouble, AppleSingle
 OS_JUNK = {".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".spotlight-v100", ".trashes"}
-DATA_KINDS = {"npz", "npy", "b2nd", "pkl", "image", "label"}
 IN_MEMORY_LIMIT = 16 << 20   # smaller files are read once and checked from memory
 
 # which code reports "cannot read this file at all", by kind
@@ -75,23 +74,46 @@ def junk_findings(task: FileTask, head: bytes) -> list[Finding]:
     return []
 
 
+def empty_findings(task: FileTask, size: int) -> list[Finding]:
+    """DG103: a data file of 0 bytes (a copy that never finished, a full disk)."""
+    if size == 0:
+        return [finding("DG103", task.rel, "file is empty (0 bytes)", case=task.case, fix=_preprocessed_fix(task))]
+    return []
+
+
 def check_file(task: FileTask) -> FileResult:
-    """Run every per-file check on one file. Never raises for a bad file."""
+    """Run the registered checks for this file's kind (or `task.checks`). Never raises.
+
+    A check that raises becomes a DG001 finding for this file and the next check runs.
+    """
+    from . import file_checks, get
+    from .registry import FileInput
+
     res = FileResult(rel=task.rel)
     try:
         st = os.stat(task.path)
     except FileNotFoundError:
-        res.vanished = True
+        if os.path.islink(task.path):
+            res.by_check["read"] = [_unreadable(task, f"symlink to a missing target ({os.readlink(task.path)})")]
+        else:
+            res.vanished = True
         return res
     except OSError as e:
-        res.findings = [_unreadable(task, e)]
+        res.by_check["read"] = [_unreadable(task, e)]
         return res
     res.size, res.mtime_ns, res.inode = st.st_size, st.st_mtime_ns, st.st_ino
     if not statmod.S_ISREG(st.st_mode):
-        res.findings = [_unreadable(task, "not a regular file")]
+        what = "a folder" if statmod.S_ISDIR(st.st_mode) else "not a regular file (FIFO, device or socket)"
+        res.by_check["read"] = [_unreadable(task, what)]
         return res
+    checks = [get(n) for n in task.checks] if task.checks is not None else file_checks(task.kind)
     try:
-        with open(task.path, "rb") as f:
+        # O_NONBLOCK: a file swapped for a FIFO between stat and open must not hang the scan
+        fd = os.open(task.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not statmod.S_ISREG(os.fstat(f.fileno()).st_mode):
+                res.by_check["read"] = [_unreadable(task, "not a regular file")]
+                return res
             if st.st_size <= IN_MEMORY_LIMIT:
                 data = f.read()
                 from blake3 import blake3
@@ -104,49 +126,41 @@ def check_file(task: FileTask) -> FileResult:
                 f.seek(0)
                 src = f
             if task.known_blake3 is not None and res.blake3 == task.known_blake3:
-                res.same_content = True      # touched or copied, not changed: skip the checks
+                res.same_content = True      # touched or copied, not changed: recorded results hold
                 return res
-            head = src.read(4)
-            src.seek(0)
-            res.findings = junk_findings(task, head)
-            if res.findings:
-                return res
-            if st.st_size == 0 and task.kind in DATA_KINDS:
-                res.findings = [finding("DG103", task.rel, "file is empty (0 bytes)", case=task.case,
-                                        fix=_preprocessed_fix(task))]
-                return res
-            res.findings, res.facts = _by_kind(task, src, data, st.st_size)
+            gated = False
+            for check in checks:
+                if gated:
+                    res.by_check[check.name] = []
+                    continue
+                src.seek(0)
+                try:
+                    found, facts = check.run(FileInput(task, src, data, st.st_size))
+                except (OSError, MemoryError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - any bug or odd input: DG001, go on
+                    found, facts = [check_failed(task, check.name, e)], {}
+                res.by_check[check.name] = list(found)
+                res.facts.update(facts or {})
+                gated = check.gate and bool(found)
     except FileNotFoundError:
         res.vanished = True
     except OSError as e:
-        res.findings = [_unreadable(task, e)]
+        res.by_check = {"read": [_unreadable(task, e)]}
     except MemoryError:
-        res.findings = [_unreadable(task, "needs more memory than available to verify")]
+        res.by_check = {"read": [_unreadable(task, "needs more memory than available to verify")]}
     return res
 
 
-def _by_kind(task: FileTask, src, data: bytes | None, size: int):
-    if task.kind == "npz":
-        from .npz import check_npz
+def check_batch(tasks: list[FileTask]) -> list[FileResult]:
+    """Many small files in one executor call: one round trip instead of one per file."""
+    return [check_file(t) for t in tasks]
 
-        return check_npz(task, src)
-    if task.kind == "npy":
-        from .npz import check_npy
 
-        return check_npy(task, src, size)
-    if task.kind == "b2nd":
-        from .b2nd import check_b2nd
-
-        return check_b2nd(task)
-    if task.kind == "pkl":
-        from .pickles import check_pkl
-
-        return check_pkl(task, data if data is not None else src.read())
-    if task.kind in ("image", "label"):
-        from .raw import check_image
-
-        return check_image(task, src)
-    return [], {}
+def check_failed(task: FileTask, check: str, err: BaseException) -> Finding:
+    """DG001: a check raised on this file; the message names the check and the exception."""
+    return finding("DG001", task.rel, f"check '{check}' could not finish: {type(err).__name__}: {err}",
+                   case=task.case)
 
 
 def _unreadable(task: FileTask, err) -> Finding:

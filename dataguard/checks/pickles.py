@@ -7,10 +7,14 @@ referenced callable is never imported, let alone called.
 from __future__ import annotations
 
 import io
+import math
+import numbers
 import pickle
+import sys
 
 from ..findings import Finding, Fix, finding
 from .base import FileTask
+from .metadata import short
 
 REQUIRED_KEYS = ("spacing", "shape_before_cropping", "bbox_used_for_cropping",
                  "shape_after_cropping_and_before_resampling", "class_locations")
@@ -45,19 +49,97 @@ def safe_load(data: bytes):
     return RestrictedUnpickler(io.BytesIO(data)).load()
 
 
-def present_labels(props: dict) -> list[int] | None:
-    """Labels a case contains, from `class_locations` (no segmentation needed)."""
+def _is_int(v) -> bool:
+    """A Python or numpy integer (bools are not labels or sizes)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_label_key(k) -> bool:
+    """An integer label, or a tuple of them (a region, or nnU-Net's ignore-label entry)."""
+    return _is_int(k) or (isinstance(k, tuple) and bool(k) and all(_is_int(x) for x in k))
+
+
+def _is_locations(v) -> bool:
+    """A class_locations value: an array of voxel coordinates, or a list ([] when absent)."""
+    if isinstance(v, (list, tuple)):
+        return True
+    shape = getattr(v, "shape", None)
+    return _is_ndarray(v) and isinstance(shape, tuple) and len(shape) >= 1
+
+
+def _is_ndarray(v) -> bool:
+    np = sys.modules.get("numpy")     # no numpy loaded: no numpy object can be in the pickle
+    return np is not None and isinstance(v, np.ndarray)
+
+
+def _count(v) -> int:
+    """How many voxel coordinates a class_locations value holds (0 for anything else)."""
+    if isinstance(v, (list, tuple)):
+        return len(v)
+    if _is_locations(v):
+        return int(v.shape[0])
+    return 0
+
+
+def _seq(v) -> list | None:
+    """The items of a list, tuple or 1-D numpy array; None for anything else."""
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    if _is_ndarray(v) and v.ndim == 1:
+        return list(v)
+    return None
+
+
+def _finite_positive(x) -> bool:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(x)) and x > 0
+    except (OverflowError, ValueError, TypeError):
+        return _is_int(x) and x > 0
+
+
+def type_problems(props: dict) -> list[str]:
+    """Values of the required keys that nnU-Net cannot use (any plain-data value in, no raise)."""
+    out = []
+    sp = _seq(props.get("spacing"))
+    if sp is None or not 2 <= len(sp) <= 3 or not all(_finite_positive(x) for x in sp):
+        out.append(f"'spacing' must be 2-3 positive finite numbers, got {short(props.get('spacing'))}")
+    for key in ("shape_before_cropping", "shape_after_cropping_and_before_resampling"):
+        sh = _seq(props.get(key))
+        if sh is None or not sh or not all(_is_int(x) and x >= 0 for x in sh):
+            out.append(f"'{key}' must be a sequence of non-negative integers, got {short(props.get(key))}")
+    bbox = _seq(props.get("bbox_used_for_cropping"))
+    pairs = [_seq(b) for b in bbox] if bbox is not None else None
+    if not pairs or not all(p is not None and len(p) == 2 and all(_is_int(x) for x in p)
+                            and 0 <= p[0] <= p[1] for p in pairs):
+        out.append("'bbox_used_for_cropping' must be a sequence of [low, high] integer pairs, got "
+                   f"{short(props.get('bbox_used_for_cropping'))}")
     locs = props.get("class_locations")
     if not isinstance(locs, dict):
+        out.append(f"'class_locations' must be a dict label -> voxel coordinates, got {short(locs)}")
+    else:
+        bad_keys = [k for k in locs if not _is_label_key(k)]
+        if bad_keys:
+            out.append(f"'class_locations' keys must be integer labels (or tuples of them for regions), "
+                       f"got {short(bad_keys)}")
+        bad_vals = [k for k, v in locs.items() if _is_label_key(k) and not _is_locations(v)]
+        if bad_vals:
+            out.append(f"'class_locations' values must be arrays or lists of voxel coordinates; "
+                       f"label {short(bad_vals[0])} holds {short(locs[bad_vals[0]])}")
+    return out
+
+
+def present_labels(props) -> list[int] | None:
+    """Labels a case contains, from `class_locations` (no segmentation needed). Never raises.
+
+    None when class_locations is missing or not a dict; keys that are not integer labels
+    (region tuples, strings, floats) are left out.
+    """
+    locs = props.get("class_locations") if isinstance(props, dict) else None
+    if not isinstance(locs, dict):
         return None
-    out = []
-    for k, v in locs.items():
-        try:
-            if len(v):
-                out.append(int(k) if not isinstance(k, tuple) else k)
-        except TypeError:
-            continue
-    return sorted(x for x in out if isinstance(x, int))
+    return sorted({int(k) for k, v in locs.items() if _is_int(k) and _count(v) > 0})
 
 
 def check_pkl(task: FileTask, data: bytes) -> tuple[list[Finding], dict]:
@@ -78,4 +160,5 @@ def check_pkl(task: FileTask, data: bytes) -> tuple[list[Finding], dict]:
     if missing:
         return [finding("DG204", task.rel, f"properties lack required keys: {', '.join(missing)}",
                         case=task.case, fix=Fix.REPREPROCESS)], facts
-    return [], facts
+    return [finding("DG204", task.rel, f"properties: {p}", case=task.case, fix=Fix.REPREPROCESS)
+            for p in type_problems(props)], facts

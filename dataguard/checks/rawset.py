@@ -6,12 +6,14 @@ per-file checks recorded, so they read no file except dataset.json.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 
 from ..findings import Finding, finding
+from ..layout import read_json
+from ..walk import file_ending
 from .cases import DatasetView, case_labels
+from .metadata import is_int, short
 
 SPACING_RTOL = 1e-3      # relative, per axis
 ORIGIN_ATOL_MM = 1e-2    # plus SPACING_RTOL x spacing
@@ -29,13 +31,14 @@ def _labels_decl(meta: dict) -> tuple[dict, list[str]]:
     for name, v in labels.items():
         if isinstance(v, (list, tuple)):
             regions = True
-            if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-                problems.append(f"region label '{name}' must list integers, got {v!r}")
-        elif isinstance(v, int) and not isinstance(v, bool):
+            if not v or not all(is_int(x) for x in v):
+                problems.append(f"region label '{name}' must list integers, got {short(v)}")
+        elif is_int(v):
             ints[name] = v
         else:
-            problems.append(f"label '{name}' has a non-integer value {v!r}")
-    if labels.get("background") not in (0, None) or 0 not in ints.values():
+            problems.append(f"label '{name}' has a non-integer value {short(v)}")
+    if ints.get("background", 0) != 0 or "background" in labels and "background" not in ints \
+            or 0 not in ints.values():
         problems.append("'background' must be label 0")
     ignore = ints.get("ignore")
     plain = sorted(v for k, v in ints.items() if k != "ignore")
@@ -56,28 +59,34 @@ def dataset_json(view: DatasetView) -> list[Finding]:
     if task is None:
         return [finding("DG301", "raw/dataset.json", "dataset.json is missing")]
     try:
-        with open(task.path, "rb") as f:
-            meta = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+        meta = read_json(task.path)
+    except OSError as e:
+        return [finding("DG301", task.rel, f"dataset.json cannot be read: {e.strerror or e}")]
+    except UnicodeDecodeError as e:
+        return [finding("DG301", task.rel, f"dataset.json is not UTF-8 text: {e.reason} at byte {e.start}")]
+    except ValueError as e:
         return [finding("DG301", task.rel, f"dataset.json is not valid JSON: {e}")]
     if not isinstance(meta, dict):
-        return [finding("DG301", task.rel, "dataset.json must hold a JSON object")]
+        return [finding("DG301", task.rel, f"dataset.json must hold a JSON object, got {short(meta)}")]
     problems = [f"'{k}' is missing" for k in ("channel_names", "labels", "numTraining", "file_ending")
                 if k not in meta]
     if "channel_names" in meta and (not isinstance(meta["channel_names"], dict) or not meta["channel_names"]):
         problems.append("'channel_names' must map channel index -> name, e.g. {\"0\": \"CT\"}")
     elif isinstance(meta.get("channel_names"), dict):
-        keys = sorted(meta["channel_names"], key=lambda k: int(k) if str(k).isdigit() else -1)
-        if [str(k) for k in keys] != [str(i) for i in range(len(keys))]:
+        keys = sorted(meta["channel_names"], key=lambda k: (0, int(k)) if k.isascii() and k.isdigit() else (1, k))
+        if keys != [str(i) for i in range(len(keys))]:
             problems.append(f"channel_names keys must be 0..{len(keys) - 1}, got {list(meta['channel_names'])}")
-    if "numTraining" in meta and not (isinstance(meta["numTraining"], int) and meta["numTraining"] >= 0):
-        problems.append(f"'numTraining' must be a non-negative integer, got {meta['numTraining']!r}")
+    if "numTraining" in meta and not (is_int(meta["numTraining"]) and meta["numTraining"] >= 0):
+        problems.append(f"'numTraining' must be a non-negative integer, got {short(meta['numTraining'])}")
     if "file_ending" in meta and not (isinstance(meta["file_ending"], str) and meta["file_ending"].startswith(".")):
-        problems.append(f"'file_ending' must look like '.nii.gz', got {meta['file_ending']!r}")
+        problems.append(f"'file_ending' must be a string like '.nii.gz', got {short(meta['file_ending'])}")
     if "labels" in meta:
         problems += _labels_decl(meta)[1]
     if "dataset" in meta and not isinstance(meta["dataset"], dict):
         problems.append("'dataset' (explicit file list) must map case -> {images, label}")
+    elif isinstance(meta.get("dataset"), dict):
+        problems += [f"'dataset' entry '{case}' must be {{\"images\": [paths], \"label\": path}}, got {short(entry)}"
+                     for case, entry in meta["dataset"].items() if _entry_files(entry) is None]
     return [finding("DG301", task.rel, f"dataset.json: {p}") for p in problems]
 
 
@@ -92,7 +101,7 @@ def case_files(view: DatasetView) -> list[Finding]:
         return []
     meta, out = view.meta, []
     n_ch = _n_channels(meta)
-    ending = meta.get("file_ending", ".nii.gz")
+    ending = file_ending(meta)
     images: dict[str, dict[str, dict[str, str]]] = {"imagesTr": defaultdict(dict), "imagesTs": defaultdict(dict)}
     labels: dict[str, str] = {}
     for t in view.tasks:
@@ -133,18 +142,28 @@ def case_files(view: DatasetView) -> list[Finding]:
     else:
         present = {t.path for t in view.tasks}
         for case, entry in sorted(explicit.items()):
-            files = (entry.get("images", []) if isinstance(entry, dict) else []) + \
-                    ([entry.get("label")] if isinstance(entry, dict) and entry.get("label") else [])
-            for p in files:
+            for p in _entry_files(entry) or []:
                 if p not in present and not _exists(view, p):
                     out.append(finding("DG303", "raw/dataset.json", f"'dataset' lists {p}, which does not exist",
                                        case=case))
     n_train = len(explicit) if explicit else len(set(labels) | set(images["imagesTr"]))
     declared = meta.get("numTraining")
-    if isinstance(declared, int) and declared != n_train:
+    if is_int(declared) and declared != n_train:
         out.append(finding("DG305", "raw/dataset.json",
                            f"numTraining is {declared} but the dataset holds {n_train} training cases"))
     return out
+
+
+def _entry_files(entry) -> list[str] | None:
+    """The image and label paths of one explicit `dataset` entry; None when malformed."""
+    if not isinstance(entry, dict):
+        return None
+    images, label = entry.get("images", []), entry.get("label")
+    if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+        return None
+    if label is not None and not isinstance(label, str):
+        return None
+    return images + ([label] if label else [])
 
 
 def _exists(view: DatasetView, p: str) -> bool:
@@ -223,9 +242,11 @@ def unused_labels(view: DatasetView) -> list[Finding]:
     for name, v in labels.items():
         if name in ("background", "ignore"):
             continue
-        vals = set(v) if isinstance(v, (list, tuple)) else {v}
+        vals = {x for x in (v if isinstance(v, list) else [v]) if is_int(x)}
+        if not vals:
+            continue            # not a usable label value: DG301 reports it
         if not (vals & seen):
             where = "raw/dataset.json" if view.has_raw else "preprocessed/dataset.json"
-            out.append(finding("DG404", where, f"label '{name}' ({v}) is declared but occurs in none of "
+            out.append(finding("DG404", where, f"label '{name}' ({short(v)}) is declared but occurs in none of "
                                                f"the {len(present)} training cases"))
     return out

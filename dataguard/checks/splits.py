@@ -7,9 +7,9 @@ not a finding. The file is a few kB: reading it here costs nothing next to the s
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from ..findings import Finding, Fix, Severity, finding
+from ..layout import read_regular
 from ..splits import SplitError, label_counts, label_names, load_splits
 from .cases import DatasetView, case_labels
 
@@ -58,7 +58,11 @@ def _raw_copy(files: dict[str, str]) -> list[Finding]:
                         "preprocessed/splits_final.json, which does not exist, and will create an "
                         "unstratified 5-fold split there at first training", severity=Severity.WARNING,
                         fix=Fix.REGENERATE_SPLITS)]
-    if _content(files[RAW]) == _content(files[PRE]):
+    try:
+        same = _content(files[RAW]) == _content(files[PRE])
+    except RecursionError:      # absurdly nested JSON: compare as text would, i.e. "differs"
+        same = False
+    if same:
         return []
     return [finding("DG501", RAW, "differs from preprocessed/splits_final.json; nnU-Net uses the "
                     "preprocessed one, not this copy", severity=Severity.WARNING,
@@ -68,12 +72,12 @@ def _raw_copy(files: dict[str, str]) -> list[Finding]:
 def _content(path: str):
     """Parsed JSON when possible (formatting does not matter), else the raw bytes."""
     try:
-        data = Path(path).read_bytes()
+        data = read_regular(path)
     except OSError:
         return None
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return data
 
 

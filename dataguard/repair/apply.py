@@ -22,6 +22,7 @@ from ..layout import Dataset
 from .journal import DG_DIR, Journal, blake3_file, new_run_id
 from .lock import DatasetLock
 from .plan import Action
+from ..errors import DataguardError
 
 Log = Callable[[str], None]
 
@@ -38,13 +39,14 @@ class Outcome:
 class RepairReport:
     run_id: str
     outcomes: list[Outcome] = field(default_factory=list)
+    cancelled: bool = False
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
 
 
-class RepairError(Exception):
+class RepairError(DataguardError):
     """A repair step failed in a way the user must hear about (nothing was lost)."""
 
 
@@ -58,8 +60,13 @@ def _split(target: str) -> tuple[str, str]:
 
 
 def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | None = None,
-               log: Log = lambda m: None, manifest_dir: Path | str = "manifests") -> RepairReport:
-    """Apply every non-blocked action; one lock per dataset folder for the whole run."""
+               log: Log = lambda m: None, scan_result=None, on_event=None, cancel=None) -> RepairReport:
+    """Apply every non-blocked action; one lock per dataset folder for the whole run.
+
+    scan_result: the ScanResult the plan came from (splits are rebuilt from its label
+    facts, no second scan). on_event(dict) hears each action start and end; cancel (a
+    threading.Event) stops between actions, leaving finished ones journalled.
+    """
     run_id = run_id or new_run_id()
     report = RepairReport(run_id)
     by_name = {d.name: d for d in datasets}
@@ -71,7 +78,13 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
                 # staging left by a killed run: our own scratch, safe to drop under the lock
                 shutil.rmtree(root / DG_DIR / "tmp", ignore_errors=True)
         preprocessors: dict[tuple[str, str], object] = {}
-        for a in todo:
+        emit = on_event or (lambda e: None)
+        for i, a in enumerate(todo):
+            if cancel is not None and cancel.is_set():
+                report.cancelled = True
+                emit({"event": "cancelled", "index": i, "total": len(todo), "action": a, "detail": ""})
+                break
+            emit({"event": "started", "index": i, "total": len(todo), "action": a, "detail": a.describe()})
             ds = by_name[a.dataset]
             journals = {part: Journal(root, run_id) for part, root in _roots(ds).items()}
             try:
@@ -82,10 +95,12 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
                 elif a.kind == "cast":
                     out = _cast(a, journals)
                 else:
-                    out = _splits(a, ds, journals, manifest_dir)
+                    out = _splits(a, ds, journals, scan_result)
             except Exception as e:  # one failed action must not stop the others
                 out = Outcome(a, False, f"{type(e).__name__}: {e}")
             report.outcomes.append(out)
+            emit({"event": "done" if out.ok else "failed", "index": i, "total": len(todo), "action": a,
+                  "detail": out.detail})
             log(f"{'done' if out.ok else 'FAILED'}: {a.kind} {a.target}: {out.detail}")
         for j in {j.staging for ds in datasets for j in
                   (Journal(r, run_id) for r in _roots(ds).values())}:
@@ -207,20 +222,16 @@ def _cast(a: Action, journals: dict[str, Journal]) -> Outcome:
     return Outcome(a, True, f"cast to {np.dtype(dtype).name} (max deviation was {dev:.2g})", [a.target])
 
 
-def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], manifest_dir) -> Outcome:
+def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -> Outcome:
     from .. import splits as sp
+    from ..split_context import context_from_result
 
     j = journals["preprocessed"]
-    labels = sp.dataset_case_labels(ds, manifest_dir)
+    if scan_result is None or ds.name not in getattr(scan_result, "views", {}):
+        raise RepairError("regenerating splits needs the scan the plan came from (scan_result)")
+    labels = context_from_result(scan_result, ds).case_labels
     new = sp.rebalance(labels, folds=_current_folds(ds.preprocessed / "splits_final.json"))
-    staged = j.staging / "splits_final.json"
-    staged.parent.mkdir(parents=True, exist_ok=True)
-    import json
-
-    staged.write_text(json.dumps(new, indent=2))
-    if (j.root / "splits_final.json").exists():
-        j.quarantine_file("splits_final.json", reason=a.codes)
-    j.place_file(staged, "splits_final.json")
+    sp.write_splits(j.root / "splits_final.json", new, journal=j, reason=a.codes)
     return Outcome(a, True, f"stratified {len(new)}-fold splits written", [a.target])
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from ..errors import DataguardError
 
 
-class LockedError(Exception):
+class LockedError(DataguardError):
     """Another repair holds the dataset (exit 2)."""
 
 

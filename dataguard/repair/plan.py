@@ -86,6 +86,7 @@ def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | 
             else:
                 add(("quarantine", f.dataset, f.path), kind="quarantine", dataset=f.dataset,
                     target=f.path, case=f.case).findings.append(f)
+    _rebuild_after_quarantine(actions, result, has_raw)
     for a in actions.values():
         if a.kind == "re-preprocess":
             if not has_raw.get(a.dataset):
@@ -97,6 +98,25 @@ def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | 
         a.files = _files_touched(a, getattr(result, "views", {}).get(a.dataset))
     order = {"cast": 0, "quarantine": 1, "re-preprocess": 2, "regenerate-splits": 3}
     return sorted(actions.values(), key=lambda a: (order[a.kind], a.dataset, a.target))
+
+
+def _rebuild_after_quarantine(actions: dict, result, has_raw: dict) -> None:
+    """A quarantined file named like a case file leaves that case incomplete: rebuild it in
+    the same run, so one scan before and one after are enough."""
+    from ..checks.files import config_file_kind
+
+    for a in [a for a in actions.values() if a.kind == "quarantine" and a.config is None]:
+        cfg = _config_of(a.target)
+        if cfg is None or not has_raw.get(a.dataset) or a.target.count("/") != 2:
+            continue
+        case = config_file_kind(a.target.rsplit("/", 1)[-1])[1]
+        view = getattr(result, "views", {}).get(a.dataset)
+        if case is None or view is None or case not in view.raw_cases():
+            continue
+        key = ("rebuild", a.dataset, cfg, case)
+        if key not in actions:
+            actions[key] = Action(kind="re-preprocess", dataset=a.dataset, target=f"preprocessed/{cfg}/{case}",
+                                  case=case, config=cfg, findings=list(a.findings))
 
 
 def _files_touched(a: Action, view) -> list[str]:

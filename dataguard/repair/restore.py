@@ -14,9 +14,10 @@ from pathlib import Path
 from ..layout import Dataset
 from .journal import DG_DIR, Journal, _move, blake3_file, journals, new_run_id, read_journal
 from .lock import DatasetLock
+from ..errors import DataguardError
 
 
-class RestoreError(Exception):
+class RestoreError(DataguardError):
     """Nothing to restore, unknown run, or a file that no longer matches (exit 2)."""
 
 

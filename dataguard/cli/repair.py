@@ -1,9 +1,13 @@
-"""CLI faces of the repair engine: `repair`, `restore`, `quarantine list`."""
+"""`dataguard repair`, `restore` and `quarantine list`: faces of Workspace.plan/apply/restore."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+
+from .common import (ExitCode, UsageError, add_target_args, console, note, progress, split_codes, verdict,
+                     workspace)
 
 REPAIR_EPILOG = """\
 what it does per finding:
@@ -22,50 +26,38 @@ examples:
 
 
 def add_parser(sub) -> None:
-    from .cli import _add_target_args
-
     p = sub.add_parser("repair", help="fix findings: quarantine junk, rebuild broken cases from raw, undoably",
                        description="Scan, plan one action per finding, confirm, apply, rescan. Broken "
                        "preprocessed cases are rebuilt one by one with nnunetv2's own preprocessor "
                        "instead of re-running nnUNetv2_preprocess for everything.",
                        epilog=REPAIR_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_target_args(p)
+    add_target_args(p)
     p.add_argument("--select", action="append", default=[], metavar="CODES",
                    help="only repair findings with these codes or prefixes (comma-separated)")
     p.add_argument("--case", action="append", default=[], metavar="ID", help="only these cases; repeatable")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--fail-on", choices=("error", "warning", "info", "never"), default="error",
+                   help="exit 1 when a finding this severe remains after the repair (default: error)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("restore", help="undo a repair run: every file back, byte-identical",
                        description="Undo a repair run from its journal (default: the latest run on the "
                        "datasets). Quarantined files go back, verified by blake3; files the run wrote "
                        "move to a quarantine of their own. Nothing is deleted.")
-    _add_target_args(p)
+    add_target_args(p)
     p.add_argument("--run", metavar="RUN-ID", help="which run (see `dataguard quarantine list`)")
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("quarantine", help="list what repairs moved into quarantine")
     qsub = p.add_subparsers(dest="quarantine_command", metavar="ACTION")
     q = qsub.add_parser("list", help="files held in quarantine, by repair run")
-    _add_target_args(q)
+    add_target_args(q)
     q.add_argument("--format", choices=("table", "json"), default="table")
     q.set_defaults(func=cmd_quarantine_list)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-
-
-def _targets(args):
-    from .cli import _targets as t
-
-    return t(args)
-
-
-def _console():
-    from rich.console import Console
-
-    c = Console()
-    return c if c.is_terminal else Console(width=200, no_color=True, highlight=False)
 
 
 def _plan_table(plan, title: str):
@@ -85,38 +77,35 @@ def _plan_table(plan, title: str):
 def _confirm_from_terminal(plan) -> bool:
     n = len([a for a in plan if not a.blocked])
     if not sys.stdin or not sys.stdin.isatty():
-        from .cli import UsageError
-
         raise UsageError("refusing to change files without confirmation: add --yes (or --dry-run to see the plan)")
     from rich.prompt import Confirm
 
-    return Confirm.ask(f"apply {n} action(s)?", default=False, console=_console())
+    return Confirm.ask(f"apply {n} action(s)?", default=False, console=console())
 
 
 def cmd_repair(args) -> int:
-    from . import report
-    from .cli import ExitCode, _split_codes
-    from .findings import Severity
-    from .repair import repair
+    from .. import report
 
-    log = (lambda m: print(m, file=sys.stderr))
     confirm = (lambda plan: True) if args.yes else _confirm_from_terminal
-    console = _console()
+    out = console()
     shown = {"plan": False}
 
     def confirm_after_showing(plan):
-        _show_plan(plan, args, console)
+        _show_plan(plan, args, out)
         shown["plan"] = True
         return confirm(plan)
 
-    result = repair(_targets(args), select=_split_codes(args.select), cases=args.case or None,
-                    dry_run=args.dry_run, confirm=confirm_after_showing,
-                    manifest_dir=args.manifest_dir, log=log)
+    ws = workspace(args)
+    prog = progress(args)
+    with prog or contextlib.nullcontext():
+        result = ws.repair(select=split_codes(args.select), cases=args.case or None, dry_run=args.dry_run,
+                           confirm=confirm_after_showing, log=note,
+                           on_progress=prog.update if prog else None)
     if not shown["plan"]:
-        _show_plan(result.plan, args, console)
+        _show_plan(result.plan, args, out)
     if args.format == "json":
         doc = {"plan": [_action_doc(a) for a in result.plan],
-               "runs": [r.run_id for r in result.reports],
+               "runs": result.run_ids,
                "outcomes": [{"target": o.action.target, "action": o.action.kind, "ok": o.ok, "detail": o.detail,
                              "touched": o.touched} for r in result.reports for o in r.outcomes],
                "after": result.after.to_dict() if result.after is not None else None}
@@ -124,17 +113,17 @@ def cmd_repair(args) -> int:
         sys.stdout.write("\n")
     if args.dry_run or result.declined or result.after is None:
         if result.declined:
-            print("nothing changed", file=sys.stderr)
+            note("nothing changed")
         return ExitCode.FINDINGS if result.plan else ExitCode.CLEAN
     for r in result.reports:
-        print(f"repair run {r.run_id}: {len(r.outcomes) - len(r.failed)} done, {len(r.failed)} failed "
-              f"(undo: dataguard restore --run {r.run_id})", file=sys.stderr)
+        note(f"repair run {r.run_id}: {len(r.outcomes) - len(r.failed)} done, {len(r.failed)} failed "
+             f"(undo: dataguard restore --run {r.run_id})")
     if args.format == "table":
-        console.print("\nafter repair:")
-        report.render_table(result.after, console)
-    failed = any(r.failed for r in result.reports)
-    worst = result.after.worst()
-    return ExitCode.FINDINGS if failed or (worst is not None and worst >= Severity.ERROR) else ExitCode.CLEAN
+        out.print("\nafter repair:")
+        report.render_table(result.after, out)
+    if result.failed:
+        return ExitCode.FINDINGS
+    return verdict(result.after, args.fail_on)
 
 
 def _show_plan(plan, args, console) -> None:
@@ -152,25 +141,17 @@ def _action_doc(a) -> dict:
 
 
 def cmd_restore(args) -> int:
-    from .cli import ExitCode
-    from .layout import discover
-    from .repair.restore import restore
-
-    reports = restore(discover(_targets(args)), run_id=args.run)
+    reports = workspace(args).restore(run_id=args.run)
     for r in reports:
         print(f"restored run {r.run_id}: {len(r.restored)} file(s) back, "
               f"{len(r.removed)} file(s) it wrote moved to quarantine")
         for p in r.problems:
-            print(f"  problem: {p}", file=sys.stderr)
+            note(f"  problem: {p}")
     return ExitCode.FINDINGS if any(r.problems for r in reports) else ExitCode.CLEAN
 
 
 def cmd_quarantine_list(args) -> int:
-    from .cli import ExitCode
-    from .layout import discover
-    from .repair.restore import quarantine_list
-
-    held = quarantine_list(discover(_targets(args)))
+    held = workspace(args).quarantine()
     if args.format == "json":
         json.dump([h.__dict__ for h in held], sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -178,17 +159,17 @@ def cmd_quarantine_list(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    console = _console()
+    out = console()
     if not held:
-        console.print("Quarantine is empty.")
+        out.print("Quarantine is empty.")
         return ExitCode.CLEAN
     t = Table(header_style="bold")
     for col in ("dataset", "run", "original path", "held at", "bytes", "reason"):
         t.add_column(col, overflow="fold")
     for h in held:
         t.add_row(Text(h.dataset), h.run_id, Text(h.path), Text(h.stored), str(h.size), Text(h.reason))
-    console.print(t)
+    out.print(t)
     total = sum(h.size for h in held)
-    console.print(Text(f"{len(held)} file(s), {total / 1e6:.1f} MB; `dataguard restore --run RUN` puts a run back"))
+    out.print(Text(f"{len(held)} file(s), {total / 1e6:.1f} MB; `dataguard restore --run RUN` puts a run back"))
     return ExitCode.CLEAN
 

@@ -1,7 +1,6 @@
-"""`dataguard splits show|rebalance`: parse → engine (dataguard.splits) → render → exit code.
+"""`dataguard splits show|rebalance`: parse → Workspace → render → exit code.
 
-Kept apart from cli.py so the split commands stay one readable unit; like cli.py it
-imports nothing heavy at module level (`dataguard --help` builds this parser).
+Imports nothing heavy at module level (`dataguard --help` builds this parser).
 """
 from __future__ import annotations
 
@@ -11,7 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import ExitCode, UsageError, _progress
+from .common import ExitCode, UsageError, add_engine_args, progress, workspace
+from .common import console as _console
+from .common import note as _note
 
 SPLITS_EPILOG = """\
 examples:
@@ -70,9 +71,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="dataset id or name (1, Dataset001_Heart) via $nnUNet_preprocessed/$nnUNet_raw")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table (default; plain when piped) or json (only JSON on stdout)")
-    p.add_argument("--manifest-dir", type=Path, default=Path("manifests"),
-                   help="manifests of the scan that reads label presence (default: ./manifests)")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="worker processes for the scan")
+    add_engine_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -83,9 +82,9 @@ def _no_subcommand(parser) -> int:
 
 # --- commands --------------------------------------------------------------------------------
 def cmd_show(args) -> int:
-    from .splits import SplitError, label_table, load_splits, plot_heatmap
+    from ..splits import SplitError, label_table, load_splits, plot_heatmap
 
-    ctx = _context(args)
+    _, ctx = _context(args)
     if not ctx.splits_path.exists():
         raise UsageError(f"no {ctx.splits_path.name} in {ctx.splits_path.parent}: nnU-Net creates an "
                          f"unstratified 5-fold split at first training; `dataguard splits rebalance` "
@@ -110,9 +109,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_rebalance(args) -> int:
-    from .splits import SplitError, label_table, load_splits, rebalance, write_splits
+    from ..splits import SplitError, label_table, load_splits, rebalance
 
-    ctx = _context(args)
+    ws, ctx = _context(args)
     before = None
     if ctx.splits_path.exists():
         try:
@@ -124,7 +123,7 @@ def cmd_rebalance(args) -> int:
     except SplitError as e:
         raise UsageError(str(e)) from None
     unchanged = before == after
-    backup = None if unchanged else write_splits(ctx.splits_path, after, dry_run=args.dry_run)
+    backup = None if unchanged else ws.write_splits(ctx.dataset.name, after, dry_run=args.dry_run)
     tables = {"before": label_table(before, ctx.case_labels, ctx.names) if before else None,
               "after": label_table(after, ctx.case_labels, ctx.names)}
     _render_rebalance(args, ctx, tables)
@@ -155,21 +154,19 @@ def _render_rebalance(args, ctx, tables) -> None:
 
 # --- shared helpers --------------------------------------------------------------------------
 def _context(args):
-    """Resolve exactly one dataset and scan it for training cases and their labels."""
-    from .layout import discover
-    from .splits import SplitError, load_context
+    """Resolve exactly one dataset, scan it (incrementally) and take cases and labels from that scan."""
+    from ..splits import SplitError
 
-    targets = [t for t in (args.path, args.dataset) if t]
-    dsets = discover(targets or None)
-    if len(dsets) != 1:
-        names = ", ".join(d.name for d in dsets)
-        raise UsageError(f"{' '.join(targets) or 'the nnU-Net environment variables'} name "
-                         f"{len(dsets)} datasets ({names}); name one dataset folder or use -d ID")
-    prog = _progress(args)
+    ws = workspace(args, [t for t in (args.path, args.dataset) if t] or None)
+    if len(ws.datasets) != 1:
+        names = ", ".join(d.name for d in ws.datasets)
+        raise UsageError(f"{args.path or args.dataset or 'the nnU-Net environment variables'} name "
+                         f"{len(ws.datasets)} datasets ({names}); name one dataset folder or use -d ID")
+    prog = progress(args)
+    with prog or contextlib.nullcontext():
+        ws.scan(on_progress=prog.update if prog else None)
     try:
-        with prog or contextlib.nullcontext():
-            ctx = load_context(dsets[0], args.manifest_dir, jobs=args.jobs,
-                               on_progress=prog.update if prog else None)
+        ctx = ws.splits_context()
     except SplitError as e:
         raise UsageError(str(e)) from None
     if ctx.unknown:
@@ -178,16 +175,12 @@ def _context(args):
     if ctx.errors:
         _note(f"the scan also found {ctx.errors} error(s) outside the splits in {ctx.dataset.name}; "
               f"`dataguard scan` lists them")
-    return ctx
-
-
-def _note(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    return ws, ctx
 
 
 def _table_doc(ctx, table) -> dict:
     """The JSON form of a label table: dataset-wide label counts and one entry per fold."""
-    from .splits import label_counts
+    from ..splits import label_counts
 
     totals = label_counts(ctx.case_labels)
     labels = {str(lab): {"name": name, "cases": totals.get(lab, 0)}
@@ -201,21 +194,12 @@ def _table_doc(ctx, table) -> dict:
     return {"cases": len(ctx.cases), "labels": labels, "folds": folds}
 
 
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:   # piped: no colour, no 80-column folding
-        console = Console(width=200, no_color=True, highlight=False)
-    return console
-
-
 def _rich_table(ctx, table, title: str):
     """Folds as rows; per label a `train/val` cell, red where val holds no case with it."""
     from rich.table import Table
     from rich.text import Text
 
-    from .splits import label_counts
+    from ..splits import label_counts
 
     doc = _table_doc(ctx, table)
     t = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold")

@@ -1,0 +1,159 @@
+"""Case-centred view of a ScanResult: what the TUI lists, the gates judge and the report shows.
+
+Built from the scan's recorded per-file results and facts, so it reads no data file.
+Facts are normalised to nnU-Net's array order (z, y, x) whatever the source: a raw
+NIfTI (stored x, y, z), a legacy `.npz` or a `.b2nd`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .findings import Finding, Severity
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    rel: str                        # raw/... or preprocessed/...
+    size: int
+    blake3: str | None
+    findings: tuple[Finding, ...] = ()
+
+
+@dataclass
+class CaseFacts:
+    """Normalised facts of one case in one source ("raw" or a configuration folder)."""
+
+    shape: list[int] | None = None          # spatial, (z, y, x)
+    spacing: list[float] | None = None      # mm, (z, y, x)
+    dtype: str | None = None                # of the image (data) array
+    labels: dict[int, int] | None = None    # segmentation value -> voxel count
+
+
+@dataclass
+class CaseInfo:
+    dataset: str
+    case: str
+    status: str                             # ok | warning | error
+    findings: list[Finding] = field(default_factory=list)
+    files: list[FileInfo] = field(default_factory=list)
+    facts: dict[str, CaseFacts] = field(default_factory=dict)   # "raw" / config folder -> facts
+    val_fold: int | None = None
+    configs: list[str] = field(default_factory=list)            # configuration folders holding it
+
+    @property
+    def labels(self) -> dict[int, int] | None:
+        """Label voxel counts from the raw label, else the first configuration that knows them."""
+        for f in self.facts.values():
+            if f.labels is not None:
+                return f.labels
+        return None
+
+
+def _status(findings: list[Finding]) -> str:
+    worst = max((f.severity for f in findings), default=None)
+    if worst is None or worst < Severity.WARNING:
+        return "ok"
+    return "error" if worst >= Severity.ERROR else "warning"
+
+
+def _counts(facts: dict) -> dict[int, int] | None:
+    vox = facts.get("label_voxels")
+    if isinstance(vox, dict):
+        return {int(k): int(v) for k, v in vox.items()}
+    return None
+
+
+def _raw_facts(files: list[tuple[object, object]]) -> CaseFacts:
+    out = CaseFacts()
+    for t, r in sorted(files, key=lambda x: (x[0].kind != "image", x[0].rel)):
+        f = r.facts
+        if t.kind == "image" and out.shape is None and "shape" in f:
+            out.shape = [int(x) for x in f["shape"][:3]][::-1]
+            sp = f.get("spacing")
+            out.spacing = [float(x) for x in sp[:3]][::-1] if sp else None
+            out.dtype = f.get("dtype")
+        if t.kind == "label":
+            out.labels = _counts(f)
+            if out.shape is None and "shape" in f:
+                out.shape = [int(x) for x in f["shape"][:3]][::-1]
+    return out
+
+
+def _config_facts(files: list[tuple[object, object]], plans: dict | None) -> CaseFacts:
+    out = CaseFacts()
+    conf = (plans or {}).get("configuration") or {}
+    sp = conf.get("spacing")
+    if isinstance(sp, list) and all(isinstance(x, (int, float)) for x in sp):
+        out.spacing = [float(x) for x in sp]
+    for t, r in files:
+        f = r.facts
+        name = t.rel.rsplit("/", 1)[-1]
+        if t.kind == "npz":
+            if "data_shape" in f:
+                out.shape = [int(x) for x in f["data_shape"][1:]]
+                out.dtype = f.get("data_dtype")
+            out.labels = _counts(f)
+        elif t.kind in ("b2nd", "npy"):
+            seg = name.endswith(("_seg.b2nd", "_seg.npy"))
+            if seg:
+                out.labels = out.labels if out.labels is not None and t.kind == "npy" else _counts(f)
+            elif "shape" in f and out.shape is None:
+                out.shape = [int(x) for x in f["shape"][1:]]
+                out.dtype = f.get("dtype")
+        elif t.kind == "pkl" and out.labels is None and f.get("labels_present") is not None:
+            out.labels = {int(v): -1 for v in f["labels_present"]}   # present, count unknown
+    return out
+
+
+def val_folds(result, dataset: str) -> dict[str, int]:
+    """case -> index of the fold whose validation set holds it (from splits_final.json)."""
+    from .splits import SplitError, load_splits
+
+    ds = next((d for d in result.datasets if d.name == dataset), None)
+    if ds is None or ds.preprocessed is None:
+        return {}
+    try:
+        splits = load_splits(ds.preprocessed / "splits_final.json")
+    except (SplitError, OSError):
+        return {}
+    out: dict[str, int] = {}
+    for i, fold in enumerate(splits):
+        for c in fold.get("val", []):
+            out.setdefault(c, i)
+    return out
+
+
+def case_infos(result, dataset: str | None = None) -> list[CaseInfo]:
+    """Every case of every (or one) dataset, raw and every configuration, with its state."""
+    out: list[CaseInfo] = []
+    by_case: dict[tuple[str, str], list[Finding]] = {}
+    for f in result.findings:
+        if f.case is not None:
+            by_case.setdefault((f.dataset, f.case), []).append(f)
+    for name, view in result.views.items():
+        if dataset is not None and name != dataset:
+            continue
+        groups: dict[str, dict[str, list]] = {}
+        for t in view.tasks:
+            r = view.results.get(t.rel)
+            if t.case is None or r is None or t.kind not in ("image", "label", "npz", "npy", "b2nd", "pkl"):
+                continue
+            if t.where == "raw" and t.rel.split("/")[1] not in ("imagesTr", "labelsTr"):
+                continue
+            source = "raw" if t.where == "raw" else (t.rel.split("/")[1] if t.where == "config" else None)
+            if source is None:
+                continue
+            groups.setdefault(t.case, {}).setdefault(source, []).append((t, r))
+        folds = val_folds(result, name)
+        for case in sorted(groups):
+            sources = groups[case]
+            files = [FileInfo(t.rel, r.size, r.blake3, tuple(r.findings))
+                     for src in sources.values() for t, r in src]
+            facts = {src: (_raw_facts(items) if src == "raw" else _config_facts(items, view.plans.get(src)))
+                     for src, items in sorted(sources.items(), key=lambda kv: kv[0] != "raw")}
+            fs = sorted(by_case.get((name, case), []), key=lambda f: (-f.severity, f.path, f.code))
+            out.append(CaseInfo(dataset=name, case=case, status=_status(fs), findings=fs,
+                                files=sorted(files, key=lambda f: f.rel), facts=facts,
+                                val_fold=folds.get(case),
+                                configs=sorted(s for s in sources if s != "raw")))
+    return out

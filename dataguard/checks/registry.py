@@ -1,0 +1,143 @@
+"""The check registry: the single place where checks live, and the dispatch itself.
+
+Modelled on pre-commit's language registry: every check is a small object satisfying
+one Protocol (name, codes, scope, kinds, version, run). The scanner asks the registry
+which checks apply to a file kind, `--select/--ignore` drop the checks whose codes are
+all excluded (so `--select DG5` decompresses nothing), and the manifest records each
+check's version, so changing one check re-reads only what that check covers.
+
+Adding a check = one function, one `register(...)` call, one test pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol, runtime_checkable
+
+ALL_KINDS = None    # a file check with kinds=None applies to every file
+
+
+@runtime_checkable
+class Check(Protocol):
+    name: str
+    codes: tuple[str, ...]
+    scope: str                      # "file" (any executor) or "dataset" (main process)
+    version: int
+
+    def run(self, inp): ...         # -> (findings, facts) for file checks, findings for dataset checks
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """What a per-file check reads: the task, a seekable binary stream, the bytes when small."""
+
+    task: object                    # FileTask
+    src: object                     # seekable binary file object, positioned at 0
+    data: bytes | None
+    size: int
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """A per-file check: `fn(FileInput) -> (findings, facts)`; picklable inputs and outputs."""
+
+    name: str
+    codes: tuple[str, ...]
+    doc: str
+    fn: Callable
+    kinds: frozenset[str] | None = ALL_KINDS
+    version: int = 1
+    gate: bool = False              # findings from a gate check stop the checks after it
+    scope: str = field(default="file", init=False)
+
+    def applies_to(self, kind: str) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+    def run(self, inp: FileInput):
+        return self.fn(inp)
+
+
+@dataclass(frozen=True)
+class DatasetCheck:
+    """A dataset-level check: `fn(DatasetView) -> findings`, run on recorded per-file results.
+
+    needs: the file checks whose facts it reads (they run even when --select leaves them
+    out); needs_hashes: it compares content hashes, so every file must be hashed.
+    """
+
+    name: str
+    codes: tuple[str, ...]
+    doc: str
+    fn: Callable
+    version: int = 1
+    needs: tuple[str, ...] = ()
+    needs_hashes: bool = False
+    scope: str = field(default="dataset", init=False)
+
+    def run(self, view):
+        return self.fn(view)
+
+
+_REGISTRY: dict[str, FileCheck | DatasetCheck] = {}
+
+
+def register(check):
+    """Add a check (or replace one of the same name). Returns it, so it can decorate-assign."""
+    if not isinstance(check, Check):
+        raise TypeError(f"{check!r} does not satisfy the Check protocol")
+    if check.scope not in ("file", "dataset"):
+        raise ValueError(f"check {check.name}: scope must be 'file' or 'dataset'")
+    _REGISTRY[check.name] = check
+    return check
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str):
+    return _REGISTRY[name]
+
+
+def all_checks() -> list:
+    return list(_REGISTRY.values())
+
+
+def file_checks(kind: str | None = None) -> list[FileCheck]:
+    return [c for c in _REGISTRY.values() if c.scope == "file" and (kind is None or c.applies_to(kind))]
+
+
+def dataset_checks() -> list[DatasetCheck]:
+    return [c for c in _REGISTRY.values() if c.scope == "dataset"]
+
+
+def versions() -> dict[str, int]:
+    return {c.name: c.version for c in _REGISTRY.values()}
+
+
+def wanted(check, select: Iterable[str] | None, ignore: Iterable[str] | None) -> bool:
+    """False when --select/--ignore exclude every code the check can emit."""
+    from ..findings import code_matches
+
+    return any((not select or code_matches(code, list(select)))
+               and not (ignore and code_matches(code, list(ignore))) for code in check.codes)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which checks a scan runs: the wanted ones plus what wanted dataset checks need."""
+
+    file: frozenset[str]
+    dataset: tuple[str, ...]
+    hash_all: bool
+
+    @classmethod
+    def of(cls, select=None, ignore=None) -> "Selection":
+        ds = [c for c in dataset_checks() if wanted(c, select, ignore)]
+        names = {c.name for c in file_checks() if wanted(c, select, ignore)}
+        for c in ds:
+            names |= set(c.needs)
+        return cls(frozenset(names), tuple(c.name for c in ds), any(c.needs_hashes for c in ds))
+
+    def for_kind(self, kind: str) -> tuple[str, ...]:
+        """The file checks to run on a file of this kind, in registry order."""
+        return tuple(c.name for c in file_checks(kind) if c.name in self.file)

@@ -1,0 +1,75 @@
+"""Command line: parse → Workspace → render → exit code. No checks live here.
+
+One module per command (scan, verify, explain, splits, repair, demo), each with
+`add_parser(sub)`; common.py holds what they share. Nothing heavy is imported at module
+level, so `dataguard --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import ExitCode, UsageError  # noqa: F401 - re-exported for scripts
+
+
+
+EPILOG = """\
+examples:
+  dataguard scan $nnUNet_preprocessed/Dataset001_Heart   one preprocessed dataset (+ its raw)
+  dataguard scan -d 1                                    dataset 1 via nnUNet_raw/nnUNet_preprocessed
+  dataguard scan /data --format json > findings.json     every dataset under /data/nnUNet_*
+  dataguard verify -d 1                                  re-hash all files against the manifest
+  dataguard explain DG201                                what a finding code means
+  dataguard splits show -d 1                             cross-validation folds x labels (and rebalance)
+  dataguard repair -d 1 --dry-run                        plan fixes (quarantine, rebuild cases from raw)
+  dataguard restore -d 1                                 undo the latest repair, byte for byte
+  dataguard demo                                         build a broken demo dataset and scan it
+
+exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage error, 3 internal error
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dataguard",
+        description="Find, explain and fix broken nnU-Net v2 data before it costs a training run.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dataguard {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from . import demo, explain, repair, scan, splits, verify
+
+    for command in (scan, verify, explain, splits, repair, demo):
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return ExitCode.USAGE
+    from ..errors import DataguardError
+
+    try:
+        return int(args.func(args))
+    except DataguardError as e:
+        print(f"dataguard: error: {e}", file=sys.stderr)
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        print("dataguard: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 3
+        if args.debug:
+            raise
+        print(f"dataguard: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
+              file=sys.stderr)
+        return ExitCode.INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""What every command shares: target/output arguments, the Workspace, progress, rendering.
+
+Nothing heavy is imported at module level: `dataguard --help` builds every parser.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+from ..findings import ExitCode, verdict
+
+__all__ = ["ExitCode", "UsageError", "add_target_args", "add_output_args", "split_codes", "progress",
+           "console", "targets", "workspace", "render", "note", "verdict"]
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="nnUNet_raw / nnUNet_preprocessed root, a DatasetXXX_Name folder, a folder "
+                        "holding nnUNet_raw/ and nnUNet_preprocessed/, or a dataset id. "
+                        "Default: the datasets under $nnUNet_raw and $nnUNet_preprocessed")
+    p.add_argument("-d", "--dataset", action="append", default=[], metavar="ID",
+                   help="dataset id or name (1, 001, Dataset001_Heart), resolved via the nnU-Net "
+                        "environment variables; repeatable")
+    add_engine_args(p)
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest-dir", type=Path, default=Path("manifests"),
+                   help="where manifests live, one <DatasetName>.json each (default: ./manifests)")
+    p.add_argument("-j", "--jobs", type=int, default=None,
+                   help="parallel file readers (default: all cores)")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "json", "csv"), default=None,
+                   help="table (default; plain text without colour when piped), json (stable schema, "
+                        "only JSON on stdout) or csv")
+    p.add_argument("--select", action="append", default=[], metavar="CODES",
+                   help="only these codes or prefixes, comma-separated (DG2, DG101); checks that "
+                        "cannot emit them do not run")
+    p.add_argument("--ignore", action="append", default=[], metavar="CODES",
+                   help="never report these codes or prefixes, comma-separated")
+    p.add_argument("--fail-on", choices=("error", "warning", "info", "never"), default="error",
+                   help="exit 1 when a finding of this severity or worse remains (default: error)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def split_codes(values: list[str]) -> list[str]:
+    """`--select DG2,DG101 --select DG5` -> ["DG2", "DG101", "DG5"]; unknown codes are a usage error."""
+    from ..findings import catalogue
+
+    out = [c.strip().upper() for v in values for c in v.split(",") if c.strip()]
+    known = catalogue()
+    for c in out:
+        if not any(code.startswith(c) for code in known):
+            raise UsageError(f"unknown finding code or prefix: {c} (see `dataguard explain`)")
+    return out
+
+
+def targets(args) -> list[str] | None:
+    t = list(getattr(args, "paths", None) or []) + list(getattr(args, "dataset", None) or [])
+    return t or None
+
+
+def workspace(args, target_list: list[str] | None = None):
+    """The Workspace for the datasets a command names."""
+    from ..workspace import Workspace
+
+    if jobs := getattr(args, "jobs", None):
+        if jobs < 1:
+            raise UsageError("-j/--jobs must be at least 1")
+    return Workspace(target_list if target_list is not None else targets(args),
+                     manifest_dir=args.manifest_dir, jobs=getattr(args, "jobs", None))
+
+
+def progress(args):
+    """A rich progress bar on stderr, or None when not wanted / not a terminal."""
+    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
+        return None
+    from ..progress import ByteProgress
+
+    return ByteProgress()
+
+
+def console():
+    """A rich console for stdout: colour on a terminal, plain and wide when piped."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=200, no_color=True, highlight=False)
+
+
+def note(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def render(result, args) -> int:
+    """Findings to stdout in the chosen format, summary to stderr, exit code by --fail-on."""
+    from .. import report
+
+    fmt = args.format or "table"
+    if fmt == "json":
+        report.render_json(result)
+    elif fmt == "csv":
+        report.render_csv(result)
+    else:
+        report.render_table(result)
+    if fmt != "table":
+        print(report.summary_line(result), file=sys.stderr)
+    if getattr(result, "cancelled", False):
+        note("scan cancelled: findings are incomplete")
+    return verdict(result, args.fail_on)
