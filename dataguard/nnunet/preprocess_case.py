@@ -14,25 +14,15 @@ from pathlib import Path
 
 
 def _import_nnunet_quietly(raw: Path, preprocessed: Path) -> None:
-    """nnunetv2.paths reads nnUNet_* once, at import, and prints warnings when unset.
+    """Import nnunetv2 without touching os.environ.
 
-    Set them only for that import and only where unset, then put os.environ back: a
-    library call must not leave the process pointing at someone's dataset.
+    Older nnunetv2 read nnUNet_* at import and printed warnings when unset; the old
+    workaround set them temporarily, which races with other threads (the TUI scans in a
+    worker thread). nnunetv2 2.8 reads them lazily (`paths._EnvPath`; older versions
+    only print a warning), and the one-case preprocessor never asks for them:
+    everything it needs is passed explicitly.
     """
-    import sys
-
-    if "nnunetv2.paths" in sys.modules:
-        return
-    wanted = {"nnUNet_raw": str(Path(raw).parent), "nnUNet_preprocessed": str(Path(preprocessed).parent),
-              "nnUNet_results": str(Path(preprocessed).parent.parent / "nnUNet_results")}
-    added = [k for k in wanted if k not in os.environ]
-    for k in added:
-        os.environ[k] = wanted[k]
-    try:
-        import nnunetv2.paths  # noqa: F401
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
+    import nnunetv2.paths  # noqa: F401
 
 
 def find_configuration(preprocessed: Path, config_folder: str) -> tuple[Path, str]:
