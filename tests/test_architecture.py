@@ -1,0 +1,191 @@
+"""The shape of the code: no import cycles, the engine never imports a face, the registry dispatches.
+
+Imports are read with `ast` from the source (module level and inside functions alike),
+so a lazy import that closes a cycle is caught too.
+"""
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+
+import pytest
+
+import dataguard
+from conftest import codes
+from dataguard.checks import DatasetCheck, FileCheck, Selection, register, unregister
+from dataguard.findings import finding
+
+PKG = Path(dataguard.__file__).parent
+FACES = ("dataguard.__main__", "dataguard.cli", "dataguard.tui", "dataguard.report", "dataguard.train", "dataguard.submit",
+         "dataguard.demo")
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> dataguard modules it imports (anywhere in its body)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = pkg.split(".")
+                    base = base[: len(base) - (node.level - 1)]
+                    stem = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    stem = node.module or ""
+                # `from . import x` may name a submodule
+                targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in mods else stem for a in node.names]
+            for t in targets:
+                while t and t not in mods:
+                    t = t.rsplit(".", 1)[0] if "." in t else ""
+                if t and t != mod and t.startswith("dataguard"):
+                    graph[mod].add(t)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _is_package_parent(a: str, b: str) -> bool:
+    return b.startswith(a + ".") or a.startswith(b + ".")
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    # a package's __init__ re-exporting its own submodules is not a cycle worth breaking
+    pruned = {m: {t for t in ts if not _is_package_parent(m, t)} for m, ts in graph.items()}
+    assert _cycles(pruned) == []
+
+
+def test_the_graph_sees_lazy_imports():
+    graph = import_graph()
+    assert "dataguard.workspace" in graph["dataguard.cli.common"]       # imported inside a function
+    assert "dataguard.scanner" in graph["dataguard.workspace"]
+
+
+def _is_face(mod: str) -> bool:
+    return any(mod == f or mod.startswith(f + ".") for f in FACES)
+
+
+def test_engine_never_imports_a_face():
+    graph = import_graph()
+    bad = {m: sorted(t for t in ts if _is_face(t)) for m, ts in graph.items() if not _is_face(m)}
+    assert {m: ts for m, ts in bad.items() if ts} == {}
+
+
+def test_faces_use_the_workspace_not_the_scanner():
+    graph = import_graph()
+    for mod, targets in graph.items():
+        if mod.startswith("dataguard.cli"):
+            assert not targets & {"dataguard.scanner", "dataguard.verifier", "dataguard.repair.apply",
+                                  "dataguard.repair.restore"}, mod
+
+
+# --- the registry is the dispatch -------------------------------------------------------------
+def _shouting_pkl(inp):
+    data = inp.data or b""
+    if b"SHOUT" in data:
+        return [finding("DG001", inp.task.rel, "test check saw SHOUT", case=inp.task.case)], {"shout": True}
+    return [], {"shout": False}
+
+
+def test_a_check_registered_in_a_test_runs_and_is_selectable(tiny_pre, tmp_path):
+    cfg = tiny_pre / "nnUNetPlans_3d_fullres"
+    (cfg / "case_1.pkl").write_bytes((cfg / "case_1.pkl").read_bytes() + b"SHOUT")
+    check = register(FileCheck("test-shout", ("DG001",), "test only", _shouting_pkl,
+                               kinds=frozenset({"pkl"})))
+    try:
+        ws = dataguard.Workspace([str(tiny_pre)], manifest_dir=tmp_path / "m", jobs=1)
+        res = ws.scan()
+        shouts = [f for f in codes(res, "DG001") if f.message == "test check saw SHOUT"]
+        assert [f.path.rsplit("/", 1)[-1] for f in shouts] == ["case_1.pkl"]
+        assert res.views[tiny_pre.name].results["preprocessed/nnUNetPlans_3d_fullres/case_1.pkl"].facts["shout"]
+        # its version is recorded: bumping it re-reads only the files it covers (.pkl)
+        register(FileCheck("test-shout", ("DG001",), "test only", _shouting_pkl,
+                           kinds=frozenset({"pkl"}), version=check.version + 1))
+        again = ws.scan()
+        assert again.stats.read and all(r.endswith(".pkl") for r in again.stats.read)
+        assert len(again.stats.read) == 3
+    finally:
+        unregister("test-shout")
+
+
+def test_a_dataset_check_that_raises_becomes_dg001(tiny_pre, tmp_path):
+    def boom(view):
+        raise KeyError("no such thing")
+
+    register(DatasetCheck("test-boom", ("DG001",), "test only", boom))
+    try:
+        res = dataguard.Workspace([str(tiny_pre)], manifest_dir=tmp_path / "m", jobs=1).scan()
+        [f] = [f for f in codes(res, "DG001") if "test-boom" in f.message]
+        assert "KeyError" in f.message and f.dataset == tiny_pre.name
+    finally:
+        unregister("test-boom")
+
+
+def test_select_dg5_skips_every_decompressing_check():
+    sel = Selection.of(select=["DG5"])
+    assert sel.dataset == ("splits",)
+    assert sel.for_kind("npz") == () and sel.for_kind("b2nd") == ()
+    assert set(sel.for_kind("pkl")) == {"pkl"}          # labels per case come from class_locations
+    assert "npz" not in Selection.of(ignore=["DG2"]).for_kind("npz")
+    assert "npz" in Selection.of().for_kind("npz")
+
+
+def test_register_refuses_what_is_not_a_check():
+    with pytest.raises(TypeError):
+        register(object())
+
+
+def test_cancel_before_start_reads_nothing(tiny_pre, tmp_path):
+    stop = threading.Event()
+    stop.set()
+    res = dataguard.Workspace([str(tiny_pre)], manifest_dir=tmp_path / "m", jobs=2).scan(cancel=stop)
+    assert res.cancelled and res.stats.checked == 0
