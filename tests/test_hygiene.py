@@ -29,22 +29,11 @@ def test_packaged_catalogue_matches_shared_one():
     assert (ROOT / "dataguard" / "data" / "FINDINGS.md").read_text() == shared.read_text()
 
 
-def test_every_registered_code_is_in_the_catalogue():
-    assert all_codes() <= set(catalogue())
-
-
-def test_every_code_this_release_emits_is_tested_and_explained():
-    tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_hygiene.py")
-    emitted = all_codes()
-    for code in sorted(emitted):
-        assert catalogue()[code].explain()
-        assert re.search(rf"\b{code}\b", tests), f"{code} has no test"
-
-
-def test_every_emitted_code_is_produced_somewhere_in_the_source():
-    src = "\n".join(p.read_text() for p in (ROOT / "dataguard").rglob("*.py"))
-    for code in all_codes():
-        assert f'"{code}"' in src, code
+def test_every_registered_code_is_in_the_catalogue_and_explained():
+    # that each code is actually emitted is tests/test_every_code.py's job
+    for code in sorted(all_codes()):
+        assert code in catalogue(), f"{code} has no catalogue entry"
+        assert catalogue()[code].explain().strip(), f"{code} has an empty explanation"
 
 
 def test_readme_documents_every_command_and_links_the_catalogue():
