@@ -124,8 +124,10 @@ def test_directory_where_an_image_should_be(raw, tmp_path):
     p.mkdir()
     (p / "inner.txt").write_text("x")
     r = scan(raw, tmp_path)
-    assert "DG303" in codes(r)      # the channel file is missing
-    assert "DG104" in codes(r)      # and the folder's content is unexpected
+    # reported as the broken image it is (not entered: its content is not scanned)
+    [f] = r.findings
+    assert (f.code, f.path, f.case) == ("DG302", "raw/imagesTr/heart_000_0000.nii.gz", "heart_000")
+    assert "a folder" in f.message
 
 
 # DG303 / DG305 -----------------------------------------------------------------

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import dataguard
 from conftest import LABELS, PLANS, codes, props, write_case_npz, write_pkl
 from dataguard.checks import FileCheck, register, unregister
-from dataguard.checks.metadata import dataset_problems, fingerprint_problems, plans_problems
+from dataguard.checks.metadata import dataset_problems, fingerprint_problems, is_label_value, plans_problems
 from dataguard.checks.pickles import REQUIRED_KEYS, present_labels, type_problems
 from dataguard.splits import structure_problems
 
@@ -37,6 +37,8 @@ FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 DS, CFG = "Dataset777_Tiny", "nnUNetPlans_3d_fullres"
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 2, "file_ending": ".nii.gz"}
+# a valid 2-fold split of build()'s cases: the splits check then reads dataset.json's labels too
+SPLITS = [{"train": ["case_0"], "val": ["case_1"]}, {"train": ["case_1"], "val": ["case_0"]}]
 
 
 # --- a small dataset, built per example (hypothesis and function-scoped fixtures don't mix) ------
@@ -121,12 +123,12 @@ def optional_keys(required: dict, optional: dict):
     return st.fixed_dictionaries(required, optional=optional)
 
 
-labels_like = st.one_of(
-    st.just(LABELS),
-    st.dictionaries(st.sampled_from(["background", "a", "b", "ignore", "r"]),
-                    st.one_of(st.integers(-2, 5), json_values, st.lists(st.integers(0, 4), max_size=3)),
-                    max_size=4),
-    json_values)
+label_dicts = st.dictionaries(
+    st.sampled_from(["background", "a", "b", "ignore", "r"]),
+    st.one_of(st.integers(-2, 5), json_values, st.lists(st.integers(0, 4), max_size=3),
+              st.sampled_from([float("inf"), float("nan"), 1.0, 2.5, True, None, {}])),
+    max_size=4)
+labels_like = st.one_of(st.just(LABELS), label_dicts, json_values)
 dataset_json_values = st.one_of(
     json_values,
     optional_keys({"labels": labels_like},
@@ -187,10 +189,29 @@ def test_any_preprocessed_dataset_json(value):
 
     def mutate(pre, _raw):
         (pre / "dataset.json").write_bytes(data)
+        (pre / "splits_final.json").write_text(json.dumps(SPLITS))
 
     r = scan_with(mutate)
     no_dg001(r)
     assert bool(dataset_problems(value)) == bool(at(r, "DG211", "preprocessed/dataset.json"))
+
+
+@FUZZ
+@given(label_dicts, st.booleans())
+def test_any_labels(labels, on_raw):
+    """dataset.json's labels feed the walk, the value checks, DG404 and the splits check."""
+    meta = {**DATASET_JSON, "labels": labels}
+
+    def mutate(pre, raw):
+        (raw if on_raw else pre).joinpath("dataset.json").write_text(json.dumps(meta))
+        (pre / "splits_final.json").write_text(json.dumps(SPLITS))
+
+    r = scan_with(mutate, raw=on_raw)
+    no_dg001(r)
+    if not on_raw:
+        assert bool(dataset_problems(meta)) == bool(at(r, "DG211", "preprocessed/dataset.json"))
+    elif not labels or not all(is_label_value(v) for v in labels.values()):
+        assert at(r, "DG301", "raw/dataset.json")
 
 
 @FUZZ
@@ -205,8 +226,9 @@ def test_any_preprocessed_dataset_json_bytes(data):
 @FUZZ
 @given(json_bytes(dataset_json_values))
 def test_any_raw_dataset_json(data):
-    def mutate(_pre, raw):
+    def mutate(pre, raw):
         (raw / "dataset.json").write_bytes(data)
+        (pre / "splits_final.json").write_text(json.dumps(SPLITS))
 
     r = scan_with(mutate, raw=True)
     no_dg001(r)
@@ -337,9 +359,11 @@ def test_dg211_missing_dataset_json_and_plans(tiny_pre, tmp_path):
     assert {f.path for f in codes(r, "DG211")} == {"preprocessed/dataset.json", "preprocessed/nnUNetPlans.json"}
 
 
-def test_clean_plans_and_metadata_have_no_dg211(tiny_pre, tmp_path):
-    r = scan(tiny_pre, tmp_path)
-    assert r.findings == []
+def test_clean_plans_and_metadata_have_no_dg211(tmp_path):
+    def mutate(pre, _raw):
+        (pre / "splits_final.json").write_text(json.dumps(SPLITS))
+
+    assert scan_with(mutate, raw=True).findings == []
 
 
 def test_raw_side_json_and_splits_are_not_plans(tmp_path):

@@ -75,6 +75,9 @@ def _dataset(module: str, fn: str):
     return run
 
 
+# Bump a check's version when what it reports changes: the manifest then re-runs that check
+# (and only it) on the files it covers. v2 of npz/npy/b2nd records per-label voxel counts;
+# v2 of pkl checks value types (DG204).
 for _c in (
     FileCheck("junk", ("DG101", "DG102", "DG104"), "stray files by name and magic: AppleDouble, "
               "OS junk, unexpected files", _junk, gate=True),
@@ -86,7 +89,7 @@ for _c in (
     FileCheck("b2nd", ("DG202", "DG203", "DG210"), "blosc2 .b2nd: every chunk decompressed, values "
               "summarised", _b2nd, kinds=frozenset({"b2nd"}), version=2),
     FileCheck("pkl", ("DG204", "DG205"), ".pkl properties via a restricted unpickler (never "
-              "executed), keys and value types", _pkl, kinds=frozenset({"pkl"})),
+              "executed), keys and value types", _pkl, kinds=frozenset({"pkl"}), version=2),
     FileCheck("raw-image", ("DG302", "DG306", "DG401", "DG402", "DG403"), "raw images/labels: gzip "
               "verified to the end, header, voxels streamed, label dtype and values", _image,
               kinds=frozenset({"image", "label"})),
@@ -107,7 +110,7 @@ for _c in (
     DatasetCheck("raw-coverage", ("DG207", "DG208"), "raw training cases vs preprocessed cases",
                  _dataset("cases", "raw_coverage")),
     DatasetCheck("staleness", ("DG209",), "raw or plans changed after preprocessing (by content hash)",
-                 _dataset("cases", "staleness"), needs_hashes=True),
+                 _dataset("cases", "staleness"), needs_hashes=True, uses_snapshots=True),
     DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504"), "splits_final.json: structure, "
                  "leakage, unknown/unvalidated cases, labels per fold", _dataset("splits", "check_splits"),
                  needs=("raw-image", "pkl")),

@@ -166,7 +166,10 @@ def check_failed(task: FileTask, check: str, err: BaseException) -> Finding:
 def _unreadable(task: FileTask, err) -> Finding:
     msg = err if isinstance(err, str) else f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
     code = UNREADABLE_CODE.get(task.kind)
+    if task.kind == "json" and task.where in ("dataset", "raw"):
+        # metadata nnU-Net needs: the preprocessed root's JSON files, the raw dataset.json
+        code = "DG211" if task.where == "dataset" else ("DG301" if task.rel == "raw/dataset.json" else None)
     if code is None:
         return finding("DG104", task.rel, f"cannot read: {msg}")
-    fix = _preprocessed_fix(task) if code != "DG302" else None
+    fix = _preprocessed_fix(task) if code not in ("DG302", "DG211", "DG301") else None
     return finding(code, task.rel, f"cannot read: {msg}", case=task.case, fix=fix)

@@ -7,7 +7,6 @@ blosc2 (`.b2nd` + `_seg.b2nd` + `.pkl`, nnU-Net >= 2.6) or legacy (`.npz` + `.pk
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from pathlib import Path
@@ -85,7 +84,9 @@ class CasePreprocessor:
         dj = self.preprocessed / "dataset.json"
         if not dj.is_file():
             dj = self.raw / "dataset.json"
-        self.dataset_json = json.loads(dj.read_text("utf-8"))
+        from ..layout import read_json
+
+        self.dataset_json = read_json(dj)     # never blocks on a FIFO named dataset.json
         self.files = training_files(self.raw, self.dataset_json)
         self.preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
         self.layout = folder_layout(self.preprocessed / config_folder)

@@ -236,10 +236,10 @@ def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -
 
 
 def _current_folds(path: Path) -> int:
-    import json
+    from ..layout import read_json
 
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = read_json(path)
         if isinstance(data, list) and 2 <= len(data) <= 20:
             return len(data)
     except (OSError, ValueError):
