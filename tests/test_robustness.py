@@ -642,7 +642,7 @@ def test_table_escapes_control_characters_in_messages():
     from rich.console import Console
 
     from dataguard.findings import finding
-    from dataguard.report import render_table
+    from dataguard.cli.render import render_table
     from dataguard.scanner import ScanResult
 
     f = finding("DG001", "raw", "check 'x' could not finish: line one\nline two\x1b[2J")

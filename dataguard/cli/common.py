@@ -98,7 +98,7 @@ def note(msg: str) -> None:
 
 def render(result, args) -> int:
     """Findings to stdout in the chosen format, summary to stderr, exit code by --fail-on."""
-    from .. import report
+    from . import render as report
 
     fmt = args.format or "table"
     if fmt == "json":

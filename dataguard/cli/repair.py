@@ -84,7 +84,7 @@ def _confirm_from_terminal(plan) -> bool:
 
 
 def cmd_repair(args) -> int:
-    from .. import report
+    from . import render as report
 
     confirm = (lambda plan: True) if args.yes else _confirm_from_terminal
     out = console()

@@ -4,11 +4,13 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .findings import FIELDS, Severity
-from .scanner import ScanResult
-from .walk import printable
+from ..findings import FIELDS, Severity
+from ..walk import printable
+
+if TYPE_CHECKING:
+    from ..scanner import ScanResult
 
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
