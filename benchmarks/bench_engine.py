@@ -13,7 +13,7 @@ interleaved; PASS/FAIL use the best run (the least disturbed on a shared machine
 median is printed beside it.
 
 usage:
-  python benchmarks/bench_engine.py                    # full size, ~2-4 min on 2 cores
+  python benchmarks/bench_engine.py                    # ~1 min on 2 cores (+35 s once to generate)
   python benchmarks/bench_engine.py --cases 20 --many 500 --repeat 1    # smoke run
   python benchmarks/bench_engine.py --json out.json
 """
@@ -49,7 +49,12 @@ PLANS = {"plans_name": "nnUNetPlans", "dataset_name": MANY_NAME,
 TARGETS = {"full": 1.3, "rescan": 0.6, "touched": 0.6, "select": 0.15}
 
 
+DATAGUARD_CMD: list[str] = []     # --dataguard: another build to compare (A/B), e.g. "python launch.py"
+
+
 def dataguard_cmd() -> list[str]:
+    if DATAGUARD_CMD:
+        return DATAGUARD_CMD
     exe = Path(sys.executable).parent / "dataguard"
     if not exe.exists():
         exe = REPO / ".venv" / "bin" / "dataguard"
@@ -172,14 +177,26 @@ def floor_child(listfile: str, impl: str, executor: str, jobs: int) -> None:
 # ----------------------------------------------------------------------------- runs
 
 
-def timed(cmd: list[str], ok=(0, 1)) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
-    dt = time.perf_counter() - t0
+CPU: dict[str, list[float]] = {}    # CPU seconds (user + sys, its reaped children included) per run
+
+
+def timed(cmd: list[str], key: str | None = None, ok=(0, 1)) -> tuple[float, str]:
+    """Wall seconds of a whole child process (and its stdout); its CPU seconds go to CPU[key]."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=str(REPO))
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
     if p.returncode not in ok:
-        sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
+        sys.stderr.write(stdout[-3000:] + stderr[-3000:])
         raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}")
-    return dt, p.stdout
+    if key:
+        CPU.setdefault(key, []).append(ru.ru_utime + ru.ru_stime)
+    return dt, stdout
 
 
 def scan_cmd(target: Path, manifest_dir: Path, *extra: str) -> list[str]:
@@ -202,12 +219,19 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--regen", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--dataguard", default=None, metavar="CMD",
+                    help="command that runs dataguard (default: the venv's console script); "
+                    "e.g. another checkout's launcher, to compare two builds on the same data")
     ap.add_argument("--_floor", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._floor:
         floor_child(a._floor[0], a._floor[1], a._floor[2], int(a._floor[3]))
         return
     t_start = time.perf_counter()
+    if a.dataguard:
+        import shlex
+
+        DATAGUARD_CMD[:] = shlex.split(a.dataguard)
     jobs = a.jobs or os.cpu_count() or 1
     npz_ds = ensure_npz(a.work / "npz", a.cases, a.mb_per_case, 0, a.regen)
     many = ensure_many(a.work, a.many, a.regen)
@@ -226,26 +250,27 @@ def main() -> None:
         outs: dict[str, dict] = {}
         # the rescan dataset: one scan to write the manifest (timed once, for information)
         mdir = tmp / "m-many"
-        t_prime, out = timed(scan_cmd(many, mdir))
+        t_prime, out = timed(scan_cmd(many, mdir), "first")
         outs["many_first"] = summary(out)
         print(f"5,000-case dataset: first scan {t_prime:.1f}s, {outs['many_first']}", flush=True)
         touch_files = sorted((many / "nnUNet_raw" / MANY_NAME / "imagesTr").iterdir())[:a.repeat]
         for rep in range(a.repeat):
             for kind in ("process", "thread"):
-                dt, out = timed([*me, kind, str(jobs)])
+                dt, out = timed([*me, kind, str(jobs)], f"floor_{kind}")
+                assert "FLOOR_BYTES" in out and "FLOOR_BYTES 0\n" not in out, out
                 runs[f"floor_{kind}"].append(dt)
-            dt, out = timed(scan_cmd(npz_ds, tmp / f"m-full-{rep}", "--full"))
+            dt, out = timed(scan_cmd(npz_ds, tmp / f"m-full-{rep}", "--full"), "full")
             runs["full"].append(dt)
             outs["full"] = summary(out)
-            dt, out = timed(scan_cmd(npz_ds, tmp / f"m-sel-{rep}", "--full", "--select", "DG5"))
+            dt, out = timed(scan_cmd(npz_ds, tmp / f"m-sel-{rep}", "--full", "--select", "DG5"), "select")
             runs["select"].append(dt)
             outs["select"] = summary(out)
-            dt, out = timed(scan_cmd(many, mdir))
+            dt, out = timed(scan_cmd(many, mdir), "rescan")
             runs["rescan"].append(dt)
             outs["rescan"] = summary(out)
             st = touch_files[rep].stat()
             os.utime(touch_files[rep], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-            dt, out = timed(scan_cmd(many, mdir))
+            dt, out = timed(scan_cmd(many, mdir), "touched")
             runs["touched"].append(dt)
             outs["touched"] = summary(out)
             print(f"  repeat {rep + 1}/{a.repeat} done (loadavg {os.getloadavg()[0]:.2f})", flush=True)
@@ -257,7 +282,7 @@ def main() -> None:
     floor_key = min(("floor_process", "floor_thread"), key=best.get)
     print(f"\n{os.cpu_count()} cores; {len(npzs)} .npz cases, {npz_bytes / 1e6:.0f} MB; "
           f"rescan dataset {outs['rescan']['files']} files")
-    print(f"{'whole-process seconds':<62s} {'best':>7s} {'median':>7s}")
+    print(f"{'whole-process seconds':<62s} {'best':>7s} {'median':>7s} {'CPU-s':>7s}")
     rows = [("floor_process", f"ISA-L inflate+CRC, {jobs} spawn processes"),
             ("floor_thread", f"ISA-L inflate+CRC, {jobs} threads"),
             ("full", "dataguard scan --full (.npz dataset)"),
@@ -265,13 +290,13 @@ def main() -> None:
             ("rescan", f"dataguard scan, nothing changed ({outs['rescan']['files']} files)"),
             ("touched", "dataguard scan after touching one file")]
     for k, label in rows:
-        print(f"  {label:<60s} {best[k]:7.3f} {med[k]:7.3f}")
+        print(f"  {label:<60s} {best[k]:7.3f} {med[k]:7.3f} {statistics.median(CPU[k]):7.2f}")
     measured = {"full": (best["full"] / best[floor_key], med["full"] / med[floor_key], "x floor"),
                 "rescan": (best["rescan"], med["rescan"], "s"),
                 "touched": (best["touched"], med["touched"], "s"),
                 "select": (best["select"] / best["full"], med["select"] / med["full"], "x full")}
     print(f"\n{'target':<46s} {'best':>8s} {'median':>8s}")
-    result = {"runs": runs, "outputs": outs, "floor": floor_key, "targets": {}}
+    result = {"runs": runs, "cpu_s": CPU, "outputs": outs, "floor": floor_key, "targets": {}}
     names = {"full": f"full scan / floor ({floor_key.split('_')[1]}es)".replace("threades", "threads"),
              "rescan": "warm rescan, nothing changed", "touched": "warm rescan, one file touched",
              "select": "--select DG5 --full / full scan"}
@@ -284,6 +309,8 @@ def main() -> None:
         if outs[k]["findings"] != outs["many_first"]["findings"]:
             print(f"WARNING: {k} reported {outs[k]['findings']} findings, the first scan "
                   f"{outs['many_first']['findings']}")
+    print("(CPU-s: median user+sys of the process and the workers it reaped, for information: other "
+          "load on a shared machine moves it less than wall time)")
     print(f"(checked/reused: full {outs['full']['checked']}, select {outs['select']['checked']}, "
           f"rescan {outs['rescan']['checked']}/{outs['rescan']['reused']}, touched "
           f"{outs['touched']['checked']}/{outs['touched']['reused']}); "

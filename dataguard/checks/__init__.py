@@ -102,7 +102,8 @@ for _c in (
     DatasetCheck("raw-geometry", ("DG304",), "channels and label agree in shape/spacing/origin/"
                  "direction", _dataset("rawset", "geometry"), needs=("raw-image",)),
     DatasetCheck("unused-labels", ("DG404",), "every declared label occurs somewhere",
-                 _dataset("rawset", "unused_labels"), needs=("raw-image", "pkl")),
+                 _dataset("rawset", "unused_labels"), needs=("raw-image", "pkl"),
+                 needs_kinds=frozenset({"label", "pkl"})),
     DatasetCheck("metadata-presence", ("DG211",), "the preprocessed dataset has its dataset.json and "
                  "plans", _dataset("metadata", "metadata_presence")),
     DatasetCheck("case-completeness", ("DG104", "DG206"), "each case has all its files; one data "
@@ -113,7 +114,7 @@ for _c in (
                  _dataset("cases", "staleness"), needs_hashes=True, uses_snapshots=True),
     DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504"), "splits_final.json: structure, "
                  "leakage, unknown/unvalidated cases, labels per fold", _dataset("splits", "check_splits"),
-                 needs=("raw-image", "pkl")),
+                 needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"})),
 ):
     register(_c)
 del _c

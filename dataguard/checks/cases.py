@@ -29,20 +29,43 @@ class DatasetView:
     raw_root: str | None = None
     preprocessed_root: str | None = None
 
+    # results of the case groupings below, computed once per view: several dataset checks ask
+    # (30,000 files: ~50 ms each time). Callers treat them as read-only.
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
     def config_cases(self) -> dict[str, dict[str, list[FileTask]]]:
+        """config folder -> case -> its files (files with a result only). Cached: read-only."""
+        out = self._memo.get("config_cases")
+        if out is None:
+            out = self._memo["config_cases"] = self._config_cases()
+        return out
+
+    def _config_cases(self) -> dict[str, dict[str, list[FileTask]]]:
         out: dict[str, dict[str, list[FileTask]]] = {c: defaultdict(list) for c in self.config_names}
+        results = self.results
         for t in self.tasks:
-            if t.where == "config" and t.case is not None and t.rel in self.results:
-                out.setdefault(t.rel.split("/")[1], defaultdict(list))[t.case].append(t)
+            if t.where == "config" and t.case is not None and t.rel in results:
+                cfg = t.rel.split("/", 2)[1]
+                cases = out.get(cfg)
+                if cases is None:
+                    cases = out[cfg] = defaultdict(list)
+                cases[t.case].append(t)
         return out
 
     def raw_cases(self) -> dict[str, list[FileTask]]:
-        """Training cases of the raw dataset and their image/label files."""
+        """Training cases of the raw dataset and their image/label files. Cached: read-only."""
+        out = self._memo.get("raw_cases")
+        if out is None:
+            out = self._memo["raw_cases"] = self._raw_cases()
+        return out
+
+    def _raw_cases(self) -> dict[str, list[FileTask]]:
         out: dict[str, list[FileTask]] = defaultdict(list)
+        results = self.results
         for t in self.tasks:
-            if t.where == "raw" and t.kind in ("image", "label") and t.rel.split("/")[1] in ("imagesTr", "labelsTr"):
-                if t.rel in self.results:
-                    out[t.case].append(t)
+            if t.where == "raw" and (t.kind == "image" or t.kind == "label") and t.rel in results \
+                    and t.rel.split("/", 2)[1] in ("imagesTr", "labelsTr"):
+                out[t.case].append(t)
         explicit = self.meta.get("dataset")
         if isinstance(explicit, dict):
             for case in explicit:
@@ -162,8 +185,18 @@ def case_labels(view: DatasetView) -> dict[str, set[int]]:
 
     Raw label files (facts `seg_values`, recorded by the raw checks) win; otherwise the
     `.pkl` `class_locations` of the first configuration folder that has the case.
-    Background (0) and the -1 marker are left out.
+    Background (0) and the -1 marker are left out. Cached per view: treat as read-only.
     """
+    memo = getattr(view, "_memo", None)
+    if memo is not None and "case_labels" in memo:
+        return memo["case_labels"]
+    out = _case_labels(view)
+    if memo is not None:
+        memo["case_labels"] = out
+    return out
+
+
+def _case_labels(view: DatasetView) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for t in view.tasks:
         r = view.results.get(t.rel)

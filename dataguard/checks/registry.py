@@ -61,7 +61,15 @@ class DatasetCheck:
     """A dataset-level check: `fn(DatasetView) -> findings`, run on recorded per-file results.
 
     needs: the file checks whose facts it reads (they run even when --select leaves them
-    out); needs_hashes: it compares content hashes, so every file must be hashed.
+    out); needs_kinds: the file kinds whose facts from `needs` it reads (None: every kind
+    those checks cover; ("label", "pkl"): `--select DG5` decompresses no raw image);
+    needs_hashes: it compares content hashes, so every file must be hashed;
+    uses_snapshots: it reads and updates the manifest's `snapshots` (their state is part of
+    its input signature; it must reach a fixed point: run again on the snapshots it left,
+    with nothing else changed, it reports the same and changes nothing).
+
+    The scanner reuses a dataset check's recorded findings while the signature of its
+    inputs (file list, hashes, facts' provenance, dataset.json, plans, versions) is unchanged.
     """
 
     name: str
@@ -70,7 +78,9 @@ class DatasetCheck:
     fn: Callable
     version: int = 1
     needs: tuple[str, ...] = ()
+    needs_kinds: frozenset[str] | None = None
     needs_hashes: bool = False
+    uses_snapshots: bool = False
     scope: str = field(default="dataset", init=False)
 
     def run(self, view):
@@ -129,15 +139,27 @@ class Selection:
     file: frozenset[str]
     dataset: tuple[str, ...]
     hash_all: bool
+    # (check, kinds) for file checks run only because a dataset check needs their facts on
+    # those kinds of files (see DatasetCheck.needs_kinds); the others run on every kind
+    only_kinds: tuple[tuple[str, frozenset[str]], ...] = ()
 
     @classmethod
     def of(cls, select=None, ignore=None) -> "Selection":
         ds = [c for c in dataset_checks() if wanted(c, select, ignore)]
         names = {c.name for c in file_checks() if wanted(c, select, ignore)}
+        limits: dict[str, frozenset[str] | None] = {}
         for c in ds:
-            names |= set(c.needs)
-        return cls(frozenset(names), tuple(c.name for c in ds), any(c.needs_hashes for c in ds))
+            kinds = getattr(c, "needs_kinds", None)
+            for n in c.needs:
+                if n in names or (n in limits and limits[n] is None):
+                    continue
+                limits[n] = None if kinds is None else (limits.get(n) or frozenset()) | frozenset(kinds)
+        only = tuple(sorted((n, k) for n, k in limits.items() if k is not None))
+        return cls(frozenset(names | set(limits)), tuple(c.name for c in ds),
+                   any(c.needs_hashes for c in ds), only)
 
     def for_kind(self, kind: str) -> tuple[str, ...]:
         """The file checks to run on a file of this kind, in registry order."""
-        return tuple(c.name for c in file_checks(kind) if c.name in self.file)
+        only = dict(self.only_kinds)
+        return tuple(c.name for c in file_checks(kind)
+                     if c.name in self.file and (c.name not in only or kind in only[c.name]))
