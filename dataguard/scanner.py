@@ -51,6 +51,7 @@ class ScanStats:
     read: list[str] = field(default_factory=list)   # "<dataset>/<rel>" of every file read this run
     same_content: int = 0     # read, found byte-identical to the manifest: only hashed, not re-checked
     dataset_checks_reused: int = 0   # dataset-level checks whose recorded findings still held
+    indexed: int = 0          # datasets answered by the stat index (nothing decoded, nothing read)
 
 
 @dataclass
@@ -387,10 +388,106 @@ def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = N
         gc_release()
 
 
+class LazyViews(dict):
+    """Dataset views that are only built when a face asks for them.
+
+    A rescan answered by the stat index never decodes the manifest; the CLI's `scan`
+    never needs views. `Workspace.cases()`, repair plans and split tables do: on first
+    access the loader rebuilds them from the manifest (every file reused, nothing read).
+    """
+
+    def __init__(self, views: dict, loader: Callable[[], dict] | None):
+        super().__init__(views)
+        self._loader = loader
+
+    def _load(self) -> None:
+        if self._loader is not None:
+            load, self._loader = self._loader, None
+            self.update(load())
+
+    def __getitem__(self, k):
+        self._load()
+        return super().__getitem__(k)
+
+    def __contains__(self, k):
+        self._load()
+        return super().__contains__(k)
+
+    def __iter__(self):
+        self._load()
+        return super().__iter__()
+
+    def __len__(self):
+        self._load()
+        return super().__len__()
+
+    def get(self, k, default=None):
+        self._load()
+        return super().get(k, default)
+
+    def items(self):
+        self._load()
+        return super().items()
+
+    def keys(self):
+        self._load()
+        return super().keys()
+
+    def values(self):
+        self._load()
+        return super().values()
+
+
 def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progress,
           write_manifest, executor, cancel, force_parallel) -> ScanResult:
+    """Datasets the stat index vouches for are answered from it; the rest are scanned."""
+    from . import stat_index
+
     t0 = time.perf_counter()
     dsets = datasets if datasets is not None else discover(targets)
+    hits: dict[str, object] = {}
+    if not full and not (cancel is not None and cancel.is_set()):
+        vers = versions()
+        for ds in dsets:
+            key = stat_index.key_of(ds, vers, select, ignore)
+            hit = stat_index.try_rescan(ds, Path(manifest_dir) / f"{ds.name}.json", key, write_manifest)
+            if hit is not None:
+                hits[ds.name] = hit
+    rest = [ds for ds in dsets if ds.name not in hits]
+    res = _full_scan(rest, manifest_dir, full, jobs, select, ignore, on_progress, write_manifest,
+                     executor, cancel, force_parallel) if rest else ScanResult(datasets=[], findings=[])
+    if not hits:
+        return res
+    from_index = [ds for ds in dsets if ds.name in hits]
+    findings = list(res.findings)
+    stats = res.stats
+    for name, hit in hits.items():
+        findings += hit.findings
+        stats.files += hit.files
+        stats.reused += hit.files - len(hit.hashed)
+        stats.checked += len(hit.hashed)
+        stats.same_content += len(hit.hashed)
+        stats.bytes_checked += hit.bytes_hashed
+        stats.read += [f"{name}/{rel}" for rel in hit.hashed]
+    stats.read.sort()
+    stats.indexed = len(hits)
+    stats.seconds = time.perf_counter() - t0
+
+    def load_views() -> dict:
+        return _full_scan(from_index, manifest_dir, False, jobs, select, ignore, None, False,
+                          executor, None, False).views
+
+    order = {ds.name: i for i, ds in enumerate(dsets)}
+    return ScanResult(datasets=sorted(rest + from_index, key=lambda d: order[d.name]),
+                      findings=filter_findings(findings, select, ignore), stats=stats,
+                      views=LazyViews(res.views, load_views), cancelled=res.cancelled)
+
+
+def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
+               write_manifest, executor, cancel, force_parallel) -> ScanResult:
+    from . import stat_index
+
+    t0 = time.perf_counter()
     sel = Selection.of(select, ignore)
     vers = versions()
     stats = ScanStats()
@@ -472,9 +569,14 @@ def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progre
                 found, n = run_dataset_checks(sel.dataset, view, man, vers, write_manifest)
                 mine += found
                 stats.dataset_checks_reused += n
-            findings += [dataclasses.replace(f, dataset=ds.name) for f in mine]
+            mine = [dataclasses.replace(f, dataset=ds.name) for f in mine]
+            findings += mine
             if write_manifest:
                 man.save()
+                if not cancelled and not files.findings and len(results) == len(files.tasks):
+                    stat_index.write(man.path, stat_index.key_of(ds, vers, select, ignore),
+                                     [(rel, r.size, r.mtime_ns, r.inode, r.blake3 or "")
+                                      for rel, r in results.items()], mine)
     stats.seconds = time.perf_counter() - t0
     return ScanResult(datasets=dsets, findings=filter_findings(findings, select, ignore), stats=stats,
                       views=views, cancelled=cancelled)

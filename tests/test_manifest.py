@@ -159,16 +159,20 @@ def test_unchanged_rescan_rewrites_nothing_and_reuses_dataset_checks(tiny_pre, t
     calls = []
     old = get("case-completeness")
     register(dataclasses.replace(old, fn=lambda view: calls.append(1) or old.fn(view)))
+    index = m.with_suffix(".index")
     try:
+        index.unlink()                   # the stat index would answer first: test the manifest's reuse
         again = _scan(tiny_pre, tmp_path)
         assert codes(again) == ["DG206"] and again.stats.checked == 0 and not calls
         assert again.stats.dataset_checks_reused == len(Selection.of().dataset)
         assert (m.stat().st_mtime_ns, m.read_bytes()) == before          # not even rewritten
         os.utime(tiny_pre / CFG / "case_1.pkl", ns=(10**18, 10**18))     # touched, same bytes
+        index.unlink()
         touched = _scan(tiny_pre, tmp_path)
         assert touched.stats.same_content == 1 and not calls             # dataset checks reused
         assert m.read_bytes() != before[1]                               # the new stat is recorded
         write_pkl(tiny_pre / CFG, "case_2")                              # an input changed: run again
+        index.unlink()
         fixed = _scan(tiny_pre, tmp_path)
         assert codes(fixed) == [] and calls == [1]
     finally:
@@ -228,3 +232,34 @@ def test_same_findings_through_threads_processes_and_in_process(tiny_pre, tmp_pa
         procs = _scan(tiny_pre, tmp_path / "procs", executor=ex, full=True)
     assert _findings_dump(threads) == _findings_dump(serial) == _findings_dump(procs)
     assert serial.stats.checked == threads.stats.checked == procs.stats.checked == len(serial.stats.read)
+
+
+def test_stat_index_answers_unchanged_and_touched_rescans(tiny_pre, tmp_path):
+    """The index in front of the manifest: nothing decoded when nothing changed, a touched
+    file only hashed, anything else a full (incremental) scan."""
+    (tiny_pre / CFG / "case_2.pkl").unlink()                 # DG206 stays recorded
+    first = _scan(tiny_pre, tmp_path)
+    m = tmp_path / "m" / "Dataset777_Tiny.json"
+    index = m.with_suffix(".index")
+    assert index.exists() and first.stats.indexed == 0
+    manifest_bytes = m.read_bytes()
+    again = _scan(tiny_pre, tmp_path)
+    assert again.stats.indexed == 1 and again.stats.checked == 0
+    assert again.findings == first.findings
+    assert set(again.views) == {"Dataset777_Tiny"}           # built on demand from the manifest
+    assert again.views["Dataset777_Tiny"].results            # (every file reused, nothing read)
+    os.utime(tiny_pre / CFG / "case_1.pkl", ns=(10**18, 10**18))   # touched, same bytes
+    touched = _scan(tiny_pre, tmp_path)
+    assert touched.stats.indexed == 1 and touched.stats.read == [f"Dataset777_Tiny/preprocessed/{CFG}/case_1.pkl"]
+    assert touched.findings == first.findings and m.read_bytes() == manifest_bytes
+    assert _scan(tiny_pre, tmp_path).stats.checked == 0      # the index moved on with the new stat
+    os.utime(tiny_pre / CFG / "case_1.npz", ns=(10**18, 10**18))   # .npz mtimes matter (DG206)
+    assert _scan(tiny_pre, tmp_path).stats.indexed == 0
+    assert _scan(tiny_pre, tmp_path, select=["DG2"]).stats.indexed == 0   # another selection
+    data = (tiny_pre / CFG / "case_0.pkl").read_bytes()
+    (tiny_pre / CFG / "case_0.pkl").write_bytes(data[: len(data) // 2])    # a real change
+    changed = _scan(tiny_pre, tmp_path)
+    assert changed.stats.indexed == 0 and "DG204" in codes(changed)
+    (tiny_pre / CFG / "extra.txt").write_text("x")                        # a new file
+    assert _scan(tiny_pre, tmp_path).stats.indexed == 0
+    assert _scan(tiny_pre, tmp_path, write_manifest=True).stats.indexed == 1
