@@ -5,6 +5,7 @@ are small picklable dataclasses; nothing relies on state inherited by fork.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..findings import Finding, Fix, finding
@@ -95,10 +96,10 @@ class ValueSummary:
 
     def _consume(self, a) -> None:
         np = self.np
-        if self.check_finite:
-            fin = np.isfinite(a)
-            if not fin.all():
-                self.nonfinite += int(a.size - np.count_nonzero(fin))
+        if self.check_finite and not np.isfinite(np.add.reduce(a, axis=None)):
+            # a finite sum proves every value finite in one pass without a temporary; only
+            # a NaN, an inf or an overflowing sum lands here, and then we count exactly
+            self.nonfinite += int(a.size - np.count_nonzero(np.isfinite(a)))
         if self.track_values and a.size:
             lo, hi = int(a.min()), int(a.max())
             if hi - lo <= SMALL_RANGE:
@@ -133,11 +134,28 @@ class ValueSummary:
         return list(self.counts())
 
 
+_SIMPLE_HEADER = re.compile(
+    rb"\{'descr': '([<>|=][a-zA-Z]\d{1,2})', 'fortran_order': (True|False), "
+    rb"'shape': \(((?:\d+, )*\d*|\d+,)\), \}\s*\n")
+
+
 def parse_npy_header(head: bytes):
-    """(dtype, shape, fortran_order, header_len) from the first bytes of a .npy stream."""
+    """(dtype, shape, fortran_order, header_len) from the first bytes of a .npy stream.
+
+    The header numpy itself writes for a plain array is matched directly (numpy's own
+    parser runs `ast.literal_eval`, a compile per file: 0.1 s of a 200-case scan);
+    anything else goes through numpy's parser.
+    """
     import io
 
     import numpy as np
+
+    if head[:8] == b"\x93NUMPY\x01\x00" and len(head) >= 10:
+        hlen = 10 + int.from_bytes(head[8:10], "little")
+        m = _SIMPLE_HEADER.fullmatch(head[10:hlen])
+        if m is not None:
+            shape = tuple(int(x) for x in m.group(3).split(b",") if x.strip())
+            return np.dtype(m.group(1).decode()), shape, m.group(2) == b"True", hlen
 
     f = io.BytesIO(head)
     version = np.lib.format.read_magic(f)

@@ -74,6 +74,44 @@ def junk_findings(task: FileTask, head: bytes) -> list[Finding]:
     return []
 
 
+class MemoryReader(io.RawIOBase):
+    """A seekable reader over bytes already in memory that hands out large reads as
+    zero-copy memoryviews (inflate and CRC take any buffer); small reads are bytes, as
+    parsers such as zipfile expect. Saves copying every file once more (io.BytesIO)."""
+
+    ZERO_COPY = 64 << 10
+
+    def __init__(self, data: bytes):
+        super().__init__()
+        self._data, self._view, self._pos = data, memoryview(data), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = (0, self._pos, len(self._data))[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def read(self, n: int = -1):
+        end = len(self._data) if n is None or n < 0 else min(len(self._data), self._pos + n)
+        start, self._pos = self._pos, max(self._pos, end)
+        if end - start >= self.ZERO_COPY:
+            return self._view[start:end]
+        return self._data[start:end]
+
+    def readinto(self, b) -> int:
+        chunk = self.read(len(b))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
 def empty_findings(task: FileTask, size: int) -> list[Finding]:
     """DG103: a data file of 0 bytes (a copy that never finished, a full disk)."""
     if size == 0:
@@ -119,7 +157,7 @@ def check_file(task: FileTask) -> FileResult:
                 from blake3 import blake3
 
                 res.blake3 = blake3(data).hexdigest()
-                src = io.BytesIO(data)
+                src = MemoryReader(data)
             else:
                 data = None
                 res.blake3 = hash_stream(f)
