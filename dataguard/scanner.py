@@ -6,14 +6,13 @@ to an optional callback `on_progress(done_bytes, total_bytes, current_rel)`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import time
 import threading
-from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
+from _blake2 import blake2b     # hashlib would load OpenSSL's _hashlib: 3 ms per start
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .checks import Selection, versions
 from .checks import get as get_check
@@ -24,6 +23,9 @@ from .findings import Finding, Severity, code_matches, finding
 from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest, gc_paused, gc_release, json_canonical
 from .walk import list_files
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 ProgressFn = Callable[[int, int, str], None]
 # The default executor is a thread pool: inflating, hashing and numpy's summaries release
@@ -117,6 +119,8 @@ def make_executor(kind: str = "thread", jobs: int | None = None) -> Executor:
     script needs an `if __name__ == "__main__":` guard)."""
     jobs = jobs or default_jobs()
     if kind == "thread":
+        from concurrent.futures import ThreadPoolExecutor
+
         return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="dataguard-check")
     if kind == "process":
         import multiprocessing
@@ -187,6 +191,8 @@ def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
                 break
             finish(g, worker([tasks[i] for i in g]))
         return results
+    from concurrent.futures import FIRST_COMPLETED, wait
+
     ex = make_executor("thread", jobs) if own else executor
     try:
         futs = {ex.submit(worker, [tasks[i] for i in g]): g for g in groups}
@@ -263,7 +269,7 @@ def dataset_signature(view: DatasetView, vers: dict[str, int]) -> bytes:
     """
     from . import __version__
 
-    h = hashlib.blake2b(digest_size=20)
+    h = blake2b(digest_size=20)
     h.update(json_canonical({"dataguard": __version__, "versions": vers, "meta": view.meta,
                              "plans": view.plans, "configs": view.config_names, "raw": view.raw_root,
                              "preprocessed": view.preprocessed_root, "has_raw": view.has_raw}))
@@ -295,7 +301,7 @@ def dataset_signature(view: DatasetView, vers: dict[str, int]) -> bytes:
 
 
 def _check_signature(common: bytes, check, snapshots: bytes | None) -> str:
-    h = hashlib.blake2b(common, digest_size=16)
+    h = blake2b(common, digest_size=16)
     h.update(f"|{check.name}|{check.version}|".encode())
     if snapshots is not None:
         h.update(snapshots)

@@ -11,16 +11,19 @@ import os
 import stat
 import threading
 import time
-from concurrent.futures import Executor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checks.base import FileResult, FileTask
 from .findings import Fix, finding
-from .layout import Dataset, discover
 from .errors import Cancelled
+from .layout import Dataset, discover
 from .manifest import DEFAULT_DIR, Manifest, ManifestError
 from .scanner import ProgressFn, ScanResult, ScanStats, filter_findings, run_file_checks
 from .walk import list_files
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 
 def hash_file(task: FileTask) -> FileResult:

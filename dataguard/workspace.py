@@ -13,12 +13,14 @@ Faces never reach past it into scanner, repair or layout internals.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .manifest import DEFAULT_DIR
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 EventFn = Callable[[dict], None]
 

@@ -293,3 +293,35 @@ def test_dg210_int16_b2nd_segmentation(b2nd_ds, tmp_path):
     write_b2nd(cfg(b2nd_ds) / "case_1_seg.b2nd", seg)
     [f] = codes(scan(b2nd_ds, tmp_path), "DG210")
     assert "300" in f.message
+
+
+def test_light_unpickler_judges_exactly_like_numpy(tmp_path):
+    """The numpy-free stand-ins give the same findings and facts as loading with numpy."""
+    import io
+    import pickle
+
+    from dataguard.checks import pickles
+    from conftest import props
+    from dataguard.checks.base import FileTask
+
+    base = props()
+    variants = [
+        base,
+        {**base, "spacing": np.array([1.0, 0.5, 2.0])},                     # 1-D float64 array
+        {**base, "spacing": np.array([1.0, -0.5, 2.0], dtype=">f4")},        # big-endian, negative
+        {**base, "spacing": np.zeros(100)},                                   # long: numpy decides
+        {**base, "shape_before_cropping": np.array([4, 8, 8], np.int32)},
+        {**base, "class_locations": {1: np.zeros((0, 4), np.int64), 2: np.ones((7, 4), np.int16)}},
+        {**base, "class_locations": {np.int64(1): np.zeros((3, 4), np.int64), (1, 2): np.zeros((2, 4))}},
+        {**base, "bbox_used_for_cropping": np.array([[0, 4], [0, 8], [0, 8]])},
+        {**base, "class_locations": {1: np.zeros(3, dtype=[("a", "i4")])}},  # structured: numpy path
+    ]
+    task = FileTask("x.pkl", "preprocessed/c/x.pkl", "pkl", "config", "x")
+    for v in variants:
+        for proto in (4, 5):
+            data = pickle.dumps(v, protocol=proto)
+            light = pickles.check_pkl(task, data)
+            real_props = pickles.RestrictedUnpickler(io.BytesIO(data)).load()
+            real = pickles._judge(task, real_props)
+            assert [f.code for f in light[0]] == [f.code for f in real[0]], v
+            assert light[1] == real[1], v

@@ -94,9 +94,13 @@ class ValueSummary:
         if n:
             self._consume(self.np.frombuffer(buf[:n], dtype=self.dtype))
 
+    def _finite_sum(self, a) -> bool:
+        with self.np.errstate(all="ignore"):     # overflow or NaN here is the signal, not a warning
+            return bool(self.np.isfinite(self.np.add.reduce(a, axis=None)))
+
     def _consume(self, a) -> None:
         np = self.np
-        if self.check_finite and not np.isfinite(np.add.reduce(a, axis=None)):
+        if self.check_finite and not self._finite_sum(a):
             # a finite sum proves every value finite in one pass without a temporary; only
             # a NaN, an inf or an overflowing sum lands here, and then we count exactly
             self.nonfinite += int(a.size - np.count_nonzero(np.isfinite(a)))
