@@ -105,11 +105,10 @@ def _config_facts(files: list[tuple[object, object]], plans: dict | None) -> Cas
     return out
 
 
-def val_folds(result, dataset: str) -> dict[str, int]:
+def val_folds_of(ds) -> dict[str, int]:
     """case -> index of the fold whose validation set holds it (from splits_final.json)."""
     from .splits import SplitError, load_splits
 
-    ds = next((d for d in result.datasets if d.name == dataset), None)
     if ds is None or ds.preprocessed is None:
         return {}
     try:
@@ -123,37 +122,65 @@ def val_folds(result, dataset: str) -> dict[str, int]:
     return out
 
 
+def val_folds(result, dataset: str) -> dict[str, int]:
+    return val_folds_of(next((d for d in result.datasets if d.name == dataset), None))
+
+
 def case_infos(result, dataset: str | None = None) -> list[CaseInfo]:
     """Every case of every (or one) dataset, raw and every configuration, with its state."""
     out: list[CaseInfo] = []
-    by_case: dict[tuple[str, str], list[Finding]] = {}
-    for f in result.findings:
-        if f.case is not None:
-            by_case.setdefault((f.dataset, f.case), []).append(f)
+    by_ds = {d.name: d for d in result.datasets}
     for name, view in result.views.items():
         if dataset is not None and name != dataset:
             continue
-        groups: dict[str, dict[str, list]] = {}
-        for t in view.tasks:
-            r = view.results.get(t.rel)
-            if t.case is None or r is None or t.kind not in ("image", "label", "npz", "npy", "b2nd", "pkl"):
-                continue
-            if t.where == "raw" and t.rel.split("/")[1] not in ("imagesTr", "labelsTr"):
-                continue
-            source = "raw" if t.where == "raw" else (t.rel.split("/")[1] if t.where == "config" else None)
-            if source is None:
-                continue
-            groups.setdefault(t.case, {}).setdefault(source, []).append((t, r))
-        folds = val_folds(result, name)
-        for case in sorted(groups):
-            sources = groups[case]
-            files = [FileInfo(t.rel, r.size, r.blake3, tuple(r.findings))
-                     for src in sources.values() for t, r in src]
-            facts = {src: (_raw_facts(items) if src == "raw" else _config_facts(items, view.plans.get(src)))
-                     for src, items in sorted(sources.items(), key=lambda kv: kv[0] != "raw")}
-            fs = sorted(by_case.get((name, case), []), key=lambda f: (-f.severity, f.path, f.code))
-            out.append(CaseInfo(dataset=name, case=case, status=_status(fs), findings=fs,
-                                files=sorted(files, key=lambda f: f.rel), facts=facts,
-                                val_fold=folds.get(case),
-                                configs=sorted(s for s in sources if s != "raw")))
+        out += view_cases(name, view, [f for f in result.findings if f.dataset == name], by_ds.get(name))
     return out
+
+
+def view_cases(name: str, view, findings: list[Finding], ds) -> list[CaseInfo]:
+    """The cases of one dataset's view (used by case_infos and by the stat index's summary)."""
+    by_case: dict[str, list[Finding]] = {}
+    for f in findings:
+        if f.case is not None:
+            by_case.setdefault(f.case, []).append(f)
+    groups: dict[str, dict[str, list]] = {}
+    for t in view.tasks:
+        r = view.results.get(t.rel)
+        if t.case is None or r is None or t.kind not in ("image", "label", "npz", "npy", "b2nd", "pkl"):
+            continue
+        if t.where == "raw" and t.rel.split("/")[1] not in ("imagesTr", "labelsTr"):
+            continue
+        source = "raw" if t.where == "raw" else (t.rel.split("/")[1] if t.where == "config" else None)
+        if source is None:
+            continue
+        groups.setdefault(t.case, {}).setdefault(source, []).append((t, r))
+    folds = val_folds_of(ds)
+    out = []
+    for case in sorted(groups):
+        sources = groups[case]
+        files = [FileInfo(t.rel, r.size, r.blake3, tuple(r.findings))
+                 for src in sources.values() for t, r in src]
+        facts = {src: (_raw_facts(items) if src == "raw" else _config_facts(items, view.plans.get(src)))
+                 for src, items in sorted(sources.items(), key=lambda kv: kv[0] != "raw")}
+        fs = sorted(by_case.get(case, []), key=lambda f: (-f.severity, f.path, f.code))
+        out.append(CaseInfo(dataset=name, case=case, status=_status(fs), findings=fs,
+                            files=sorted(files, key=lambda f: f.rel), facts=facts,
+                            val_fold=folds.get(case), configs=sorted(s for s in sources if s != "raw")))
+    return out
+
+
+def summary(c: CaseInfo) -> dict:
+    """A case without its files: what a table row needs, stored with the stat index."""
+    return {"case": c.case, "status": c.status, "fold": c.val_fold, "configs": c.configs,
+            "facts": {src: {"shape": f.shape, "spacing": f.spacing, "dtype": f.dtype,
+                            "labels": None if f.labels is None else {str(k): v for k, v in f.labels.items()}}
+                      for src, f in c.facts.items()}}
+
+
+def from_summary(dataset: str, d: dict, findings: list[Finding]) -> CaseInfo:
+    facts = {src: CaseFacts(shape=f.get("shape"), spacing=f.get("spacing"), dtype=f.get("dtype"),
+                            labels=None if f.get("labels") is None else {int(k): v for k, v in f["labels"].items()})
+             for src, f in d.get("facts", {}).items()}
+    fs = sorted(findings, key=lambda f: (-f.severity, f.path, f.code))
+    return CaseInfo(dataset=dataset, case=d["case"], status=_status(fs), findings=fs, facts=facts,
+                    val_fold=d.get("fold"), configs=list(d.get("configs", [])))

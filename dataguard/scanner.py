@@ -580,9 +580,12 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
             if write_manifest:
                 man.save()
                 if not cancelled and not files.findings and len(results) == len(files.tasks):
+                    from .caseinfo import summary, view_cases
+
                     stat_index.write(man.path, stat_index.key_of(ds, vers, select, ignore),
                                      [(rel, r.size, r.mtime_ns, r.inode, r.blake3 or "")
-                                      for rel, r in results.items()], mine)
+                                      for rel, r in results.items()], mine,
+                                     [summary(c) for c in view_cases(ds.name, view, mine, ds)])
     stats.seconds = time.perf_counter() - t0
     return ScanResult(datasets=dsets, findings=filter_findings(findings, select, ignore), stats=stats,
                       views=views, cancelled=cancelled)

@@ -56,8 +56,9 @@ def _manifest_stamp(manifest_path: Path) -> list[int] | None:
 
 
 def write(manifest_path: Path, key: str, rows: list[tuple[str, int, int, int, str]],
-          findings: list[Finding]) -> None:
-    """Record the scan that just ended (after the manifest was saved)."""
+          findings: list[Finding], cases: list[dict] | None = None) -> None:
+    """Record the scan that just ended (after the manifest was saved), with a summary row per
+    case so a face can show the dataset before anything is scanned (`Workspace.recorded`)."""
     stamp = _manifest_stamp(manifest_path)
     if stamp is None:
         return
@@ -65,7 +66,7 @@ def write(manifest_path: Path, key: str, rows: list[tuple[str, int, int, int, st
     doc = {"schema": SCHEMA, "key": key, "manifest": stamp,
            "stats": "\n".join(f"{r}\t{s}\t{m}\t{i}" for r, s, m, i, _ in rows),
            "hashes": "\n".join(b for *_, b in rows),
-           "findings": [f.to_dict() for f in findings]}
+           "findings": [f.to_dict() for f in findings], "cases": cases or []}
     data = json_dumps(doc)
     path = index_path(manifest_path)
     try:
@@ -200,3 +201,12 @@ def _touched(doc: dict, lines: list[str]) -> list[tuple[str, int, str]] | None:
             return None
         out.append((w[0], int(n[1]), b3))
     return out
+
+
+def recorded(manifest_path: Path) -> tuple[dict, float] | None:
+    """(index document, time it was written) without checking it against the files."""
+    path = index_path(manifest_path)
+    try:
+        return json_loads(path.read_bytes()), os.stat(path).st_mtime
+    except (OSError, ValueError, RecursionError):
+        return None

@@ -100,6 +100,29 @@ class Workspace:
                       select=select, ignore=ignore, on_progress=on_progress, executor=self.executor,
                       cancel=cancel)
 
+    def recorded(self) -> tuple[list, list, float | None]:
+        """What the last scan recorded, read without touching the data: (cases, findings,
+        when). Cases come without their file lists; a face shows these at once, then scans."""
+        from . import stat_index
+        from .caseinfo import from_summary
+        from .findings import Finding
+
+        cases, findings, when = [], [], None
+        for ds in self.datasets:
+            got = stat_index.recorded(self.manifest_dir / f"{ds.name}.json")
+            if got is None:
+                continue
+            doc, mtime = got
+            when = max(when or mtime, mtime)
+            fs = [Finding.from_dict(f) for f in doc.get("findings", [])]
+            findings += fs
+            by_case: dict[str, list] = {}
+            for f in fs:
+                if f.case is not None:
+                    by_case.setdefault(f.case, []).append(f)
+            cases += [from_summary(ds.name, c, by_case.get(c["case"], [])) for c in doc.get("cases", [])]
+        return cases, findings, when
+
     def _result(self):
         return self.last if self.last is not None else self.scan()
 
@@ -204,7 +227,26 @@ class Workspace:
 
         return quarantine_list(self.datasets)
 
+    def label_names(self, dataset: str | None = None) -> dict[int, str]:
+        """{label value: name} from the dataset's dataset.json (region labels by first value)."""
+        from .splits import label_names
+        from .walk import load_dataset_json
+
+        return label_names((load_dataset_json(self.dataset(dataset)) or {}).get("labels"))
+
     # --- splits ------------------------------------------------------------------------------
+    def plan_rebalance(self, dataset: str | None = None) -> list:
+        """The one action that writes stratified splits for a dataset (apply it like any plan)."""
+        from .repair.plan import Action
+
+        ds = self.dataset(dataset)
+        if ds.preprocessed is None:
+            from .errors import UsageError
+
+            raise UsageError(f"{ds.name} has no preprocessed folder: splits_final.json lives there")
+        return [Action(kind="regenerate-splits", dataset=ds.name, target="preprocessed/splits_final.json",
+                       files=["preprocessed/splits_final.json"])]
+
     def splits_context(self, dataset: str | None = None):
         """Training cases and their labels for one dataset, from the latest scan (no second scan)."""
         from .split_context import context_from_result

@@ -1,1 +1,4 @@
-"""Textual TUI (a later issue): browses ScanResult findings and calls repair."""
+"""Textual TUI: the cases of nnU-Net datasets, their findings, a slice preview, repairs.
+
+A face on `Workspace`: no check, repair, split or geometry logic lives here.
+"""

@@ -1,0 +1,97 @@
+"""CaseInfo and stray findings -> table rows (plain data; no Textual here, easy to test)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green", "pending": "dim", "stray": "bold red"}
+STATUS_ORDER = {"error": 0, "stray": 0, "warning": 1, "pending": 2, "ok": 3}
+
+
+@dataclass
+class Row:
+    key: str                    # "<dataset>/<case>" or "<dataset>::<path>" for a stray file
+    dataset: str
+    where: str                  # configuration folders (or "raw") / the stray file's folder
+    case: str                   # case id, or the stray file's name
+    fold: str
+    labels: str
+    shape: str
+    spacing: str
+    status: str                 # ok | warning | error | pending | stray
+    codes: str
+    info: object = None         # the CaseInfo (None for stray files)
+    findings: list = field(default_factory=list)
+
+    def cells(self) -> tuple[str, ...]:
+        return (f"{short_dataset(self.dataset)} {short_config(self.where)}", self.case, self.status,
+                self.codes, self.fold, self.labels, self.shape, self.spacing)
+
+    def matches(self, text: str) -> bool:
+        """`/` filter: any word matches a case, dataset, status or code (prefix)."""
+        hay = " ".join((self.dataset, self.where, self.case, self.status, self.codes)).lower()
+        return all(w in hay for w in text.lower().split())
+
+
+def short_dataset(name: str) -> str:
+    """`Dataset901_DemoCardiac` -> `901`: the id is what nnU-Net's -d takes."""
+    return name[7:10] if name.startswith("Dataset") and name[7:10].isdigit() else name
+
+
+def short_config(folder: str) -> str:
+    """`nnUNetPlans_2d` -> `2d`; other plans keep their name (`nnUNetResEncUNetMPlans_3d_fullres`)."""
+    return folder[len("nnUNetPlans_"):] if folder.startswith("nnUNetPlans_") else folder
+
+
+# what matters first (status, codes) comes first: an 80-column terminal shows it
+COLUMNS = ("dataset config", "case", "status", "codes", "fold", "labels", "shape (z,y,x)", "spacing (mm)")
+
+
+def _fmt_shape(shape) -> str:
+    return "×".join(str(x) for x in shape) if shape else "-"
+
+
+def _fmt_spacing(sp) -> str:
+    return "×".join(f"{x:.3g}" for x in sp) if sp else "-"
+
+
+def case_row(c) -> Row:
+    facts = c.facts.get("raw") or next(iter(c.facts.values()), None)
+    labels = c.labels
+    codes = ",".join(sorted({f.code for f in c.findings}))
+    return Row(key=f"{c.dataset}/{c.case}", dataset=c.dataset, where="+".join(c.configs) or "raw",
+               case=c.case, fold="-" if c.val_fold is None else str(c.val_fold),
+               labels=",".join(str(v) for v in sorted(labels or {}) if v > 0) or "-",
+               shape=_fmt_shape(facts.shape if facts else None),
+               spacing=_fmt_spacing(facts.spacing if facts else None),
+               status=c.status, codes=codes, info=c, findings=list(c.findings))
+
+
+def stray_rows(findings) -> list[Row]:
+    """Files that belong to no case (`._*`, `.DS_Store`, unexpected files) get rows of their own."""
+    by_path: dict[tuple[str, str], list] = {}
+    for f in findings:
+        if f.case is None and f.path.count("/") >= 1 and f.code[:3] in ("DG1", "DG0") and "." in f.path:
+            by_path.setdefault((f.dataset, f.path), []).append(f)
+    out = []
+    for (ds, path), fs in sorted(by_path.items()):
+        folder, _, name = path.rpartition("/")
+        out.append(Row(key=f"{ds}::{path}", dataset=ds, where=folder.split("/", 1)[-1], case=name,
+                       fold="-", labels="-", shape="-", spacing="-", status="stray",
+                       codes=",".join(sorted({f.code for f in fs})), findings=fs))
+    return out
+
+
+def rows_for(cases, findings) -> list[Row]:
+    return [case_row(c) for c in cases] + stray_rows(findings)
+
+
+def sort_key(column: int):
+    """A key function for sorting rows by column index (numbers and statuses sort sensibly)."""
+    def key(row: Row):
+        v = row.cells()[column]
+        if column == 2:
+            return (STATUS_ORDER.get(v, 9), row.case)
+        if column == 4:
+            return (v == "-", int(v) if v.isdigit() else 0)
+        return (v,)
+    return key

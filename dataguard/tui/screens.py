@@ -1,0 +1,453 @@
+"""The TUI's screens: a case (files, findings, slice preview), the folds, the modals, help."""
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Static
+
+from ..visual import WINDOWS, label_colour
+from .rows import STATUS_STYLE
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def plan_table(plan) -> Table:
+    """codes -> action -> files touched; blocked actions say why (yellow)."""
+    t = Table(expand=True, header_style="bold")
+    for col, ratio in (("dataset", 2), ("codes", 1), ("target", 3), ("action", 3), ("files touched", 3)):
+        t.add_column(col, ratio=ratio, overflow="fold")
+    for a in plan:
+        action = Text(a.describe()) if not a.blocked else Text(f"blocked: {a.blocked}", style="yellow")
+        t.add_row(a.dataset, a.codes or "-", a.target, action, "\n".join(a.files) or "-")
+    return t
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """A question; `y`/`enter` answers yes, `escape`/`n` no."""
+
+    BINDINGS = [Binding("y,enter", "yes", "yes"), Binding("escape,n", "no", "no")]
+    DEFAULT_CSS = """
+    ConfirmModal { align: center middle; }
+    ConfirmModal > Vertical { width: 80%; max-width: 100; height: auto; max-height: 90%;
+                              border: thick $warning; background: $surface; padding: 1 2; }
+    ConfirmModal VerticalScroll { height: auto; max-height: 30; }
+    ConfirmModal .hint { color: $text-muted; margin-top: 1; }
+    """
+
+    def __init__(self, question, body=None):
+        super().__init__()
+        self.question, self.body = question, body
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text(self.question, style="bold"))
+            if self.body is not None:
+                with VerticalScroll():
+                    yield Static(self.body)
+            yield Static("y / enter: yes    escape: no", classes="hint")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_no(self) -> None:
+        self.dismiss(False)
+
+
+class PlanModal(ConfirmModal):
+    """The repair plan: what each action does and the files it touches; confirm to apply."""
+
+    def __init__(self, plan):
+        n = len([a for a in plan if not a.blocked])
+        blocked = len(plan) - n
+        q = f"Apply {n} repair action(s)?" + (f" ({blocked} blocked, shown in yellow)" if blocked else "")
+        super().__init__(q + "  Nothing is deleted; `u` undoes the run.", plan_table(plan))
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "close", "close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Static { width: 84; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    """
+    TEXT = """[b]dataguard tui[/b]: the cases of your nnU-Net datasets, what is wrong with them, and repairs.
+
+[b]cases[/b]   ↑↓ move   enter open case   / filter (text, DG2, error)   n / N next / previous problem
+        click a column header to sort   space mark   r repair marked (or this) case
+        R repair everything fixable   u undo the latest repair   f folds x labels
+        s rescan   ctrl+p command palette   ? help   q quit
+[b]case[/b]    [ ] or PageUp/PageDown slices   a axis   o overlay   w window (auto, CT presets)
+        s source (raw / preprocessed configuration)   r repair this case   escape back
+[b]folds[/b]   b rebalance (plan, confirm, apply; undo with u)   escape back
+
+Repairs quarantine or rebuild files, journalled: nothing is deleted and `u` (or
+`dataguard restore`) puts every file back byte for byte. Over SSH everything renders
+with plain Unicode half blocks in 24-bit colour; no graphics protocol is needed."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.TEXT)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class CaseScreen(Screen):
+    """One case: its files, findings with their explanation and fix, and a slice preview."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "back"),
+        Binding("left_square_bracket,pageup", "slice(-1)", "prev slice"),
+        Binding("right_square_bracket,pagedown", "slice(1)", "next slice"),
+        Binding("a", "axis", "axis"),
+        Binding("o", "overlay", "overlay"),
+        Binding("w", "window", "window"),
+        Binding("s", "source", "source"),
+        Binding("r", "repair", "repair case"),
+    ]
+    DEFAULT_CSS = """
+    CaseScreen #title { height: 1; padding: 0 1; background: $boost; }
+    CaseScreen #left { width: 1fr; }
+    CaseScreen #right { width: 1fr; min-width: 30; }
+    CaseScreen #files { height: auto; max-height: 12; }
+    CaseScreen #findings { height: 1fr; padding: 0 1; }
+    CaseScreen #preview-title { height: 1; padding: 0 1; }
+    CaseScreen #preview { height: auto; padding: 0 1; }
+    CaseScreen #legend { height: auto; padding: 0 1; }
+    """
+
+    def __init__(self, ws, row):
+        super().__init__()
+        self.ws, self.row = ws, row
+        self.info = row.info
+        self.axis, self.index, self.overlay, self.window = 0, None, True, 0
+        self.sources = []
+        self.source = 0
+        self.names: dict[int, str] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Horizontal():
+            with Vertical(id="left"):
+                yield DataTable(id="files", cursor_type="row")
+                with VerticalScroll(id="findings"):
+                    yield Static(id="findings-text")
+            with Vertical(id="right"):
+                yield Static(id="preview-title")
+                yield Static(id="preview")
+                yield Static(id="legend")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one("#files", DataTable)
+        for col in ("file", "in", "size", "blake3", "status", "findings"):
+            t.add_column(col)
+        parts = [(f"{self.row.case}   ", "bold"), (f"{self.row.status}   ", STATUS_STYLE.get(self.row.status, "")),
+                 (f"{self.row.dataset}   ", "")]
+        if self.info is not None and self.info.val_fold is not None:
+            parts += [(f"validation fold {self.info.val_fold}", "")]
+        title = Text.assemble(*parts)
+        self.query_one("#title", Static).update(title)
+        self.load_case()
+
+    @work(thread=True, exclusive=True, group="case")
+    def load_case(self) -> None:
+        """Full case (files) and the repair plan for it; both from the Workspace."""
+        info, plan, names, err = self.info, [], {}, None
+        try:
+            if self.info is not None:
+                info = self.ws.case(self.row.dataset, self.row.case)
+            plan = [a for a in self.ws.plan() if a.dataset == self.row.dataset and (
+                (info is not None and a.case == info.case) or a.target in {f.path for f in self.row.findings})]
+            names = self.ws.label_names(self.row.dataset)
+        except Exception as e:  # noqa: BLE001 - shown on screen, never a traceback
+            err = e
+        self.app.call_from_thread(self.show_case, info, plan, names, err)
+
+    def show_case(self, info, plan, names, err) -> None:
+        self.info, self.names = info, names
+        t = self.query_one("#files", DataTable)
+        t.clear()
+        files = info.files if info is not None else []
+        for f in files:
+            worst = max((x.severity for x in f.findings), default=None)
+            status = "ok" if worst is None else str(worst)
+            folder, _, name = f.rel.rpartition("/")
+            t.add_row(name, folder.split("/", 1)[-1], _human(f.size), (f.blake3 or "-")[:10],
+                      Text(status, style=STATUS_STYLE.get(status, "")),
+                      ",".join(sorted({x.code for x in f.findings})) or "-")
+        findings = info.findings if info is not None else self.row.findings
+        self.query_one("#findings-text", Static).update(self.findings_text(findings, plan, err))
+        if info is not None:
+            self.sources = (["raw"] if "raw" in info.facts else []) + list(info.configs)
+            self.draw()
+        else:
+            self.query_one("#preview", Static).update(Text("a stray file: no image to show", style="dim"))
+
+    def findings_text(self, findings, plan, err) -> Text:
+        from ..findings import catalogue
+
+        out = Text()
+        if err is not None:
+            out.append(f"{type(err).__name__}: {err}\n", style="bold red")
+        if not findings:
+            out.append("no findings: this case is clean\n", style="green")
+        by_target = {}
+        for a in plan:
+            for f in a.findings:
+                by_target[(f.code, f.path)] = a
+        seen = set()
+        for f in findings:
+            out.append(f"{f.code} ", style=STATUS_STYLE.get(str(f.severity), ""))
+            out.append(f"{f.path}\n", style="bold")
+            out.append(f"  {f.message}\n")
+            a = by_target.get((f.code, f.path)) or next((a for a in plan if a.case == f.case), None)
+            if a is not None:
+                out.append("  fix: ", style="bold")
+                out.append(f"{a.describe()}\n" if not a.blocked else f"blocked: {a.blocked}\n",
+                           style="green" if not a.blocked else "yellow")
+            if f.code not in seen:
+                seen.add(f.code)
+                info = catalogue().get(f.code)
+                if info is not None:
+                    out.append(f"  {info.what.replace('`', '')}\n", style="dim")
+            out.append("\n")
+        return out
+
+    # --- the slice preview -------------------------------------------------------------------------
+    def draw(self) -> None:
+        if not self.sources:
+            self.query_one("#preview", Static).update(Text("no image files for this case", style="dim"))
+            return
+        right = self.query_one("#right")
+        legend_lines = 2 + len([v for v in (self.info.labels or {}) if v > 0]) if self.info else 2
+        w, h = max(10, right.size.width - 2), max(5, right.size.height - 1 - legend_lines)
+        self.render_slice(self.sources[self.source], self.axis, self.index, self.overlay,
+                          WINDOWS[self.window], w, h)
+
+    @work(thread=True, exclusive=True, group="slice")
+    def render_slice(self, source, axis, index, overlay, window, w, h) -> None:
+        import numpy as np
+
+        from ..visual import fit, slice_rgb
+        from .halfblock import to_text
+
+        info = self.info
+        facts = info.facts.get(source) if info is not None else None
+        try:
+            img, lab = self.ws.load_slice(self.row.dataset, self.row.case, axis=axis, index=index,
+                                          source="raw" if source == "raw" else "preprocessed",
+                                          config=None if source == "raw" else source)
+        except Exception as e:  # noqa: BLE001 - a broken file is said, not drawn
+            msg = Text(f"cannot draw {source}: {e}", style="bold red")
+            self.app.call_from_thread(self.show_slice, msg, Text(), source, axis, None, None)
+            return
+        shape = facts.shape if facts is not None and facts.shape else None
+        n = shape[axis] if shape else None
+        idx = index if index is not None else (n // 2 if n else None)
+        sp = facts.spacing if facts is not None and facts.spacing else None
+        pix_spacing = tuple(s for i, s in enumerate(sp) if i != axis) if sp and len(sp) == 3 else None
+        rgb = fit(slice_rgb(img, lab, window=window, overlay=overlay), pix_spacing, w, 2 * h)
+        legend = Text()
+        whole = info.labels or {}
+        if lab is not None:
+            for v in sorted(set(int(x) for x in np.unique(lab)) | {k for k in whole if k > 0}):
+                if v <= 0:
+                    continue
+                legend.append("██ ", style="rgb({},{},{})".format(*label_colour(v)))
+                in_case = whole.get(v, 0)
+                legend.append(f"{v} {self.names.get(v, '?')}: {int(np.count_nonzero(lab == v))} px "
+                              f"(case {in_case if in_case >= 0 else 'has it'})\n")
+        self.app.call_from_thread(self.show_slice, to_text(rgb), legend, source, axis, idx, n)
+
+    def show_slice(self, picture, legend, source, axis, idx, n) -> None:
+        title = Text(f"{source}  axis {'zyx'[axis]}  ", style="bold")
+        if idx is not None:
+            title.append(f"slice {idx + 1}/{n}  ")
+        title.append(f"window {WINDOWS[self.window]}  overlay {'on' if self.overlay else 'off'}", style="dim")
+        self.query_one("#preview-title", Static).update(title)
+        self.query_one("#preview", Static).update(picture)
+        self.query_one("#legend", Static).update(legend)
+        if idx is not None:
+            self.index = idx
+
+    def on_resize(self, event) -> None:
+        if self.info is not None and self.sources:
+            self.draw()
+
+    def _n_slices(self) -> int | None:
+        facts = self.info.facts.get(self.sources[self.source]) if self.info and self.sources else None
+        return facts.shape[self.axis] if facts is not None and facts.shape else None
+
+    def action_slice(self, step: int) -> None:
+        n = self._n_slices()
+        if n is None or self.index is None:
+            return
+        self.index = max(0, min(n - 1, self.index + step))
+        self.draw()
+
+    def action_axis(self) -> None:
+        self.axis, self.index = (self.axis + 1) % 3, None
+        self.draw()
+
+    def action_overlay(self) -> None:
+        self.overlay = not self.overlay
+        self.draw()
+
+    def action_window(self) -> None:
+        self.window = (self.window + 1) % len(WINDOWS)
+        self.draw()
+
+    def action_source(self) -> None:
+        if self.sources:
+            self.source, self.index = (self.source + 1) % len(self.sources), None
+            self.draw()
+
+    def action_repair(self) -> None:
+        self.app.pop_screen()
+        self.app.plan_and_confirm([self.row])
+
+
+class SplitsScreen(Screen):
+    """Folds x labels: how many validation cases of each fold contain each label (0 in red)."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "back"), Binding("b", "rebalance", "rebalance")]
+    DEFAULT_CSS = """
+    SplitsScreen #title { height: 1; padding: 0 1; background: $boost; }
+    SplitsScreen #matrix { height: auto; max-height: 24; }
+    SplitsScreen #notes { height: 1fr; padding: 1 1; }
+    """
+
+    def __init__(self, ws, dataset: str):
+        super().__init__()
+        self.ws, self.dataset = ws, dataset
+        self.ctx = None
+        self.splits = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"{self.dataset}: validation cases containing each label, per fold", style="bold"),
+                     id="title")
+        yield DataTable(id="matrix", cursor_type="none")
+        with VerticalScroll(id="notes"):
+            yield Static(id="notes-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="splits")
+    def load(self) -> None:
+        from ..splits import SplitError, label_table, load_splits
+
+        try:
+            ctx = self.ws.splits_context(self.dataset)
+            note = None
+            if not ctx.splits_path.exists():
+                splits, note = None, (f"no {ctx.splits_path.name} yet: nnU-Net writes an unstratified "
+                                      f"5-fold split at the first training; `b` writes a stratified one now")
+            else:
+                try:
+                    splits = load_splits(ctx.splits_path)
+                except (SplitError, OSError) as e:
+                    splits, note = None, f"{ctx.splits_path.name} is unusable: {e}"
+            table = label_table(splits, ctx.case_labels, ctx.names) if splits else None
+        except Exception as e:  # noqa: BLE001
+            self.app.call_from_thread(self.show, None, None, None, f"{type(e).__name__}: {e}")
+            return
+        self.app.call_from_thread(self.show, ctx, splits, table, note)
+
+    def show(self, ctx, splits, table, note) -> None:
+        self.ctx, self.splits = ctx, splits
+        m = self.query_one("#matrix", DataTable)
+        m.clear(columns=True)
+        m.display = table is not None
+        notes = Text()
+        if note:
+            notes.append(note + "\n", style="yellow")
+        if table is not None:
+            fill_matrix(m, table)
+        if ctx is not None:
+            for f in ctx.findings:
+                notes.append(f"{f.code} ", style=STATUS_STYLE.get(str(f.severity), ""))
+                notes.append(f"{f.message}\n")
+            if not ctx.findings and table is not None:
+                notes.append("every fold validates every label it can\n", style="green")
+            notes.append("\nb: rebalance (stratified; plan, confirm, apply; `u` in the case list undoes it)",
+                         style="dim")
+        self.query_one("#notes-text", Static).update(notes)
+
+    def action_rebalance(self) -> None:
+        if self.ctx is None:
+            return
+        from ..splits import SplitError, label_table, rebalance
+
+        try:
+            after = rebalance(self.ctx.case_labels, folds=len(self.splits) if self.splits else 5)
+        except SplitError as e:
+            self.app.notify(str(e), severity="error", title="cannot rebalance")
+            return
+        body = Table.grid(padding=(0, 4))
+        body.add_row(Text("before", style="bold"), Text("after", style="bold"))
+        before = matrix_text(label_table(self.splits, self.ctx.case_labels, self.ctx.names)) \
+            if self.splits else Text("no usable splits_final.json")
+        body.add_row(before, matrix_text(label_table(after, self.ctx.case_labels, self.ctx.names)))
+        plan = self.ws.plan_rebalance(self.dataset)
+        wrapper = Table.grid()
+        wrapper.add_row(body)
+        wrapper.add_row(plan_table(plan))
+
+        def chosen(ok: bool | None) -> None:
+            if ok:
+                self.apply(plan)
+        self.app.push_screen(ConfirmModal("Write stratified splits? The current file goes to quarantine.",
+                                          wrapper), chosen)
+
+    @work(thread=True, exclusive=True, group="repair")
+    def apply(self, plan) -> None:
+        try:
+            run = self.ws.apply(plan)
+        except Exception as e:  # noqa: BLE001
+            self.app.call_from_thread(self.app.notify, f"{type(e).__name__}: {e}", severity="error")
+            return
+        ok = not run.failed
+        self.app.call_from_thread(self.app.notify, "stratified splits written" if ok else
+                                  f"failed: {run.failed[0].detail}", severity="information" if ok else "error")
+        self.app.call_from_thread(self.load)
+
+
+def fill_matrix(m: DataTable, table) -> None:
+    """fold rows x label columns, `val` counts (train in the cell too), zeros in red."""
+    labels = table.drop_duplicates("label")[["label", "name"]].values.tolist()
+    m.add_column("fold")
+    m.add_column("val cases")
+    for lab, name in labels:
+        m.add_column(f"{lab} {name}")
+    for fold, rows in table.groupby("fold", sort=True):
+        cells = [f"fold {int(fold)}", str(int(rows["n_val"].iloc[0]))]
+        by_label = {int(r.label): (int(r.train), int(r.val)) for r in rows.itertuples()}
+        for lab, _ in labels:
+            tr, va = by_label.get(int(lab), (0, 0))
+            cells.append(Text(f"{va}  (train {tr})", style="bold red" if va == 0 else ""))
+        m.add_row(*cells)
+
+
+def matrix_text(table) -> Text:
+    labels = table.drop_duplicates("label")[["label", "name"]].values.tolist()
+    out = Text("fold  " + "  ".join(f"{lab}:{name[:8]}" for lab, name in labels) + "\n", style="bold")
+    for fold, rows in table.groupby("fold", sort=True):
+        out.append(f"{int(fold):>4}  ")
+        by_label = {int(r.label): int(r.val) for r in rows.itertuples()}
+        for lab, name in labels:
+            v = by_label.get(int(lab), 0)
+            out.append(f"{v:>{len(str(lab)) + 1 + len(name[:8])}}  ", style="bold red" if v == 0 else "")
+        out.append("\n")
+    return out
