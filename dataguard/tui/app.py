@@ -20,6 +20,25 @@ from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 from .rows import COLUMNS, STATUS_STYLE, Row, rows_for, short_config, short_dataset, sort_key
 
 
+FIRST_ROWS = 200      # rows added before the first paint (more than any screen shows)
+MORE_ROWS = 1000      # rows added per refresh after that
+
+
+class CaseTable(DataTable):
+    """A DataTable that trusts the column widths it is given.
+
+    DataTable measures every new cell as a renderable to size auto-width columns (0.8 ms
+    a row: 4 s for 5,000 cases). `refill` sets every column's width from the plain
+    strings, so the measuring pass is skipped; with an auto-width column it runs as usual.
+    """
+
+    def _update_dimensions(self, new_rows):
+        if self.columns and not any(c.auto_width for c in self.columns.values()) and \
+                not self._labelled_row_exists:
+            new_rows = ()
+        return super()._update_dimensions(new_rows)
+
+
 class DataguardApp(App):
     """Cases of nnU-Net datasets with their findings; case view, splits view, repair."""
 
@@ -69,7 +88,7 @@ class DataguardApp(App):
         yield Static(id="stats")
         yield Input(placeholder="filter: text, code (DG2) or severity (error); enter applies, "
                                 "escape clears", id="filter")
-        yield DataTable(id="cases", cursor_type="row", zebra_stripes=True)
+        yield CaseTable(id="cases", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="busy"):
             yield Static("", id="busy-label")
             yield ProgressBar(total=None, show_eta=False, id="progress")
@@ -77,14 +96,13 @@ class DataguardApp(App):
 
     def on_mount(self) -> None:
         table = self.query_one("#cases", DataTable)
-        for i, name in enumerate(COLUMNS):
-            table.add_column(name, key=str(i))
         self.query_one("#busy").display = False
         self.query_one("#filter", Input).disabled = True      # hidden: never takes the focus
         table.focus()
         self.load_recorded()
         if self.scan_on_start:
-            self.rescan()
+            # after the recorded table is painted: the scan thread would compete for the GIL
+            self.set_timer(0.3, self.rescan)
 
     # --- data -> table -----------------------------------------------------------------------
     def load_recorded(self) -> None:
@@ -97,7 +115,14 @@ class DataguardApp(App):
         self.recorded_at = when
         if cases or findings:
             self.set_rows(rows_for(cases, findings), final=False)
+            self.call_after_refresh(self._painted)
         self.update_stats()
+
+    def _painted(self) -> None:
+        """The recorded table is on screen (bench_tui.py reads this)."""
+        self.table_painted_at = time.perf_counter()
+
+    table_painted_at: float | None = None
 
     def set_rows(self, rows: list[Row], final: bool = True) -> None:
         self.rows = rows
@@ -118,28 +143,54 @@ class DataguardApp(App):
         return len({r.dataset for r in self.rows}) > 1
 
     def refill(self) -> None:
-        """Rebuild the table from the model, keeping the cursor on the same case."""
+        """Rebuild the table from the model, keeping the cursor on the same case.
+
+        Column widths are computed here from the plain strings: DataTable would otherwise
+        measure all 40,000 cells of a 5,000-case table as renderables (seconds).
+        """
         table = self.query_one("#cases", DataTable)
         many = self.many_datasets
-        if table.columns and str(table.columns[table.ordered_columns[0].key].label) != (
-                COLUMNS[0] if many else "config"):
-            table.clear(columns=True)
-            for i, name in enumerate(COLUMNS):
-                table.add_column(name if i or many else "config", key=str(i))
         current = self.current_key()
-        table.clear()
-        for r in self.visible_rows():
-            table.add_row(*self.styled(r), key=r.key)
-        if current is not None:
-            try:
-                table.move_cursor(row=table.get_row_index(current))
-            except Exception:  # noqa: BLE001 - the row may be filtered out now
-                pass
+        rows = self.visible_rows()
+        cells = [self.styled(r, many) for r in rows]
+        headers = [name if i or many else "config" for i, name in enumerate(COLUMNS)]
+        widths = [len(h) for h in headers]
+        for row in cells:
+            for i, c in enumerate(row):
+                n = len(c) if isinstance(c, str) else c.cell_len
+                if n > widths[i]:
+                    widths[i] = n
+        table.clear(columns=True)
+        for i, name in enumerate(headers):
+            table.add_column(name, key=str(i), width=min(widths[i], 48))
+        self._fill_generation += 1
+        pending = list(zip(rows, cells))
+        # the first screenful now, the rest after it is painted, in chunks (toolong's way:
+        # a 5,000-case table is on screen at once instead of after every row is added)
+        self._add_rows(pending[:FIRST_ROWS], current)
+        if len(pending) > FIRST_ROWS:
+            self.call_after_refresh(self._add_more, pending[FIRST_ROWS:], current, self._fill_generation)
         self.update_stats()
 
-    def styled(self, r: Row) -> list:
+    def _add_rows(self, pending, current) -> None:
+        table = self.query_one("#cases", DataTable)
+        for r, c in pending:
+            table.add_row(*c, key=r.key)
+        if current is not None and current in {r.key for r, _ in pending}:
+            table.move_cursor(row=table.get_row_index(current))
+
+    def _add_more(self, pending, current, generation: int) -> None:
+        if generation != self._fill_generation:
+            return                       # the table was rebuilt meanwhile
+        self._add_rows(pending[:MORE_ROWS], current)
+        if len(pending) > MORE_ROWS:
+            self.call_after_refresh(self._add_more, pending[MORE_ROWS:], current, generation)
+
+    _fill_generation = 0
+
+    def styled(self, r: Row, many: bool | None = None) -> list:
         cells = list(r.cells())
-        if not self.many_datasets:       # the name is in the header: keep 80 columns readable
+        if not (self.many_datasets if many is None else many):       # the name is in the header: keep 80 columns readable
             cells[0] = short_config(r.where)
         mark = "● " if r.key in self.marked else ""
         cells[1] = Text(mark + cells[1], style="bold" if mark else "")
@@ -251,7 +302,7 @@ class DataguardApp(App):
 
     def _jump(self, step: int) -> None:
         table = self.query_one("#cases", DataTable)
-        rows = self.visible_rows()
+        rows = self.visible_rows()[: table.row_count]      # the rows added so far
         if not rows:
             return
         start = table.cursor_row
@@ -294,7 +345,7 @@ class DataguardApp(App):
         self.marked.symmetric_difference_update({row.key})
         table = self.query_one("#cases", DataTable)
         cursor = table.cursor_row
-        table.update_cell(row.key, "1", self.styled(row)[1])
+        table.update_cell(row.key, "1", self.styled(row)[1], update_width=False)
         table.move_cursor(row=min(cursor + 1, table.row_count - 1))
         self.update_stats()
 
