@@ -1,6 +1,6 @@
 """Command line: parse → Workspace → render → exit code. No checks live here.
 
-One module per command (scan, verify, explain, splits, repair, tui, demo), each with
+One module per command (scan, verify, explain, splits, repair, tui, logs, demo), each with
 `add_parser(sub)`; common.py holds what they share. Nothing heavy is imported at module
 level, so `dataguard --help` stays fast.
 """
@@ -40,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from . import demo, explain, repair, scan, splits, tui, verify
+    from . import demo, explain, logs, repair, scan, splits, tui, verify
 
-    for command in (scan, verify, explain, splits, repair, tui, demo):
+    for command in (scan, verify, explain, splits, repair, tui, logs, demo):
         command.add_parser(sub)
     return parser
 
