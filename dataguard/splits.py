@@ -164,6 +164,33 @@ def coverage_gaps(splits, case_labels: dict[str, set[int]]) -> list[tuple[int, i
 
 
 # --- stratified splits -----------------------------------------------------------------------
+NNUNET_SEED, NNUNET_FOLDS = 12345, 5
+
+
+def nnunet_default_split(cases, seed: int = NNUNET_SEED, folds: int = NNUNET_FOLDS) -> list[dict[str, list[str]]]:
+    """The split nnU-Net writes at the first training when splits_final.json is missing.
+
+    nnunetv2.utilities.crossval_split: KFold(n_splits=5, shuffle=True, random_state=12345)
+    over the sorted case identifiers. Reproduced with numpy's RandomState exactly as
+    scikit-learn shuffles (a test compares it with nnunetv2's own function), so it can be
+    checked before it exists without importing scikit-learn.
+    """
+    import numpy as np
+
+    cases = sorted(cases)
+    n = len(cases)
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    out, start = [], 0
+    for i in range(folds):
+        size = n // folds + (1 if i < n % folds else 0)
+        val = np.zeros(n, bool)
+        val[order[start:start + size]] = True
+        start += size
+        out.append({"train": [cases[j] for j in np.nonzero(~val)[0]], "val": [cases[j] for j in np.nonzero(val)[0]]})
+    return out
+
+
 def fold_sizes(n: int, folds: int) -> list[int]:
     """Validation set sizes: n // folds each, the first n % folds folds one more.
 

@@ -265,6 +265,7 @@ TRIGGERS: dict[str, Trigger] = {
     "DG503": Trigger(on_pre(lambda ds: put_splits(ds, [("c0", "c2"), ("c1", "c3")], extra_train=["ghost"]),
                             splits_base)),
     "DG504": Trigger(on_pre(lambda ds: put_splits(ds, [("c0", "c1"), ("c2", "c3")]), splits_base)),
+    "DG505": Trigger(lambda root: pre_base(root, {f"c{i}": (1, 2, 3) for i in range(5)})),
     # DG7xx: verify against the manifest of the first scan
     "DG701": Trigger(pre_base, then=_flip_byte_same_size_and_mtime, verify=True),
     "DG702": Trigger(pre_base, then=lambda ds: (cfg(ds) / "case_1.pkl").unlink(), verify=True),

@@ -70,7 +70,7 @@ def test_repair_rebuilds_exactly_what_nnunet_wrote_and_touches_nothing_else(
     before = tree(real_project)
     res = repair([str(target)], manifest_dir=tmp_path / "m")
     assert [a.kind for a in res.plan] == ["re-preprocess", "re-preprocess"]
-    assert res.after.findings == [], [f.to_dict() for f in res.after.findings]
+    assert codes(res.after) == [], [f.to_dict() for f in res.after.findings]
     after = tree(real_project)
     cfg_rel = f"nnUNet_preprocessed/{M}/nnUNetPlans_2d/"
     rebuilt = {cfg_rel + n for c in ("heart_002", "heart_003") for n in (f"{c}.b2nd", f"{c}_seg.b2nd", f"{c}.pkl")}
@@ -103,7 +103,7 @@ def test_legacy_layout_rebuild_and_nothing_deleted(real_project, _real_project_m
     cfg = target / "nnUNetPlans_2d"
     corrupt_sha = hashlib.sha1((cfg / "heart_004.npz").read_bytes()).hexdigest()
     res = repair([str(target)], manifest_dir=tmp_path / "m")
-    assert res.after.findings == []
+    assert codes(res.after) == []
     with np.load(cfg / "heart_004.npz") as new, np.load(
             _real_project_master / "nnUNet_preprocessed" / L / "nnUNetPlans_2d" / "heart_004.npz") as ref:
         assert np.array_equal(new["data"], ref["data"]) and np.array_equal(new["seg"], ref["seg"])

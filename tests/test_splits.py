@@ -81,8 +81,39 @@ def folds_ds(tmp_path):
 
 
 # --- no file, healthy file --------------------------------------------------------------------
-def test_no_splits_file_means_no_findings(folds_ds, tmp_path):
-    assert dg5(scan(folds_ds, tmp_path)) == []
+def test_no_splits_file_is_checked_as_the_split_nnunet_will_write(folds_ds, tmp_path):
+    """DG505, then the DG504 of nnU-Net's default split, as warnings; identical to the DG504
+    of a scan of the file nnU-Net's own generate_crossval_split writes."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    predicted = scan(folds_ds, tmp_path)
+    [info] = dg5(predicted, "DG505")
+    assert info.severity == Severity.INFO and "8 training cases" in info.message
+    pred504 = dg5(predicted, "DG504")
+    assert pred504 and all(f.severity <= Severity.WARNING and f.message.startswith("predicted default split: ")
+                           for f in pred504)
+    real = generate_crossval_split(sorted(cardiac(8)), seed=12345, n_splits=5)
+    put(folds_ds, [{"train": list(map(str, f["train"])), "val": list(map(str, f["val"]))} for f in real])
+    written = scan(folds_ds, tmp_path / "again")
+    assert not dg5(written, "DG505")
+    assert sorted(f.message.removeprefix("predicted default split: ") for f in pred504) == \
+        sorted(f.message for f in dg5(written, "DG504"))
+
+
+@pytest.mark.parametrize("n", [5, 6, 7, 8, 9, 10, 13, 21, 40])
+def test_default_split_is_nnunets(n):
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    from dataguard.splits import nnunet_default_split
+
+    cases = [f"case_{i:03d}" for i in range(n)]
+    ref = [{"train": list(map(str, f["train"])), "val": list(map(str, f["val"]))}
+           for f in generate_crossval_split(cases, seed=12345, n_splits=5)]
+    assert nnunet_default_split(list(reversed(cases))) == ref
+
+
+def test_fewer_than_five_cases_predict_nothing(tmp_path):
+    assert dg5(scan(make_pre(tmp_path, cardiac(4)), tmp_path)) == []
 
 
 def test_balanced_splits_have_no_findings(folds_ds, tmp_path):

@@ -112,8 +112,9 @@ for _c in (
                  _dataset("cases", "raw_coverage")),
     DatasetCheck("staleness", ("DG209",), "raw or plans changed after preprocessing (by content hash)",
                  _dataset("cases", "staleness"), needs_hashes=True, uses_snapshots=True),
-    DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504"), "splits_final.json: structure, "
-                 "leakage, unknown/unvalidated cases, labels per fold", _dataset("splits", "check_splits"),
+    DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504", "DG505"), "splits_final.json: structure, "
+                 "leakage, unknown/unvalidated cases, labels per fold; nnU-Net's default split before it "
+                 "exists", _dataset("splits", "check_splits"), version=2,
                  needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"})),
 ):
     register(_c)

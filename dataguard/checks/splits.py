@@ -35,7 +35,7 @@ def check_splits(view: DatasetView) -> list[Finding]:
     files = {t.rel: t.path for t in view.tasks if t.rel in (PRE, RAW)}
     out = _raw_copy(files)
     if PRE not in files:
-        return out
+        return out + _predicted(view)
     try:
         splits = load_splits(files[PRE])
     except SplitError as e:
@@ -46,6 +46,42 @@ def check_splits(view: DatasetView) -> list[Finding]:
     if cases:
         out += _existence(splits, cases)
         out += _imbalance(splits, view, cases)
+    return out
+
+
+PREDICTED = "predicted default split: "
+
+
+def is_predicted(f: Finding) -> bool:
+    """A finding about the split nnU-Net has not written yet (DG505, predicted DG504)."""
+    return f.code == "DG505" or (f.code == "DG504" and f.message.startswith(PREDICTED))
+
+
+def _predicted(view: DatasetView) -> list[Finding]:
+    """DG505 and the DG504 findings of the split nnU-Net will write at its first training.
+
+    Only for a preprocessed dataset (where the file will be written) with at least 5
+    training cases (fewer: nnU-Net makes a random 80:20 split instead). The predicted
+    split's DG504 are warnings: nothing is wrong on disk yet, but `dataguard train`
+    refuses a fold that would validate without a label.
+    """
+    import dataclasses
+
+    from ..splits import NNUNET_FOLDS, nnunet_default_split
+
+    if view.preprocessed_root is None:
+        return []
+    cases = training_cases(view)
+    if len(cases) < NNUNET_FOLDS:
+        return []
+    splits = nnunet_default_split(cases)
+    out = [finding("DG505", PRE, f"no splits_final.json yet: nnU-Net will write its default "
+                   f"{NNUNET_FOLDS}-fold split (KFold, seed 12345) over the {len(cases)} training cases at "
+                   f"the first training; checked below as if it existed (`dataguard splits rebalance` "
+                   f"writes a stratified one)", fix=Fix.REGENERATE_SPLITS)]
+    for f in _imbalance(splits, view, cases):
+        out.append(dataclasses.replace(f, severity=min(f.severity, Severity.WARNING),
+                                       message=PREDICTED + f.message))
     return out
 
 

@@ -47,9 +47,14 @@ def _config_of(path: str) -> str | None:
 def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | None = None,
                  has_raw: dict[str, bool] | None = None) -> list["Action"]:
     """Turn a scan's findings into actions (deduplicated, ordered: cast → quarantine → rebuild → splits)."""
+    from ..checks.splits import is_predicted
+
+    # nnU-Net's predicted default split is only written when asked for (--select DG5):
+    # a repair of broken files must not add a splits file the user never had
     fs = [f for f in result.findings if f.fix is not None
           and (not select or code_matches(f.code, select))
-          and (not cases or f.case in cases)]
+          and (not cases or f.case in cases)
+          and (select or not is_predicted(f))]
     has_raw = has_raw if has_raw is not None else {d.name: d.raw is not None for d in result.datasets}
     raw_errors: dict[tuple[str, str], list[Finding]] = {}
     for f in result.findings:
