@@ -54,7 +54,8 @@ async def test_table_fills_from_the_last_scan_before_any_scan_runs(broken, tmp_p
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         table = app.query_one("#cases")
-        assert table.row_count == 8 + 1                       # 8 cases + the stray AppleDouble file
+        assert table.row_count == 8 + 2          # 8 cases, the stray AppleDouble file, splits_final.json
+        assert _statuses(app)["splits_final.json"] == "warning"   # nnU-Net's predicted split (DG505)
         assert _statuses(app)["heart_002"] == "error"
         assert _statuses(app)["._heart_001.b2nd"] == "stray"
         assert app.table_filled_after is not None and app.table_filled_after < 5
@@ -78,7 +79,7 @@ async def test_filter_jump_sort(broken, tmp_path):
         await pilot.press("slash", *"DG203", "enter")
         assert table.row_count == 1 and app.current_row().case == "heart_002"
         await pilot.press("slash", "escape")
-        assert table.row_count == 9
+        assert table.row_count == 10
         table.move_cursor(row=0)
         await pilot.press("n")
         first = app.current_row()
@@ -173,7 +174,9 @@ async def test_repair_all_and_cancelled_plan(broken, tmp_path):
         await _settle(pilot, app)
         await pilot.press("enter")
         await _settle(pilot, app)
-        assert set(_statuses(app).values()) == {"ok"}
+        st = _statuses(app)
+        assert {s for c, s in st.items() if c.startswith("heart")} == {"ok"} and "stray" not in st.values()
+        assert st["splits_final.json"] == "warning"        # R leaves the predicted split alone
     res = dataguard.Workspace([str(broken / "nnUNet_preprocessed" / M)], manifest_dir=tmp_path / "m2").scan()
     assert codes(res) == []
 

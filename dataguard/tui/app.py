@@ -195,7 +195,8 @@ class DataguardApp(App):
         mark = "● " if r.key in self.marked else ""
         cells[1] = Text(mark + cells[1], style="bold" if mark else "")
         cells[2] = Text(cells[2], style=STATUS_STYLE.get(r.status, ""))
-        cells[3] = Text(cells[3], style="red" if r.status in ("error", "stray") else "yellow" if cells[3] else "")
+        cells[3] = Text(cells[3], style="red" if r.status in ("error", "stray") else
+                        "yellow" if r.status == "warning" else "cyan" if cells[3] else "")
         return cells
 
     def current_key(self) -> str | None:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green", "pending": "dim", "stray": "bold red"}
-STATUS_ORDER = {"error": 0, "stray": 0, "warning": 1, "pending": 2, "ok": 3}
+STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green", "pending": "dim", "stray": "bold red",
+                "info": "cyan"}
+STATUS_ORDER = {"error": 0, "stray": 0, "warning": 1, "info": 2, "pending": 3, "ok": 4}
 
 
 @dataclass
@@ -67,16 +68,21 @@ def case_row(c) -> Row:
 
 
 def stray_rows(findings) -> list[Row]:
-    """Files that belong to no case (`._*`, `.DS_Store`, unexpected files) get rows of their own."""
+    """Findings that belong to no case get rows of their own, one per file: stray files
+    (`._*`, `.DS_Store`: status "stray") and dataset-level files such as dataset.json, the
+    plans or splits_final.json (status from their worst finding)."""
     by_path: dict[tuple[str, str], list] = {}
     for f in findings:
-        if f.case is None and f.path.count("/") >= 1 and f.code[:3] in ("DG1", "DG0") and "." in f.path:
+        if f.case is None:
             by_path.setdefault((f.dataset, f.path), []).append(f)
     out = []
     for (ds, path), fs in sorted(by_path.items()):
         folder, _, name = path.rpartition("/")
-        out.append(Row(key=f"{ds}::{path}", dataset=ds, where=folder.split("/", 1)[-1], case=name,
-                       fold="-", labels="-", shape="-", spacing="-", status="stray",
+        junk = any(f.code in ("DG101", "DG102", "DG104") for f in fs)
+        worst = max(f.severity for f in fs)
+        status = "stray" if junk else str(worst)
+        out.append(Row(key=f"{ds}::{path}", dataset=ds, where=folder.split("/", 1)[-1] or folder, case=name or path,
+                       fold="-", labels="-", shape="-", spacing="-", status=status,
                        codes=",".join(sorted({f.code for f in fs})), findings=fs))
     return out
 
