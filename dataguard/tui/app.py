@@ -224,9 +224,10 @@ class DataguardApp(App):
         t.append(datasets[0] if len(datasets) == 1 else
                  f"{len(datasets)} datasets ({', '.join(short_dataset(d) for d in datasets)})", style="bold")
         t.append(f"  {', '.join(short_config(c) for c in configs) or '-'}  {n_cases} cases  ")
-        t.append(f"{counts['error']} errors", style="bold red" if counts["error"] else "green")
+        plural = lambda n, word: f"{n} {word}{'s' * (n != 1)}"  # noqa: E731
+        t.append(plural(counts["error"], "error"), style="bold red" if counts["error"] else "green")
         t.append("  ")
-        t.append(f"{counts['warning']} warnings", style="yellow" if counts["warning"] else "green")
+        t.append(plural(counts["warning"], "warning"), style="yellow" if counts["warning"] else "green")
         t.append("  ")
         t.append(f"{counts['info']} info", style="cyan")
         if self.filter_text:
