@@ -77,8 +77,8 @@ def _predicted(view: DatasetView) -> list[Finding]:
     splits = nnunet_default_split(cases)
     out = [finding("DG505", PRE, f"no splits_final.json yet: nnU-Net will write its default "
                    f"{NNUNET_FOLDS}-fold split (KFold, seed 12345) over the {len(cases)} training cases at "
-                   f"the first training; checked below as if it existed (`dataguard splits rebalance` "
-                   f"writes a stratified one)", fix=Fix.REGENERATE_SPLITS)]
+                   f"the first training; it is checked as if it existed (its DG504, if any, say 'predicted "
+                   f"default split'); `dataguard splits rebalance` writes a stratified one", fix=Fix.REGENERATE_SPLITS)]
     for f in _imbalance(splits, view, cases):
         out.append(dataclasses.replace(f, severity=min(f.severity, Severity.WARNING),
                                        message=PREDICTED + f.message))
