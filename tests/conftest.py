@@ -76,7 +76,12 @@ def write_b2nd(path: Path, arr) -> Path:
 @pytest.fixture
 def tiny_pre(tmp_path) -> Path:
     """A healthy hand-made preprocessed dataset (legacy layout), 3 cases, no raw."""
-    ds = tmp_path / "nnUNet_preprocessed" / "Dataset777_Tiny"
+    return make_tiny_pre(tmp_path)
+
+
+def make_tiny_pre(root: Path, name: str = "Dataset777_Tiny") -> Path:
+    """`root/nnUNet_preprocessed/<name>`: 3 healthy legacy cases, plans, dataset.json, no raw."""
+    ds = root / "nnUNet_preprocessed" / name
     cfg = ds / "nnUNetPlans_3d_fullres"
     cfg.mkdir(parents=True)
     (ds / "dataset.json").write_text(json.dumps(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import dataguard
-from conftest import LABELS, PLANS, write_case_npz, write_pkl
+from conftest import make_tiny_pre
 from dataguard.cli import main
 
 A, B = "Dataset001_Heart", "Dataset002_HeartCopy"
@@ -30,17 +30,7 @@ class Evil:
 
 
 def _dataset(root: Path, name: str) -> Path:
-    ds = root / "nnUNet_preprocessed" / name
-    cfg = ds / "nnUNetPlans_3d_fullres"
-    cfg.mkdir(parents=True)
-    (ds / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 3, "file_ending": ".nii.gz"}))
-    (ds / "dataset_fingerprint.json").write_text("{}")
-    (ds / "nnUNetPlans.json").write_text(json.dumps(PLANS))
-    for i in range(3):
-        write_case_npz(cfg, f"case_{i}")
-        write_pkl(cfg, f"case_{i}")
-    return ds
+    return make_tiny_pre(root, name)
 
 
 @pytest.fixture
