@@ -77,7 +77,7 @@ def _dataset(module: str, fn: str):
 
 # Bump a check's version when what it reports changes: the manifest then re-runs that check
 # (and only it) on the files it covers. v2 of npz/npy/b2nd records per-label voxel counts;
-# v2 of pkl checks value types (DG204).
+# v2 of pkl checks value types (DG204); splits v2 adds DG505, v3 rewords it.
 for _c in (
     FileCheck("junk", ("DG101", "DG102", "DG104"), "stray files by name and magic: AppleDouble, "
               "OS junk, unexpected files", _junk, gate=True),
@@ -114,7 +114,7 @@ for _c in (
                  _dataset("cases", "staleness"), needs_hashes=True, uses_snapshots=True),
     DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504", "DG505"), "splits_final.json: structure, "
                  "leakage, unknown/unvalidated cases, labels per fold; nnU-Net's default split before it "
-                 "exists", _dataset("splits", "check_splits"), version=2,
+                 "exists", _dataset("splits", "check_splits"), version=3,
                  needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"})),
 ):
     register(_c)

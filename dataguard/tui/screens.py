@@ -78,21 +78,27 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "close", "close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Static { width: 84; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    HelpScreen > Static { width: 72; max-width: 100%; height: auto; max-height: 100%;
+                          border: thick $primary; background: $surface; padding: 0 1; }
     """
-    TEXT = """[b]dataguard tui[/b]: the cases of your nnU-Net datasets, what is wrong with them, and repairs.
+    TEXT = """[b]dataguard tui[/b]: your nnU-Net cases, what is wrong, repairs.
 
-[b]cases[/b]   ↑↓ move   enter open case   / filter (text, DG2, error)   n / N next / previous problem
-        click a column header to sort   space mark   r repair marked (or this) case
-        R repair everything fixable   u undo the latest repair   f folds x labels
-        s rescan   ctrl+p command palette   ? help   q quit
-[b]case[/b]    [ ] or PageUp/PageDown slices   a axis   o overlay   w window (auto, CT presets)
-        s source (raw / preprocessed configuration)   r repair this case   escape back
-[b]folds[/b]   b rebalance (plan, confirm, apply; undo with u)   escape back
+[b]cases[/b]
+  ↑↓ move       enter open case     / filter (text, DG2, error)
+  n / N  next / previous problem    click a header to sort
+  space mark    r repair marked or current    R repair all fixable
+  u undo the latest repair          f folds x labels    s rescan
+  ctrl+p command palette            ? help              q quit
+[b]case[/b]
+  [ ] or PageUp/PageDown slices     a axis    o overlay
+  w window (auto, CT presets)       s source (raw / configuration)
+  r repair this case                escape back
+[b]folds[/b]
+  b rebalance (plan, confirm, apply; u undoes)   escape back
 
-Repairs quarantine or rebuild files, journalled: nothing is deleted and `u` (or
-`dataguard restore`) puts every file back byte for byte. Over SSH everything renders
-with plain Unicode half blocks in 24-bit colour; no graphics protocol is needed."""
+Nothing is ever deleted: `u` or `dataguard restore` puts every
+file back byte for byte. Over SSH pictures are Unicode half
+blocks in 24-bit colour: no graphics protocol needed."""
 
     def compose(self) -> ComposeResult:
         yield Static(self.TEXT)
@@ -352,8 +358,11 @@ class SplitsScreen(Screen):
             ctx = self.ws.splits_context(self.dataset)
             note = None
             if not ctx.splits_path.exists():
-                splits, note = None, (f"no {ctx.splits_path.name} yet: nnU-Net writes an unstratified "
-                                      f"5-fold split at the first training; `b` writes a stratified one now")
+                from ..splits import NNUNET_FOLDS, nnunet_default_split
+
+                splits = nnunet_default_split(ctx.cases) if len(ctx.cases) >= NNUNET_FOLDS else None
+                note = (f"no {ctx.splits_path.name} yet: shown is the unstratified split nnU-Net will write "
+                        f"at the first training; `b` writes a stratified one now")
             else:
                 try:
                     splits = load_splits(ctx.splits_path)
