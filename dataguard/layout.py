@@ -24,6 +24,13 @@ class LayoutError(DataguardError):
 SMALL_FILE_LIMIT = 256 << 20     # dataset.json / plans / splits: MBs at most, never hundreds
 
 
+def open_nonblocking(path):
+    """A binary reader that cannot block: a file swapped for a FIFO between the caller's
+    stat and this open is opened without waiting for a writer (read then gives nothing)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    return os.fdopen(fd, "rb")
+
+
 def read_regular(path, limit: int = SMALL_FILE_LIMIT) -> bytes:
     """The bytes of a small regular file; OSError for anything else (never blocks).
 
@@ -45,8 +52,7 @@ def read_regular(path, limit: int = SMALL_FILE_LIMIT) -> bytes:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
 
     refuse(os.stat(path))
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(fd, "rb") as f:
+    with open_nonblocking(path) as f:
         refuse(os.fstat(f.fileno()))
         data = f.read(limit + 1)
     if len(data) > limit:

@@ -166,11 +166,12 @@ def try_rescan(ds, manifest_path: Path, key: str, write_back: bool) -> IndexHit 
             return None
         roots = ds.roots()
         from .checks.files import hash_stream
+        from .layout import open_nonblocking
 
         for rel, size, b3 in moved:
             part, _, sub = rel.partition("/")
             try:
-                with open(os.path.join(roots[part], sub), "rb") as f:
+                with open_nonblocking(os.path.join(roots[part], sub)) as f:
                     if not b3 or hash_stream(f) != b3:
                         return None
             except OSError:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .checks.base import FileResult, FileTask
 from .findings import Fix, finding
 from .errors import Cancelled
-from .layout import Dataset, discover
+from .layout import Dataset, discover, open_nonblocking
 from .manifest import DEFAULT_DIR, Manifest, ManifestError
 from .scanner import ProgressFn, ScanResult, ScanStats, filter_findings, run_file_checks
 from .walk import list_files
@@ -36,8 +36,7 @@ def hash_file(task: FileTask) -> FileResult:
         if not stat.S_ISREG(st.st_mode):
             res.facts["error"] = "not a regular file"
             return res
-        fd = os.open(task.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-        with os.fdopen(fd, "rb") as f:
+        with open_nonblocking(task.path) as f:
             st = os.fstat(f.fileno())
             res.size, res.mtime_ns, res.inode = st.st_size, st.st_mtime_ns, st.st_ino
             res.blake3 = hash_stream(f)

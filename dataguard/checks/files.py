@@ -124,6 +124,7 @@ def check_file(task: FileTask) -> FileResult:
 
     A check that raises becomes a DG001 finding for this file and the next check runs.
     """
+    from ..layout import open_nonblocking
     from . import file_checks, get
     from .registry import FileInput
 
@@ -146,9 +147,8 @@ def check_file(task: FileTask) -> FileResult:
         return res
     checks = [get(n) for n in task.checks] if task.checks is not None else file_checks(task.kind)
     try:
-        # O_NONBLOCK: a file swapped for a FIFO between stat and open must not hang the scan
-        fd = os.open(task.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-        with os.fdopen(fd, "rb") as f:
+        # a file swapped for a FIFO between stat and open must not hang the scan
+        with open_nonblocking(task.path) as f:
             if not statmod.S_ISREG(os.fstat(f.fileno()).st_mode):
                 res.by_check["read"] = [_unreadable(task, "not a regular file")]
                 return res
