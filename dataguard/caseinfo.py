@@ -122,10 +122,6 @@ def val_folds_of(ds) -> dict[str, int]:
     return out
 
 
-def val_folds(result, dataset: str) -> dict[str, int]:
-    return val_folds_of(next((d for d in result.datasets if d.name == dataset), None))
-
-
 def case_infos(result, dataset: str | None = None) -> list[CaseInfo]:
     """Every case of every (or one) dataset, raw and every configuration, with its state."""
     out: list[CaseInfo] = []

@@ -241,11 +241,6 @@ class Manifest:
         if self.files.pop(rel, None) is not None:
             self.dirty = True
 
-    def known_hash(self, rel: str) -> str | None:
-        e = self.files.get(rel)
-        return None if e is None else e.get("blake3")
-
-    # --- dataset-level checks -------------------------------------------------------------------
     def dataset_findings(self, name: str, version: int, sig: str) -> list[Finding] | None:
         """The recorded findings of a dataset check whose inputs had signature `sig`, else None."""
         r = self.dataset_checks.get(name)

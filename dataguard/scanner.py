@@ -239,13 +239,9 @@ def _plans_by_config(ds: Dataset) -> dict[str, dict]:
             for pc in planned_configurations(ds.preprocessed)}
 
 
-def run_dataset_check(check, view: DatasetView) -> list[Finding]:
-    """One dataset check; an exception becomes DG001 for the dataset and the scan goes on."""
-    return _run_dataset_check(check, view)[0]
-
-
-def _run_dataset_check(check, view: DatasetView) -> tuple[list[Finding], bool]:
-    """(findings, finished): finished is False when the check raised (its DG001 is not cached)."""
+def run_dataset_check(check, view: DatasetView) -> tuple[list[Finding], bool]:
+    """(findings, finished): an exception becomes DG001 for the dataset and the scan goes on;
+    finished is False then (that DG001 is not cached)."""
     try:
         return list(check.run(view)), True
     except Exception as e:  # noqa: BLE001 - malformed input must never end a scan
@@ -337,7 +333,7 @@ def run_dataset_checks(names, view: DatasetView, man: Manifest, vers: dict[str, 
                 continue
         before = {k: dict(v) if isinstance(v, dict) else v for k, v in view.snapshots.items()} \
             if uses_snaps else None
-        found, finished = _run_dataset_check(check, view)
+        found, finished = run_dataset_check(check, view)
         out += found
         if uses_snaps and view.snapshots != before:
             snap_digest = json_canonical(view.snapshots)

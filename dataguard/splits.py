@@ -15,11 +15,8 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-from .errors import DataguardError
 
-if TYPE_CHECKING:
-    from .layout import Dataset
+from .errors import DataguardError
 
 SPLITS_NAME = "splits_final.json"
 MILP_TIME_LIMIT = 30.0       # seconds; a safety net, the node limit below normally ends first

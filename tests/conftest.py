@@ -79,18 +79,22 @@ def tiny_pre(tmp_path) -> Path:
     return make_tiny_pre(tmp_path)
 
 
-def make_tiny_pre(root: Path, name: str = "Dataset777_Tiny") -> Path:
-    """`root/nnUNet_preprocessed/<name>`: 3 healthy legacy cases, plans, dataset.json, no raw."""
+def make_tiny_pre(root: Path, name: str = "Dataset777_Tiny", case_labels: dict[str, tuple] | None = None,
+                  channel: str = "CT") -> Path:
+    """`root/nnUNet_preprocessed/<name>`: healthy legacy cases (default 3, labels 1-3) whose
+    .pkl class_locations hold `case_labels`; plans, dataset.json, fingerprint, no raw."""
+    case_labels = case_labels or {f"case_{i}": (1, 2, 3) for i in range(3)}
     ds = root / "nnUNet_preprocessed" / name
     cfg = ds / "nnUNetPlans_3d_fullres"
     cfg.mkdir(parents=True)
     (ds / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 3, "file_ending": ".nii.gz"}))
+        {"channel_names": {"0": channel}, "labels": LABELS, "numTraining": len(case_labels),
+         "file_ending": ".nii.gz"}))
     (ds / "dataset_fingerprint.json").write_text("{}")
     (ds / "nnUNetPlans.json").write_text(json.dumps(PLANS))
-    for i in range(3):
-        write_case_npz(cfg, f"case_{i}")
-        write_pkl(cfg, f"case_{i}")
+    for case, labs in case_labels.items():
+        write_case_npz(cfg, case)
+        write_pkl(cfg, case, props(labs))
     return ds
 
 

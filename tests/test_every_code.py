@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import dataguard
-from conftest import LABELS, PLANS, props, write_b2nd, write_case_npz, write_pkl
+from conftest import LABELS, PLANS, make_tiny_pre, write_b2nd, write_case_npz, write_pkl
 from dataguard.checks import FileCheck, all_codes, register, unregister
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(40)
@@ -35,19 +35,7 @@ REAL_B2ND, REAL_NPZ = "Dataset901_DemoCardiac", "Dataset902_DemoCardiacLegacy"
 # --- the healthy bases every recipe starts from -------------------------------------------------
 def pre_base(root: Path, case_labels: dict[str, tuple] | None = None) -> Path:
     """A healthy preprocessed dataset (legacy .npz layout, no raw): 3 cases with labels 1-3."""
-    case_labels = case_labels or {f"case_{i}": (1, 2, 3) for i in range(3)}
-    ds = root / "nnUNet_preprocessed" / "Dataset777_Tiny"
-    cfg = ds / "nnUNetPlans_3d_fullres"
-    cfg.mkdir(parents=True)
-    (ds / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": len(case_labels),
-         "file_ending": ".nii.gz"}))
-    (ds / "dataset_fingerprint.json").write_text("{}")
-    (ds / "nnUNetPlans.json").write_text(json.dumps(PLANS))
-    for case, labs in case_labels.items():
-        write_case_npz(cfg, case)
-        write_pkl(cfg, case, props(labs))
-    return ds
+    return make_tiny_pre(root, case_labels=case_labels)
 
 
 def b2nd_base(root: Path) -> Path:

@@ -15,10 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dataguard
-from conftest import LABELS, PLANS, props, write_case_npz, write_pkl
+from conftest import make_tiny_pre
 from dataguard.cli import main
 from dataguard.findings import Severity
-from dataguard.layout import discover
 from dataguard.workspace import Workspace
 from dataguard.splits import (SplitError, fold_sizes, label_table, load_splits,
                               parse_splits, plot_heatmap, rebalance, write_splits)
@@ -29,18 +28,7 @@ RV_MISSING = ("c3", "c7")        # like the demo data: label 3 absent in every 4
 
 def make_pre(root, case_labels: dict[str, tuple]):
     """A preprocessed dataset (legacy layout, no raw) whose .pkl class_locations hold these labels."""
-    ds = root / "nnUNet_preprocessed" / "Dataset778_Folds"
-    cfg = ds / "nnUNetPlans_3d_fullres"
-    cfg.mkdir(parents=True)
-    (ds / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "MRI"}, "labels": LABELS, "numTraining": len(case_labels),
-         "file_ending": ".nii.gz"}))
-    (ds / "dataset_fingerprint.json").write_text("{}")
-    (ds / "nnUNetPlans.json").write_text(json.dumps(PLANS))
-    for case, labs in case_labels.items():
-        write_case_npz(cfg, case)
-        write_pkl(cfg, case, props(labs))
-    return ds
+    return make_tiny_pre(root, "Dataset778_Folds", case_labels, channel="MRI")
 
 
 def cardiac(n=8):

@@ -150,7 +150,7 @@ def test_repair_is_one_scan_before_and_one_after(ws, real_project, monkeypatch):
     assert len(calls) == 2 and calls == [1, 1]
     assert not run.failed and not codes(run.after)
     kinds = sorted((a.kind, a.target) for a in run.plan)
-    assert ("re-preprocess", f"preprocessed/nnUNetPlans_2d/heart_002") in kinds     # planned up front
+    assert ("re-preprocess", "preprocessed/nnUNetPlans_2d/heart_002") in kinds     # planned up front
     assert [e["event"] for e in events] == ["started", "done"] * len(run.plan)
 
 

@@ -114,7 +114,7 @@ class DataguardApp(App):
             cases, findings, when = [], [], None
         self.recorded_at = when
         if cases or findings:
-            self.set_rows(rows_for(cases, findings), final=False)
+            self.set_rows(rows_for(cases, findings))
             self.call_after_refresh(self._painted)
         self.update_stats()
 
@@ -124,12 +124,10 @@ class DataguardApp(App):
 
     table_painted_at: float | None = None
 
-    def set_rows(self, rows: list[Row], final: bool = True) -> None:
+    def set_rows(self, rows: list[Row]) -> None:
         self.rows = rows
         self.refill()
-        if final and self.table_filled_after is None and rows:
-            self.table_filled_after = time.perf_counter() - self.started
-        elif not final and rows and self.table_filled_after is None:
+        if rows and self.table_filled_after is None:
             self.table_filled_after = time.perf_counter() - self.started
 
     def visible_rows(self) -> list[Row]:
