@@ -149,24 +149,28 @@ def ema_of(dice: list[list[float]]) -> list[float]:
     return out
 
 
+def label_names_from(meta) -> list[str] | None:
+    """Foreground label (or region) names in pseudo Dice order, from a dataset.json dict."""
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict):
+        return None
+    if any(isinstance(v, list) for v in labels.values()):           # regions: dict order
+        return [k for k, v in labels.items() if k not in ("background", "ignore")]
+    fg = sorted((v, k) for k, v in labels.items() if isinstance(v, int) and v > 0 and k != "ignore")
+    return [k for _, k in fg]
+
+
 def label_names_for(log: Path) -> tuple[list[str], str | None]:
     """Foreground label names in pseudo Dice order, from the dataset.json nnU-Net copies
     beside the fold folders; and the dataset name from the path."""
     dataset = next((p for p in reversed(log.parts) if re.match(r"^Dataset\d{3}_", p)), None)
     for folder in (log.parent.parent, log.parent):
-        dj = folder / "dataset.json"
         try:
-            meta = json.loads(dj.read_text("utf-8"))
+            names = label_names_from(json.loads((folder / "dataset.json").read_text("utf-8")))
         except (OSError, ValueError):
             continue
-        labels = meta.get("labels") if isinstance(meta, dict) else None
-        if not isinstance(labels, dict):
-            continue
-        if any(isinstance(v, list) for v in labels.values()):           # regions: dict order
-            return [k for k, v in labels.items() if k not in ("background", "ignore")], dataset
-        fg = sorted((v, k) for k, v in labels.items()
-                    if isinstance(v, int) and v > 0 and k != "ignore")
-        return [k for _, k in fg], dataset
+        if names is not None:
+            return names, dataset
     return [], dataset
 
 

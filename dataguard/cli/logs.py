@@ -58,7 +58,7 @@ def cmd_logs(args) -> int:
                 w.writerow([r.log, d["epochs"], d["best_epoch"], d["best_ema"], name, s["best"], s["best_epoch"],
                             s["last"]])
     else:
-        _tables(runs)
+        render_runs(runs)
     if args.follow:
         _follow(args, {r.log: r for r in runs})
     return ExitCode.CLEAN
@@ -68,14 +68,16 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _tables(runs) -> None:
+def render_runs(runs) -> None:
+    """One table per run: per label best, its epoch, last; then the EMA and the findings."""
     from rich.table import Table
     from rich.text import Text
 
     out = console()
     for r in runs:
         d = r.to_dict()
-        t = Table(title=Text(f"{r.log}", style="bold"), title_justify="left", header_style="bold")
+        out.print(Text(r.log, style="bold"), soft_wrap=True)
+        t = Table(header_style="bold")
         for col in ("label", "best", "at epoch", "last"):
             t.add_column(col)
         for name, s in d["labels"].items():

@@ -1,0 +1,203 @@
+"""`dataguard train`: the pre-flight gate, then nnU-Net training with real epoch control."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import ExitCode, UsageError, console, note, split_codes
+
+EPILOG = """\
+examples:
+  dataguard train 1 2d 0 --epochs 80 --patience 20           80 epochs, stop early after 20 flat
+  dataguard train Dataset001_Heart 3d_fullres 2 --stop-on-collapse --save-best-per-label
+  dataguard train 1 2d 0 --dry-run                            the gate's report and the exact call
+  dataguard train 1 2d 0 --continue                           resume (or finish) an earlier run
+  dataguard train 1 2d 0 --device cpu --epochs 3 --iterations-per-epoch 5 --no-val-mirroring
+
+the gate refuses (exit 1) and names the fixing command for: error findings in the raw data or
+this configuration's preprocessed data (let a code through with --allow CODE); DG502-DG504 for
+this fold, also in the default split nnU-Net has not written yet (DG505); a cuda/mps device
+that is not there; too little free disk; a finished or unfinished run already in the fold's
+folder (without --continue).
+
+the model lands in $nnUNet_results/DatasetXXX/<BASE>_dataguard__<plans>__<config>/fold_N;
+predict with plain nnU-Net:  nnUNetv2_predict ... -tr nnUNetTrainer_dataguard
+exit codes: 0 trained, 1 refused by the gate, 2 usage error, 3 internal error,
+            4 nnU-Net's training process failed, 130 interrupted (resume with --continue)
+"""
+TRAINING_FAILED, INTERRUPTED = 4, 130
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="pre-flight gate + nnU-Net training with epochs, early stopping, collapse watch",
+                       description="Check everything a training run depends on, then run nnU-Net's own training "
+                       "with dataguard's trainer subclass: an exact epoch count, early stopping on the EMA pseudo "
+                       "Dice, a per-label collapse watch (DG801), per-label best checkpoints and a live view.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", metavar="DATASET", help="dataset id or name, as nnU-Net takes it (1, Dataset001_Heart)")
+    p.add_argument("configuration", metavar="CONFIG", help="2d, 3d_fullres, 3d_lowres, ...")
+    p.add_argument("fold", metavar="FOLD", help="0-4 (or 'all')")
+    g = p.add_argument_group("training length")
+    g.add_argument("--epochs", type=int, metavar="N", help="epochs to train (nnU-Net's default: 1000)")
+    g.add_argument("--iterations-per-epoch", type=int, metavar="N", help="training batches per epoch (default 250)")
+    g.add_argument("--val-iterations", type=int, metavar="N", help="validation batches per epoch (default 50)")
+    g.add_argument("--patience", type=int, metavar="P",
+                   help="stop when the EMA pseudo Dice has not improved by more than --min-delta for P epochs")
+    g.add_argument("--min-delta", type=float, default=0.0, metavar="D", help="smallest EMA gain that counts (0)")
+    g.add_argument("--stop-on-collapse", action="store_true",
+                   help="end training (cleanly, with checkpoint_final.pth) when a label collapses (DG801)")
+    g = p.add_argument_group("model and outputs")
+    g.add_argument("--trainer", default="nnUNetTrainer", metavar="BASE",
+                   help="nnU-Net trainer class to extend (default nnUNetTrainer); the run is named BASE_dataguard")
+    g.add_argument("--plans", default="nnUNetPlans", metavar="NAME", help="plans identifier (default nnUNetPlans)")
+    g.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda", help="default cuda")
+    g.add_argument("--continue", dest="cont", action="store_true", help="resume the run in the fold folder")
+    g.add_argument("--npz", action="store_true",
+                   help="save the validation probabilities (needed for ensembling), as nnU-Net's --npz")
+    g.add_argument("--save-best-per-label", action="store_true",
+                   help="keep checkpoint_best_<label>.pth where that label's EMA pseudo Dice peaked")
+    g.add_argument("--no-val-mirroring", action="store_true",
+                   help="final validation without test-time mirroring (2-8x faster; the checkpoints keep it)")
+    g = p.add_argument_group("gate")
+    g.add_argument("--allow", action="append", default=[], metavar="CODE",
+                   help="let findings with this code (or prefix) through the gate; repeatable, comma-separated")
+    g.add_argument("--dry-run", action="store_true", help="print the gate's report and the exact training call")
+    g.add_argument("--reserve-disk", default="1G", metavar="SIZE",
+                   help="disk to keep free beyond the checkpoints (default 1G)")
+    g.add_argument("--manifest-dir", type=Path, default=Path("manifests"), help="where scan manifests live")
+    p.set_defaults(func=cmd_train)
+
+
+def _fold(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        f = int(text)
+    except ValueError:
+        raise UsageError(f"FOLD must be a number or 'all', not {text!r}") from None
+    if f < 0:
+        raise UsageError("FOLD must be >= 0")
+    return f
+
+
+def cmd_train(args) -> int:
+    from ..train.launch import training_call
+    from ..train.preflight import parse_size, run_preflight
+    from ..train.settings import TrainSettings, trainer_name
+
+    fold = _fold(args.fold)
+    for opt in ("epochs", "iterations_per_epoch", "val_iterations"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            raise UsageError(f"--{opt.replace('_', '-')} must be at least 1")
+    if args.patience is not None and args.patience < 1:
+        raise UsageError("--patience must be at least 1")
+    name = trainer_name(args.trainer)
+    allow = split_codes(args.allow) if args.allow else []
+    note(f"pre-flight: scanning {args.dataset} (raw + {args.configuration}) ...")
+    pf = run_preflight(args.dataset, args.configuration, -1 if fold == "all" else fold, trainer=name,
+                       plans_name=args.plans, device=args.device, cont=args.cont, allow=allow,
+                       save_best_per_label=args.save_best_per_label, reserve_bytes=parse_size(args.reserve_disk),
+                       manifest_dir=args.manifest_dir)
+    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
+                             val_iterations=args.val_iterations, patience=args.patience, min_delta=args.min_delta,
+                             stop_on_collapse=args.stop_on_collapse, save_best_per_label=args.save_best_per_label,
+                             val_mirroring=not args.no_val_mirroring)
+    call = training_call(pf.dataset, args.configuration, str(fold), trainer=name, plans=args.plans,
+                         device=args.device, npz=args.npz, cont=args.cont, settings=settings)
+    _report(pf, call, args)
+    if not pf.ok:
+        return ExitCode.FINDINGS
+    if args.dry_run:
+        return ExitCode.CLEAN
+    return _train(pf, call, args)
+
+
+def _report(pf, call, args) -> None:
+    from rich.text import Text
+
+    out = console()
+    title = f"pre-flight  {pf.dataset}  {pf.configuration}  fold {pf.fold if pf.fold >= 0 else 'all'}"
+    out.print(Text(title, style="bold"))
+    for f in pf.blocking:
+        out.print(Text(f"  refused  {f.code} {f.severity}: ", style="bold red") + Text(_where(f) + f.message))
+    for r in pf.refusals:
+        out.print(Text("  refused  ", style="bold red") + Text(f"{r.what}\n           fix: {r.fix}"))
+    for f in pf.allowed:
+        out.print(Text(f"  allowed  {f.code}: ", style="yellow") + Text(_where(f) + f.message))
+    rest = len(pf.findings) - len(pf.blocking) - len(pf.allowed) - sum(f.code == "DG505" for f in pf.blocking)
+    if rest > 0:
+        out.print(Text(f"  ({rest} other finding{'s' * (rest != 1)} do not block this run: "
+                       f"dataguard scan -d {pf.dataset})", style="dim"))
+    for n in pf.notes:
+        out.print(Text(f"  ok       {n}", style="dim"))
+    if pf.fixes:
+        out.print(Text("fix with:", style="bold"))
+        for fx in pf.fixes:
+            out.print(f"  {fx}")
+    verdict = "PASS" if pf.ok else "REFUSED"
+    out.print(Text(f"{verdict}: ", style="bold green" if pf.ok else "bold red")
+              + Text("training may start" if pf.ok else "training not started"))
+    if args.dry_run or not pf.ok:
+        out.print(Text("training call:", style="bold"))
+        out.print(call.shell(), soft_wrap=True, highlight=False, markup=False)
+
+
+def _where(f) -> str:
+    return f"{f.case}: " if f.case else ""
+
+
+def _train(pf, call, args) -> int:
+    from ..train.launch import console_tail, run_training
+    from ..train.summary import finish, run_from_events
+    from ..train.view import LiveView
+    from ..training_logs import DEFAULT_PATIENCE
+
+    title = f"{pf.dataset}  {pf.configuration}  fold {args.fold}  ·  {call.argv[call.argv.index('-tr') + 1]}  ·  {args.device}"
+    view = LiveView(title)
+    try:
+        outcome = run_training(call, pf.fold_folder, on_event=view)
+    finally:
+        view.close()
+    run = run_from_events(outcome.events, pf.fold_folder, pf.dataset)
+    art = finish(run, pf.fold_folder, args.patience or DEFAULT_PATIENCE)
+    _summary(pf, run, art, outcome, call, args)
+    if outcome.interrupted:
+        note(f"interrupted; resume with: dataguard train {args.dataset} {args.configuration} {args.fold} --continue")
+        return INTERRUPTED
+    if outcome.returncode != 0:
+        note(f"nnU-Net's training process failed (exit {outcome.returncode}); the end of {outcome.console_log}:")
+        note(console_tail(outcome.console_log))
+        return TRAINING_FAILED
+    return ExitCode.CLEAN
+
+
+def _summary(pf, run, art, outcome, call, args) -> None:
+    from rich.text import Text
+
+    from .logs import render_runs
+
+    out = console()
+    if run is not None and run.epochs:
+        render_runs([run])
+    trained = outcome.last("trained") or {}
+    if trained.get("stop"):
+        out.print(Text(f"stopped early: {trained['stop']}", style="bold yellow"))
+    secs = [s for s in (run.epoch_seconds if run else []) if s]
+    if secs:
+        out.print(f"epoch time {sum(secs) / len(secs):.1f} s on average; whole run {outcome.seconds:.0f} s")
+    if art.plot:
+        out.print(f"per-label curve: {art.plot}")
+    if art.best_copy:
+        out.print(f"checkpoint_best.pth copied to {art.best_copy.name} (blake3 {art.best_blake3[:16]}, verified)")
+    for p in art.per_label:
+        out.print(f"per-label best: {p.name}")
+    for problem in art.problems:
+        out.print(Text(problem, style="red"))
+    if outcome.returncode == 0 and not outcome.interrupted:
+        name = call.argv[call.argv.index("-tr") + 1]
+        fold = args.fold
+        out.print(Text("predict with plain nnU-Net:", style="bold"))
+        out.print(f"  nnUNetv2_predict -i IMAGES -o OUT -d {pf.dataset} -c {args.configuration} -f {fold} "
+                  f"-tr {name} -p {args.plans}", soft_wrap=True, highlight=False, markup=False)
+    sys.stdout.flush()

@@ -1,0 +1,227 @@
+"""The pre-flight gate: every reason a training run would fail or mislead, before it starts.
+
+It runs the engine (an incremental `Workspace.scan` of the raw dataset and of this
+configuration's preprocessed folder) and adds what only a training run needs: the split of
+this fold (DG502-DG504, also for the default split nnU-Net has not written yet: DG505),
+the device, free disk for checkpoints and an earlier run in the output folder. Each
+refusal names the command that fixes it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from ..findings import Finding, Fix, Severity
+from ..layout import ENV_RES, resolve_id
+
+SPLIT_CODES = ("DG502", "DG503", "DG504")
+_FOLDS = re.compile(r"\bfolds? (\d+(?:(?:, | and )\d+)*)")
+BYTES_PER_PARAM_CHECKPOINT = 4 * 3        # fp32 weights + SGD momentum + slack for the pickle
+
+
+@dataclass
+class Refusal:
+    """A reason not to start that is not a data finding (device, disk, an earlier run)."""
+    what: str
+    fix: str
+
+
+@dataclass
+class Preflight:
+    dataset: str
+    configuration: str
+    fold: int
+    fold_folder: Path
+    findings: list[Finding] = field(default_factory=list)       # everything the scan found
+    blocking: list[Finding] = field(default_factory=list)       # the findings that refuse
+    allowed: list[Finding] = field(default_factory=list)        # let through by --allow
+    refusals: list[Refusal] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)            # foreground, in pseudo Dice order
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocking and not self.refusals
+
+
+def folds_named(message: str) -> set[int] | None:
+    """The folds a split finding is about ("fold 2", "folds 1 and 3"); None when it names none."""
+    out: set[int] = set()
+    for m in _FOLDS.finditer(message):
+        out |= {int(x) for x in re.findall(r"\d+", m.group(1))}
+    return out or None
+
+
+def concerns_fold(f: Finding, fold: int) -> bool:
+    named = folds_named(f.message)
+    return named is None or fold in named
+
+
+def data_identifier(plans: dict, configuration: str) -> str:
+    confs = plans.get("configurations", {})
+    if configuration not in confs:
+        raise UsageError(f"plans have no configuration {configuration!r} (have: {', '.join(confs) or 'none'})")
+    c, seen = confs[configuration], set()
+    while "data_identifier" not in c and c.get("inherits_from") in confs and c["inherits_from"] not in seen:
+        seen.add(c["inherits_from"])
+        c = {**confs[c["inherits_from"]], **{k: v for k, v in c.items() if k != "inherits_from"}}
+    return c.get("data_identifier") or f"{plans.get('plans_name', 'nnUNetPlans')}_{configuration}"
+
+
+def estimate_checkpoint_bytes(plans: dict, configuration: str) -> int:
+    """One checkpoint's size from the plans' architecture (conv weights x kernel x channels)."""
+    c = plans["configurations"][configuration]
+    arch = c.get("architecture", {}).get("arch_kwargs", {})
+    feats = arch.get("features_per_stage") or [32, 64, 128, 256, 320, 320]
+    kernels = arch.get("kernel_sizes") or [[3, 3, 3]] * len(feats)
+    n_conv = arch.get("n_conv_per_stage") or [2] * len(feats)
+    params, prev = 0, 1
+    for i, f in enumerate(feats):
+        k = 1
+        for x in kernels[min(i, len(kernels) - 1)]:
+            k *= int(x)
+        convs = int(n_conv[min(i, len(n_conv) - 1)])
+        params += k * prev * f + (convs - 1) * k * f * f     # encoder stage
+        params += k * 2 * f * f + k * f * f if i else 0        # decoder stage (concat + conv)
+        prev = f
+    return max(params * BYTES_PER_PARAM_CHECKPOINT, 1 << 20)
+
+
+def fix_for(f: Finding, dataset: str) -> str:
+    if f.fix == Fix.REGENERATE_SPLITS or f.code in SPLIT_CODES or f.code == "DG505":
+        return f"dataguard splits rebalance -d {dataset}"
+    if f.fix is not None:
+        return f"dataguard repair -d {dataset} --select {f.code}"
+    return f"dataguard explain {f.code}"
+
+
+def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, plans_name: str = "nnUNetPlans",
+                  device: str = "cuda", cont: bool = False, allow: list[str] = (), save_best_per_label: bool = False,
+                  reserve_bytes: int = 1 << 30, manifest_dir: Path | str = "manifests", on_progress=None) -> Preflight:
+    from ..workspace import Workspace
+
+    ds = resolve_id(dataset)
+    if ds.preprocessed is None:
+        raise UsageError(f"{ds.name} is not preprocessed: run nnUNetv2_plan_and_preprocess -d {ds.id} first")
+    plans_file = ds.preprocessed / f"{plans_name}.json"
+    try:
+        plans = json.loads(plans_file.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read the plans {plans_file}: {e}") from None
+    ident = data_identifier(plans, configuration)
+    results = os.environ.get(ENV_RES)
+    if not results:
+        raise UsageError("nnUNet_results is not set: nnU-Net needs it to know where to write the model")
+    fold_folder = Path(results) / ds.name / f"{trainer}__{plans_name}__{configuration}" / f"fold_{fold}"
+    pf = Preflight(ds.name, configuration, fold, fold_folder)
+    from ..training_logs import label_names_from
+
+    try:
+        pf.labels = label_names_from(json.loads((ds.preprocessed / "dataset.json").read_text("utf-8"))) or []
+    except (OSError, ValueError):
+        pass
+
+    # the data: raw + this configuration's folder only (other configurations do not block)
+    ds.config_dirs = [d for d in ds.config_dirs if d.name == ident]
+    if not ds.config_dirs:
+        pf.refusals.append(Refusal(f"no preprocessed data for {configuration} ({ds.preprocessed / ident} is missing)",
+                                   f"nnUNetv2_preprocess -d {ds.id} -c {configuration} -plans_name {plans_name}"))
+    ws = Workspace(datasets=[ds], manifest_dir=manifest_dir)
+    res = ws.scan(on_progress=on_progress)
+    pf.findings = list(res.findings)
+    allow_set = tuple(a.upper() for a in allow)
+    for f in res.findings:
+        split = f.code in SPLIT_CODES or f.code == "DG505"
+        blocks = (f.code in SPLIT_CODES and concerns_fold(f, fold)) or (f.severity >= Severity.ERROR and not split)
+        if not blocks:
+            continue
+        (pf.allowed if f.code.startswith(allow_set) and allow_set else pf.blocking).append(f)
+    predicted = [f for f in res.findings if f.code == "DG505"]
+    if predicted and any(f.code == "DG504" for f in pf.blocking):
+        pf.blocking[:0] = predicted                              # say why a split that does not exist is judged
+
+    _check_device(pf, device)
+    _check_disk(pf, plans, configuration, save_best_per_label, reserve_bytes)
+    _check_earlier_run(pf, cont)
+    for f in pf.blocking:
+        fix = fix_for(f, ds.name)
+        if fix not in pf.fixes:
+            pf.fixes.append(fix)
+    return pf
+
+
+def _check_device(pf: Preflight, device: str) -> None:
+    if device == "cpu":
+        return
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pf.refusals.append(Refusal("--device cuda, but torch sees no CUDA GPU"
+                                   + ("" if torch.version.cuda else " (this torch is a CPU-only build)"),
+                                   "--device cpu, or install a CUDA build of torch"))
+    elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        pf.refusals.append(Refusal("--device mps, but MPS (Apple GPU) is not available here",
+                                   "--device cpu"))
+
+
+def _check_disk(pf: Preflight, plans: dict, configuration: str, per_label: bool, reserve: int) -> None:
+    probe = pf.fold_folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    n_labels = len(pf.labels) if per_label else 0
+    ckpt = estimate_checkpoint_bytes(plans, configuration)
+    need = ckpt * (4 + n_labels) + reserve     # latest, best, final, the verified copy
+    if free < need:
+        pf.refusals.append(Refusal(f"{_size(free)} free under {probe}; checkpoints need about {_size(need - reserve)} "
+                                   f"plus the {_size(reserve)} to keep free",
+                                   "free disk space, point nnUNet_results elsewhere, or lower --reserve-disk"))
+    else:
+        pf.notes.append(f"disk: {_size(free)} free, checkpoints need about {_size(need - reserve)}")
+
+
+def _check_earlier_run(pf: Preflight, cont: bool) -> None:
+    final, latest = pf.fold_folder / "checkpoint_final.pth", pf.fold_folder / "checkpoint_latest.pth"
+    if cont:
+        ckpt = next((p for p in (final, latest, pf.fold_folder / "checkpoint_best.pth") if p.is_file()), None)
+        if ckpt is None:
+            pf.notes.append("--continue: no checkpoint yet, training starts at epoch 0")
+            return
+        from .checkpoints import UnsafeCheckpoint, safe_load
+
+        try:
+            got = safe_load(ckpt, map_location="cpu")
+            pf.notes.append(f"--continue from {ckpt.name} (epoch {got.get('current_epoch', '?')})")
+        except UnsafeCheckpoint as e:
+            pf.refusals.append(Refusal(str(e), "move the checkpoint away; dataguard never unpickles code"))
+        except Exception as e:                                # truncated, not a checkpoint at all
+            pf.refusals.append(Refusal(f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {e})",
+                                       "move the checkpoint away and train from the start"))
+        return
+    if final.is_file():
+        pf.refusals.append(Refusal(f"a finished run is already in {pf.fold_folder}",
+                                   "--continue (re-runs only what is missing), or move that folder away"))
+    elif latest.is_file():
+        pf.refusals.append(Refusal(f"an unfinished run is in {pf.fold_folder}: starting over would overwrite it",
+                                   "--continue to resume it, or move that folder away"))
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", text.upper())
+    if not m:
+        raise UsageError(f"not a size: {text!r} (e.g. 500M, 2G)")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " "))

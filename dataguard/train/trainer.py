@@ -1,0 +1,209 @@
+"""dataguard's nnU-Net trainer: a subclass made for any base trainer, found by nnU-Net as is.
+
+`trainer_class("nnUNetTrainer")` returns `nnUNetTrainer_dataguard`, a subclass that keeps
+the base's exact `__init__` signature (nnU-Net records `inspect.signature(self.__init__)` to
+re-create trainers from checkpoints) and adds, through nnU-Net's own hooks:
+- the epoch count and iterations per epoch from `TrainSettings`;
+- early stopping on the EMA pseudo Dice, and the collapse watch (DG801), which end training
+  through `on_train_end`, so `checkpoint_final.pth` is written as on a normal finish;
+- `checkpoint_best_<label>.pth` where that label's EMA pseudo Dice peaks;
+- JSON-lines events for the live view;
+- checkpoints loaded with `weights_only=True` only, and saved under the base's name, so plain
+  `nnUNetv2_predict -tr <Base>_dataguard` works on any machine with nnU-Net, with or without
+  dataguard.
+
+This module imports torch and nnunetv2: it runs inside the training process only.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+import sys
+import time
+from contextlib import contextmanager
+from os.path import join
+from pathlib import Path
+
+from ..training_logs import label_names_from
+from .checkpoints import safe_load
+from .monitor import RunMonitor
+from .settings import FILE, TrainSettings, base_of, trainer_name
+
+_CLASSES: dict[str, type] = {}
+
+
+class _StopTraining(Exception):
+    """Raised from on_epoch_end to leave nnU-Net's epoch loop; caught in run_training."""
+
+
+def find_base(name: str) -> type:
+    """The trainer class nnU-Net itself would use for `-tr name` (2.6 to 2.8 lookups)."""
+    try:
+        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+        return recursive_find_trainer_class_by_name(name)
+    except ImportError:                                   # nnunetv2 < 2.8
+        import nnunetv2
+        from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+        cls = recursive_find_python_class(join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
+                                          "nnunetv2.training.nnUNetTrainer")
+        if cls is None:
+            raise RuntimeError(f"nnU-Net has no trainer class named {name!r}") from None
+        return cls
+
+
+def trainer_class(base_name: str) -> type:
+    """The dataguard subclass of nnU-Net trainer `base_name`, made once per process."""
+    if base_name in _CLASSES:
+        return _CLASSES[base_name]
+    base = find_base(base_name)
+    name = trainer_name(base_name)
+
+    def __init__(self, *args, **kwargs):
+        base.__init__(self, *args, **kwargs)
+        self._dg_setup()
+
+    __init__.__signature__ = inspect.signature(base.__init__)     # what nnU-Net introspects
+    cls = type(name, (_DataguardMixin, base), {"__init__": __init__, "__module__": __name__,
+                                                "__qualname__": name, "dg_base_name": base_name})
+    globals()[name] = cls                                          # picklable by name
+    _CLASSES[base_name] = cls
+    return cls
+
+
+def __getattr__(name: str):
+    base = base_of(name)
+    if base is None:
+        raise AttributeError(name)
+    return trainer_class(base)
+
+
+def _label_file_part(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "label"
+
+
+class _DataguardMixin:
+    dg_base_name = "nnUNetTrainer"
+
+    def _dg_setup(self) -> None:
+        self.dg = TrainSettings.for_process(self.output_folder)
+        if self.dg.epochs:
+            self.num_epochs = int(self.dg.epochs)
+        if self.dg.iterations_per_epoch:
+            self.num_iterations_per_epoch = int(self.dg.iterations_per_epoch)
+        if self.dg.val_iterations:
+            self.num_val_iterations_per_epoch = int(self.dg.val_iterations)
+        names = label_names_from(self.dataset_json) or []
+        self.dg_labels = names
+        self.dg_monitor = RunMonitor(names, patience=self.dg.patience, min_delta=self.dg.min_delta,
+                                     stop_on_collapse=self.dg.stop_on_collapse)
+        self.dg_stop_reason: str | None = None
+
+    # -- events for the live view -------------------------------------------------------
+    def dg_emit(self, event: str, **data) -> None:
+        if not self.dg.events or self.local_rank != 0:
+            return
+        data["event"], data["time"] = event, time.time()
+        with open(self.dg.events, "a", encoding="utf-8") as f:
+            f.write(json.dumps(data, default=_jsonable) + "\n")
+
+    def dg_history(self) -> dict:
+        log = self.logger.get_checkpoint()
+        dice = [[float(v) for v in row] for row in log.get("dice_per_class_or_region", [])]
+        starts, ends = log.get("epoch_start_timestamps", []), log.get("epoch_end_timestamps", [])
+        secs = [float(e - s) for s, e in zip(starts, ends)]
+        return {"dice": dice, "ema": [float(v) for v in log.get("ema_fg_dice", [])], "epoch_seconds": secs}
+
+    # -- nnU-Net hooks ----------------------------------------------------------------------
+    def on_train_start(self):
+        super().on_train_start()
+        if self.local_rank == 0:
+            Path(self.output_folder).mkdir(parents=True, exist_ok=True)
+            (Path(self.output_folder) / FILE).write_text(self.dg.to_json() + "\n", "utf-8")
+        hist = self.dg_history()
+        self.dg_monitor.prime(hist["dice"])
+        self.dg_emit("start", num_epochs=self.num_epochs, start_epoch=self.current_epoch, labels=self.dg_labels,
+                     output_folder=self.output_folder, trainer=type(self).__name__,
+                     iterations=self.num_iterations_per_epoch, val_iterations=self.num_val_iterations_per_epoch,
+                     history=hist)
+
+    def on_epoch_end(self):
+        dice = self.dg_history()["dice"]
+        verdict = self.dg_monitor.judge(dice) if dice else None
+        if verdict is not None and self.dg.save_best_per_label:
+            for j in verdict.new_label_bests:           # same epoch number as checkpoint_best.pth
+                self.save_checkpoint(join(self.output_folder,
+                                          f"checkpoint_best_{_label_file_part(self.dg_labels[j])}.pth"))
+        super().on_epoch_end()
+        if verdict is None:
+            return
+        hist = self.dg_history()
+        for j, best_e, best, at in verdict.new_collapses:
+            self.print_to_log_file(f"dataguard DG801: label '{self.dg_labels[j]}' collapsed: pseudo Dice peaked "
+                                   f"at {best:.4f} in epoch {best_e}, near 0 since (confirmed at epoch {at})",
+                                   also_print_to_console=False)
+        self.dg_emit("epoch", epoch=verdict.epoch, num_epochs=self.num_epochs, dice=verdict.dice,
+                     ema=verdict.ema, best_epoch=verdict.best_epoch, best_ema=verdict.best_ema,
+                     epoch_seconds=hist["epoch_seconds"][-1] if hist["epoch_seconds"] else None,
+                     label_bests=[self.dg_labels[j] for j in verdict.new_label_bests],
+                     collapses=[{"label": self.dg_labels[j], "best_epoch": b, "best": v, "at": a}
+                                for j, b, v, a in verdict.new_collapses],
+                     stop=verdict.stop)
+        if verdict.stop and self.current_epoch < self.num_epochs:
+            self.dg_stop_reason = verdict.stop
+            self.print_to_log_file(f"dataguard: {verdict.stop}; ending training after epoch {verdict.epoch}",
+                                   also_print_to_console=False)
+            raise _StopTraining(verdict.stop)
+
+    def run_training(self):
+        try:
+            super().run_training()
+        except _StopTraining:
+            self.on_train_end()            # checkpoint_final.pth, data loaders shut down, "Training done."
+        self.dg_emit("trained", stop=self.dg_stop_reason, epochs=self.current_epoch)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.dg_emit("validation", npz=bool(save_probabilities), mirroring=self.dg.val_mirroring)
+        axes = self.inference_allowed_mirroring_axes
+        if not self.dg.val_mirroring:
+            self.inference_allowed_mirroring_axes = None   # this validation only; checkpoints keep them
+        try:
+            super().perform_actual_validation(save_probabilities)
+        finally:
+            self.inference_allowed_mirroring_axes = axes
+        self.dg_emit("done")
+
+    def load_checkpoint(self, filename_or_checkpoint):
+        if isinstance(filename_or_checkpoint, (str, Path)):
+            filename_or_checkpoint = safe_load(filename_or_checkpoint, map_location=self.device)
+        super().load_checkpoint(filename_or_checkpoint)
+
+    def save_checkpoint(self, filename: str) -> None:
+        with _named(type(self), self.dg_base_name):
+            super().save_checkpoint(filename)
+
+
+@contextmanager
+def _named(cls: type, name: str):
+    """nnU-Net records `self.__class__.__name__` as the checkpoint's trainer; record the base
+    (same network), so prediction needs no dataguard and no nnUNet_extTrainer."""
+    old = cls.__name__
+    cls.__name__ = name
+    try:
+        yield
+    finally:
+        cls.__name__ = old
+
+
+def _jsonable(o):
+    try:
+        v = float(o)
+        return None if math.isnan(v) else v
+    except (TypeError, ValueError):
+        return str(o)
+
+
+if __name__ == "__main__":                                   # pragma: no cover
+    print(trainer_class(sys.argv[1] if len(sys.argv) > 1 else "nnUNetTrainer"))

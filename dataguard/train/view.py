@@ -1,0 +1,134 @@
+"""The live view on stderr while nnU-Net trains, drawn from the trainer's events.
+
+On a terminal: a rich progress bar over epochs with its ETA, the last pseudo Dice per label
+by name, the best EMA and its epoch, the epoch time and any collapse alert. Piped (a log
+file, CI, `nohup`): one plain line per epoch instead.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+
+def _dice(v) -> str:
+    return "  nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _hms(s: float | None) -> str:
+    if s is None or s != s:
+        return "-:--:--"
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class LiveView:
+    def __init__(self, title: str, *, live: bool | None = None, file=None):
+        from rich.console import Console
+
+        self.file = file or sys.stderr
+        self.console = Console(file=self.file, stderr=file is None)
+        self.live_mode = self.console.is_terminal if live is None else live
+        self.title, self.labels = title, []
+        self.num_epochs, self.start_epoch, self.last = None, 0, None
+        self.alerts: list[str] = []
+        self.phase = "starting nnU-Net (loading data, building the network) ..."
+        self.t_first, self.n_seen = None, 0
+        self._live = self._progress = self._task = None
+
+    # -- events ----------------------------------------------------------------------------
+    def __call__(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "start":
+            self.labels, self.num_epochs = ev.get("labels") or [], ev.get("num_epochs")
+            self.start_epoch = ev.get("start_epoch") or 0
+            self.phase = (f"training: {ev.get('iterations')} iterations + {ev.get('val_iterations')} validation "
+                          f"batches per epoch" + (f", resuming at epoch {self.start_epoch}" if self.start_epoch else ""))
+            self._open()
+        elif kind == "epoch":
+            self.last = ev
+            self.n_seen += 1
+            self.t_first = self.t_first or time.monotonic() - (ev.get("epoch_seconds") or 0)
+            for c in ev.get("collapses") or []:
+                self.alerts.append(f"DG801 {c['label']} collapsed: best {c['best']:.3f} at epoch {c['best_epoch']}, "
+                                   f"~0 since (confirmed at epoch {c['at']})")
+            if ev.get("stop"):
+                self.alerts.append(f"stopping: {ev['stop']}")
+            if not self.live_mode:
+                self._line(ev)
+        elif kind == "trained":
+            self.phase = "training done" + (f" ({ev['stop']})" if ev.get("stop") else "")
+        elif kind == "validation":
+            self.phase = ("final validation of the fold's validation cases"
+                          + ("" if ev.get("mirroring", True) else ", without test-time mirroring")
+                          + (", saving probabilities (--npz)" if ev.get("npz") else "") + " ...")
+            if not self.live_mode:
+                print(self.phase, file=self.file, flush=True)
+        elif kind == "done":
+            self.phase = "validation done"
+        self._refresh()
+
+    # -- drawing ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        if not self.live_mode or self._live is not None:
+            if not self.live_mode:
+                print(f"{self.title}: {self.phase}", file=self.file, flush=True)
+            return
+        from rich.live import Live
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self._progress = Progress(TextColumn("epochs"), BarColumn(bar_width=28), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                  console=self.console)
+        self._task = self._progress.add_task("epochs", total=self.num_epochs, completed=self.start_epoch)
+        self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+        self._live.start()
+
+    def _render(self):
+        from rich.console import Group
+        from rich.text import Text
+
+        parts = [Text(self.title, style="bold")]
+        if self._progress is not None:
+            parts.append(self._progress)
+        ev = self.last
+        if ev is not None:
+            dice = Text("pseudo Dice  ")
+            for name, v in zip(self.labels, ev.get("dice") or []):
+                dice.append(f"{name} ", style="dim")
+                dice.append(_dice(v) + "  ", style="red" if v is not None and v == v and v < 0.02 else "")
+            parts.append(dice)
+            best = ev.get("best_ema")
+            parts.append(Text(f"best EMA     {_dice(best)} at epoch {ev.get('best_epoch')}   "
+                              f"last EMA {_dice(ev.get('ema'))}   epoch time {ev.get('epoch_seconds') or 0:.1f} s"))
+        for a in self.alerts[-4:]:
+            parts.append(Text("! " + a, style="bold yellow"))
+        parts.append(Text(self.phase, style="dim"))
+        return Group(*parts)
+
+    def _refresh(self) -> None:
+        if self._live is None:
+            return
+        if self.last is not None:
+            self._progress.update(self._task, completed=self.last["epoch"] + 1)
+        self._live.update(self._render())
+
+    def _line(self, ev: dict) -> None:
+        n, e = self.num_epochs or 0, ev["epoch"]
+        secs = ev.get("epoch_seconds") or 0
+        eta = _hms((n - e - 1) * secs) if n else "-"
+        dice = " ".join(f"{name} {_dice(v)}" for name, v in zip(self.labels, ev.get("dice") or []))
+        print(f"epoch {e + 1}/{n}  {dice}  EMA {_dice(ev.get('ema'))} (best {_dice(ev.get('best_ema'))} "
+              f"@{ev.get('best_epoch')})  {secs:.1f} s  ETA {eta}", file=self.file, flush=True)
+        for c in ev.get("collapses") or []:
+            print(f"! DG801 {c['label']} collapsed: best {c['best']:.3f} at epoch {c['best_epoch']}",
+                  file=self.file, flush=True)
+        if ev.get("stop"):
+            print(f"stopping: {ev['stop']}", file=self.file, flush=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+            self._live = None
