@@ -110,3 +110,46 @@ def codes(result, code=None):
     if code is None:
         return sorted(f.code for f in result.findings if not predicted_split(f))
     return [f for f in result.findings if f.code == code]
+
+
+# --- trained tiny models, once per session (train, and later submit/evaluate/report, reuse them) ----
+TRAIN_FOLDS = (1, 2)        # on the 8-case Dataset901 nnU-Net's default split validates RV in both
+TINY_TRAIN = ["--device", "cpu", "--epochs", "3", "--iterations-per-epoch", "2", "--val-iterations", "1",
+              "--npz", "--no-val-mirroring", "--save-best-per-label"]
+
+
+def train_env(root: Path) -> dict:
+    import os
+
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(root / "nnUNet_raw"), nnUNet_preprocessed=str(root / "nnUNet_preprocessed"),
+               nnUNet_results=str(root / "nnUNet_results"), nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1",
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("nnUNet_extTrainer", None)
+    env.pop("DATAGUARD_TRAIN_SETTINGS", None)
+    return env
+
+
+def dataguard_cli(args, env, cwd, timeout=600):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "dataguard", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_models(_real_project_master, tmp_path_factory):
+    """Dataset901 (real nnunetv2 2d preprocessing, 8 cases) with folds 1 and 2 trained by
+    `dataguard train` on the CPU: 3 epochs of 2 iterations, --npz, per-label bests.
+    Read-only for tests: copy a fold folder before changing it."""
+    root = tmp_path_factory.mktemp("trained") / "project"
+    shutil.copytree(_real_project_master, root, symlinks=True)
+    env = train_env(root)
+    runs = {}
+    for fold in TRAIN_FOLDS:
+        proc = dataguard_cli(["train", "901", "2d", str(fold), *TINY_TRAIN], env, root)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[fold] = proc
+    trainer_dir = root / "nnUNet_results" / "Dataset901_DemoCardiac" / "nnUNetTrainer_dataguard__nnUNetPlans__2d"
+    return {"root": root, "env": env, "trainer_dir": trainer_dir, "runs": runs, "folds": TRAIN_FOLDS}

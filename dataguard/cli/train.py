@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -117,30 +118,31 @@ def _report(pf, call, args) -> None:
     from rich.text import Text
 
     out = console()
+    say = functools.partial(out.print, soft_wrap=True)   # paths and calls stay whole lines
     title = f"pre-flight  {pf.dataset}  {pf.configuration}  fold {pf.fold if pf.fold >= 0 else 'all'}"
-    out.print(Text(title, style="bold"))
+    say(Text(title, style="bold"))
     for f in pf.blocking:
-        out.print(Text(f"  refused  {f.code} {f.severity}: ", style="bold red") + Text(_where(f) + f.message))
+        say(Text(f"  refused  {f.code} {f.severity}: ", style="bold red") + Text(_where(f) + f.message))
     for r in pf.refusals:
-        out.print(Text("  refused  ", style="bold red") + Text(f"{r.what}\n           fix: {r.fix}"))
+        say(Text("  refused  ", style="bold red") + Text(f"{r.what}\n           fix: {r.fix}"))
     for f in pf.allowed:
-        out.print(Text(f"  allowed  {f.code}: ", style="yellow") + Text(_where(f) + f.message))
+        say(Text(f"  allowed  {f.code}: ", style="yellow") + Text(_where(f) + f.message))
     rest = len(pf.findings) - len(pf.blocking) - len(pf.allowed) - sum(f.code == "DG505" for f in pf.blocking)
     if rest > 0:
-        out.print(Text(f"  ({rest} other finding{'s' * (rest != 1)} do not block this run: "
+        say(Text(f"  ({rest} other finding{'s do' if rest != 1 else ' does'} not block this run: "
                        f"dataguard scan -d {pf.dataset})", style="dim"))
     for n in pf.notes:
-        out.print(Text(f"  ok       {n}", style="dim"))
+        say(Text(f"  ok       {n}", style="dim"))
     if pf.fixes:
-        out.print(Text("fix with:", style="bold"))
+        say(Text("fix with:", style="bold"))
         for fx in pf.fixes:
-            out.print(f"  {fx}")
+            say(f"  {fx}")
     verdict = "PASS" if pf.ok else "REFUSED"
-    out.print(Text(f"{verdict}: ", style="bold green" if pf.ok else "bold red")
+    say(Text(f"{verdict}: ", style="bold green" if pf.ok else "bold red")
               + Text("training may start" if pf.ok else "training not started"))
     if args.dry_run or not pf.ok:
-        out.print(Text("training call:", style="bold"))
-        out.print(call.shell(), soft_wrap=True, highlight=False, markup=False)
+        say(Text("training call:", style="bold"))
+        say(call.shell(), highlight=False, markup=False)
 
 
 def _where(f) -> str:
