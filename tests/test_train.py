@@ -210,7 +210,7 @@ def controlled(root: Path, curve: list, **settings) -> tuple[dict, Path]:
 
 
 def test_early_stopping_ends_training_cleanly(real_project):
-    curve = [[0.2 * i + 0.1] * 3 for i in range(4)] + [[0.6] * 3] * 30     # EMA peaks, then flat-lower
+    curve = [[0.2 * (i + 1)] * 3 for i in range(4)] + [[0.05] * 3] * 30    # the EMA peaks at epoch 3, then falls
     result, events = controlled(real_project, curve, epochs=30, patience=3)
     out = Path(result["output_folder"])
     assert result["stop"].startswith("early stop")

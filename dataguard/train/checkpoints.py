@@ -38,7 +38,7 @@ def _safe_globals() -> list:
     return out
 
 
-def safe_load(path: str | Path, map_location=None) -> dict:
+def safe_load(path: str | Path, map_location=None, loader=None) -> dict:
     """`torch.load(weights_only=True)` with the numpy types nnU-Net's logs need allowed."""
     import pickle
 
@@ -46,7 +46,7 @@ def safe_load(path: str | Path, map_location=None) -> dict:
 
     try:
         with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(str(path), map_location=map_location, weights_only=True)
+            return (loader or torch.load)(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpoint(f"{path}: refused to load (it needs more than plain tensors, numbers and "
                                f"numpy scalars): {str(e).splitlines()[0]}") from None

@@ -176,9 +176,10 @@ class _DataguardMixin:
         self.dg_emit("done")
 
     def load_checkpoint(self, filename_or_checkpoint):
-        if isinstance(filename_or_checkpoint, (str, Path)):
-            filename_or_checkpoint = safe_load(filename_or_checkpoint, map_location=self.device)
-        super().load_checkpoint(filename_or_checkpoint)
+        if isinstance(filename_or_checkpoint, Path):
+            filename_or_checkpoint = str(filename_or_checkpoint)
+        with _weights_only_loads():
+            super().load_checkpoint(filename_or_checkpoint)
 
     def save_checkpoint(self, filename: str) -> None:
         with _named(type(self), self.dg_base_name):
@@ -195,6 +196,25 @@ def _named(cls: type, name: str):
         yield
     finally:
         cls.__name__ = old
+
+
+@contextmanager
+def _weights_only_loads():
+    """nnU-Net's load_checkpoint takes a dict in its signature but only handles a path
+    (2.6-2.8), which it loads with weights_only=False; while it runs, torch.load goes
+    through `safe_load` (weights_only=True, nnU-Net's plain types allowed by name)."""
+    import torch
+
+    original = torch.load
+
+    def load(f, map_location=None, **_ignored):
+        return safe_load(f, map_location=map_location, loader=original)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
 
 
 def _jsonable(o):
