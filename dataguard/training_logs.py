@@ -247,10 +247,11 @@ def plot_runs(runs: list[Run], path: Path | str) -> Path:
     """PNG: per-label pseudo Dice (thin) and the EMA (thick) per run, best EMA and collapses marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from .visual import label_colour
 
-    fig = Figure(figsize=(9, 2.6 * max(1, len(runs)) + 0.6))
+    fig = Figure(figsize=(10, 2.6 * max(1, len(runs)) + 0.6))
     FigureCanvasAgg(fig)
     for k, run in enumerate(runs):
         ax = fig.add_subplot(len(runs), 1, k + 1)
@@ -259,13 +260,16 @@ def plot_runs(runs: list[Run], path: Path | str) -> Path:
             ax.plot(run.epochs, ys, lw=1, color=[c / 255 for c in label_colour(j + 1)], label=name)
         ax.plot(run.epochs, run.ema, lw=2.5, color="black", label="EMA (mean)")
         if run.best_epoch is not None:
-            ax.axvline(run.best_epoch, color="black", ls=":", lw=1)
-        for j, _, _, at in collapses(run):
-            ax.axvline(at, color=[c / 255 for c in label_colour(j + 1)], ls="--", lw=1.5)
+            ax.axvline(run.best_epoch, color="black", ls=":", lw=1,
+                       label=f"best EMA {run.best_ema:.3f} (epoch {run.best_epoch})")
+        for j, best_e, _, at in collapses(run):
+            ax.axvline(at, color=[c / 255 for c in label_colour(j + 1)], ls="--", lw=1.5,
+                       label=f"{run.labels[j]} collapsed (best at {best_e})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("pseudo Dice")
         ax.set_title(Path(run.log).parent.name + "  " + Path(run.log).name, fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.axes[-1].set_xlabel("epoch")
     fig.tight_layout()
     fig.savefig(str(path), format="png", dpi=90)

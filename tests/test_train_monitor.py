@@ -70,3 +70,23 @@ def test_settings_round_trip_and_names():
     assert TrainSettings().to_json() == "{}"                 # the printed call shows only what was asked
     assert trainer_name("nnUNetTrainerNoMirroring") == "nnUNetTrainerNoMirroring_dataguard"
     assert base_of("nnUNetTrainer_dataguard") == "nnUNetTrainer" and base_of("nnUNetTrainer") is None
+
+
+def test_live_view_plain_lines_name_labels_and_alerts():
+    import io
+
+    from dataguard.train.view import LiveView
+
+    buf = io.StringIO()
+    view = LiveView("Dataset901 2d fold 1", live=False, file=buf)
+    view({"event": "start", "labels": LABELS, "num_epochs": 80, "start_epoch": 0, "iterations": 250,
+          "val_iterations": 50, "history": {}})
+    view({"event": "epoch", "epoch": 11, "num_epochs": 80, "dice": [0.8, 0.9, None], "ema": 0.77,
+          "best_epoch": 11, "best_ema": 0.77, "epoch_seconds": 6.0, "collapses": [
+              {"label": "right_ventricle", "best_epoch": 1, "best": 0.6, "at": 11}], "stop": "label collapse"})
+    view({"event": "validation", "npz": True, "mirroring": False})
+    text = buf.getvalue()
+    assert "epoch 12/80" in text and "right_ventricle   nan" in text and "ETA 0:06:48" in text
+    assert "DG801 right_ventricle collapsed" in text and "stopping: label collapse" in text
+    assert "without test-time mirroring" in text
+    assert all(len(line) <= 120 for line in text.splitlines())
