@@ -186,14 +186,19 @@ def _summary(pf, run, art, outcome, call, args) -> None:
     if trained.get("stop"):
         out.print(Text(f"stopped early: {trained['stop']}", style="bold yellow"))
     secs = [s for s in (run.epoch_seconds if run else []) if s]
-    if secs:
-        out.print(f"epoch time {sum(secs) / len(secs):.1f} s on average; whole run {outcome.seconds:.0f} s")
+    start, trained_ev = outcome.last("start"), outcome.last("trained")
+    if secs and start and trained_ev:
+        n_new = sum(1 for e in outcome.events if e.get("event") == "epoch")
+        wall = (trained_ev["time"] - start["time"]) / max(n_new, 1)
+        out.print(f"{n_new} epochs trained here, {wall:.1f} s each with checkpointing "
+                  f"(nnU-Net's epoch time {sum(secs) / len(secs):.1f} s); whole run {outcome.seconds:.0f} s")
+    out.print(Text("model folder: ", style="bold") + Text(str(pf.fold_folder)), soft_wrap=True)
     if art.plot:
-        out.print(f"per-label curve: {art.plot}")
+        out.print(f"  {art.plot.name:<34} per-label pseudo Dice, EMA, best epoch")
     if art.best_copy:
-        out.print(f"checkpoint_best.pth copied to {art.best_copy.name} (blake3 {art.best_blake3[:16]}, verified)")
-    for p in art.per_label:
-        out.print(f"per-label best: {p.name}")
+        out.print(f"  {art.best_copy.name:<34} copy of checkpoint_best.pth, blake3 verified")
+    if art.per_label:
+        out.print(f"  {'checkpoint_best_<label>.pth':<34} {', '.join(p.stem[16:] for p in art.per_label)}")
     for problem in art.problems:
         out.print(Text(problem, style="red"))
     if outcome.returncode == 0 and not outcome.interrupted:
