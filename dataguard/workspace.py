@@ -263,3 +263,59 @@ class Workspace:
         if not dry_run:
             self.last = None
         return backup
+
+    # --- predictions, ensembles and submissions ---------------------------------------------
+    def label_shares(self, dataset: str | None = None) -> dict[int, float]:
+        """Share of training cases that contain each foreground label (DG605's reference)."""
+        known = [c.labels for c in self.cases(dataset) if c.labels is not None]
+        counts: dict[int, int] = {}
+        for labs in known:
+            for lab, n in labs.items():
+                if int(lab) and n:
+                    counts[int(lab)] = counts.get(int(lab), 0) + 1
+        return {lab: n / len(known) for lab, n in sorted(counts.items())} if known else {}
+
+    def check_test_images(self, images_dir: Path) -> list:
+        """The raw-data checks on a folder of test images (`case_0000.nii.gz`, ...)."""
+        from .predictions import check_test_images
+
+        return check_test_images(Path(images_dir))
+
+    def check_predictions(self, source: Path, images_dir: Path, dataset_json: Path | None = None,
+                          dataset: str | None = None, on_case=None):
+        """A prediction folder or zip against its test images: (PredictionSet, DG601-DG606 findings)."""
+        from .predictions import load_prediction_set
+        from .submission import run_checks
+
+        common = self.label_shares(dataset) if dataset is not None else {}
+        ps = load_prediction_set(Path(source), Path(images_dir), dataset_json, common, on_case=on_case)
+        return ps, run_checks(ps)
+
+    def package_submission(self, ps, out_zip: Path, images_dir: Path, dataset_json: Path | None = None, *,
+                           fix_dtype: bool = False, on_member=None, **provenance):
+        """Write, verify and describe the archive: (ArchiveReport, manifest path)."""
+        from .submission import build_archive, write_manifest
+
+        report = build_archive(ps, Path(out_zip), Path(images_dir), dataset_json, fix_dtype=fix_dtype,
+                               common=ps.common, on_member=on_member)
+        return report, write_manifest(report, source=ps.source, **provenance)
+
+    def check_probabilities(self, folders: dict, expected: set | None = None):
+        """An ensemble's inputs: (ProbabilityInputs, DG607 findings)."""
+        from .predictions import load_probability_inputs
+        from .submission import run_checks
+
+        pi = load_probability_inputs({k: Path(v) for k, v in folders.items()}, expected)
+        return pi, run_checks(pi, "probabilities")
+
+    def ensemble(self, pi, out_dir: Path, weights, postprocess: str = "none", on_case=None):
+        """Weighted per-label ensemble of checked probability inputs into label maps."""
+        from .ensemble import ensemble_folders
+
+        return ensemble_folders(pi.folders, Path(out_dir), weights, postprocess, files=pi.files, on_case=on_case)
+
+    def predict(self, model, dataset: str, images_dir: Path, work: Path, **kw):
+        """One model's probabilities through nnUNetv2_predict (reused when nothing changed)."""
+        from .predict import predict_model
+
+        return predict_model(model, dataset, Path(images_dir), Path(work), **kw)

@@ -279,7 +279,68 @@ def test_code_is_triggered(code, tmp_path, request):
 
 
 def test_every_code_has_a_trigger():
-    assert set(TRIGGERS) == all_codes()
+    assert set(TRIGGERS) | set(SET_TRIGGERS) == all_codes()
+
+
+# --- DG6xx: checks over a set of predictions (or an ensemble's probability folders) -----------
+def _pred_base(root: Path) -> tuple[Path, Path, Path]:
+    """2 test images and their correct uint8 predictions, real NIfTI; labels 0-3 in each."""
+    images, pred = root / "imagesTs", root / "pred"
+    images.mkdir(parents=True), pred.mkdir()
+    lab = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 4).astype(np.uint8)
+    for c in ("t0", "t1"):
+        nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), AFFINE), images / f"{c}_0000.nii.gz")
+        img = nib.Nifti1Image(lab, AFFINE)
+        img.set_data_dtype(np.uint8)
+        nib.save(img, pred / f"{c}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"labels": LABELS}))
+    return images, pred, root / "dataset.json"
+
+
+def _save_pred(path: Path, arr, affine=AFFINE, dtype=np.uint8) -> None:
+    img = nib.Nifti1Image(np.asarray(arr).astype(dtype), affine)
+    img.set_data_dtype(dtype)
+    nib.save(img, path)
+
+
+def _zip_nested(pred: Path) -> Path:
+    import zipfile
+
+    z = pred.parent / "nested.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in pred.iterdir():
+            zf.write(p, f"t/{p.name}")
+            zf.write(p, p.name)
+    return z
+
+
+SET_TRIGGERS: dict[str, Callable] = {
+    "DG601": lambda images, pred: _save_pred(pred / "t0.nii.gz", np.full(SHAPE, 1.00000002), dtype=np.float64),
+    "DG602": lambda images, pred: _save_pred(pred / "t0.nii.gz", np.full(SHAPE, 7)),
+    "DG603": lambda images, pred: _save_pred(pred / "t0.nii.gz", np.arange(np.prod(SHAPE)).reshape(SHAPE) % 4,
+                                             affine=np.diag([1.25, 1.25, 9.0, 1.0])),
+    "DG604": lambda images, pred: (pred / "t1.nii.gz").unlink(),
+    "DG605": lambda images, pred: _save_pred(pred / "t0.nii.gz", np.zeros(SHAPE)),
+    "DG606": lambda images, pred: _zip_nested(pred),
+    "DG607": None,
+}
+
+
+@pytest.mark.parametrize("code", sorted(SET_TRIGGERS))
+def test_set_code_is_triggered(code, tmp_path):
+    ws = dataguard.Workspace([], manifest_dir=tmp_path / "m")
+    if code == "DG607":
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir(), b.mkdir()
+        np.savez(a / "t0.npz", probabilities=np.zeros((2, 1, 1, 1), np.float32))
+        _, found = ws.check_probabilities({"a": a, "b": b})
+    else:
+        images, pred, dj = _pred_base(tmp_path)
+        _, clean = ws.check_predictions(pred, images, dj)
+        assert clean == []
+        source = SET_TRIGGERS[code](images, pred) or pred
+        _, found = ws.check_predictions(source, images, dj)
+    assert sorted({f.code for f in found}) == [code], [f.to_dict() for f in found]
 
 
 @pytest.mark.parametrize("base", [pre_base, b2nd_base, splits_base, raw_base], ids=lambda f: f.__name__)

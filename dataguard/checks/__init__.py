@@ -8,8 +8,8 @@ derive from this registry.
 """
 from __future__ import annotations
 
-from .registry import (DatasetCheck, FileCheck, FileInput, Selection, all_checks, dataset_checks,
-                       file_checks, get, register, unregister, versions, wanted)
+from .registry import (DatasetCheck, FileCheck, FileInput, Selection, SetCheck, all_checks, dataset_checks,
+                       file_checks, get, register, set_checks, unregister, versions, wanted)
 
 VERIFY_CODES = ("DG701", "DG702", "DG703")
 SCAN_CODES = ("DG001",)      # any check that raises: reported by the scanner, never by a check
@@ -116,6 +116,21 @@ for _c in (
                  "leakage, unknown/unvalidated cases, labels per fold; nnU-Net's default split before it "
                  "exists", _dataset("splits", "check_splits"), version=3,
                  needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"})),
+    # predictions and submissions: over a PredictionSet / ProbabilityInputs, never in a scan
+    SetCheck("prediction-dtype", ("DG601",), "label maps are stored as integers",
+             _dataset("predictions", "dtype")),
+    SetCheck("prediction-values", ("DG602",), "label map values are declared labels",
+             _dataset("predictions", "values")),
+    SetCheck("prediction-geometry", ("DG603",), "label maps match their test image's geometry",
+             _dataset("predictions", "geometry")),
+    SetCheck("prediction-cases", ("DG604",), "one prediction per test case, no other",
+             _dataset("predictions", "case_set")),
+    SetCheck("prediction-content", ("DG605",), "no empty prediction; labels most training cases have are present",
+             _dataset("predictions", "content")),
+    SetCheck("submission-archive", ("DG606",), "a flat archive of case.nii.gz members, all readable",
+             _dataset("predictions", "archive")),
+    SetCheck("probability-files", ("DG607",), "every ensemble member has probabilities for every case",
+             _dataset("predictions", "probability_files"), scope="probabilities"),
 ):
     register(_c)
 del _c
@@ -125,6 +140,6 @@ def all_codes() -> set[str]:
     return {code for c in all_checks() for code in c.codes} | set(VERIFY_CODES) | set(SCAN_CODES)
 
 
-__all__ = ["DatasetCheck", "FileCheck", "FileInput", "Selection", "all_checks", "all_codes",
-           "dataset_checks", "file_checks", "get", "register", "unregister", "versions", "wanted",
+__all__ = ["DatasetCheck", "FileCheck", "FileInput", "Selection", "SetCheck", "all_checks", "all_codes",
+           "dataset_checks", "file_checks", "get", "register", "set_checks", "unregister", "versions", "wanted",
            "VERIFY_CODES", "DATA_KINDS"]

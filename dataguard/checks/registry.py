@@ -87,15 +87,37 @@ class DatasetCheck:
         return self.fn(view)
 
 
-_REGISTRY: dict[str, FileCheck | DatasetCheck] = {}
+@dataclass(frozen=True)
+class SetCheck:
+    """A check over a set of predictions rather than a dataset: `fn(input) -> findings`.
+
+    scope "predictions": a folder or zip of label maps against the test images
+    (`predictions.PredictionSet`); scope "probabilities": the probability folders an
+    ensemble reads (`predictions.ProbabilityInputs`). The scanner never runs these; the
+    submit/ensemble paths of the Workspace do, through `set_checks(scope)`.
+    """
+
+    name: str
+    codes: tuple[str, ...]
+    doc: str
+    fn: Callable
+    scope: str = "predictions"
+    version: int = 1
+
+    def run(self, inp):
+        return self.fn(inp)
+
+
+SCOPES = ("file", "dataset", "predictions", "probabilities")
+_REGISTRY: dict[str, FileCheck | DatasetCheck | SetCheck] = {}
 
 
 def register(check):
     """Add a check (or replace one of the same name). Returns it, so it can decorate-assign."""
     if not isinstance(check, Check):
         raise TypeError(f"{check!r} does not satisfy the Check protocol")
-    if check.scope not in ("file", "dataset"):
-        raise ValueError(f"check {check.name}: scope must be 'file' or 'dataset'")
+    if check.scope not in SCOPES:
+        raise ValueError(f"check {check.name}: scope must be one of {', '.join(SCOPES)}")
     _REGISTRY[check.name] = check
     return check
 
@@ -120,8 +142,13 @@ def dataset_checks() -> list[DatasetCheck]:
     return [c for c in _REGISTRY.values() if c.scope == "dataset"]
 
 
+def set_checks(scope: str) -> list[SetCheck]:
+    return [c for c in _REGISTRY.values() if c.scope == scope]
+
+
 def versions() -> dict[str, int]:
-    return {c.name: c.version for c in _REGISTRY.values()}
+    """Versions of the checks a scan runs (what manifests record)."""
+    return {c.name: c.version for c in _REGISTRY.values() if c.scope in ("file", "dataset")}
 
 
 def wanted(check, select: Iterable[str] | None, ignore: Iterable[str] | None) -> bool:

@@ -1,6 +1,6 @@
 """Command line: parse → Workspace → render → exit code. No checks live here.
 
-One module per command (scan, verify, explain, splits, repair, tui, train, logs, demo), each with
+One module per command (scan, verify, explain, splits, repair, tui, train, logs, submit, demo), each with
 `add_parser(sub)`; common.py holds what they share. Nothing heavy is imported at module
 level, so `dataguard --help` stays fast.
 """
@@ -25,6 +25,8 @@ examples:
   dataguard restore -d 1                                 undo the latest repair, byte for byte
   dataguard train 1 2d 0 --epochs 80 --patience 20       gate, then train with real epoch control
   dataguard logs $nnUNet_results/Dataset001_Heart        per-label Dice, collapses, wasted epochs
+  dataguard submit -d 1 --images imagesTs -o sub.zip --model 2d --model 3d_fullres
+                                                         predict, ensemble, verify, zip
   dataguard demo                                         build a broken demo dataset and scan it
 
 exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage error, 3 internal error
@@ -42,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from . import demo, explain, logs, repair, scan, splits, train, tui, verify
+    from . import demo, explain, logs, repair, scan, splits, submit, train, tui, verify
 
-    for command in (scan, verify, explain, splits, repair, tui, train, logs, demo):
+    for command in (scan, verify, explain, splits, repair, tui, train, logs, submit, demo):
         command.add_parser(sub)
     return parser
 

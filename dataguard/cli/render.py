@@ -69,3 +69,20 @@ def render_table(result: ScanResult, console=None) -> None:
     if not result.findings:
         console.print("[green]No findings.[/]")
     console.print(Text(printable(summary_line(result))))
+
+
+def render_findings(findings, title: str, console=None) -> None:
+    """One findings table (severity, code, case, path, message, fix) under a title."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from .common import console as make_console
+
+    console = console or make_console()
+    table = Table(title=Text(printable(title), style="bold"), title_justify="left", header_style="bold")
+    for col in ("severity", "code", "case", "path", "message", "fix"):
+        table.add_column(col, overflow="fold")
+    for f in findings:
+        table.add_row(Text(str(f.severity), style=SEVERITY_STYLE[f.severity]), f.code, Text(printable(f.case or "")),
+                      Text(printable(f.path)), Text(printable(f.message)), str(f.fix) if f.fix else "")
+    console.print(table)

@@ -1,0 +1,138 @@
+"""DG601-DG607: predictions and submissions, judged from a `predictions.PredictionSet`
+(label maps against their test images) or `ProbabilityInputs` (an ensemble's inputs).
+
+The thresholds are the raw-data checks' own: DG601 uses DG401's cast tolerance (1e-3),
+DG603 the DG304 geometry tolerances.
+"""
+from __future__ import annotations
+
+from ..findings import Finding, Fix, Severity, finding
+from .raw import CAST_TOLERANCE
+from .rawset import _geometry_problems
+
+COMMON_SHARE = 0.9          # DG605: a label in more than this share of training cases
+
+
+def _where(ps, member: str) -> str:
+    return f"{ps.source}::{member}" if ps.is_zip else f"{ps.source}/{member}"
+
+
+def dtype(ps) -> list[Finding]:
+    """DG601: a float (or scaled) label map, or non-integer values."""
+    out = []
+    for case, pc in sorted(ps.cases.items()):
+        if pc.facts is None:
+            continue
+        kind = pc.facts["dtype"] + (" with scl_slope/scl_inter" if pc.facts.get("scaled") else "")
+        if pc.max_dev is None:
+            continue
+        castable = pc.max_dev <= CAST_TOLERANCE
+        detail = ("values are exact integers" if pc.max_dev == 0 else
+                  f"values up to {pc.max_dev:.3g} from an integer (e.g. 1.00000002)")
+        out.append(finding("DG601", _where(ps, pc.member), f"prediction stored as {kind}; {detail}; "
+                           + ("castable: --fix-dtype writes uint8" if castable else "too far from integers to cast"),
+                           case=case, fix=Fix.CAST if castable else None))
+    return out
+
+
+def values(ps) -> list[Finding]:
+    """DG602: values that are not declared labels."""
+    if ps.labels is None:
+        return []
+    out = []
+    for case, pc in sorted(ps.cases.items()):
+        bad = [v for v in pc.counts if v not in ps.labels]
+        if bad:
+            out.append(finding("DG602", _where(ps, pc.member), f"values {bad[:10]} are not labels of the dataset "
+                               f"({', '.join(f'{k}={v}' for k, v in ps.labels.items())})", case=case))
+    return out
+
+
+def geometry(ps) -> list[Finding]:
+    """DG603: shape, spacing, origin, direction against the case's `_0000` image (DG304 tolerances)."""
+    out = []
+    for case, pc in sorted(ps.cases.items()):
+        src = ps.images.get(case)
+        if pc.facts is None or src is None:
+            continue
+        for problem in _geometry_problems(src, pc.facts):
+            out.append(finding("DG603", _where(ps, pc.member), f"{problem} (vs {case}_0000)", case=case))
+    return out
+
+
+def case_set(ps) -> list[Finding]:
+    """DG604: a test case without a prediction, a prediction without a test case."""
+    if ps.archive_error:
+        return []
+    out = []
+    missing = sorted(set(ps.images) | set(ps.image_errors)) if not ps.cases else \
+        sorted((set(ps.images) | set(ps.image_errors)) - set(ps.cases))
+    for case in missing:
+        out.append(finding("DG604", ps.source, f"test case '{case}' has no prediction {case}.nii.gz", case=case))
+    for case in sorted(set(ps.cases) - set(ps.images) - set(ps.image_errors)):
+        out.append(finding("DG604", _where(ps, ps.cases[case].member),
+                           f"prediction '{case}' has no test image {case}_0000.nii.gz", case=case))
+    return out
+
+
+def content(ps) -> list[Finding]:
+    """DG605 (warning): an empty prediction, or one that lacks a label most training cases have."""
+    out = []
+    for case, pc in sorted(ps.cases.items()):
+        if pc.facts is None:
+            continue
+        fg = [v for v, n in pc.counts.items() if v != 0 and n > 0]
+        if not fg:
+            out.append(finding("DG605", _where(ps, pc.member), "empty prediction: every voxel is background",
+                               case=case, severity=Severity.WARNING))
+            continue
+        name = ps.labels or {}
+        lacking = [lab for lab, share in sorted(ps.common.items()) if share > COMMON_SHARE and lab not in fg]
+        for lab in lacking:
+            out.append(finding("DG605", _where(ps, pc.member), f"no {name.get(lab, f'label {lab}')} ({lab}), which "
+                               f"{ps.common[lab]:.0%} of training cases contain", case=case,
+                               severity=Severity.WARNING))
+    return out
+
+
+def archive(ps) -> list[Finding]:
+    """DG606: a submission archive that is empty, nested, has extra files, duplicates or bad members."""
+    out = []
+    if ps.archive_error:
+        return [finding("DG606", ps.source, ps.archive_error, fix=Fix.REBUILD_ARCHIVE)]
+    if ps.is_zip and not ps.members:
+        out.append(finding("DG606", ps.source, "empty archive: no member at all", fix=Fix.REBUILD_ARCHIVE))
+    for m in ps.members:
+        if m.endswith("/"):
+            if ps.is_zip:
+                out.append(finding("DG606", _where(ps, m), "folder entry: members must sit at the archive's root",
+                                   fix=Fix.REBUILD_ARCHIVE))
+        elif "/" in m:
+            out.append(finding("DG606", _where(ps, m), "nested member: predictions must sit at the root",
+                               fix=Fix.REBUILD_ARCHIVE))
+        elif not m.endswith(".nii.gz"):
+            out.append(finding("DG606", _where(ps, m), "extra file: only case.nii.gz members belong here",
+                               fix=Fix.REBUILD_ARCHIVE))
+    for m in sorted(set(ps.duplicates)):
+        out.append(finding("DG606", _where(ps, m), "duplicate member name", fix=Fix.REBUILD_ARCHIVE))
+    for case, pc in sorted(ps.cases.items()):
+        if pc.error:
+            out.append(finding("DG606", _where(ps, pc.member), f"unreadable: {pc.error}", case=case,
+                               fix=Fix.REBUILD_ARCHIVE))
+    return out
+
+
+def probability_files(pi) -> list[Finding]:
+    """DG607: an ensemble member without probability files, or missing some cases."""
+    out = []
+    wanted = set(pi.expected) if pi.expected is not None else set().union(*[set(f) for f in pi.files.values()] or [set()])
+    for name, folder in pi.folders.items():
+        have = pi.files.get(name, {})
+        if not have:
+            out.append(finding("DG607", str(folder), f"model '{name}': no probability files (case.npz or "
+                               f"case.nii.gz.npz) in {folder}; predict with --save_probabilities"))
+            continue
+        for case in sorted(wanted - set(have)):
+            out.append(finding("DG607", str(folder), f"model '{name}': no probabilities for case '{case}' "
+                               f"(looked for {case}.npz and {case}.nii.gz.npz)", case=case))
+    return out

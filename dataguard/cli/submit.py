@@ -1,0 +1,303 @@
+"""`dataguard submit`, `check-submission` and `ensemble`: predictions that are verified before they leave."""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from .common import ExitCode, UsageError, console, note
+
+SUBMIT_EPILOG = """\
+two ways in:
+  1. predictions that exist:  dataguard submit PRED_DIR --images imagesTs -o sub.zip --labels dataset.json
+  2. through nnU-Net:         dataguard submit -d 1 --images imagesTs -o sub.zip \\
+                                  --model 2d:0,1 --model 3d_fullres --weights w.json --postprocess lcc
+
+checks before any archive exists: DG601 float labels (--fix-dtype casts values within 1e-3 of an
+integer to uint8), DG602 values outside the labels, DG603 geometry vs the test image, DG604 a test
+case without prediction or a prediction without test case, DG605 (warning) empty or missing a label
+most training cases have. The zip is flat (case.nii.gz members), re-opened and verified member by
+member, and described in OUT.zip.manifest.json (case hashes, models, checkpoints, weights, versions).
+A model's probabilities are reused while its checkpoints and the test images are unchanged, so a
+second run with a new --weights file runs no inference.
+exit codes: 0 archive written, 1 findings stopped it, 2 usage error
+"""
+
+ENSEMBLE_EPILOG = """\
+weights file: {"labels": {"3": {"2d": 1.0, "3d": 0.0}}, "default": {"2d": 0.5, "3d": 0.5}}
+  models are named by input folder name; for each class c (background 0 included)
+  P_c = sum_m w_mc p_mc / sum_m w_mc with w from labels[c], else default, else equal weights
+  (what nnUNetv2_ensemble does); the label map is argmax_c P_c. Probability files may be named
+  case.npz (nnU-Net) or case.nii.gz.npz (older scripts).
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("submit", help="check predictions, (predict and ensemble,) write a verified submission zip",
+                       description="Validate predictions against the test images and write a flat, verified zip "
+                       "with a manifest; or produce them first through nnU-Net with per-label weighted ensembling "
+                       "and post-processing.", epilog=SUBMIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pred_dir", nargs="?", type=Path, metavar="PRED_DIR", help="existing predictions (case.nii.gz)")
+    p.add_argument("--images", type=Path, required=True, metavar="DIR", help="the test images (case_0000.nii.gz ...)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.zip", help="the archive to write")
+    p.add_argument("--labels", type=Path, metavar="DATASET_JSON", help="dataset.json declaring the labels")
+    p.add_argument("-d", "--dataset", metavar="ID", help="dataset id or name (labels, training data, models)")
+    p.add_argument("--model", action="append", default=[], metavar="CONFIG[:FOLDS[:TRAINER[:PLANS]]]",
+                   help="predict with this model through nnU-Net; repeat for an ensemble")
+    p.add_argument("--weights", type=Path, metavar="WEIGHTS.json", help="per-label ensemble weights (see ensemble -h)")
+    p.add_argument("--postprocess", choices=("none", "lcc", "lcc+fill"), default="none",
+                   help="largest connected component per label (+ fill enclosed background holes)")
+    p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster)")
+    p.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda")
+    p.add_argument("--checkpoint", choices=("best", "final"), default="best")
+    p.add_argument("--work-dir", type=Path, help="probabilities and the ensemble (default OUT.zip.work)")
+    p.add_argument("--fix-dtype", action="store_true", help="cast float label maps within 1e-3 of integers to uint8")
+    p.add_argument("--dry-run", action="store_true", help="check only; write no archive")
+    p.add_argument("--manifest-dir", type=Path, default=Path("manifests"), help="where scan manifests live")
+    p.set_defaults(func=cmd_submit)
+
+    c = sub.add_parser("check-submission", help="run the submission checks on an existing zip",
+                       description="Everything `submit` checks, on an archive: plus nested folders, extra files, "
+                       "duplicate names, unreadable members and an empty zip (DG606).")
+    c.add_argument("archive", type=Path, metavar="OUT.zip")
+    c.add_argument("--images", type=Path, required=True, metavar="DIR")
+    c.add_argument("--labels", type=Path, metavar="DATASET_JSON")
+    c.add_argument("-d", "--dataset", metavar="ID")
+    c.add_argument("--manifest-dir", type=Path, default=Path("manifests"))
+    c.set_defaults(func=cmd_check)
+
+    e = sub.add_parser("ensemble", help="per-label weighted ensemble of nnU-Net probability folders",
+                       description="Combine probability folders as nnUNetv2_ensemble does, with per-label weights, "
+                       "naming-robust file discovery and optional post-processing.", epilog=ENSEMBLE_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("-i", "--input", action="append", required=True, type=Path, metavar="DIR")
+    e.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR")
+    e.add_argument("--weights", type=Path, metavar="WEIGHTS.json")
+    e.add_argument("--postprocess", choices=("none", "lcc", "lcc+fill"), default="none")
+    e.set_defaults(func=cmd_ensemble)
+
+
+# --- shared ---------------------------------------------------------------------------------
+def _workspace(args):
+    from ..workspace import Workspace
+
+    return Workspace([args.dataset] if args.dataset else [], manifest_dir=args.manifest_dir)
+
+
+def _labels(args, ws) -> Path | None:
+    if args.labels:
+        if not args.labels.is_file():
+            raise UsageError(f"--labels {args.labels}: no such file")
+        return args.labels
+    if args.dataset:
+        ds = ws.dataset()
+        for root in (ds.raw, ds.preprocessed):
+            if root is not None and (Path(root) / "dataset.json").is_file():
+                return Path(root) / "dataset.json"
+    note("no --labels or -d: label values are not checked (DG602)")
+    return None
+
+
+def _images(path: Path) -> Path:
+    if not path.is_dir():
+        raise UsageError(f"--images {path}: not a folder")
+    from ..predictions import test_images
+
+    if not test_images(path):
+        raise UsageError(f"--images {path}: no test images named case_0000.nii.gz")
+    return path
+
+
+def _blocking(findings, fix_dtype: bool):
+    from ..findings import Severity
+
+    return [f for f in findings if f.severity >= Severity.ERROR
+            and not (fix_dtype and f.code == "DG601" and f.fix is not None)]
+
+
+def _show(findings, title: str) -> None:
+    from .render import render_findings
+
+    if findings:
+        render_findings(findings, title)
+
+
+def _progress(total: int, what: str):
+    """A rich progress bar on stderr when it is a terminal; else nothing."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                 console=Console(stderr=True), transient=True)
+    p.start()
+    p.add_task(what, total=total)
+    return p
+
+
+def _tick(bar, completed=None):
+    if bar is not None:
+        task = bar.tasks[0].id
+        bar.update(task, advance=1) if completed is None else bar.update(task, completed=completed)
+
+
+def _validate_and_package(ws, args, source: Path, images: Path, labels: Path | None, **provenance) -> int:
+    from ..predictions import test_images
+
+    n = len(test_images(images))
+    bar = _progress(n, "reading predictions")
+    try:
+        ps, findings = ws.check_predictions(source, images, labels, dataset=ws.dataset().name if args.dataset else None,
+                                            on_case=lambda _: _tick(bar))
+    finally:
+        if bar:
+            bar.stop()
+    blocking = _blocking(findings, args.fix_dtype)
+    _show(findings, f"predictions {source}")
+    out = console()
+    if blocking:
+        out.print(f"[bold red]no archive written[/]: {len(blocking)} error(s) in {len(ps.cases)} predictions "
+                  f"for {n} test cases")
+        return ExitCode.FINDINGS
+    if args.dry_run:
+        out.print(f"[green]checks passed[/]: {len(ps.cases)} predictions for {n} test cases (dry run: no archive)")
+        return ExitCode.CLEAN
+    bar = _progress(len(ps.cases), "writing the archive")
+    try:
+        report, manifest = ws.package_submission(ps, args.output, images, labels, fix_dtype=args.fix_dtype,
+                                                 on_member=lambda _: _tick(bar), **provenance)
+    finally:
+        if bar:
+            bar.stop()
+    cast = f", {len(report.cast)} cast to uint8" if report.cast else ""
+    out.print(f"[bold green]wrote {args.output}[/]: {len(report.members)} members{cast}, re-opened and verified "
+              f"(CRC, NIfTI, dtype, values, geometry, count)")
+    out.print(f"manifest: {manifest}", soft_wrap=True, highlight=False)
+    return ExitCode.CLEAN
+
+
+# --- commands -------------------------------------------------------------------------------
+def cmd_submit(args) -> int:
+    images = _images(args.images)
+    if args.model and args.pred_dir:
+        raise UsageError("give PRED_DIR (existing predictions) or --model (predict through nnU-Net), not both")
+    if not args.model and not args.pred_dir:
+        raise UsageError("give PRED_DIR (existing predictions) or -d DATASET --model CONFIG (predict)")
+    if args.output.suffix != ".zip":
+        raise UsageError(f"-o {args.output}: the archive's name must end in .zip")
+    ws = _workspace(args)
+    labels = _labels(args, ws)
+    if not args.model:
+        if args.weights or args.postprocess != "none":
+            raise UsageError("--weights and --postprocess apply to --model runs (or use `dataguard ensemble`)")
+        return _validate_and_package(ws, args, args.pred_dir, images, labels)
+    return _predict_and_submit(ws, args, images, labels)
+
+
+def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
+    import os
+
+    from ..ensemble import Weights
+    from ..findings import Severity
+    from ..predict import parse_model
+    from ..predictions import test_images
+
+    if not args.dataset:
+        raise UsageError("--model needs -d DATASET")
+    ds = ws.dataset()
+    results = os.environ.get("nnUNet_results")
+    if not results:
+        raise UsageError("nnUNet_results is not set: it says where the trained models are")
+    models = [parse_model(spec, Path(results) / ds.name) for spec in args.model]
+    names = [m.spec for m in models]
+    if len(set(names)) != len(names):
+        raise UsageError("the same --model twice")
+    weights = Weights.load(args.weights, names)
+    bad_images = [f for f in ws.check_test_images(images) if f.severity >= Severity.ERROR]
+    if bad_images:
+        _show(bad_images, f"test images {images}")
+        console().print("[bold red]the test images have errors[/]: nothing predicted")
+        return ExitCode.FINDINGS
+    cases = sorted(test_images(images))
+    work = args.work_dir or args.output.with_name(args.output.name + ".work")
+    runs = []
+    for m in models:
+        bar = _progress(len(cases), f"predicting {m.spec}")
+        try:
+            run = ws.predict(m, ds.name, images, work, checkpoint=args.checkpoint, tta=not args.no_tta,
+                             device=args.device, cases=cases,
+                             on_progress=lambda spec, done, total: _tick(bar, done))
+        finally:
+            if bar:
+                bar.stop()
+        note(f"model {m.spec}: " + ("probabilities reused (checkpoints and images unchanged)" if run.reused
+                                    else f"predicted {len(cases)} cases in {run.seconds:.0f} s"))
+        runs.append(run)
+    pi, missing = ws.check_probabilities({r.model.spec: r.out_dir for r in runs}, expected=set(cases))
+    if missing:
+        _show(missing, "probability files")
+        return ExitCode.FINDINGS
+    merged = work / "ensemble"
+    if merged.exists():
+        shutil.rmtree(merged)
+    bar = _progress(len(cases), "ensembling")
+    try:
+        rep = ws.ensemble(pi, merged, weights, args.postprocess, on_case=lambda _: _tick(bar))
+    finally:
+        if bar:
+            bar.stop()
+    note(f"ensembled {len(rep.written)} cases from {len(runs)} model(s), post-processing {args.postprocess}")
+    provenance = {"models": [{"model": r.model.spec, "trainer": r.model.trainer, "plans": r.model.plans,
+                              "configuration": r.model.configuration, "folds": r.model.folds,
+                              "checkpoint": r.record["checkpoint"], "checkpoints_blake3": r.record["checkpoints"],
+                              "tta": r.record["tta"], "reused": r.reused} for r in runs],
+                  "weights": weights.to_dict(), "postprocess": args.postprocess,
+                  "training_manifest": args.manifest_dir / f"{ds.name}.json"}
+    return _validate_and_package(ws, args, merged, images, labels, **provenance)
+
+
+def cmd_check(args) -> int:
+    from ..findings import Severity
+
+    images = _images(args.images)
+    ws = _workspace(args)
+    labels = _labels(args, ws)
+    ps, findings = ws.check_predictions(args.archive, images, labels, dataset=ws.dataset().name if args.dataset else None)
+    _show(findings, f"submission {args.archive}")
+    errors = [f for f in findings if f.severity >= Severity.ERROR]
+    out = console()
+    if errors:
+        out.print(f"[bold red]{len(errors)} error(s)[/]: do not upload {args.archive}")
+        return ExitCode.FINDINGS
+    out.print(f"[bold green]ok[/]: {len(ps.cases)} members for {len(ps.images)} test cases")
+    return ExitCode.CLEAN
+
+
+def cmd_ensemble(args) -> int:
+    from ..ensemble import Weights
+    from ..workspace import Workspace
+
+    names = {}
+    for folder in args.input:
+        name = folder.name if folder.name not in names else f"{folder.parent.name}/{folder.name}"
+        if name in names:
+            raise UsageError(f"two inputs named {name}")
+        names[name] = folder
+    weights = Weights.load(args.weights, list(names))
+    ws = Workspace([])
+    pi, missing = ws.check_probabilities(names)
+    if missing:
+        _show(missing, "probability files")
+        return ExitCode.FINDINGS
+    n = len(set.intersection(*[set(v) for v in pi.files.values()]))
+    bar = _progress(n, "ensembling")
+    try:
+        rep = ws.ensemble(pi, args.output, weights, args.postprocess, on_case=lambda _: _tick(bar))
+    finally:
+        if bar:
+            bar.stop()
+    console().print(f"wrote {len(rep.written)} label maps to {args.output} (post-processing {args.postprocess})")
+    return ExitCode.CLEAN

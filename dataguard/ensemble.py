@@ -1,0 +1,225 @@
+"""Per-label weighted ensembling of nnU-Net probability files, and post-processing.
+
+What `nnUNetv2_ensemble` does (average the probabilities, argmax, write with nnU-Net's own
+image writer and the case's properties), plus a weight per model and label.
+
+Weights file (models named by their `--model` spec, or by input folder name):
+
+    {"labels": {"3": {"2d": 1.0, "3d_lowres": 0.0}}, "default": {"2d": 0.5, "3d_lowres": 0.5}}
+
+For every class c, background (0) included, the combined probability is
+    P_c = sum_m w_mc * p_mc / sum_m w_mc
+with w_mc from `labels[c]`, else from `default`, else equal weights (nnUNetv2_ensemble's
+average). Weights are relative within a class: only their ratios matter. Background is a
+class like any other: give it weights under "0" or it takes the default. The label map is
+argmax_c P_c (ties go to the lower label, as numpy's and nnU-Net's argmax do). A class
+whose weights are all zero is refused: it could never be predicted.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+POSTPROCESS = ("none", "lcc", "lcc+fill")
+
+
+@dataclass
+class Weights:
+    per_label: dict[int, dict[str, float]] = field(default_factory=dict)
+    default: dict[str, float] | None = None
+
+    @classmethod
+    def load(cls, path: Path | None, models: list[str]) -> "Weights":
+        if path is None:
+            return cls()
+        try:
+            raw = json.loads(Path(path).read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read the weights file {path}: {e}") from None
+        return cls.parse(raw, models, str(path))
+
+    @classmethod
+    def parse(cls, raw, models: list[str], where: str = "weights") -> "Weights":
+        if not isinstance(raw, dict) or not set(raw) <= {"labels", "default"}:
+            raise UsageError(f"{where}: expected {{\"labels\": {{label: {{model: weight}}}}, \"default\": "
+                             f"{{model: weight}}}}")
+
+        def entry(d, what):
+            if not isinstance(d, dict):
+                raise UsageError(f"{where}: {what} must map model names to numbers")
+            unknown = sorted(set(d) - set(models))
+            if unknown:
+                raise UsageError(f"{where}: {what} names unknown model(s) {', '.join(unknown)} "
+                                 f"(the models are: {', '.join(models)})")
+            missing = sorted(set(models) - set(d))
+            if missing:
+                raise UsageError(f"{where}: {what} gives no weight to {', '.join(missing)}; name every model "
+                                 f"(0 to leave one out)")
+            out = {}
+            for m, w in d.items():
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0) or w == float("inf"):
+                    raise UsageError(f"{where}: {what}: weight of {m} must be a number >= 0, not {w!r}")
+                out[m] = float(w)
+            if sum(out.values()) <= 0:
+                raise UsageError(f"{where}: {what}: all weights are 0, so that class could never be predicted")
+            return out
+
+        per = {}
+        for k, d in (raw.get("labels") or {}).items():
+            try:
+                lab = int(k)
+            except ValueError:
+                raise UsageError(f"{where}: label keys are label values (\"3\"), not {k!r}") from None
+            per[lab] = entry(d, f"label {lab}")
+        default = entry(raw["default"], "default") if raw.get("default") is not None else None
+        return cls(per, default)
+
+    def matrix(self, models: list[str], n_classes: int):
+        """weights[m, c] as a numpy array (models x classes)."""
+        import numpy as np
+
+        w = np.ones((len(models), n_classes), dtype=np.float64)
+        for c in range(n_classes):
+            d = self.per_label.get(c, self.default)
+            if d is not None:
+                w[:, c] = [d[m] for m in models]
+        return w
+
+    def to_dict(self) -> dict:
+        return {"labels": {str(k): v for k, v in sorted(self.per_label.items())}, "default": self.default}
+
+
+def combine(probabilities: list, weights):
+    """argmax over classes of the per-class weighted mean of (C, ...) probability arrays.
+
+    `weights`: array (models x classes). Returns (segmentation int, combined probabilities).
+    """
+    import numpy as np
+
+    if not probabilities:
+        raise ValueError("nothing to combine")
+    shape = probabilities[0].shape
+    for p in probabilities[1:]:
+        if p.shape != shape:
+            raise ValueError(f"probability arrays differ in shape: {p.shape} vs {shape}")
+    w = np.asarray(weights, dtype=np.float64)
+    acc = np.zeros(shape, dtype=np.float32)
+    for m, p in enumerate(probabilities):
+        acc += p.astype(np.float32, copy=False) * w[m].astype(np.float32).reshape((-1,) + (1,) * (p.ndim - 1))
+    acc /= w.sum(axis=0).astype(np.float32).reshape((-1,) + (1,) * (acc.ndim - 1))
+    return acc.argmax(0), acc
+
+
+def postprocess(seg, mode: str = "none"):
+    """`lcc`: keep each label's largest connected component (face connectivity); `lcc+fill`:
+    then fill background enclosed by a label, in 3D and in each slice along the first array
+    axis (nnU-Net's z). A hole holding another label stays as it is."""
+    import numpy as np
+
+    if mode == "none":
+        return seg
+    if mode not in POSTPROCESS:
+        raise UsageError(f"unknown post-processing {mode!r} (use {', '.join(POSTPROCESS)})")
+    from scipy import ndimage
+
+    out = np.array(seg, copy=True)
+    for lab in [int(v) for v in np.unique(out) if v != 0]:
+        cc, n = ndimage.label(out == lab)
+        if n > 1:
+            sizes = np.bincount(cc.ravel())
+            sizes[0] = 0
+            out[(cc != 0) & (cc != sizes.argmax())] = 0
+    if mode == "lcc+fill":
+        for lab in [int(v) for v in np.unique(out) if v != 0]:
+            mask = out == lab
+            filled = ndimage.binary_fill_holes(mask)
+            if mask.ndim == 3:                      # and slice by slice: a hole open only through the
+                for k in range(mask.shape[0]):     # volume's first/last slice is still a hole in-plane
+                    filled[k] |= ndimage.binary_fill_holes(mask[k])
+            out[filled & (out == 0)] = lab
+    return out
+
+
+def as_label_dtype(seg):
+    import numpy as np
+
+    top = int(seg.max()) if seg.size else 0
+    return seg.astype(np.uint8 if top < 256 else np.uint16)
+
+
+# --- files ----------------------------------------------------------------------------------
+def read_probabilities(path: Path):
+    import numpy as np
+
+    with np.load(str(path)) as z:
+        return z["probabilities"]
+
+
+def read_properties(path: Path) -> dict:
+    """A case's `.pkl` (nnU-Net's properties) through the restricted unpickler: no code runs."""
+    from .checks.pickles import RestrictedUnpickler
+
+    return RestrictedUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+
+
+def nnunet_meta(folder: Path) -> tuple[dict, dict]:
+    """dataset.json and plans.json nnU-Net writes beside predictions (or beside the folds)."""
+    for d in (folder, folder.parent, folder.parent.parent):
+        dj, pj = d / "dataset.json", d / "plans.json"
+        if dj.is_file() and pj.is_file():
+            return json.loads(dj.read_text("utf-8")), json.loads(pj.read_text("utf-8"))
+    raise UsageError(f"no dataset.json + plans.json in or above {folder}: nnU-Net writes them beside its "
+                     f"predictions; they say how to write the label maps")
+
+
+def writer_for(plans: dict, dataset_json: dict):
+    """nnU-Net's own reader/writer for this dataset (the one nnUNetv2_ensemble uses)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    labels = dataset_json.get("labels", {})
+    if any(isinstance(v, (list, tuple)) for v in labels.values()):
+        raise UsageError("region-based datasets (labels given as lists) are not supported by the weighted "
+                         "ensemble; use nnUNetv2_ensemble")
+    return PlansManager(plans).image_reader_writer_class
+
+
+@dataclass
+class EnsembleReport:
+    written: list[Path] = field(default_factory=list)
+    weights: dict = field(default_factory=dict)
+    postprocess: str = "none"
+
+
+def ensemble_folders(inputs: dict[str, Path], out_dir: Path, weights: Weights, mode: str = "none",
+                     files: dict[str, dict] | None = None, on_case=None) -> EnsembleReport:
+    """Combine probability folders case by case and write `case<file_ending>` label maps.
+
+    `files`: {model: {case: ProbabilityFile}} as `predictions.find_probabilities` found them."""
+    from .predictions import find_probabilities
+
+    models = list(inputs)
+    files = files or {m: find_probabilities(p) for m, p in inputs.items()}
+    dataset_json, plans = nnunet_meta(Path(inputs[models[0]]))
+    writer = writer_for(plans, dataset_json)()
+    ending = dataset_json.get("file_ending", ".nii.gz")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = sorted(set.intersection(*[set(files[m]) for m in models]))
+    report = EnsembleReport(weights=weights.to_dict(), postprocess=mode)
+    for case in cases:
+        probs = [read_probabilities(files[m][case].npz) for m in models]
+        seg, _ = combine(probs, weights.matrix(models, probs[0].shape[0]))
+        seg = as_label_dtype(postprocess(seg, mode))
+        pkl = next((files[m][case].pkl for m in models if files[m][case].pkl is not None), None)
+        if pkl is None:
+            raise UsageError(f"case {case}: no properties file (.pkl) beside any model's probabilities; nnU-Net "
+                             f"needs it to put the label map back into the image's geometry")
+        target = out_dir / f"{case}{ending}"
+        writer.write_seg(seg, str(target), read_properties(pkl))
+        report.written.append(target)
+        if on_case:
+            on_case(case)
+    return report

@@ -1,0 +1,145 @@
+"""Predictions through nnU-Net's own `nnUNetv2_predict`, one model at a time, resumable.
+
+A model is `CONFIG[:FOLDS[:TRAINER[:PLANS]]]` (`3d_fullres`, `2d:0,1`,
+`2d:all:nnUNetTrainer_dataguard`). Each runs as a child process (`nnUNetv2_predict
+--save_probabilities`: nothing is inherited through fork, which is what makes it safe on
+Windows) into its own folder of the work directory. A model's probabilities are reused when
+the blake3 of its checkpoints and of the test images, and the prediction options, are what
+they were: a second run with only a new weights file runs no inference.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+INPUTS = "dataguard_inputs.json"
+DEFAULT_TRAINERS = ("nnUNetTrainer_dataguard", "nnUNetTrainer")
+
+
+@dataclass
+class ModelSpec:
+    spec: str
+    configuration: str
+    folds: list[str]
+    trainer: str
+    plans: str
+    folder: Path                       # the trainer folder under nnUNet_results
+
+    @property
+    def safe_name(self) -> str:
+        return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in self.spec)
+
+
+def parse_model(spec: str, results_dataset: Path) -> ModelSpec:
+    parts = spec.split(":")
+    if not parts[0] or len(parts) > 4:
+        raise UsageError(f"--model {spec!r}: use CONFIG[:FOLDS[:TRAINER[:PLANS]]], e.g. 3d_fullres:0,1,2")
+    config = parts[0]
+    plans = parts[3] if len(parts) > 3 and parts[3] else "nnUNetPlans"
+    if len(parts) > 2 and parts[2]:
+        trainer = parts[2]
+    else:
+        trainer = next((t for t in DEFAULT_TRAINERS if (results_dataset / f"{t}__{plans}__{config}").is_dir()),
+                       DEFAULT_TRAINERS[-1])
+    folder = results_dataset / f"{trainer}__{plans}__{config}"
+    if not folder.is_dir():
+        raise UsageError(f"--model {spec!r}: no trained model at {folder}")
+    if len(parts) > 1 and parts[1] and parts[1] != "all":
+        folds = [f.strip() for f in parts[1].split(",") if f.strip()]
+    else:
+        folds = sorted(p.name[5:] for p in folder.glob("fold_*") if p.is_dir())
+    if not folds:
+        raise UsageError(f"--model {spec!r}: no fold_* folders in {folder}")
+    return ModelSpec(spec, config, folds, trainer, plans, folder)
+
+
+def checkpoint_files(m: ModelSpec, checkpoint: str) -> list[Path]:
+    out = []
+    for f in m.folds:
+        p = m.folder / f"fold_{f}" / f"checkpoint_{checkpoint}.pth"
+        if not p.is_file():
+            raise UsageError(f"model {m.spec}: {p} is missing (train it, or use --checkpoint "
+                             f"{'final' if checkpoint == 'best' else 'best'})")
+        out.append(p)
+    return out
+
+
+def _blake3(path: Path) -> str:
+    import blake3
+
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    h.update_mmap(str(path))
+    return h.hexdigest()
+
+
+def input_record(m: ModelSpec, images: list[Path], checkpoint: str, tta: bool, device: str) -> dict:
+    return {"model": m.spec, "trainer": m.trainer, "plans": m.plans, "configuration": m.configuration,
+            "folds": m.folds, "checkpoint": checkpoint, "tta": tta,
+            "checkpoints": {str(p): _blake3(p) for p in checkpoint_files(m, checkpoint)},
+            "images": {p.name: _blake3(p) for p in images}}
+
+
+@dataclass
+class PredictRun:
+    model: ModelSpec
+    out_dir: Path
+    reused: bool
+    seconds: float = 0.0
+    record: dict = field(default_factory=dict)
+
+
+def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, checkpoint: str = "best",
+                  tta: bool = True, device: str = "cuda", cases: list[str], on_progress=None) -> PredictRun:
+    """Run (or reuse) one model's probabilities for every test case."""
+    from .predictions import find_probabilities
+
+    images = sorted(p for p in Path(images_dir).iterdir() if p.name.endswith(".nii.gz"))
+    out = work / m.safe_name
+    record = input_record(m, images, checkpoint, tta, device)
+    stamp = out / INPUTS
+    have = find_probabilities(out)
+    try:
+        old = json.loads(stamp.read_text("utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if old is not None and {k: v for k, v in old.items() if k != "device"} == \
+            {k: v for k, v in record.items() if k != "device"} and set(cases) <= set(have):
+        if on_progress:
+            on_progress(m.spec, len(cases), len(cases))
+        return PredictRun(m, out, True, 0.0, record)
+    stamp.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob("*.npz"):
+        p.unlink()
+    exe = Path(sys.executable).with_name("nnUNetv2_predict")
+    argv = [str(exe) if exe.exists() else "nnUNetv2_predict", "-i", str(images_dir), "-o", str(out), "-d", dataset,
+            "-c", m.configuration, "-f", *m.folds, "-tr", m.trainer, "-p", m.plans, "-chk",
+            f"checkpoint_{checkpoint}.pth", "--save_probabilities", "-device", device]
+    argv += [] if tta else ["--disable_tta"]
+    if device == "cpu":
+        argv += ["-npp", "1", "-nps", "1"]
+    log = out / "dataguard_predict.log"
+    t0 = time.monotonic()
+    with open(log, "wb") as f:
+        f.write((" ".join(argv) + "\n").encode())
+        f.flush()
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ})
+        while proc.poll() is None:
+            if on_progress:
+                on_progress(m.spec, len(list(out.glob("*.npz"))), len(cases))
+            time.sleep(0.5)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-15:])
+        raise UsageError(f"nnUNetv2_predict failed for model {m.spec} (exit {proc.returncode}); end of {log}:\n{tail}")
+    if on_progress:
+        on_progress(m.spec, len(cases), len(cases))
+    stamp.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    return PredictRun(m, out, False, time.monotonic() - t0, record)
