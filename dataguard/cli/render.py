@@ -76,9 +76,12 @@ def render_findings(findings, title: str, console=None) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from .common import console as make_console
+    if console is None:
+        from rich.console import Console
 
-    console = console or make_console()
+        console = Console()
+        if not console.is_terminal:   # piped: no colour, and no 80-column folding
+            console = Console(width=200, no_color=True, highlight=False)
     table = Table(title=Text(printable(title), style="bold"), title_justify="left", header_style="bold")
     for col in ("severity", "code", "case", "path", "message", "fix"):
         table.add_column(col, overflow="fold")
