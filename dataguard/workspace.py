@@ -319,3 +319,81 @@ class Workspace:
         from .predict import predict_model
 
         return predict_model(model, dataset, Path(images_dir), Path(work), **kw)
+
+    # --- evaluation and ensemble weights -----------------------------------------------------
+    def models(self, specs: list[str] | None = None, dataset: str | None = None) -> list:
+        """Trained models of a dataset (predict.ModelSpec), by `--model` spec; None: every
+        cross-validation model under $nnUNet_results/<dataset>."""
+        import os
+
+        from .errors import UsageError
+        from .predict import parse_model
+
+        ds = self.dataset(dataset)
+        results = os.environ.get("nnUNet_results")
+        if not results:
+            raise UsageError("nnUNet_results is not set: it says where the trained models are")
+        root = Path(results) / ds.name
+        if specs:
+            return [parse_model(s, root) for s in specs]
+        out = []
+        for d in sorted(root.glob("*__*__*")) if root.is_dir() else []:
+            trainer, plans, config = d.name.split("__", 2)
+            if any(p.name[5:].isdigit() for p in d.glob("fold_*")):
+                short = parse_model(config, root)
+                spec = config if short.folder == d else f"{config}:all:{trainer}:{plans}"
+                out.append(parse_model(spec, root))
+        if not out:
+            raise UsageError(f"no trained cross-validation model under {root}")
+        return out
+
+    def evaluate(self, specs: list[str] | None = None, pred_dir: Path | None = None, fold: int | None = None,
+                 dataset: str | None = None, on_case=None):
+        """Per case, fold and label Dice of models' validation predictions (or one loose folder
+        given as fold `fold`), with DG802 on their case sets."""
+        import json
+
+        from .errors import UsageError
+        from .evaluation import evaluate, fold_sources, foreground_labels, splits_of
+
+        ds = self.dataset(dataset)
+        if ds.preprocessed is None:
+            raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
+        splits = splits_of(ds.preprocessed)
+        labels = foreground_labels(json.loads((Path(ds.preprocessed) / "dataset.json").read_text("utf-8")))
+        if pred_dir is not None:
+            if fold is None:
+                raise UsageError("a loose PRED_DIR needs --fold K: which fold's validation it claims to be")
+            sources = fold_sources(str(pred_dir), {fold: Path(pred_dir)}, splits)
+        else:
+            sources = []
+            for m in self.models(specs, ds.name):
+                folds = {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
+                sources += fold_sources(m.spec, folds, splits)
+        return evaluate(ds.name, Path(ds.preprocessed) / "gt_segmentations", labels, sources, jobs=self.jobs,
+                        on_case=on_case)
+
+    def out_of_fold(self, specs: list[str], dataset: str | None = None, on_case=None):
+        """Out-of-fold probabilities of the models on the cases they share, and the references."""
+        import json
+
+        from .ensemble import nnunet_meta, writer_for
+        from .evaluation import foreground_labels
+        from .weight_search import load_oof
+
+        ds = self.dataset(dataset)
+        models = self.models(specs, ds.name)
+        labels = foreground_labels(json.loads((Path(ds.preprocessed) / "dataset.json").read_text("utf-8")))
+        dj, plans = nnunet_meta(models[0].folder)
+        reader = writer_for(plans, dj)()
+        folds = {m.spec: {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
+                 for m in models}
+        return models, load_oof(folds, Path(ds.preprocessed) / "gt_segmentations", labels, reader, on_case)
+
+    def check_weights(self, weights, specs: list[str], source: str, dataset: str | None = None):
+        """DG803: weights against each model's out-of-fold Dice per label (from evaluate)."""
+        from .weight_search import check_weights
+
+        ev = self.evaluate(specs, dataset=dataset)
+        oof = {m: {lab: v["mean_dice"] for lab, v in ev.per_label(m).items()} for m in ev.models()}
+        return check_weights(weights, oof, ev.labels, source)

@@ -113,7 +113,11 @@ def codes(result, code=None):
 
 
 # --- trained tiny models, once per session (train, and later submit/evaluate/report, reuse them) ----
-TRAIN_FOLDS = (1, 2)        # on the 8-case Dataset901 nnU-Net's default split validates RV in both
+# Folds 0 and 1 of nnU-Net's default split of the 8-case Dataset901: fold 0 validates on the
+# two cases without a right ventricle (the gate refuses it unless DG504 is allowed: it is the
+# "empty reference" fold evaluate must not score as Dice 0); fold 1 validates RV.
+TRAIN_FOLDS = (0, 1)
+TRAIN_CONFIGS = ("2d", "3d_fullres")
 TINY_TRAIN = ["--device", "cpu", "--epochs", "3", "--iterations-per-epoch", "2", "--val-iterations", "1",
               "--npz", "--no-val-mirroring", "--save-best-per-label"]
 
@@ -140,16 +144,26 @@ def dataguard_cli(args, env, cwd, timeout=600):
 
 @pytest.fixture(scope="session")
 def trained_models(_real_project_master, tmp_path_factory):
-    """Dataset901 (real nnunetv2 2d preprocessing, 8 cases) with folds 1 and 2 trained by
-    `dataguard train` on the CPU: 3 epochs of 2 iterations, --npz, per-label bests.
-    Read-only for tests: copy a fold folder before changing it."""
+    """Dataset901 (real nnunetv2 preprocessing, 8 cases, 2d and 3d_fullres) with folds 0 and 1
+    of both configurations trained by `dataguard train` on the CPU: 3 epochs of 2 iterations,
+    --npz, per-label bests. Read-only for tests: copy a fold folder before changing it."""
+    import subprocess
+    import sys
+
     root = tmp_path_factory.mktemp("trained") / "project"
     shutil.copytree(_real_project_master, root, symlinks=True)
     env = train_env(root)
+    pre = subprocess.run([str(Path(sys.executable).with_name("nnUNetv2_preprocess")), "-d", "901", "-c", "3d_fullres",
+                          "-np", "1"], env=env, capture_output=True, text=True, timeout=600)
+    assert pre.returncode == 0, pre.stdout[-2000:] + pre.stderr[-2000:]
     runs = {}
-    for fold in TRAIN_FOLDS:
-        proc = dataguard_cli(["train", "901", "2d", str(fold), *TINY_TRAIN], env, root)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        runs[fold] = proc
-    trainer_dir = root / "nnUNet_results" / "Dataset901_DemoCardiac" / "nnUNetTrainer_dataguard__nnUNetPlans__2d"
-    return {"root": root, "env": env, "trainer_dir": trainer_dir, "runs": runs, "folds": TRAIN_FOLDS}
+    for config in TRAIN_CONFIGS:
+        for fold in TRAIN_FOLDS:
+            allow = ["--allow", "DG504"] if fold == 0 else []
+            proc = dataguard_cli(["train", "901", config, str(fold), *TINY_TRAIN, *allow], env, root)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            runs[(config, fold)] = proc
+    results = root / "nnUNet_results" / "Dataset901_DemoCardiac"
+    dirs = {c: results / f"nnUNetTrainer_dataguard__nnUNetPlans__{c}" for c in TRAIN_CONFIGS}
+    return {"root": root, "env": env, "trainer_dir": dirs["2d"], "trainer_dirs": dirs, "folds": TRAIN_FOLDS,
+            "configs": TRAIN_CONFIGS, "runs": runs}

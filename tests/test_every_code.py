@@ -323,13 +323,27 @@ SET_TRIGGERS: dict[str, Callable] = {
     "DG605": lambda images, pred: _save_pred(pred / "t0.nii.gz", np.zeros(SHAPE)),
     "DG606": lambda images, pred: _zip_nested(pred),
     "DG607": None,
+    "DG802": None,
+    "DG803": None,
 }
 
 
 @pytest.mark.parametrize("code", sorted(SET_TRIGGERS))
 def test_set_code_is_triggered(code, tmp_path):
     ws = dataguard.Workspace([], manifest_dir=tmp_path / "m")
-    if code == "DG607":
+    if code == "DG802":
+        from dataguard.evaluation import Evaluation, FoldSource
+        from dataguard.submission import run_checks
+
+        src = FoldSource("2d", 0, tmp_path, expected=["a"], train={"b"}, found=["a", "b"])
+        found = run_checks(Evaluation("D", {1: "x"}, [src]), "evaluation")
+    elif code == "DG803":
+        from dataguard.ensemble import Weights
+        from dataguard.weight_search import check_weights
+
+        found = check_weights(Weights.parse({"default": {"A": 1, "B": 1}}, ["A", "B"]),
+                              {"A": {1: 0.0}, "B": {1: 0.9}}, {1: "x"}, "w.json")
+    elif code == "DG607":
         a, b = tmp_path / "a", tmp_path / "b"
         a.mkdir(), b.mkdir()
         np.savez(a / "t0.npz", probabilities=np.zeros((2, 1, 1, 1), np.float32))

@@ -256,10 +256,10 @@ def test_submit_end_to_end_with_two_models(trained_models, tmp_path):
     ts.mkdir()
     for c in ("heart_000", "heart_005"):
         shutil.copy(root / f"nnUNet_raw/Dataset901_DemoCardiac/imagesTr/{c}_0000.nii.gz", ts)
-    (tmp_path / "w1.json").write_text(json.dumps({"labels": {"3": {"2d:1": 1.0, "2d:2": 0.0}}}))
-    (tmp_path / "w2.json").write_text(json.dumps({"default": {"2d:1": 0.2, "2d:2": 0.8}}))
-    args = ["submit", "-d", "901", "--images", str(ts), "-o", str(tmp_path / "sub.zip"), "--model", "2d:1",
-            "--model", "2d:2", "--postprocess", "lcc", "--device", "cpu", "--no-tta"]
+    (tmp_path / "w1.json").write_text(json.dumps({"labels": {"3": {"2d:0": 1.0, "2d:1": 0.0}}}))
+    (tmp_path / "w2.json").write_text(json.dumps({"default": {"2d:0": 0.2, "2d:1": 0.8}}))
+    args = ["submit", "-d", "901", "--images", str(ts), "-o", str(tmp_path / "sub.zip"), "--model", "2d:0",
+            "--model", "2d:1", "--postprocess", "lcc", "--device", "cpu", "--no-tta"]
     first = dataguard_cli([*args, "--weights", str(tmp_path / "w1.json")], env, root)
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stderr.count("predicted 2 cases") == 2
@@ -271,21 +271,21 @@ def test_submit_end_to_end_with_two_models(trained_models, tmp_path):
         assert img.shape == src.shape and np.allclose(img.affine, src.affine, atol=1e-4)
         assert img.get_data_dtype() == np.uint8 and set(np.unique(np.asanyarray(img.dataobj))) <= {0, 1, 2, 3}
     man = json.loads((tmp_path / "sub.zip.manifest.json").read_text())
-    assert [m["model"] for m in man["models"]] == ["2d:1", "2d:2"]
+    assert [m["model"] for m in man["models"]] == ["2d:0", "2d:1"]
     assert all(len(m["checkpoints_blake3"]) == 1 for m in man["models"]) and man["postprocess"] == "lcc"
-    assert man["weights"]["labels"] == {"3": {"2d:1": 1.0, "2d:2": 0.0}}
+    assert man["weights"]["labels"] == {"3": {"2d:0": 1.0, "2d:1": 0.0}}
     # a new weights file: no inference, a new archive
     second = dataguard_cli([*args, "--weights", str(tmp_path / "w2.json")], env, root)
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stderr.count("probabilities reused") == 2 and "predicted" not in second.stderr
-    assert json.loads((tmp_path / "sub.zip.manifest.json").read_text())["weights"]["default"] == {"2d:1": 0.2,
-                                                                                               "2d:2": 0.8}
+    assert json.loads((tmp_path / "sub.zip.manifest.json").read_text())["weights"]["default"] == {"2d:0": 0.2,
+                                                                                               "2d:1": 0.8}
     # equal weights, no post-processing: what nnU-Net's own ensembling writes, voxel for voxel
     from nnunetv2.ensembling.ensemble import ensemble_folders
 
     work = tmp_path / "sub.zip.work"
-    ensemble_folders([str(work / "2d_1"), str(work / "2d_2")], str(tmp_path / "nnunet_ens"), num_processes=1)
-    out = dataguard_cli(["ensemble", "-i", str(work / "2d_1"), "-i", str(work / "2d_2"), "-o",
+    ensemble_folders([str(work / "2d_0"), str(work / "2d_1")], str(tmp_path / "nnunet_ens"), num_processes=1)
+    out = dataguard_cli(["ensemble", "-i", str(work / "2d_0"), "-i", str(work / "2d_1"), "-o",
                          str(tmp_path / "ours")], env, root)
     assert out.returncode == 0, out.stdout + out.stderr
     for c in ("heart_000", "heart_005"):

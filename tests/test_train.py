@@ -134,7 +134,7 @@ def test_training_end_to_end(trained_models):
         val = sorted(p.name[:-4] for p in (d / "validation").glob("*.npz"))
         assert val == sorted(splits[fold]["val"])                    # --npz: probabilities per val case
         assert json.loads((d / "dataguard_train.json").read_text())["epochs"] == 3
-        proc = trained_models["runs"][fold]
+        proc = trained_models["runs"][("2d", fold)]
         assert "epoch 3/3" in proc.stderr and "epoch 4/" not in proc.stderr
         assert "-tr nnUNetTrainer_dataguard" in proc.stdout and "right_ventricle" in proc.stdout
         assert "verified" in proc.stdout
@@ -189,7 +189,7 @@ def test_logs_reads_the_trained_runs(trained_models):
     out = dataguard_cli(["logs", str(trained_models["trainer_dir"]), "--format", "json"], trained_models["env"],
                         trained_models["root"])
     runs = json.loads(out.stdout)["runs"]
-    assert len(runs) == 2 and all(r["epochs"] == 3 for r in runs)
+    assert len(runs) == len(trained_models["folds"]) and all(r["epochs"] == 3 for r in runs)
     assert list(runs[0]["labels"]) == LABEL_NAMES
 
 

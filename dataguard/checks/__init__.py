@@ -131,6 +131,10 @@ for _c in (
              _dataset("predictions", "archive")),
     SetCheck("probability-files", ("DG607",), "every ensemble member has probabilities for every case",
              _dataset("predictions", "probability_files"), scope="probabilities"),
+    SetCheck("evaluation-case-set", ("DG802",), "a validation folder holds exactly its fold's validation cases",
+             _dataset("predictions", "evaluation_case_sets"), scope="evaluation"),
+    SetCheck("ensemble-weights", ("DG803",), "no weight for a model whose out-of-fold Dice for the label is ~0",
+             _dataset("predictions", "weights_on_useless_models"), scope="weights"),
 ):
     register(_c)
 del _c

@@ -136,3 +136,37 @@ def probability_files(pi) -> list[Finding]:
             out.append(finding("DG607", str(folder), f"model '{name}': no probabilities for case '{case}' "
                                f"(looked for {case}.npz and {case}.nii.gz.npz)", case=case))
     return out
+
+
+def evaluation_case_sets(ev) -> list[Finding]:
+    """DG802: a "validation" folder must hold exactly its fold's validation cases."""
+    out = []
+    for s in ev.sources:
+        expected, found = set(s.expected), set(s.found)
+        where = str(s.folder)
+        for c in sorted(found - expected):
+            why = ("a training case of this fold: its Dice is inflated" if c in s.train else
+                   f"validated by fold {s.other_val[c]}, not fold {s.fold}" if c in s.other_val else
+                   "not a case of this dataset's split")
+            out.append(finding("DG802", where, f"{s.model} fold {s.fold}: '{c}' is {why}", case=c))
+        for c in sorted(expected - found):
+            out.append(finding("DG802", where, f"{s.model} fold {s.fold}: validation case '{c}' has no prediction "
+                               f"here", case=c))
+    return out
+
+
+def weights_on_useless_models(wc) -> list[Finding]:
+    """DG803 (warning): a weight > 0 for a model whose out-of-fold Dice for that label is ~0."""
+    from ..evaluation import NEAR_ZERO_DICE, near_zero
+
+    out = []
+    for lab, per_model in sorted(wc.weights.items()):
+        total = sum(per_model.values()) or 1.0
+        for model, w in per_model.items():
+            dice = wc.oof.get(model, {}).get(lab)
+            if w > 0 and near_zero(dice):
+                out.append(finding("DG803", wc.source, f"label {wc.names.get(lab, lab)} gives {w / total:.0%} of its "
+                                   f"weight to {model}, whose out-of-fold Dice for it is {dice:.3f} "
+                                   f"(<= {NEAR_ZERO_DICE}); `dataguard ensemble suggest` finds better weights",
+                                   severity=Severity.WARNING))
+    return out

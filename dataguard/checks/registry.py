@@ -92,9 +92,11 @@ class SetCheck:
     """A check over a set of predictions rather than a dataset: `fn(input) -> findings`.
 
     scope "predictions": a folder or zip of label maps against the test images
-    (`predictions.PredictionSet`); scope "probabilities": the probability folders an
-    ensemble reads (`predictions.ProbabilityInputs`). The scanner never runs these; the
-    submit/ensemble paths of the Workspace do, through `set_checks(scope)`.
+    (`predictions.PredictionSet`); "probabilities": the probability folders an ensemble
+    reads (`predictions.ProbabilityInputs`); "evaluation": an `evaluation.Evaluation`;
+    "weights": ensemble weights against out-of-fold Dice (`weight_search.WeightCheck`). The
+    scanner never runs these; the Workspace's submit/ensemble/evaluate paths do, through
+    `set_checks(scope)`.
     """
 
     name: str
@@ -108,7 +110,7 @@ class SetCheck:
         return self.fn(inp)
 
 
-SCOPES = ("file", "dataset", "predictions", "probabilities")
+SCOPES = ("file", "dataset", "predictions", "probabilities", "evaluation", "weights")
 _REGISTRY: dict[str, FileCheck | DatasetCheck | SetCheck] = {}
 
 

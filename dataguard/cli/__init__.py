@@ -1,6 +1,6 @@
 """Command line: parse → Workspace → render → exit code. No checks live here.
 
-One module per command (scan, verify, explain, splits, repair, tui, train, logs, submit, demo), each with
+One module per command (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, demo), each with
 `add_parser(sub)`; common.py holds what they share. Nothing heavy is imported at module
 level, so `dataguard --help` stays fast.
 """
@@ -27,6 +27,8 @@ examples:
   dataguard logs $nnUNet_results/Dataset001_Heart        per-label Dice, collapses, wasted epochs
   dataguard submit -d 1 --images imagesTs -o sub.zip --model 2d --model 3d_fullres
                                                          predict, ensemble, verify, zip
+  dataguard evaluate -d 1 --worst 5                      per-label cross-validation, honest
+  dataguard ensemble suggest -d 1 --model 2d --model 3d_fullres -o w.json
   dataguard demo                                         build a broken demo dataset and scan it
 
 exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage error, 3 internal error
@@ -44,15 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from . import demo, explain, logs, repair, scan, splits, submit, train, tui, verify
+    from . import demo, evaluate, explain, logs, repair, scan, splits, submit, train, tui, verify
 
-    for command in (scan, verify, explain, splits, repair, tui, train, logs, submit, demo):
+    for command in (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, demo):
         command.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(argv):                   # `ensemble suggest` is its own command
+        if not a.startswith("-"):
+            if a == "ensemble" and argv[i + 1:i + 2] == ["suggest"]:
+                argv[i:i + 2] = ["ensemble-suggest"]
+            break
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -24,6 +24,7 @@ exit codes: 0 archive written, 1 findings stopped it, 2 usage error
 """
 
 ENSEMBLE_EPILOG = """\
+weights from out-of-fold predictions instead of trial uploads:  dataguard ensemble suggest -h
 weights file: {"labels": {"3": {"2d": 1.0, "3d": 0.0}}, "default": {"2d": 0.5, "3d": 0.5}}
   models are named by input folder name; for each class c (background 0 included)
   P_c = sum_m w_mc p_mc / sum_m w_mc with w from labels[c], else default, else equal weights
@@ -216,6 +217,11 @@ def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
     if len(set(names)) != len(names):
         raise UsageError("the same --model twice")
     weights = Weights.load(args.weights, names)
+    if args.weights:                  # DG803: weight on a model that never got this label right
+        try:
+            _show(ws.check_weights(weights, names, str(args.weights)), f"weights {args.weights}")
+        except UsageError as e:       # no splits or validation folders: nothing to judge against
+            note(f"weights not judged against out-of-fold Dice: {e}")
     bad_images = [f for f in ws.check_test_images(images) if f.severity >= Severity.ERROR]
     if bad_images:
         _show(bad_images, f"test images {images}")

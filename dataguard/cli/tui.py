@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
                        "preview with the label overlay, the folds x labels matrix, and repair / undo.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_target_args(p)
+    p.add_argument("--cases", metavar="A,B,...", default="",
+                   help="open with only these cases shown (e.g. the ones `evaluate --worst` names)")
     p.set_defaults(func=cmd_tui)
 
 
@@ -29,5 +31,5 @@ def cmd_tui(args) -> int:
 
     ws = workspace(args)
     ws.datasets               # resolve targets now: a bad path is a one-line error, not an app
-    DataguardApp(ws).run()
+    DataguardApp(ws, initial_filter=args.cases + ("," if args.cases and "," not in args.cases else "")).run()
     return ExitCode.CLEAN

@@ -67,14 +67,14 @@ class DataguardApp(App):
         Binding("q", "quit_safely", "quit"),
     ]
 
-    def __init__(self, workspace, *, show_times: bool = True, scan_on_start: bool = True):
+    def __init__(self, workspace, *, show_times: bool = True, scan_on_start: bool = True, initial_filter: str = ""):
         super().__init__()
         self.ws = workspace
         self.show_times = show_times
         self.scan_on_start = scan_on_start
         self.rows: list[Row] = []
         self.marked: set[str] = set()
-        self.filter_text = ""
+        self.filter_text = initial_filter
         self.sort_column: int | None = None
         self.sort_reverse = False
         self.repair_cancel: threading.Event | None = None

@@ -28,7 +28,10 @@ class Row:
                 self.codes, self.fold, self.labels, self.shape, self.spacing)
 
     def matches(self, text: str) -> bool:
-        """`/` filter: any word matches a case, dataset, status or code (prefix)."""
+        """`/` filter: every word matches a case, dataset, status or code (prefix); a comma
+        list (`heart_004,heart_007`, what `evaluate --worst` prints) matches any of those cases."""
+        if "," in text:
+            return self.case.lower() in {c.strip().lower() for c in text.split(",") if c.strip()}
         hay = " ".join((self.dataset, self.where, self.case, self.status, self.codes)).lower()
         return all(w in hay for w in text.lower().split())
 

@@ -1,0 +1,283 @@
+"""`dataguard evaluate` and `dataguard ensemble suggest`: honest cross-validation per label,
+and ensemble weights from out-of-fold predictions."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .common import ExitCode, UsageError, console, note
+
+EVAL_EPILOG = """\
+examples:
+  dataguard evaluate -d 1                                  every trained model's cross-validation
+  dataguard evaluate -d 1 --model 2d --model 3d_fullres:0,1 --plot cv.png --worst 5
+  dataguard evaluate -d 1 my_preds/ --fold 2               a loose folder, judged as fold 2's validation
+  dataguard evaluate -d 1 --format json > cv.json
+
+A label absent from a case's reference is not scored as Dice 0: "absent" when the prediction
+is empty too, a false positive otherwise; means are over the cases that have the label, and
+each fold shows how many of its validation cases do (1/10 says the fold barely measures it).
+DG802: a validation folder must hold exactly that fold's validation cases (a training case,
+a missing case or another fold's case is an error). exit codes: 0 ok, 1 DG802, 2 usage
+"""
+
+SUGGEST_EPILOG = """\
+  dataguard ensemble suggest -d 1 --model 2d --model 3d_fullres -o weights.json
+  dataguard ensemble suggest -d 1 --model 2d --model 3d_fullres --check weights.json
+
+Out-of-fold probabilities come from fold_X/validation/*.npz (train with --npz). The search is
+coordinate ascent over labels on a simplex grid of weights (the argmax couples labels): each
+step sets one label's weights to maximise the mean foreground Dice with the others fixed,
+starting from equal weights, so it never ends below equal weights on these cases.
+DG803 (warning): weight for a model whose out-of-fold Dice for that label is ~0.
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="per-label cross-validation Dice, empty references, case-set checks",
+                       description="Evaluate each model's cross-validation predictions (fold_X/validation) against "
+                       "gt_segmentations: Dice and voxel counts per case and label, per-fold label coverage, "
+                       "DG802 for wrong case sets.", epilog=EVAL_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pred_dir", nargs="?", type=Path, metavar="PRED_DIR", help="a loose prediction folder (with --fold)")
+    p.add_argument("-d", "--dataset", required=True, metavar="ID", help="dataset id or name")
+    p.add_argument("--model", action="append", default=[], metavar="CONFIG[:FOLDS[:TRAINER[:PLANS]]]",
+                   help="models to evaluate (default: every trained model of the dataset)")
+    p.add_argument("--fold", type=int, metavar="K", help="the fold a loose PRED_DIR claims to validate")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="fold x label heatmap and per-case Dice strips")
+    p.add_argument("--worst", type=int, default=0, metavar="N",
+                   help="per label, the N cases furthest below the others (look at these labels first)")
+    p.add_argument("--manifest-dir", type=Path, default=Path("manifests"))
+    p.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("ensemble-suggest", help=argparse.SUPPRESS,
+                       description="Search per-label ensemble weights on out-of-fold probabilities "
+                       "(`dataguard ensemble suggest`).", epilog=SUGGEST_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter, prog="dataguard ensemble suggest")
+    s.add_argument("-d", "--dataset", required=True, metavar="ID")
+    s.add_argument("--model", action="append", default=[], required=True, metavar="SPEC",
+                   help="two or more models, as in submit --model")
+    s.add_argument("-o", "--output", type=Path, metavar="WEIGHTS.json", help="write the weight file submit reads")
+    s.add_argument("--check", type=Path, metavar="WEIGHTS.json", help="judge an existing weight file (DG803)")
+    s.add_argument("--step", type=float, default=0.1, help="grid step of the weight simplex (default 0.1)")
+    s.add_argument("--predict-missing", action="store_true",
+                   help="run nnU-Net's validation with --npz for folds without probabilities first")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.add_argument("--manifest-dir", type=Path, default=Path("manifests"))
+    s.set_defaults(func=cmd_suggest)
+
+
+def _ws(args):
+    from ..workspace import Workspace
+
+    return Workspace([args.dataset], manifest_dir=args.manifest_dir)
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluation import plot, worst_cases
+    from ..findings import Severity
+
+    if args.pred_dir is not None and args.model:
+        raise UsageError("give PRED_DIR --fold K or --model, not both")
+    ws = _ws(args)
+    ev = ws.evaluate(args.model or None, args.pred_dir, args.fold)
+    if args.format == "json":
+        json.dump(ev.to_dict(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif args.format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(["model", "fold", "case", "label", "dice", "ref_voxels", "pred_voxels", "status"])
+        for s in ev.scores:
+            w.writerow([s.model, s.fold, s.case, ev.labels[s.label], "" if s.dice is None else f"{s.dice:.6f}",
+                        s.ref_voxels, s.pred_voxels, s.status])
+    else:
+        _tables(ev)
+    if args.worst and args.format == "table":
+        _worst(ev, worst_cases(ev, args.worst))
+    if args.plot:
+        plot(ev, args.plot)
+        note(f"wrote {args.plot}")
+    if ev.findings and args.format == "table":
+        from .render import render_findings
+
+        render_findings(ev.findings, "case sets")
+    return ExitCode.FINDINGS if any(f.severity >= Severity.ERROR for f in ev.findings) else ExitCode.CLEAN
+
+
+def _tables(ev) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    for m in ev.models():
+        folds = ev.folds(m)
+        t = Table(title=Text(f"{ev.dataset}  {m}", style="bold"), title_justify="left", header_style="bold")
+        t.add_column("label")
+        for k in folds:
+            t.add_column(f"fold {k}", justify="right")
+        t.add_column("all folds", justify="right")
+        t.add_column("false pos.", justify="right")
+        total = ev.per_label(m)
+        for lab, name in ev.labels.items():
+            cells = []
+            for k in folds:
+                v = ev.per_label(m, k)[lab]
+                style = "yellow" if v["cases_with_label"] * 2 < v["cases"] else ""
+                cells.append(Text(f"{_f(v['mean_dice'])} ({v['cases_with_label']}/{v['cases']})", style=style))
+            a = total[lab]
+            cells.append(Text(f"{_f(a['mean_dice'])} ({a['cases_with_label']}/{a['cases']})", style="bold"))
+            cells.append(str(a["false_positives"]))
+            t.add_row(name, *cells)
+        out.print(t)
+    out.print(Text("Dice mean over the cases that contain the label (n with label / validation cases); "
+                   "false pos.: cases without the label where the model predicted it", style="dim"))
+
+
+def _worst(ev, worst) -> None:
+    from rich.table import Table
+
+    out = console()
+    t = Table(title="cases to look at first (lowest out-of-fold Dice relative to the others)", title_justify="left",
+              header_style="bold")
+    for col in ("label", "case", "model", "fold", "Dice", "ref voxels", "pred voxels"):
+        t.add_column(col)
+    for lab, rows in worst.items():
+        for s in rows:
+            t.add_row(ev.labels[lab], s.case, s.model, str(s.fold), _f(s.dice), str(s.ref_voxels), str(s.pred_voxels))
+    out.print(t)
+    cases = sorted({s.case for rows in worst.values() for s in rows})
+    if cases:
+        out.print(f"open them in the TUI: dataguard tui -d {ev.dataset} --cases {','.join(cases)}",
+                  soft_wrap=True, highlight=False)
+
+
+def cmd_suggest(args) -> int:
+    from ..ensemble import Weights
+    from ..weight_search import check_weights, search
+
+    if len(args.model) < 2 and not args.check:
+        raise UsageError("an ensemble needs two or more --model")
+    ws = _ws(args)
+    models, oof = ws.out_of_fold(args.model)
+    if oof.missing and args.predict_missing:
+        _predict_missing(ws, args, models, oof)
+        models, oof = ws.out_of_fold(args.model)
+    if oof.missing:
+        out = console()
+        out.print("[bold red]no out-of-fold probabilities[/] for: "
+                  + "; ".join(f"{m} fold {', '.join(f)}" for m, f in oof.missing.items()))
+        for line in _missing_commands(ws, models, oof):
+            out.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
+        out.print("(or rerun with --predict-missing)")
+        return ExitCode.FINDINGS
+    names = [m.spec for m in models]
+    if args.check:
+        weights = Weights.load(args.check, names)
+        found = ws.check_weights(weights, names, str(args.check))
+        _dg803(found)
+        if len(args.model) < 2:
+            return ExitCode.CLEAN
+    sug = search(oof, step=args.step)
+    single = {m: sug.single[m] for m in names}
+    findings = check_weights(Weights.parse(sug.weights_file(), names), single, oof.labels, "suggested weights")
+    if args.output:
+        args.output.write_text(json.dumps(sug.weights_file(), indent=2) + "\n", "utf-8")
+    if args.format == "json":
+        json.dump({**sug.to_dict(), "findings": [f.to_dict() for f in findings]}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        _suggest_table(sug)
+        _dg803(findings)
+        if args.output:
+            console().print(f"wrote {args.output}: use it with  dataguard submit ... --weights {args.output}",
+                            soft_wrap=True, highlight=False)
+    return ExitCode.CLEAN
+
+
+def _dg803(findings) -> None:
+    if findings:
+        from .render import render_findings
+
+        render_findings(findings, "weights")
+
+
+def _suggest_table(sug) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..weight_search import fmt
+
+    out = console()
+    t = Table(title=Text(f"out-of-fold Dice on {sug.cases} cases shared by {', '.join(sug.models)}", style="bold"),
+              title_justify="left", header_style="bold")
+    t.add_column("label")
+    for m in sug.models:
+        t.add_column(f"{m} alone", justify="right")
+    t.add_column("equal", justify="right")
+    t.add_column("chosen weights", justify="left")
+    t.add_column("Dice", justify="right")
+    t.add_column("gain", justify="right")
+    for lab, name in sug.labels.items():
+        ws = "  ".join(f"{m}={w:.1f}" for m, w in zip(sug.models, sug.weights[lab]))
+        gain = None if sug.equal[lab] is None or sug.chosen[lab] is None else sug.chosen[lab] - sug.equal[lab]
+        t.add_row(name, *[fmt(sug.single[m][lab]) for m in sug.models], fmt(sug.equal[lab]), ws,
+                  fmt(sug.chosen[lab]), "n/a" if gain is None else f"{gain:+.3f}")
+    out.print(t)
+    eq = [v for v in sug.equal.values() if v is not None]
+    ch = [v for v in sug.chosen.values() if v is not None]
+    if eq and ch:
+        out.print(f"mean foreground Dice: equal {sum(eq) / len(eq):.3f} -> chosen {sum(ch) / len(ch):.3f} "
+                  f"({sug.rounds} round(s) of coordinate ascent)")
+    t2 = Table(title="candidates per label (weights -> that label's Dice, last round)", title_justify="left",
+               header_style="bold")
+    t2.add_column("label")
+    t2.add_column("best candidates")
+    for lab, rows in sug.table.items():
+        top = sorted(rows, key=lambda r: -(r[1] or 0))[:4]
+        t2.add_row(sug.labels[lab], "  ".join(f"({','.join(f'{w:.1f}' for w in c)}) {fmt(d)}" for c, d in top))
+    out.print(t2)
+
+
+def _missing_commands(ws, models, oof) -> list[str]:
+    from ..train.launch import training_call
+    from ..train.settings import TrainSettings, base_of
+
+    out = []
+    by_spec = {m.spec: m for m in models}
+    ds = ws.dataset()
+    for spec, folds in oof.missing.items():
+        m = by_spec[spec]
+        for k in folds:
+            if base_of(m.trainer):
+                call = training_call(ds.name, m.configuration, k, trainer=m.trainer, plans=m.plans, device="cuda",
+                                     npz=True, cont=False, settings=TrainSettings())
+                call.argv.append("--val")
+                out.append(call.shell())
+            else:
+                out.append(f"nnUNetv2_train {ds.name} {m.configuration} {k} -tr {m.trainer} -p {m.plans} --val --npz")
+    return out
+
+
+def _predict_missing(ws, args, models, oof) -> None:
+    import os
+    import shlex
+    import subprocess
+
+    for line in _missing_commands(ws, models, oof):
+        note(f"running: {line}")
+        env = dict(os.environ)
+        parts = shlex.split(line)
+        while parts and "=" in parts[0] and not parts[0].startswith("-"):
+            k, v = parts.pop(0).split("=", 1)
+            env[k] = v
+        proc = subprocess.run(parts, env=env)
+        if proc.returncode != 0:
+            raise UsageError(f"nnU-Net's validation run failed (exit {proc.returncode}): {line}")

@@ -1,0 +1,240 @@
+"""Honest cross-validation per label: Dice per case, fold and label, against gt_segmentations.
+
+A label absent from the reference is not a Dice of 0: it is "absent" when the prediction is
+empty too, and a false-positive volume otherwise; means are taken over the cases that have
+the label, and each fold says how many of its validation cases do. The case set of every
+"validation" folder must be exactly its fold's validation cases (DG802, a registered check
+over the `Evaluation` this module builds).
+
+One pass per case: the reference and the prediction are read once (threads: gzip and
+numpy release the GIL) and a single `bincount` over `ref * K + pred` gives every label's
+true positives and both volumes.
+"""
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+NEAR_ZERO_DICE = 0.05           # DG803: a model's out-of-fold Dice for a label at or below this
+
+
+@dataclass
+class CaseScore:
+    model: str
+    fold: int
+    case: str
+    label: int
+    dice: float | None              # None: the reference lacks the label
+    ref_voxels: int
+    pred_voxels: int
+
+    @property
+    def status(self) -> str:
+        if self.ref_voxels:
+            return "scored"
+        return "absent" if not self.pred_voxels else "false positive"
+
+
+@dataclass
+class FoldSource:
+    """One folder of predictions evaluated as the validation of one fold."""
+    model: str
+    fold: int
+    folder: Path
+    expected: list[str]                         # the fold's validation cases (splits_final.json)
+    train: set[str] = field(default_factory=set)
+    other_val: dict[str, int] = field(default_factory=dict)      # case -> the fold that validates it
+    found: list[str] = field(default_factory=list)               # cases with a prediction here
+
+
+@dataclass
+class Evaluation:
+    dataset: str
+    labels: dict[int, str]                       # foreground labels
+    sources: list[FoldSource] = field(default_factory=list)
+    scores: list[CaseScore] = field(default_factory=list)
+    findings: list = field(default_factory=list)
+
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(s.model for s in self.sources))
+
+    def per_label(self, model: str, fold: int | None = None) -> dict[int, dict]:
+        """{label: {"mean_dice", "cases_with_label", "cases", "false_positives"}}."""
+        out = {}
+        rows = [s for s in self.scores if s.model == model and (fold is None or s.fold == fold)]
+        n_cases = len({(s.fold, s.case) for s in rows})
+        for lab in self.labels:
+            mine = [s for s in rows if s.label == lab]
+            scored = [s.dice for s in mine if s.dice is not None]
+            out[lab] = {"mean_dice": sum(scored) / len(scored) if scored else None,
+                        "cases_with_label": len(scored), "cases": n_cases,
+                        "false_positives": sum(1 for s in mine if s.status == "false positive")}
+        return out
+
+    def folds(self, model: str) -> list[int]:
+        return sorted({s.fold for s in self.sources if s.model == model})
+
+    def to_dict(self) -> dict:
+        return {"models": [{"model": m, "labels": {self.labels[lab]: v for lab, v in self.per_label(m).items()},
+                            "folds": {str(k): {self.labels[lab]: v for lab, v in self.per_label(m, k).items()}
+                                      for k in self.folds(m)}} for m in self.models()],
+                "cases": [{"model": s.model, "fold": s.fold, "case": s.case, "label": self.labels[s.label],
+                           "dice": s.dice, "ref_voxels": s.ref_voxels, "pred_voxels": s.pred_voxels}
+                          for s in self.scores],
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def read_labels(path: Path):
+    """A label map as an integer array (nibabel; the voxel order only has to match its pair)."""
+    import nibabel as nib
+    import numpy as np
+
+    arr = np.asanyarray(nib.load(str(path)).dataobj)
+    if arr.dtype.kind == "f":
+        arr = np.rint(arr)
+    return arr.astype(np.int64, copy=False)
+
+
+def score_case(ref_path: Path, pred_path: Path, labels: list[int]) -> list[tuple[int, float | None, int, int]]:
+    """(label, dice or None, ref voxels, pred voxels) per label, from one bincount."""
+    import numpy as np
+
+    ref, pred = read_labels(ref_path), read_labels(pred_path)
+    if ref.shape != pred.shape:
+        raise ValueError(f"shape {pred.shape} differs from the reference's {ref.shape}")
+    k = int(max(ref.max(initial=0), pred.max(initial=0), max(labels, default=0))) + 1
+    joint = np.bincount((ref.ravel() * k + pred.ravel()), minlength=k * k).reshape(k, k)
+    out = []
+    for lab in labels:
+        tp, r, p = int(joint[lab, lab]), int(joint[lab].sum()), int(joint[:, lab].sum())
+        out.append((lab, (2 * tp / (r + p)) if r else None, r, p))
+    return out
+
+
+def foreground_labels(dataset_json: dict) -> dict[int, str]:
+    labels = dataset_json.get("labels", {})
+    if any(isinstance(v, list) for v in labels.values()):
+        raise UsageError("region-based labels are not supported by dataguard evaluate")
+    return {int(v): k for k, v in sorted(labels.items(), key=lambda kv: kv[1]) if int(v) > 0 and k != "ignore"}
+
+
+def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> list[FoldSource]:
+    from .predictions import PRED_ENDING
+
+    out = []
+    for k, folder in sorted(folder_of.items()):
+        if k >= len(splits):
+            raise UsageError(f"model {model}: fold {k} is not in splits_final.json ({len(splits)} folds)")
+        src = FoldSource(model, k, Path(folder), list(splits[k]["val"]), set(splits[k]["train"]))
+        src.other_val = {c: i for i, s in enumerate(splits) if i != k for c in s["val"]}
+        src.found = sorted(p.name[: -len(PRED_ENDING)] for p in Path(folder).glob(f"*{PRED_ENDING}"))
+        out.append(src)
+    return out
+
+
+def evaluate(dataset: str, gt_dir: Path, labels: dict[int, str], sources: list[FoldSource], *,
+             jobs: int | None = None, on_case=None) -> Evaluation:
+    """Score every predicted case that has a reference, then judge the case sets (DG802)."""
+    from .predictions import PRED_ENDING
+    from .submission import run_checks
+
+    ev = Evaluation(dataset, labels, sources)
+    work = [(s, c) for s in sources for c in s.found if (gt_dir / f"{c}{PRED_ENDING}").is_file()]
+
+    def one(item):
+        s, c = item
+        return s, c, score_case(gt_dir / f"{c}{PRED_ENDING}", s.folder / f"{c}{PRED_ENDING}", list(labels))
+
+    with ThreadPoolExecutor(max_workers=jobs or 4) as pool:
+        for s, c, rows in pool.map(one, work):
+            for lab, dice, r, p in rows:
+                ev.scores.append(CaseScore(s.model, s.fold, c, lab, dice, r, p))
+            if on_case:
+                on_case(c)
+    ev.findings = run_checks(ev, "evaluation")
+    return ev
+
+
+def worst_cases(ev: Evaluation, n: int) -> dict[int, list[CaseScore]]:
+    """Per label, the n scored cases furthest below that label's median Dice (in IQRs)."""
+    import numpy as np
+
+    out = {}
+    for lab in ev.labels:
+        rows = [s for s in ev.scores if s.label == lab and s.dice is not None]
+        if not rows:
+            continue
+        d = np.array([s.dice for s in rows])
+        med, iqr = float(np.median(d)), float(np.subtract(*np.percentile(d, [75, 25])))
+        rows.sort(key=lambda s: ((s.dice - med) / (iqr or 1.0), s.case))
+        out[lab] = rows[:n]
+    return out
+
+
+def splits_of(preprocessed: Path) -> list[dict]:
+    p = Path(preprocessed) / "splits_final.json"
+    try:
+        return json.loads(p.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {p} ({e}): without it no prediction can be called 'validation'") from None
+
+
+def plot(ev: Evaluation, path: Path) -> Path:
+    """A fold x label heatmap per model (mean Dice; n with label) and a per-case strip plot,
+    outliers (below Q1 - 1.5 IQR) marked and named."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .visual import label_colour
+
+    models = ev.models()
+    fig = Figure(figsize=(11, 3.2 * len(models) + 0.5))
+    FigureCanvasAgg(fig)
+    labs = list(ev.labels)
+    for i, m in enumerate(models):
+        folds = ev.folds(m)
+        ax = fig.add_subplot(len(models), 2, 2 * i + 1)
+        grid = np.full((len(folds), len(labs)), np.nan)
+        for r, k in enumerate(folds):
+            per = ev.per_label(m, k)
+            for c, lab in enumerate(labs):
+                v = per[lab]["mean_dice"]
+                grid[r, c] = np.nan if v is None else v
+                txt = "n/a" if v is None else f"{v:.2f}"
+                ax.text(c, r, f"{txt}\n{per[lab]['cases_with_label']}/{per[lab]['cases']}", ha="center",
+                        va="center", fontsize=8)
+        ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        ax.set_xticks(range(len(labs)), [ev.labels[x] for x in labs], fontsize=8)
+        ax.set_yticks(range(len(folds)), [f"fold {k}" for k in folds], fontsize=8)
+        ax.set_title(f"{m}: mean Dice (cases with the label / cases)", fontsize=9)
+        ax = fig.add_subplot(len(models), 2, 2 * i + 2)
+        rng = np.random.default_rng(0)
+        for c, lab in enumerate(labs):
+            rows = [s for s in ev.scores if s.model == m and s.label == lab and s.dice is not None]
+            if not rows:
+                continue
+            d = np.array([s.dice for s in rows])
+            q1, q3 = np.percentile(d, [25, 75])
+            low = q1 - 1.5 * (q3 - q1)
+            x = c + rng.uniform(-0.15, 0.15, len(d))
+            ax.scatter(x, d, s=12, color=[v / 255 for v in label_colour(lab)])
+            for xx, s in zip(x, rows):
+                if s.dice < low:
+                    ax.scatter([xx], [s.dice], s=60, facecolors="none", edgecolors="black")
+                    ax.annotate(s.case, (xx, s.dice), fontsize=7, xytext=(4, -3), textcoords="offset points")
+        ax.set_xticks(range(len(labs)), [ev.labels[x] for x in labs], fontsize=8)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{m}: Dice per case (outliers circled)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(str(path), format="png", dpi=90)
+    return Path(path)
+
+
+def near_zero(v: float | None) -> bool:
+    return v is not None and not math.isnan(v) and v <= NEAR_ZERO_DICE
