@@ -93,6 +93,15 @@ async def test_filter_jump_sort(broken, tmp_path):
         assert app.visible_rows()[0].status in ("error", "stray")
 
 
+async def test_opens_with_only_the_named_cases(broken, tmp_path):
+    """`dataguard tui --cases a,b` (what `evaluate --worst` prints): a comma list matches cases exactly."""
+    app = _app(broken, tmp_path, initial_filter="heart_004,heart_006")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await _settle(pilot, app)
+        assert sorted(r.case for r in app.visible_rows()) == ["heart_004", "heart_006"]
+        assert app.query_one("#cases").row_count == 2
+
+
 async def test_case_view_preview_keys(broken, tmp_path):
     from dataguard.tui.screens import CaseScreen
 
