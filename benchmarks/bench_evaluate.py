@@ -4,8 +4,8 @@
 5 folds x 50 validation cases (default), each a reference and a prediction label map
 (`.nii.gz`, uint8, 4 labels, 160x160x24 voxels, the prediction a perturbed copy of the
 reference), in nnU-Net's layout: one prediction folder per fold, one reference folder.
-Both sides get 2 workers (nnU-Net: `num_processes=2`, a spawn-free multiprocessing pool as
-it uses; dataguard: 2 threads) and score every case and label; both read the same files,
+Both sides get 2 workers (nnU-Net: `num_processes=2`, its own process pool; dataguard: 2
+threads) and score every case and label; both read the same files,
 page cache warm (one untimed warm-up pass each). Target: dataguard / nnU-Net <= 1.0.
 
 usage:
