@@ -397,3 +397,22 @@ class Workspace:
         ev = self.evaluate(specs, dataset=dataset)
         oof = {m: {lab: v["mean_dice"] for lab, v in ev.per_label(m).items()} for m in ev.models()}
         return check_weights(weights, oof, ev.labels, source)
+
+    def folds_view(self, dataset: str | None = None):
+        """The folds x labels table every face shows: of splits_final.json, or of the split
+        nnU-Net will write when there is none yet. (context, splits or None, table or None, note)."""
+        from .splits import NNUNET_FOLDS, SplitError, label_table, load_splits, nnunet_default_split
+
+        ctx = self.splits_context(dataset)
+        note = None
+        if not ctx.splits_path.exists():
+            splits = nnunet_default_split(ctx.cases) if len(ctx.cases) >= NNUNET_FOLDS else None
+            note = (f"no {ctx.splits_path.name} yet: shown is the unstratified split nnU-Net will write "
+                    f"at the first training")
+        else:
+            try:
+                splits = load_splits(ctx.splits_path)
+            except (SplitError, OSError) as e:
+                splits, note = None, f"{ctx.splits_path.name} is unusable: {e}"
+        table = label_table(splits, ctx.case_labels, ctx.names) if splits else None
+        return ctx, splits, table, note

@@ -57,6 +57,8 @@ def read_member(zip_path: Path, name: str):
 
 
 def test_clean_predictions_make_a_verified_flat_zip(sub):
+    (sub / "pred" / "summary.json").write_text("{}")            # what nnU-Net leaves beside its predictions
+    np.savez(sub / "pred" / "case_0.npz", probabilities=np.zeros((4, 1, 1, 1), np.float32))
     out = submit(sub)
     assert out.returncode == 0, out.stdout + out.stderr
     with zipfile.ZipFile(sub / "out.zip") as zf:

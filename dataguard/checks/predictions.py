@@ -102,11 +102,10 @@ def archive(ps) -> list[Finding]:
         return [finding("DG606", ps.source, ps.archive_error, fix=Fix.REBUILD_ARCHIVE)]
     if ps.is_zip and not ps.members:
         out.append(finding("DG606", ps.source, "empty archive: no member at all", fix=Fix.REBUILD_ARCHIVE))
-    for m in ps.members:
+    for m in ps.members if ps.is_zip else ():       # a folder's other files are simply not packaged
         if m.endswith("/"):
-            if ps.is_zip:
-                out.append(finding("DG606", _where(ps, m), "folder entry: members must sit at the archive's root",
-                                   fix=Fix.REBUILD_ARCHIVE))
+            out.append(finding("DG606", _where(ps, m), "folder entry: members must sit at the archive's root",
+                               fix=Fix.REBUILD_ARCHIVE))
         elif "/" in m:
             out.append(finding("DG606", _where(ps, m), "nested member: predictions must sit at the root",
                                fix=Fix.REBUILD_ARCHIVE))

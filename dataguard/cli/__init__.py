@@ -1,6 +1,6 @@
 """Command line: parse → Workspace → render → exit code. No checks live here.
 
-One module per command (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, demo), each with
+One module per command (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, report, demo), each with
 `add_parser(sub)`; common.py holds what they share. Nothing heavy is imported at module
 level, so `dataguard --help` stays fast.
 """
@@ -29,6 +29,7 @@ examples:
                                                          predict, ensemble, verify, zip
   dataguard evaluate -d 1 --worst 5                      per-label cross-validation, honest
   dataguard ensemble suggest -d 1 --model 2d --model 3d_fullres -o w.json
+  dataguard report -d 1 -o report.html                   one HTML page: data, folds, training, CV
   dataguard demo                                         build a broken demo dataset and scan it
 
 exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage error, 3 internal error
@@ -46,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from . import demo, evaluate, explain, logs, repair, scan, splits, submit, train, tui, verify
+    from . import demo, evaluate, explain, logs, report, repair, scan, splits, submit, train, tui, verify
 
-    for command in (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, demo):
+    for command in (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, report, demo):
         command.add_parser(sub)
     return parser
 

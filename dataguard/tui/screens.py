@@ -352,23 +352,10 @@ class SplitsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="splits")
     def load(self) -> None:
-        from ..splits import SplitError, label_table, load_splits
-
         try:
-            ctx = self.ws.splits_context(self.dataset)
-            note = None
-            if not ctx.splits_path.exists():
-                from ..splits import NNUNET_FOLDS, nnunet_default_split
-
-                splits = nnunet_default_split(ctx.cases) if len(ctx.cases) >= NNUNET_FOLDS else None
-                note = (f"no {ctx.splits_path.name} yet: shown is the unstratified split nnU-Net will write "
-                        f"at the first training; `b` writes a stratified one now")
-            else:
-                try:
-                    splits = load_splits(ctx.splits_path)
-                except (SplitError, OSError) as e:
-                    splits, note = None, f"{ctx.splits_path.name} is unusable: {e}"
-            table = label_table(splits, ctx.case_labels, ctx.names) if splits else None
+            ctx, splits, table, note = self.ws.folds_view(self.dataset)
+            if note and not ctx.splits_path.exists():
+                note += "; `b` writes a stratified one now"
         except Exception as e:  # noqa: BLE001
             self.app.call_from_thread(self.show, None, None, None, f"{type(e).__name__}: {e}")
             return

@@ -1,0 +1,244 @@
+"""Everything the report shows, asked of the Workspace and the log reader: plain dicts for
+the template. Each section is None when its data does not exist."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..findings import Severity
+
+
+@dataclass
+class Report:
+    title: str
+    generated: str
+    datasets: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    findings: list[dict] = field(default_factory=list)
+    codes: dict = field(default_factory=dict)           # code -> explain text
+    cases: list[dict] = field(default_factory=list)
+    folds: list[dict] = field(default_factory=list)
+    training: list[dict] = field(default_factory=list)
+    cv: list[dict] = field(default_factory=list)
+    submissions: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list[Path] = (),
+            worst: int = 3, on_step=None) -> Report:
+    from ..findings import catalogue
+
+    step = on_step or (lambda what: None)
+    step("scanning (incremental)")
+    result = ws.scan()
+    rep = Report(title=", ".join(d.name for d in ws.datasets), generated=time.strftime("%Y-%m-%d %H:%M"))
+    _, _, when = ws.recorded()
+    cases = ws.cases()
+    cat = catalogue()
+    rep.codes = {c: {"what": i.what, "fix": i.fix_text, "severity": i.severity_text} for c, i in cat.items()}
+    for d in ws.datasets:
+        mine = [f for f in result.findings if f.dataset == d.name]
+        n_cases = len({c.case for c in cases if c.dataset == d.name})
+        rep.datasets.append({"name": d.name, "raw": str(d.raw or ""), "preprocessed": str(d.preprocessed or ""),
+                             "cases": n_cases, "errors": sum(f.severity >= Severity.ERROR for f in mine),
+                             "warnings": sum(f.severity == Severity.WARNING for f in mine)})
+    by_code: dict[str, dict] = {}
+    for f in result.findings:
+        e = by_code.setdefault(f.code, {"code": f.code, "severity": str(f.severity), "count": 0})
+        e["count"] += 1
+    errors = sum(f.severity >= Severity.ERROR for f in result.findings)
+    rep.summary = {"scanned": time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if when else "now",
+                   "cases": len({(c.dataset, c.case) for c in cases}), "errors": errors,
+                   "warnings": sum(f.severity == Severity.WARNING for f in result.findings),
+                   "infos": sum(f.severity == Severity.INFO for f in result.findings),
+                   "by_code": sorted(by_code.values(), key=lambda e: (-Severity.parse(e["severity"]), e["code"])),
+                   "verdict": "ready to train" if not errors else
+                   f"{errors} error{'s' * (errors != 1)} block training"}
+    rep.findings = [{**f.to_dict(), "explain": rep.codes.get(f.code, {}).get("what", "")}
+                    for f in sorted(result.findings, key=lambda f: (-int(f.severity), f.code, f.case or "", f.path))]
+    step("cases")
+    rep.cases = _cases(ws, cases, n_clean, images)
+    step("folds")
+    for d in ws.datasets:
+        if d.preprocessed is not None:
+            rep.folds.append(_folds(ws, d.name))
+    step("training logs")
+    for d in ws.datasets:
+        rep.training += _training(d.name)
+    step("cross-validation")
+    for d in ws.datasets:
+        cv = _cv(ws, d.name, images, worst, rep.notes)
+        if cv:
+            rep.cv.append(cv)
+    step("submissions")
+    rep.submissions = _submissions(submissions_dirs)
+    rep.folds = [f for f in rep.folds if f]
+    return rep
+
+
+def _cases(ws, cases, n_clean: int, images: bool) -> list[dict]:
+    from .images import case_thumbnail
+
+    seen, flagged, clean = set(), [], []
+    for c in cases:
+        key = (c.dataset, c.case)
+        if key in seen or c.case.startswith(".") or c.case.endswith(".json"):
+            continue
+        seen.add(key)
+        (flagged if c.status in ("error", "warning") else clean).append(c)
+    rng = random.Random(0)
+    sample = sorted(rng.sample(clean, min(n_clean, len(clean))), key=lambda c: (c.dataset, c.case))
+    out = []
+    for c in flagged + sample:
+        labels = c.labels or {}
+        out.append({"dataset": c.dataset, "case": c.case, "status": c.status,
+                    "codes": sorted({f.code for f in c.findings}),
+                    "messages": [f"{f.code}: {f.message}" for f in c.findings][:4],
+                    "labels": {str(k): int(v) for k, v in sorted(labels.items())},
+                    "thumb": case_thumbnail(ws, c.dataset, c.case) if images else None})
+    return out
+
+
+def _folds(ws, dataset: str) -> dict | None:
+    try:
+        ctx, splits, table, note = ws.folds_view(dataset)
+    except Exception as e:                                         # noqa: BLE001
+        return {"dataset": dataset, "error": f"{type(e).__name__}: {e}"}
+    if table is None:
+        return {"dataset": dataset, "note": note, "rows": [], "labels": [], "findings": []}
+    folds = sorted(set(table["fold"]))
+    names = list(dict.fromkeys(table["name"]))
+    rows = []
+    for k in folds:
+        sub = table[table["fold"] == k]
+        cells = []
+        for n in names:
+            r = sub[sub["name"] == n].iloc[0]
+            cells.append({"val": int(r["val"]), "n_val": int(r["n_val"]), "train": int(r["train"]),
+                          "n_train": int(r["n_train"]),
+                          "share": (int(r["val"]) / int(r["n_val"])) if int(r["n_val"]) else 0.0})
+        rows.append({"fold": int(k), "cells": cells})
+    return {"dataset": dataset, "note": note, "labels": names, "rows": rows,
+            "findings": [f.to_dict() for f in ctx.findings]}
+
+
+def _training(dataset: str) -> list[dict]:
+    import tempfile
+
+    from ..training_logs import LogError, load_runs, plot_runs
+    from .images import file_uri
+
+    results = os.environ.get("nnUNet_results")
+    if not results or not (Path(results) / dataset).is_dir():
+        return []
+    try:
+        runs = load_runs(Path(results) / dataset)
+    except LogError:
+        return []
+    out = []
+    by_trainer: dict[str, list] = {}
+    for r in runs:
+        by_trainer.setdefault(Path(r.log).parent.parent.name, []).append(r)
+    for trainer, rs in sorted(by_trainer.items()):
+        with tempfile.TemporaryDirectory() as d:
+            uri = file_uri(plot_runs(rs, Path(d) / "runs.png"))
+        out.append({"dataset": dataset, "trainer": trainer, "plot": uri,
+                    "runs": [{**r.to_dict(), "fold": Path(r.log).parent.name} for r in rs]})
+    return out
+
+
+def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | None:
+    from ..errors import DataguardError
+    from ..evaluation import worst_cases
+
+    try:
+        ev = ws.evaluate(dataset=dataset)
+    except DataguardError as e:
+        if os.environ.get("nnUNet_results"):
+            notes.append(f"cross-validation of {dataset} not shown: {e}")
+        return None
+    if not ev.scores:
+        return None
+    models = []
+    for m in ev.models():
+        folds = ev.folds(m)
+        rows = []
+        for lab, name in ev.labels.items():
+            per_fold = [ev.per_label(m, k)[lab] for k in folds]
+            rows.append({"label": name, "folds": per_fold, "all": ev.per_label(m)[lab]})
+        models.append({"model": m, "folds": folds, "rows": rows})
+    worst_rows = []
+    for lab, rows in worst_cases(ev, worst).items():
+        for s in rows:
+            worst_rows.append({"label": ev.labels[lab], "case": s.case, "model": s.model, "fold": s.fold,
+                               "dice": s.dice, "ref": s.ref_voxels, "pred": s.pred_voxels,
+                               "thumb": _pred_thumb(ws, ev, s) if images else None})
+    return {"dataset": dataset, "models": models, "worst": worst_rows,
+            "findings": [f.to_dict() for f in ev.findings]}
+
+
+def _pred_thumb(ws, ev, s) -> str | None:
+    """Reference | prediction on the slice where the reference has most of that label."""
+    import nibabel as nib
+    import numpy as np
+
+    from .images import pred_vs_ref
+
+    try:
+        ds = ws.dataset(ev.dataset)
+        src = next(x for x in ev.sources if x.model == s.model and x.fold == s.fold)
+        ref = np.asanyarray(nib.load(str(Path(ds.preprocessed) / "gt_segmentations" / f"{s.case}.nii.gz")).dataobj).T
+        pred = np.asanyarray(nib.load(str(src.folder / f"{s.case}.nii.gz")).dataobj).T
+        img_path = Path(ds.raw) / "imagesTr" / f"{s.case}_0000.nii.gz"
+        img_nii = nib.load(str(img_path))
+        image = np.asanyarray(img_nii.dataobj).T.astype(np.float32)
+        z = int(np.argmax((ref == s.label).reshape(ref.shape[0], -1).sum(1)))
+        zooms = img_nii.header.get_zooms()
+        return pred_vs_ref(image[z], ref[z].astype(np.int64), pred[z].astype(np.int64), (zooms[1], zooms[0]))
+    except Exception:                                             # noqa: BLE001 - no picture, still a row
+        return None
+
+
+def _submissions(dirs) -> list[dict]:
+    import blake3
+
+    out = []
+    seen = set()
+    for d in dirs:
+        for man in sorted(Path(d).glob("*.zip.manifest.json")):
+            if man.resolve() in seen:
+                continue
+            seen.add(man.resolve())
+            try:
+                doc = json.loads(man.read_text("utf-8"))
+            except (OSError, ValueError) as e:
+                out.append({"manifest": str(man), "error": f"unreadable: {e}"})
+                continue
+            z = man.with_name(man.name[: -len(".manifest.json")])
+            status, problems = "re-verifies", []
+            if not z.is_file():
+                status = "archive missing"
+            else:
+                if blake3.blake3(z.read_bytes()).hexdigest() != doc.get("archive_blake3"):
+                    problems.append("archive blake3 differs from the manifest")
+                try:
+                    with zipfile.ZipFile(z) as zf:
+                        for name, want in (doc.get("cases") or {}).items():
+                            got = blake3.blake3(zf.read(name)).hexdigest()
+                            if got != want:
+                                problems.append(f"{name}: blake3 differs")
+                except (zipfile.BadZipFile, KeyError, OSError) as e:
+                    problems.append(f"unreadable: {e}")
+                if problems:
+                    status = "CHANGED since it was written"
+            out.append({"manifest": str(man), "archive": z.name, "created": doc.get("created"),
+                        "cases": len(doc.get("cases") or {}), "models": doc.get("models") or [],
+                        "weights": json.dumps(doc.get("weights")) if doc.get("weights") else None,
+                        "postprocess": doc.get("postprocess"), "versions": doc.get("versions") or {},
+                        "training": doc.get("training_data"), "status": status, "problems": problems[:5]})
+    return out
