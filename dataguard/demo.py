@@ -155,5 +155,7 @@ def run_demo(root: Path, n_cases: int = 10, force: bool = False, log: Callable[[
     log(f"injected {len(faults)} faults; found {len(faults) - len(missed)} of them"
         + ("" if not missed else "; MISSED: " + ", ".join(f"{f.code} {f.path}" for f in missed)))
     log(f"next: `dataguard repair {root} --dry-run` shows how each would be fixed, "
-        f"`dataguard repair {root} --yes` fixes them, `dataguard restore {root}` undoes that")
+        f"`dataguard repair {root} --yes` fixes them, `dataguard restore {root}` undoes that; "
+        f"`dataguard report {root} -o {root}/report.html` writes it all to one HTML page; "
+        f"`dataguard tui {root}` browses it")
     return result

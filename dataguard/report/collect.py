@@ -238,7 +238,8 @@ def _submissions(dirs) -> list[dict]:
                     status = "CHANGED since it was written"
             out.append({"manifest": str(man), "archive": z.name, "created": doc.get("created"),
                         "cases": len(doc.get("cases") or {}), "models": doc.get("models") or [],
-                        "weights": json.dumps(doc.get("weights")) if doc.get("weights") else None,
+                        "weights": json.dumps(doc["weights"]) if (doc.get("weights") or {}).get("labels")
+                        or (doc.get("weights") or {}).get("default") else None,
                         "postprocess": doc.get("postprocess"), "versions": doc.get("versions") or {},
                         "training": doc.get("training_data"), "status": status, "problems": problems[:5]})
     return out
