@@ -51,7 +51,10 @@ class Workspace:
         self.targets = list(targets) if targets else None
         self.manifest_dir = Path(manifest_dir)
         self.jobs = jobs
-        self.executor = executor
+        from .executors import as_executor, is_dask_client
+
+        self.client = executor if is_dask_client(executor) else None   # a distributed.Client, kept
+        self.executor = as_executor(executor)
         self._datasets = datasets
         self.last = None            # the latest ScanResult (cases() and plan() reuse it)
         self._lock = threading.Lock()
@@ -80,10 +83,20 @@ class Workspace:
                 return d
         raise UsageError(f"no dataset {name!r} here (have: {', '.join(d.name for d in ds)})")
 
+    def _check_mounts(self) -> None:
+        """With a Dask cluster: a smoke task first, so a missing mount is one clear error."""
+        if self.client is not None and not getattr(self, "_mounts_ok", False):
+            from .executors import check_mounts
+
+            check_mounts(self.client, [r for d in self.datasets for r in (d.raw, d.preprocessed)])
+            self._mounts_ok = True
+
     def scan(self, full: bool = False, select=None, ignore=None, on_progress=None,
              cancel: threading.Event | None = None, write_manifest: bool = True):
         """Scan every dataset (incrementally, unless full). Returns and remembers a ScanResult."""
         from .scanner import scan
+
+        self._check_mounts()
 
         res = scan(datasets=self.datasets, manifest_dir=self.manifest_dir, full=full, jobs=self.jobs,
                    select=select, ignore=ignore, on_progress=on_progress, write_manifest=write_manifest,
@@ -95,6 +108,8 @@ class Workspace:
     def verify(self, select=None, ignore=None, on_progress=None, cancel: threading.Event | None = None):
         """Re-hash every file against the manifest (DG701-DG703); never updates it."""
         from .verifier import verify
+
+        self._check_mounts()
 
         return verify(datasets=self.datasets, manifest_dir=self.manifest_dir, jobs=self.jobs,
                       select=select, ignore=ignore, on_progress=on_progress, executor=self.executor,

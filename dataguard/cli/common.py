@@ -31,6 +31,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="where manifests live, one <DatasetName>.json each (default: ./manifests)")
     p.add_argument("-j", "--jobs", type=int, default=None,
                    help="parallel file readers (default: all cores)")
+    p.add_argument("--executor", default=None, metavar="local|dask://HOST:PORT",
+                   help="where file checks run: this machine (local, the default) or a Dask cluster "
+                        "whose workers see the same paths; default $DATAGUARD_EXECUTOR or local")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -71,8 +74,11 @@ def workspace(args, target_list: list[str] | None = None):
     if jobs := getattr(args, "jobs", None):
         if jobs < 1:
             raise UsageError("-j/--jobs must be at least 1")
+    from ..executors import connect
+
     return Workspace(target_list if target_list is not None else targets(args),
-                     manifest_dir=args.manifest_dir, jobs=getattr(args, "jobs", None))
+                     manifest_dir=args.manifest_dir, jobs=getattr(args, "jobs", None),
+                     executor=connect(getattr(args, "executor", None)))
 
 
 def progress(args):

@@ -1,0 +1,101 @@
+"""Scans and verifies on a real `distributed.LocalCluster` (processes, 2 workers): the same
+findings and manifests as the local pool, one clear error when workers cannot see the data,
+and identical findings when a worker is killed mid-scan."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import dataguard
+
+distributed = pytest.importorskip("distributed")
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(40)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as lc, Client(lc) as client:
+        yield lc, client
+
+
+@pytest.fixture
+def broken(real_project):
+    cfg = real_project / "nnUNet_preprocessed" / "Dataset901_DemoCardiac" / "nnUNetPlans_2d"
+    seg = cfg / "heart_002_seg.b2nd"
+    seg.write_bytes(seg.read_bytes()[:-200])
+    (cfg / "._heart_001.b2nd").write_bytes(APPLEDOUBLE)
+    return real_project
+
+
+def _files(manifest_dir):
+    return {p.name: json.loads(p.read_text())["files"] for p in sorted(manifest_dir.glob("*.json"))}
+
+
+def test_cluster_scan_equals_local_scan(broken, tmp_path, cluster):
+    _, client = cluster
+    local = dataguard.Workspace([str(broken)], manifest_dir=tmp_path / "local", jobs=2).scan(full=True)
+    remote_ws = dataguard.Workspace([str(broken)], manifest_dir=tmp_path / "dask", executor=client)
+    remote = remote_ws.scan(full=True)
+    assert [f.to_dict() for f in remote.findings] == [f.to_dict() for f in local.findings]
+    assert {"DG101", "DG203"} <= {f.code for f in remote.findings}
+    assert _files(tmp_path / "dask") == _files(tmp_path / "local")
+    assert sum(client.run(lambda: 1).values()) == 2                 # it really ran on 2 workers
+    v = remote_ws.verify()
+    assert v.findings == []
+
+
+def test_workers_that_cannot_see_the_data_are_one_clear_error(broken, tmp_path, cluster):
+    _, client = cluster
+    from dataguard.errors import UsageError
+    from dataguard.executors import check_mounts
+
+    check_mounts(client, [broken])                                   # the same machine: fine
+    with pytest.raises(UsageError, match="cannot see"):
+        check_mounts(client, [tmp_path / "not-mounted-on-workers"])
+
+
+def test_a_worker_killed_mid_scan_changes_nothing(broken, tmp_path, monkeypatch):
+    from distributed import Client, LocalCluster
+
+    from dataguard import scanner
+
+    monkeypatch.setattr(scanner, "batches", lambda order, sizes, *a, **k: [[i] for i in order])   # many tasks
+
+    local = dataguard.Workspace([str(broken)], manifest_dir=tmp_path / "local", jobs=2).scan(full=True)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as lc, Client(lc) as client:
+        pids = client.run(os.getpid)
+        seen = []
+
+        def kill_once(done, total, rel):
+            seen.append(rel)
+            if len(seen) == 5:                                       # a few files in: kill one worker
+                os.kill(next(iter(pids.values())), signal.SIGKILL)
+
+        ws = dataguard.Workspace([str(broken)], manifest_dir=tmp_path / "dask", executor=client)
+        res = ws.scan(full=True, on_progress=kill_once)
+    assert len(seen) > 50                                            # every file still came back, once
+    assert [f.to_dict() for f in res.findings] == [f.to_dict() for f in local.findings]
+    assert _files(tmp_path / "dask") == _files(tmp_path / "local")
+
+
+def test_executor_option_and_install_hint(monkeypatch):
+    from dataguard.errors import UsageError
+    from dataguard.executors import connect
+
+    assert connect("local") is None
+    monkeypatch.setenv("DATAGUARD_EXECUTOR", "local")
+    assert connect(None) is None
+    with pytest.raises(UsageError, match="dask://HOST:PORT"):
+        connect("spark://x")
+    with pytest.raises(UsageError, match="cannot reach"):
+        connect("dask://127.0.0.1:9")
+    del threading, time
