@@ -216,6 +216,33 @@ def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
     return results
 
 
+def remote_check_batch(tasks: list[FileTask]) -> list[FileResult]:
+    """check_batch on a Dask worker: a file it cannot read is tagged with the worker's host."""
+    import socket
+
+    out = check_batch(tasks)
+    host = socket.gethostname()
+    for r in out:
+        if r.by_check.get("read"):
+            r.by_check["read"] = [dataclasses.replace(f, message=f"{f.message} [on Dask worker {host}]")
+                                  for f in r.by_check["read"]]
+    return out
+
+
+def _blame_the_worker(task: FileTask, res: FileResult) -> None:
+    """A worker could not read a file the client can: say so (the mounts differ), rather than
+    report the file as broken. `read` results are never reused, so the manifest stays clean."""
+    try:
+        with open(task.path, "rb") as f:
+            f.read(1)
+    except OSError:
+        return                                     # the client cannot read it either: a real finding
+    res.by_check["read"] = [dataclasses.replace(
+        f, code="DG001", fix=None,
+        message=f"a Dask worker cannot read this file but the client can: the workers' mounts or permissions "
+                f"differ from the client's ({f.message})") for f in res.by_check["read"]]
+
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 
@@ -516,8 +543,14 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
                     todo.append(dataclasses.replace(task, dataset=ds.name))
                     sizes.append(st.st_size if st is not None else 0)
             plan.append((ds, files, man, slots))
+    remote = executor is not None and type(executor).__module__.startswith("distributed")
     fresh_list = run_file_checks(todo, sizes, executor=executor, jobs=jobs, on_progress=on_progress,
-                                 cancel=cancel, force_parallel=force_parallel)
+                                 cancel=cancel, force_parallel=force_parallel,
+                                 worker=remote_check_batch if remote else check_batch)
+    if remote:
+        for t, r in zip(todo, fresh_list):
+            if r is not None and r.by_check.get("read"):
+                _blame_the_worker(t, r)
     fresh: dict[tuple[str, str], FileResult] = {}
     for t, r, n in zip(todo, fresh_list, sizes):
         if r is not None:

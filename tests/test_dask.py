@@ -99,3 +99,24 @@ def test_executor_option_and_install_hint(monkeypatch):
     with pytest.raises(UsageError, match="cannot reach"):
         connect("dask://127.0.0.1:9")
     del threading, time
+
+
+def test_a_file_only_the_client_can_read_is_blamed_on_the_worker(tmp_path):
+    from dataguard.checks.base import FileResult, FileTask
+    from dataguard.findings import finding
+    from dataguard.scanner import _blame_the_worker
+
+    p = tmp_path / "case.npz"
+    p.write_bytes(b"PK")
+    task = FileTask(path=str(p), rel="preprocessed/x/case.npz", kind="npz", where="config", case="case")
+    res = FileResult(rel=task.rel)
+    res.by_check["read"] = [finding("DG201", task.rel, "cannot read: FileNotFoundError [on Dask worker w1]",
+                                    case="case")]
+    _blame_the_worker(task, res)
+    f = res.by_check["read"][0]
+    assert f.code == "DG001" and "client can" in f.message and "w1" in f.message
+    gone = FileTask(path=str(tmp_path / "gone.npz"), rel="preprocessed/x/gone.npz", kind="npz", where="config")
+    res2 = FileResult(rel=gone.rel)
+    res2.by_check["read"] = [finding("DG201", gone.rel, "cannot read")]
+    _blame_the_worker(gone, res2)
+    assert res2.by_check["read"][0].code == "DG201"           # the client cannot read it either: a real finding
