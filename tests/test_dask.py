@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
-import time
 
 import pytest
 
@@ -98,7 +96,7 @@ def test_executor_option_and_install_hint(monkeypatch):
         connect("spark://x")
     with pytest.raises(UsageError, match="cannot reach"):
         connect("dask://127.0.0.1:9")
-    del threading, time
+
 
 
 def test_a_file_only_the_client_can_read_is_blamed_on_the_worker(tmp_path):
