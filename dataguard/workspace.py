@@ -205,7 +205,8 @@ class Workspace:
             return run
         with self._lock:
             report = apply_plan(todo, self.datasets, log=log or (lambda m: None), scan_result=before,
-                                on_event=on_event, cancel=cancel)
+                                on_event=on_event, cancel=cancel,
+                                executor=self.executor if self.client is not None else None)
         run.reports.append(report)
         run.cancelled = report.cancelled
         run.after = self.scan(on_progress=on_progress)

@@ -60,12 +60,16 @@ def _split(target: str) -> tuple[str, str]:
 
 
 def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | None = None,
-               log: Log = lambda m: None, scan_result=None, on_event=None, cancel=None) -> RepairReport:
+               log: Log = lambda m: None, scan_result=None, on_event=None, cancel=None,
+               executor=None) -> RepairReport:
     """Apply every non-blocked action; one lock per dataset folder for the whole run.
 
     scan_result: the ScanResult the plan came from (splits are rebuilt from its label
     facts, no second scan). on_event(dict) hears each action start and end; cancel (a
     threading.Event) stops between actions, leaving finished ones journalled.
+    executor (e.g. a Dask client's): the re-preprocessing of cases runs there in parallel,
+    each into its own staging folder; verification, the journal and the swap stay here,
+    one action at a time, so atomicity and undo never depend on a worker.
     """
     run_id = run_id or new_run_id()
     report = RepairReport(run_id)
@@ -78,6 +82,7 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
                 # staging left by a killed run: our own scratch, safe to drop under the lock
                 shutil.rmtree(root / DG_DIR / "tmp", ignore_errors=True)
         preprocessors: dict[tuple[str, str], object] = {}
+        staged_remotely = _stage_remotely(todo, by_name, run_id, executor) if executor is not None else {}
         emit = on_event or (lambda e: None)
         for i, a in enumerate(todo):
             if cancel is not None and cancel.is_set():
@@ -91,7 +96,7 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
                 if a.kind == "quarantine":
                     out = _quarantine(a, ds, journals)
                 elif a.kind == "re-preprocess":
-                    out = _rebuild(a, ds, journals, preprocessors, log)
+                    out = _rebuild(a, ds, journals, preprocessors, log, staged_remotely.get(id(a)))
                 elif a.kind == "cast":
                     out = _cast(a, journals)
                 else:
@@ -143,7 +148,34 @@ def _verify_staged(files: list[Path], case: str, labels) -> list[str]:
     return problems
 
 
-def _rebuild(a: Action, ds: Dataset, journals: dict[str, Journal], cache: dict, log: Log) -> Outcome:
+_WORKER_PREPROCESSORS: dict = {}
+
+
+def stage_case(raw: str, preprocessed: str, config: str, case: str, staged_base: str) -> list[str]:
+    """Re-preprocess one case into its staging folder (runs on any worker that sees the paths)."""
+    from ..nnunet.preprocess_case import CasePreprocessor
+
+    key = (raw, preprocessed, config)
+    if key not in _WORKER_PREPROCESSORS:
+        _WORKER_PREPROCESSORS[key] = CasePreprocessor(Path(raw), Path(preprocessed), config)
+    return [str(p) for p in _WORKER_PREPROCESSORS[key].run(case, Path(staged_base))]
+
+
+def _stage_remotely(todo: list[Action], by_name: dict, run_id: str, executor) -> dict:
+    """Submit every case rebuild at once; {id(action): future of its staged files}."""
+    out = {}
+    for a in todo:
+        if a.kind != "re-preprocess":
+            continue
+        ds = by_name[a.dataset]
+        staged_base = Journal(ds.preprocessed, run_id).staging / a.config / a.case
+        out[id(a)] = executor.submit(stage_case, str(ds.raw), str(ds.preprocessed), a.config, a.case,
+                                     str(staged_base))
+    return out
+
+
+def _rebuild(a: Action, ds: Dataset, journals: dict[str, Journal], cache: dict, log: Log,
+             remote=None) -> Outcome:
     from ..nnunet.preprocess_case import CasePreprocessor
     from ..walk import declared_labels, load_dataset_json
 
@@ -156,7 +188,7 @@ def _rebuild(a: Action, ds: Dataset, journals: dict[str, Journal], cache: dict, 
     if a.case not in pp.files:
         return Outcome(a, False, f"case {a.case} is not a training case of the raw dataset")
     staged_base = j.staging / a.config / a.case
-    staged = pp.run(a.case, staged_base)
+    staged = [Path(p) for p in remote.result()] if remote is not None else pp.run(a.case, staged_base)
     problems = _verify_staged(staged, a.case, declared_labels(load_dataset_json(ds)))
     if problems:
         return Outcome(a, False, "rebuilt files fail verification, nothing swapped: " + "; ".join(problems[:3]))
