@@ -40,6 +40,7 @@ PARALLEL_MIN_AVG_BYTES = 64 << 10
 BATCH_BYTES = 4 << 20      # files smaller than this travel to a worker in batches ...
 BATCH_FILES = 64           # ... of at most this many files / BATCH_BYTES bytes
 THREAD_BATCH_BYTES = 256 << 10   # the same for the scan's own thread pool (no IPC to save)
+CLUSTER_BATCH_BYTES = 16 << 20   # a Dask task costs milliseconds of scheduling: fewer, larger ones
 
 
 @dataclass
@@ -184,7 +185,9 @@ def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
     own = executor is None
     # batches save round trips to other processes; our own threads need none, and single
     # files balance the last seconds better (a batch is 4 MiB of work)
-    groups = batches(order, sizes, *((THREAD_BATCH_BYTES, BATCH_FILES) if own else ()))
+    cluster = not own and type(executor).__module__.startswith("distributed")
+    groups = batches(order, sizes, *((THREAD_BATCH_BYTES, BATCH_FILES) if own else
+                                     (CLUSTER_BATCH_BYTES, BATCH_FILES) if cluster else ()))
     if not parallel:
         for g in groups:
             if cancel is not None and cancel.is_set():
@@ -216,10 +219,33 @@ def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
     return results
 
 
+_MALLOC_TUNED = False
+
+
+def _tune_malloc() -> None:
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so glibc hands every
+    freed multi-MB inflate buffer back to the OS and page-faults it in again for the next
+    file: checks ran 1.6x slower on a worker than in the client (measured). Raise the trim
+    and mmap thresholds once per worker process (glibc only; elsewhere nothing happens)."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 256 << 20)      # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 64 << 20)       # M_MMAP_THRESHOLD: inflate buffers stay on the heap
+    except (OSError, AttributeError):
+        pass
+
+
 def remote_check_batch(tasks: list[FileTask]) -> list[FileResult]:
     """check_batch on a Dask worker: a file it cannot read is tagged with the worker's host."""
     import socket
 
+    _tune_malloc()
     out = check_batch(tasks)
     host = socket.gethostname()
     for r in out:
