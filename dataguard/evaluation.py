@@ -100,20 +100,22 @@ def read_labels(path: Path):
     return arr.astype(np.int64, copy=False)
 
 
-def score_case(ref_path: Path, pred_path: Path, labels: list[int]) -> list[tuple[int, float | None, int, int]]:
-    """(label, dice or None, ref voxels, pred voxels) per label, from one bincount."""
+def overlap(ref, pred, labels: list[int]) -> dict[int, tuple[int, int, int]]:
+    """(true positives, reference voxels, predicted voxels) per label, from one bincount of
+    `ref * K + pred` (non-negative integer label arrays of one shape)."""
     import numpy as np
 
+    k = int(max(ref.max(initial=0), pred.max(initial=0), max(labels, default=0))) + 1
+    joint = np.bincount((ref.ravel() * k + pred.ravel()), minlength=k * k).reshape(k, k)
+    return {lab: (int(joint[lab, lab]), int(joint[lab].sum()), int(joint[:, lab].sum())) for lab in labels}
+
+
+def score_case(ref_path: Path, pred_path: Path, labels: list[int]) -> list[tuple[int, float | None, int, int]]:
+    """(label, dice or None, ref voxels, pred voxels) per label."""
     ref, pred = read_labels(ref_path), read_labels(pred_path)
     if ref.shape != pred.shape:
         raise ValueError(f"shape {pred.shape} differs from the reference's {ref.shape}")
-    k = int(max(ref.max(initial=0), pred.max(initial=0), max(labels, default=0))) + 1
-    joint = np.bincount((ref.ravel() * k + pred.ravel()), minlength=k * k).reshape(k, k)
-    out = []
-    for lab in labels:
-        tp, r, p = int(joint[lab, lab]), int(joint[lab].sum()), int(joint[:, lab].sum())
-        out.append((lab, (2 * tp / (r + p)) if r else None, r, p))
-    return out
+    return [(lab, (2 * tp / (r + p)) if r else None, r, p) for lab, (tp, r, p) in overlap(ref, pred, labels).items()]
 
 
 def foreground_labels(dataset_json: dict) -> dict[int, str]:

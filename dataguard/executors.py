@@ -24,6 +24,11 @@ def is_dask_client(obj) -> bool:
     return type(obj).__name__ == "Client" and type(obj).__module__.startswith("distributed")
 
 
+def on_cluster(executor) -> bool:
+    """A Dask client's executor (work leaves this process: batch more, tag worker errors)."""
+    return executor is not None and type(executor).__module__.startswith("distributed")
+
+
 def as_executor(obj) -> Executor | None:
     """A Workspace's `executor=`: None, any Executor, or a `distributed.Client`."""
     if obj is None or not is_dask_client(obj):

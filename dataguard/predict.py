@@ -71,19 +71,13 @@ def checkpoint_files(m: ModelSpec, checkpoint: str) -> list[Path]:
     return out
 
 
-def _blake3(path: Path) -> str:
-    import blake3
-
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    h.update_mmap(str(path))
-    return h.hexdigest()
-
-
 def input_record(m: ModelSpec, images: list[Path], checkpoint: str, tta: bool, device: str) -> dict:
+    from .checks.files import blake3_file
+
     return {"model": m.spec, "trainer": m.trainer, "plans": m.plans, "configuration": m.configuration,
             "folds": m.folds, "checkpoint": checkpoint, "tta": tta,
-            "checkpoints": {str(p): _blake3(p) for p in checkpoint_files(m, checkpoint)},
-            "images": {p.name: _blake3(p) for p in images}}
+            "checkpoints": {str(p): blake3_file(p) for p in checkpoint_files(m, checkpoint)},
+            "images": {p.name: blake3_file(p) for p in images}}
 
 
 @dataclass

@@ -19,6 +19,7 @@ from .checks import get as get_check
 from .checks.base import FileResult, FileTask
 from .checks.cases import DatasetView
 from .checks.files import check_batch
+from .executors import on_cluster
 from .findings import Finding, Severity, code_matches, finding
 from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest, gc_paused, gc_release, json_canonical
@@ -185,7 +186,7 @@ def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
     own = executor is None
     # batches save round trips to other processes; our own threads need none, and single
     # files balance the last seconds better (a batch is 4 MiB of work)
-    cluster = not own and type(executor).__module__.startswith("distributed")
+    cluster = on_cluster(executor)
     groups = batches(order, sizes, *((THREAD_BATCH_BYTES, BATCH_FILES) if own else
                                      (CLUSTER_BATCH_BYTES, BATCH_FILES) if cluster else ()))
     if not parallel:
@@ -569,7 +570,7 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
                     todo.append(dataclasses.replace(task, dataset=ds.name))
                     sizes.append(st.st_size if st is not None else 0)
             plan.append((ds, files, man, slots))
-    remote = executor is not None and type(executor).__module__.startswith("distributed")
+    remote = on_cluster(executor)
     fresh_list = run_file_checks(todo, sizes, executor=executor, jobs=jobs, on_progress=on_progress,
                                  cancel=cancel, force_parallel=force_parallel,
                                  worker=remote_check_batch if remote else check_batch)

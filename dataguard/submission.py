@@ -133,12 +133,12 @@ def write_manifest(report: ArchiveReport, *, models: list[dict] | None = None, w
                    source: str | None = None) -> Path:
     """`OUT.zip.manifest.json`: which cases (blake3), models, checkpoints, weights, versions and
     training data made this upload."""
-    import blake3
+    from .checks.files import blake3_file
 
     doc = {
         "schema": "dataguard-submission/1",
         "archive": report.path.name,
-        "archive_blake3": blake3.blake3(report.path.read_bytes()).hexdigest(),
+        "archive_blake3": blake3_file(report.path),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cases": report.members,
         "cast_to_uint8": report.cast,

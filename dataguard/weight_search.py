@@ -57,17 +57,15 @@ def simplex(n_models: int, step: float = 0.1) -> list[tuple[float, ...]]:
 
 
 def _dice_per_label(segs: list, refs: list, labels: list[int]) -> dict[int, float | None]:
-    import numpy as np
+    """Mean Dice per label over the cases whose reference has it (evaluate's rule)."""
+    from .evaluation import overlap
 
-    k = max(labels) + 1
-    sums = {lab: [] for lab in labels}
+    sums: dict[int, list[float]] = {lab: [] for lab in labels}
     for seg, ref in zip(segs, refs):
-        joint = np.bincount(ref.ravel() * k + np.minimum(seg.ravel(), k - 1), minlength=k * k).reshape(k, k)
-        for lab in labels:
-            r = joint[lab].sum()
+        for lab, (tp, r, p) in overlap(ref, seg, labels).items():
             if r:
-                sums[lab].append(2 * joint[lab, lab] / (r + joint[:, lab].sum()))
-    return {lab: (float(np.mean(v)) if v else None) for lab, v in sums.items()}
+                sums[lab].append(2 * tp / (r + p))
+    return {lab: (sum(v) / len(v) if v else None) for lab, v in sums.items()}
 
 
 def _objective(d: dict[int, float | None]) -> float:
@@ -107,6 +105,8 @@ class Suggestion:
 def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None) -> Suggestion:
     import numpy as np
 
+    from .ensemble import combine
+
     models, labels = oof.models, list(oof.labels)
     cases = [c for c in oof.cases if c in oof.probs and c in oof.refs]
     if not cases:
@@ -117,11 +117,7 @@ def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None) -> Sugges
     W = np.ones((len(models), n_classes))
 
     def segs_for(Wm):
-        out = []
-        for ps in probs:
-            acc = sum(p * Wm[m].astype(np.float32).reshape((-1,) + (1,) * (p.ndim - 1)) for m, p in enumerate(ps))
-            out.append((acc / Wm.sum(0).astype(np.float32).reshape((-1,) + (1,) * (acc.ndim - 1))).argmax(0))
-        return out
+        return [combine(ps, Wm)[0] for ps in probs]
 
     equal = _dice_per_label(segs_for(W), refs, labels)
     single = {}
@@ -139,8 +135,7 @@ def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None) -> Sugges
             # everything but class c is fixed: its best competitor per voxel, once
             fixed = []
             for ps in probs:
-                acc = sum(p * W[m].astype(np.float32).reshape((-1,) + (1,) * (p.ndim - 1)) for m, p in enumerate(ps))
-                acc /= W.sum(0).astype(np.float32).reshape((-1,) + (1,) * (acc.ndim - 1))
+                _, acc = combine(ps, W)
                 acc[c] = -np.inf
                 fixed.append((acc.max(0), acc.argmax(0)))
             current = tuple(W[:, c] / W[:, c].sum())

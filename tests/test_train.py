@@ -114,7 +114,7 @@ def test_dry_run_prints_the_exact_call(real_project):
 
 # --- the trained models (one session fixture, shared with later commands) -------------------
 def test_training_end_to_end(trained_models):
-    from dataguard.train.checkpoints import file_blake3
+    from dataguard.checks.files import blake3_file
     from dataguard.training_logs import find_logs, parse_log
 
     splits = json.loads((trained_models["root"] / "nnUNet_preprocessed/Dataset901_DemoCardiac/splits_final.json")
@@ -128,7 +128,7 @@ def test_training_end_to_end(trained_models):
         assert log.epochs == [0, 1, 2] and log.finished
         for name in LABEL_NAMES:
             assert ckpt(d / f"checkpoint_best_{name}.pth")["current_epoch"] <= 3
-        assert file_blake3(d / "checkpoint_best.pth.copy") == file_blake3(d / "checkpoint_best.pth")
+        assert blake3_file(d / "checkpoint_best.pth.copy") == blake3_file(d / "checkpoint_best.pth")
         png = d / "dataguard_pseudo_dice.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
         val = sorted(p.name[:-4] for p in (d / "validation").glob("*.npz"))

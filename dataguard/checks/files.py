@@ -42,6 +42,12 @@ def _preprocessed_fix(task: FileTask) -> Fix | None:
     return Fix.REPREPROCESS if task.where == "config" else None
 
 
+def blake3_file(path) -> str:
+    """blake3 of a whole file: what the manifest, journal, checkpoints and submissions record."""
+    with open(path, "rb") as f:
+        return hash_stream(f)
+
+
 def hash_stream(f) -> str:
     from blake3 import blake3
 

@@ -174,8 +174,8 @@ def cmd_suggest(args) -> int:
         out = console()
         out.print("[bold red]no out-of-fold probabilities[/] for: "
                   + "; ".join(f"{m} fold {', '.join(f)}" for m, f in oof.missing.items()))
-        for line in _missing_commands(ws, models, oof):
-            out.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
+        for call in _missing_calls(ws, models, oof):
+            out.print(f"  {call.shell()}", soft_wrap=True, highlight=False, markup=False)
         out.print("(or rerun with --predict-missing)")
         return ExitCode.FINDINGS
     names = [m.spec for m in models]
@@ -246,8 +246,9 @@ def _suggest_table(sug) -> None:
     out.print(t2)
 
 
-def _missing_commands(ws, models, oof) -> list[str]:
-    from ..train.launch import training_call
+def _missing_calls(ws, models, oof) -> list:
+    """nnU-Net's validation with --npz for each fold without probabilities (launch.TrainCall)."""
+    from ..train.launch import TrainCall, training_call
     from ..train.settings import TrainSettings, base_of
 
     out = []
@@ -260,24 +261,19 @@ def _missing_commands(ws, models, oof) -> list[str]:
                 call = training_call(ds.name, m.configuration, k, trainer=m.trainer, plans=m.plans, device="cuda",
                                      npz=True, cont=False, settings=TrainSettings())
                 call.argv.append("--val")
-                out.append(call.shell())
+                out.append(call)
             else:
-                out.append(f"nnUNetv2_train {ds.name} {m.configuration} {k} -tr {m.trainer} -p {m.plans} --val --npz")
+                out.append(TrainCall(["nnUNetv2_train", ds.name, m.configuration, k, "-tr", m.trainer, "-p", m.plans,
+                                      "--val", "--npz"]))
     return out
 
 
 def _predict_missing(ws, args, models, oof) -> None:
     import os
-    import shlex
     import subprocess
 
-    for line in _missing_commands(ws, models, oof):
-        note(f"running: {line}")
-        env = dict(os.environ)
-        parts = shlex.split(line)
-        while parts and "=" in parts[0] and not parts[0].startswith("-"):
-            k, v = parts.pop(0).split("=", 1)
-            env[k] = v
-        proc = subprocess.run(parts, env=env)
+    for call in _missing_calls(ws, models, oof):
+        note(f"running: {call.shell()}")
+        proc = subprocess.run(call.argv, env={**os.environ, **call.env})
         if proc.returncode != 0:
-            raise UsageError(f"nnU-Net's validation run failed (exit {proc.returncode}): {line}")
+            raise UsageError(f"nnU-Net's validation run failed (exit {proc.returncode}): {call.shell()}")

@@ -17,18 +17,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checks.files import blake3_file  # noqa: F401 - apply/restore import it from here
+
 DG_DIR = ".dataguard"
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
-def blake3_file(path: Path) -> str:
-    from ..checks.files import hash_stream
-
-    with open(path, "rb") as f:
-        return hash_stream(f)
 
 
 def _crash_point() -> None:

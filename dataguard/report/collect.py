@@ -207,6 +207,8 @@ def _pred_thumb(ws, ev, s) -> str | None:
 def _submissions(dirs) -> list[dict]:
     import blake3
 
+    from ..checks.files import blake3_file
+
     out = []
     seen = set()
     for d in dirs:
@@ -224,7 +226,7 @@ def _submissions(dirs) -> list[dict]:
             if not z.is_file():
                 status = "archive missing"
             else:
-                if blake3.blake3(z.read_bytes()).hexdigest() != doc.get("archive_blake3"):
+                if blake3_file(z) != doc.get("archive_blake3"):
                     problems.append("archive blake3 differs from the manifest")
                 try:
                     with zipfile.ZipFile(z) as zf:

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-import blake3
+from ..checks.files import blake3_file
 
 COPY_SUFFIX = ".copy"
 
@@ -52,12 +52,6 @@ def safe_load(path: str | Path, map_location=None, loader=None) -> dict:
                                f"numpy scalars): {str(e).splitlines()[0]}") from None
 
 
-def file_blake3(path: Path) -> str:
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    h.update_mmap(str(path))
-    return h.hexdigest()
-
-
 def verified_copy(src: Path, dst: Path | None = None) -> tuple[Path, str]:
     """Copy `src` beside itself (fsync, then rename) and prove the copy byte-identical by blake3."""
     src = Path(src)
@@ -66,7 +60,7 @@ def verified_copy(src: Path, dst: Path | None = None) -> tuple[Path, str]:
     shutil.copyfile(src, tmp)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    want, got = file_blake3(src), file_blake3(tmp)
+    want, got = blake3_file(src), blake3_file(tmp)
     if want != got:
         tmp.unlink(missing_ok=True)
         raise OSError(f"copy of {src} differs from the original (blake3 {got[:16]} != {want[:16]})")
