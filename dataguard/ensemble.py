@@ -17,7 +17,6 @@ whose weights are all zero is refused: it could never be predicted.
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,15 +154,15 @@ def as_label_dtype(seg):
 def read_probabilities(path: Path):
     import numpy as np
 
-    with np.load(str(path)) as z:
+    with np.load(str(path), allow_pickle=False) as z:     # an object array raises, it is never unpickled
         return z["probabilities"]
 
 
 def read_properties(path: Path) -> dict:
-    """A case's `.pkl` (nnU-Net's properties) through the restricted unpickler: no code runs."""
-    from .checks.pickles import RestrictedUnpickler
+    """A case's `.pkl` (nnU-Net's properties) through the safe unpickler: no code runs."""
+    from .checks.safe_pickle import loads_numpy
 
-    return RestrictedUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+    return loads_numpy(Path(path).read_bytes())
 
 
 def nnunet_meta(folder: Path) -> tuple[dict, dict]:
