@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UnsafeInput, UsageError
 
 POSTPROCESS = ("none", "lcc", "lcc+fill")
 
@@ -154,15 +154,27 @@ def as_label_dtype(seg):
 def read_probabilities(path: Path):
     import numpy as np
 
-    with np.load(str(path), allow_pickle=False) as z:     # an object array raises, it is never unpickled
-        return z["probabilities"]
+    try:
+        with np.load(str(path), allow_pickle=False) as z:     # an object array raises, it is never unpickled
+            return z["probabilities"]
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise UnsafeInput(f"{path}: 'probabilities' is an object array (loading it would unpickle code); "
+                              f"refused, nothing of it ran") from None
+        raise
 
 
 def read_properties(path: Path) -> dict:
     """A case's `.pkl` (nnU-Net's properties) through the safe unpickler: no code runs."""
-    from .checks.safe_pickle import loads_numpy
+    from .checks.safe_pickle import Refused, loads_numpy
 
-    return loads_numpy(Path(path).read_bytes())
+    try:
+        props = loads_numpy(Path(path).read_bytes())
+    except Refused as e:
+        raise UnsafeInput(f"{path}: {e}") from None
+    if not isinstance(props, dict):
+        raise UsageError(f"{path}: nnU-Net properties must be a dict, this pickle holds a {type(props).__name__}")
+    return props
 
 
 def nnunet_meta(folder: Path) -> tuple[dict, dict]:
@@ -193,6 +205,14 @@ class EnsembleReport:
     postprocess: str = "none"
 
 
+def _properties_file(files: dict[str, dict], models: list[str], case: str) -> Path:
+    pkl = next((files[m][case].pkl for m in models if files[m][case].pkl is not None), None)
+    if pkl is None:
+        raise UsageError(f"case {case}: no properties file (.pkl) beside any model's probabilities; nnU-Net "
+                         f"needs it to put the label map back into the image's geometry")
+    return pkl
+
+
 def ensemble_folders(inputs: dict[str, Path], out_dir: Path, weights: Weights, mode: str = "none",
                      files: dict[str, dict] | None = None, on_case=None) -> EnsembleReport:
     """Combine probability folders case by case and write `case<file_ending>` label maps.
@@ -205,19 +225,16 @@ def ensemble_folders(inputs: dict[str, Path], out_dir: Path, weights: Weights, m
     dataset_json, plans = nnunet_meta(Path(inputs[models[0]]))
     writer = writer_for(plans, dataset_json)()
     ending = dataset_json.get("file_ending", ".nii.gz")
-    out_dir.mkdir(parents=True, exist_ok=True)
     cases = sorted(set.intersection(*[set(files[m]) for m in models]))
+    props = {case: read_properties(_properties_file(files, models, case)) for case in cases}  # all, before any write
     report = EnsembleReport(weights=weights.to_dict(), postprocess=mode)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for case in cases:
         probs = [read_probabilities(files[m][case].npz) for m in models]
         seg, _ = combine(probs, weights.matrix(models, probs[0].shape[0]))
         seg = as_label_dtype(postprocess(seg, mode))
-        pkl = next((files[m][case].pkl for m in models if files[m][case].pkl is not None), None)
-        if pkl is None:
-            raise UsageError(f"case {case}: no properties file (.pkl) beside any model's probabilities; nnU-Net "
-                             f"needs it to put the label map back into the image's geometry")
         target = out_dir / f"{case}{ending}"
-        writer.write_seg(seg, str(target), read_properties(pkl))
+        writer.write_seg(seg, str(target), props[case])
         report.written.append(target)
         if on_case:
             on_case(case)

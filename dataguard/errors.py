@@ -15,3 +15,8 @@ class UsageError(DataguardError):
 
 class Cancelled(DataguardError):
     """Work stopped because the caller set its cancel event."""
+
+
+class UnsafeInput(DataguardError):
+    """A file from someone else's machine asks for code to run (a pickle's callables, an object
+    array): refused before anything of it ran. The message names the file and what it asked."""

@@ -81,8 +81,8 @@ class NeedNumpy(Exception):
 #   set frozenset list tuple dict OrderedDict   containers from an already-built list, tuple,
 #                   set or dict (their elements are values this machine made)
 #   slice complex   numbers in, a number-like value out
-#   bytearray       from bytes, or from str + 'latin-1' (never an int: no allocation the file
-#                   does not pay for)
+#   bytearray bytes from bytes, or from str + 'latin-1' (never an int: no allocation the file
+#                   does not pay for); protocols 0-2 write b'' as bytes()
 #   _codecs.encode  how protocols 0-2 write bytes: str + 'latin-1' only, done by str.encode
 #   numpy.dtypes.*DType   the plain numeric, bool, bytes and str dtype classes, each by name: an
 #                   inert token (what pickling a dtype *class* writes); calling one is refused
@@ -95,7 +95,7 @@ _NUMPY_ROLES = {
     "ndarray": ("numpy",),
     "dtype": ("numpy",),
 }
-_BUILTIN_ROLES = ("set", "frozenset", "list", "tuple", "dict", "slice", "complex", "bytearray")
+_BUILTIN_ROLES = ("set", "frozenset", "list", "tuple", "dict", "slice", "complex", "bytearray", "bytes")
 
 _DTYPE_CLASSES = ("BoolDType", "ByteDType", "BytesDType", "CLongDoubleDType", "Complex128DType", "Complex64DType",
                   "Float16DType", "Float32DType", "Float64DType", "Int16DType", "Int32DType", "Int64DType",
@@ -127,6 +127,11 @@ class _Global:
 
     def __repr__(self) -> str:
         return f"{self.module}.{self.name}"
+
+
+def _kind(x) -> str:
+    """How a message names a value the file tried to use: the global it is, or its type."""
+    return f"the global {x!r}" if type(x) is _Global else f"a value of type {type(x).__name__}"
 
 
 def _hostile(token: _Global, why: str) -> Refused:
@@ -214,6 +219,10 @@ def _bytearray(token, args):
     return bytearray(_latin1(token, args))
 
 
+def _bytes(token, args) -> bytes:
+    return bytes(_bytearray(token, args))
+
+
 def _not_callable(token, args):
     raise Refused(f"{token!r} called directly ({_brief(args)})")
 
@@ -221,7 +230,7 @@ def _not_callable(token, args):
 _BUILTINS = {
     "set": _container(set), "frozenset": _container(frozenset), "list": _container(list),
     "tuple": _container(tuple), "dict": _mapping(dict), "slice": _slice, "complex": _complex,
-    "bytearray": _bytearray, "encode": _latin1, "ndarray": _not_callable, "dtype-class": _not_callable,
+    "bytearray": _bytearray, "bytes": _bytes, "encode": _latin1, "ndarray": _not_callable, "dtype-class": _not_callable,
     "OrderedDict": _mapping(collections.OrderedDict),
 }
 
@@ -305,8 +314,11 @@ class _NumpyBackend:
             spec = inst.str[1:]
             if inst.kind in "SU" and size >= 0:
                 spec = f"{inst.kind}{size // 4 if inst.kind == 'U' else size}"
-            canonical = np.dtype(spec).newbyteorder(order if order in "<>" else "=")
-            inst.__setstate__(canonical.__reduce__()[2])   # numpy's own state for a dtype numpy made
+            canonical = np.dtype(spec).newbyteorder(order if order in "<>" else "=").__reduce__()[2]
+            if tuple(state[5:8]) != tuple(canonical[5:8]):
+                raise Refused(f"a {spec} dtype whose size, alignment or flags ({state[5:8]}) are not numpy's "
+                              f"own ({canonical[5:8]})")
+            inst.__setstate__(canonical)                   # numpy's own state for a dtype numpy made
             return
         if type(inst) is np.ndarray and self.pending.get(id(inst)) is inst:
             token = _Global("numpy", "ndarray", "ndarray")
@@ -316,7 +328,7 @@ class _NumpyBackend:
             inst.__setstate__((1, shape, dt, bool(fortran), _raw(token, raw, shape, dt.itemsize)))
             del self.pending[id(inst)]
             return
-        raise Refused(f"the state of a {type(inst).__name__} to be set (BUILD)")
+        raise Refused(f"the state of {_kind(inst)} to be set (BUILD)")
 
 
 # --- the light back end: numpy-free stand-ins --------------------------------------------------------
@@ -402,6 +414,8 @@ class _LightBackend:
     def build(self, inst, state) -> None:
         if type(inst) is Dtype:
             order, _ = _dtype_state(_Global("numpy", "dtype", "dtype"), state, "f")
+            if tuple(state[5:8]) != (-1, -1, 0):          # numpy's numeric dtypes: numpy judges the rest
+                raise NeedNumpy("dtype state")
             inst.order = "<" if order in "|=" else order
             return
         if type(inst) is Array and not inst._built:
@@ -412,7 +426,7 @@ class _LightBackend:
                 raise _hostile(token, f"a dtype this pickle did not build from a plain spec ({_brief(dt)})")
             inst.set(shape, dt, _raw(token, raw, shape, dt.itemsize))
             return
-        raise Refused(f"the state of a {type(inst).__name__} to be set (BUILD)")
+        raise Refused(f"the state of {_kind(inst)} to be set (BUILD)")
 
 
 # --- the machine ----------------------------------------------------------------------------------------
@@ -448,8 +462,9 @@ def _run(data: bytes, backend):
 
     def top(kind, what):
         if not stack or type(stack[-1]) not in kind:
-            got = type(stack[-1]).__name__ if stack else "nothing"
-            raise Refused(f"{what} on a {got}") if stack else Malformed(f"{what} on an empty stack")
+            if not stack:
+                raise Malformed(f"{what} on an empty stack")
+            raise Refused(f"{what} on {_kind(stack[-1])}")
         return stack[-1]
 
     for op, arg, _pos in pickletools.genops(data):
@@ -536,7 +551,7 @@ def _run(data: bytes, backend):
                 raise Malformed("REDUCE on a short stack")
             args, func = stack.pop(), stack.pop()
             if type(func) is not _Global:
-                raise Refused(f"a call of a {type(func).__name__} (REDUCE)")
+                raise Refused(f"a call of {_kind(func)} (REDUCE)")
             if type(args) is not tuple:
                 raise _hostile(func, f"arguments that are a {type(args).__name__}, not a tuple")
             stack.append(backend.call(func, args))
