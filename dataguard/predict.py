@@ -90,9 +90,15 @@ class PredictRun:
 
 
 def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, checkpoint: str = "best",
-                  tta: bool = True, device: str = "cuda", cases: list[str], on_progress=None) -> PredictRun:
-    """Run (or reuse) one model's probabilities for every test case."""
+                  tta: bool = True, device: str = "cuda", cases: list[str], on_progress=None,
+                  trust: tuple = ()) -> PredictRun:
+    """Run (or reuse) one model's probabilities for every test case.
+
+    nnUNetv2_predict loads checkpoints with `weights_only=False`: each one must first load
+    with `weights_only=True` here (train.checkpoints.prove_plain), so none can run code.
+    `trust`: checkpoints the user vouched for (`--trust-checkpoint`)."""
     from .predictions import find_probabilities
+    from .train.checkpoints import prove_plain
 
     images = sorted(p for p in Path(images_dir).iterdir() if p.name.endswith(".nii.gz"))
     out = work / m.safe_name
@@ -108,6 +114,8 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
         if on_progress:
             on_progress(m.spec, len(cases), len(cases))
         return PredictRun(m, out, True, 0.0, record)
+    for p in checkpoint_files(m, checkpoint):
+        prove_plain(p, trust)
     stamp.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     for p in out.glob("*.npz"):

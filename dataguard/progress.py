@@ -1,6 +1,8 @@
 """Progress bar on stderr (rich), fed by the engine's `on_progress(done, total, rel)` callback."""
 from __future__ import annotations
 
+from .walk import printable
+
 
 class ByteProgress:
     """Shows bytes checked of bytes to check; disappears when done (transient)."""
@@ -12,7 +14,7 @@ class ByteProgress:
 
         self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                                   TransferSpeedColumn(), TimeRemainingColumn(),
-                                  TextColumn("{task.fields[current]}", style="dim"),
+                                  TextColumn("{task.fields[current]}", style="dim", markup=False),
                                   console=Console(stderr=True), transient=True)
         self._task = self._progress.add_task(description, total=None, current="")
 
@@ -25,7 +27,9 @@ class ByteProgress:
         return False
 
     def update(self, done: int, total: int, rel: str) -> None:
-        name = rel.rsplit("/", 1)[-1]
+        # a file name is shown as text: no rich markup ([link=...] would print an OSC 8 hyperlink),
+        # no control characters (an ESC in a name would reach the terminal)
+        name = printable(rel.rsplit("/", 1)[-1])
         self._progress.update(self._task, completed=done, total=total or None, current=name[-40:])
 
     def set_description(self, text: str) -> None:

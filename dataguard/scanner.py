@@ -56,6 +56,7 @@ class ScanStats:
     same_content: int = 0     # read, found byte-identical to the manifest: only hashed, not re-checked
     dataset_checks_reused: int = 0   # dataset-level checks whose recorded findings still held
     indexed: int = 0          # datasets answered by the stat index (nothing decoded, nothing read)
+    not_recorded: list[str] = field(default_factory=list)   # manifests that could not be written, and why
 
 
 @dataclass
@@ -634,14 +635,17 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
             mine = [dataclasses.replace(f, dataset=ds.name) for f in mine]
             findings += mine
             if write_manifest:
-                man.save()
-                if not cancelled and not files.findings and len(results) == len(files.tasks):
-                    from .caseinfo import summary, view_cases
+                try:
+                    man.save()
+                    if not cancelled and not files.findings and len(results) == len(files.tasks):
+                        from .caseinfo import summary, view_cases
 
-                    stat_index.write(man.path, stat_index.key_of(ds, vers, select, ignore),
-                                     [(rel, r.size, r.mtime_ns, r.inode, r.blake3 or "")
-                                      for rel, r in results.items()], mine,
-                                     [summary(c) for c in view_cases(ds.name, view, mine, ds)])
+                        stat_index.write(man.path, stat_index.key_of(ds, vers, select, ignore),
+                                         [(rel, r.size, r.mtime_ns, r.inode, r.blake3 or "")
+                                          for rel, r in results.items()], mine,
+                                         [summary(c) for c in view_cases(ds.name, view, mine, ds)])
+                except OSError as e:        # a read-only or missing manifest folder: the scan is still a scan
+                    stats.not_recorded.append(f"{man.path}: {e.strerror or e}")
     stats.seconds = time.perf_counter() - t0
     return ScanResult(datasets=dsets, findings=filter_findings(findings, select, ignore), stats=stats,
                       views=views, cancelled=cancelled)

@@ -182,7 +182,10 @@ def try_rescan(ds, manifest_path: Path, key: str, write_back: bool) -> IndexHit 
             stamp = _manifest_stamp(manifest_path)
             doc["stats"] = now
             doc["manifest"] = stamp
-            atomic_write_bytes(path, json_dumps(doc))
+            try:
+                atomic_write_bytes(path, json_dumps(doc))
+            except OSError:
+                pass                # the index stays one touch behind; the next rescan hashes again
     hit.findings = [Finding.from_dict(f) for f in doc["findings"]]
     return hit
 

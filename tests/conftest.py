@@ -22,6 +22,14 @@ PLANS = {"plans_name": "nnUNetPlans",
                                            "spacing": [1.0, 1.0, 1.0], "batch_size": 2}}}
 
 
+def pytest_configure(config):
+    """Checkpoints the tests train go into a trust store of this session, never the user's."""
+    import os
+    import tempfile
+
+    os.environ["DATAGUARD_TRUST_STORE"] = os.path.join(tempfile.mkdtemp(prefix="dg-trust-"), "trusted.jsonl")
+
+
 @pytest.fixture(scope="session")
 def _real_project_master(tmp_path_factory) -> Path:
     from dataguard.demo import build_clean

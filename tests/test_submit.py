@@ -294,3 +294,13 @@ def test_submit_end_to_end_with_two_models(trained_models, tmp_path):
         ref = np.asanyarray(nib.load(tmp_path / "nnunet_ens" / f"{c}.nii.gz").dataobj)
         mine = np.asanyarray(nib.load(tmp_path / "ours" / f"{c}.nii.gz").dataobj)
         assert np.array_equal(ref, mine)
+
+
+def test_paths_made_of_markup_print_as_text(sub):
+    """An output named like rich markup prints as those characters (no style, no OSC 8 link)."""
+    name = "out[bold red]X[link=http:x]y.zip"
+    proc = dataguard_cli(["submit", str(sub / "pred"), "--images", str(sub / "imagesTs"), "--labels",
+                          str(sub / "dataset.json"), "-o", str(sub / name)], None, sub)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"wrote {sub / name}" in proc.stdout.replace("\n", ""), proc.stdout
+    assert f"{name}.manifest.json" in proc.stdout.replace("\n", "")

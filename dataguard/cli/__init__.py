@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except DataguardError as e:
-        print(f"dataguard: error: {e}", file=sys.stderr)
+        from .common import plain
+
+        print(f"dataguard: error: {plain(e)}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
         print("dataguard: interrupted", file=sys.stderr)
@@ -79,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 3
         if args.debug:
             raise
-        print(f"dataguard: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
+        from .common import plain
+
+        print(plain(f"dataguard: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)"),
               file=sys.stderr)
         return ExitCode.INTERNAL
 

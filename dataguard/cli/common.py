@@ -99,7 +99,25 @@ def console():
 
 
 def note(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    """One message on stderr, each line printable (a name's control characters as escapes)."""
+    print(plain(msg), file=sys.stderr)
+
+
+def plain(msg) -> str:
+    """Text for a terminal: control characters of names as backslash escapes, line breaks kept."""
+    from ..walk import printable
+
+    return "\n".join(printable(line) for line in str(msg).split("\n"))
+
+
+def shown(value) -> str:
+    """A name or path inside a rich markup string: escaped, so `[bold]` or `[link=...]` in a
+    file name prints as those characters, and printable, so no escape sequence gets through."""
+    from rich.markup import escape
+
+    from ..walk import printable
+
+    return escape(printable(str(value)))
 
 
 def render(result, args) -> int:
@@ -117,4 +135,7 @@ def render(result, args) -> int:
         print(report.summary_line(result), file=sys.stderr)
     if getattr(result, "cancelled", False):
         note("scan cancelled: findings are incomplete")
+    for why in getattr(getattr(result, "stats", None), "not_recorded", ()):
+        note(f"warning: manifest not written ({why}); the next scan reads every file again "
+             f"(use --manifest-dir DIR for a folder you can write)")
     return verdict(result, args.fail_on)

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import ExitCode, UsageError, console, note
+from .common import ExitCode, UsageError, console, note, shown
 
 EVAL_EPILOG = """\
 examples:
@@ -66,6 +66,9 @@ def add_parser(sub) -> None:
     s.add_argument("--step", type=float, default=0.1, help="grid step of the weight simplex (default 0.1)")
     s.add_argument("--predict-missing", action="store_true",
                    help="run nnU-Net's validation with --npz for folds without probabilities first")
+    s.add_argument("--trust-checkpoint", action="append", type=Path, metavar="PATH",
+                   help="load this checkpoint on a torch older than 2.10 although dataguard did not write it "
+                        "(only for files whose origin you know)")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument("--manifest-dir", type=Path, default=Path("manifests"))
     s.set_defaults(func=cmd_suggest)
@@ -155,7 +158,7 @@ def _worst(ev, worst) -> None:
     out.print(t)
     cases = sorted({s.case for rows in worst.values() for s in rows})
     if cases:
-        out.print(f"open them in the TUI: dataguard tui -d {ev.dataset} --cases {','.join(cases)}",
+        out.print(f"open them in the TUI: dataguard tui -d {shown(ev.dataset)} --cases {shown(','.join(cases))}",
                   soft_wrap=True, highlight=False)
 
 
@@ -174,7 +177,7 @@ def cmd_suggest(args) -> int:
         out = console()
         out.print("[bold red]no out-of-fold probabilities[/] for: "
                   + "; ".join(f"{m} fold {', '.join(f)}" for m, f in oof.missing.items()))
-        for call in _missing_calls(ws, models, oof):
+        for _m, _fold, call in _missing_calls(ws, models, oof):
             out.print(f"  {call.shell()}", soft_wrap=True, highlight=False, markup=False)
         out.print("(or rerun with --predict-missing)")
         return ExitCode.FINDINGS
@@ -197,7 +200,7 @@ def cmd_suggest(args) -> int:
         _suggest_table(sug)
         _dg803(findings)
         if args.output:
-            console().print(f"wrote {args.output}: use it with  dataguard submit ... --weights {args.output}",
+            console().print(f"wrote {shown(args.output)}: use it with  dataguard submit ... --weights {shown(args.output)}",
                             soft_wrap=True, highlight=False)
     return ExitCode.CLEAN
 
@@ -247,7 +250,7 @@ def _suggest_table(sug) -> None:
 
 
 def _missing_calls(ws, models, oof) -> list:
-    """nnU-Net's validation with --npz for each fold without probabilities (launch.TrainCall)."""
+    """(model, fold, launch.TrainCall): nnU-Net's validation with --npz for each fold without probabilities."""
     from ..train.launch import TrainCall, training_call
     from ..train.settings import TrainSettings, base_of
 
@@ -261,10 +264,10 @@ def _missing_calls(ws, models, oof) -> list:
                 call = training_call(ds.name, m.configuration, k, trainer=m.trainer, plans=m.plans, device="cuda",
                                      npz=True, cont=False, settings=TrainSettings())
                 call.argv.append("--val")
-                out.append(call)
             else:
-                out.append(TrainCall(["nnUNetv2_train", ds.name, m.configuration, k, "-tr", m.trainer, "-p", m.plans,
-                                      "--val", "--npz"]))
+                call = TrainCall(["nnUNetv2_train", ds.name, m.configuration, k, "-tr", m.trainer, "-p", m.plans,
+                                  "--val", "--npz"])
+            out.append((m, k, call))
     return out
 
 
@@ -272,7 +275,11 @@ def _predict_missing(ws, args, models, oof) -> None:
     import os
     import subprocess
 
-    for call in _missing_calls(ws, models, oof):
+    from ..train.checkpoints import prove_plain
+
+    for m, fold, call in _missing_calls(ws, models, oof):
+        # nnU-Net's validation loads the checkpoint with weights_only=False: prove it plain first
+        prove_plain(m.folder / f"fold_{fold}" / "checkpoint_final.pth", tuple(args.trust_checkpoint or ()))
         note(f"running: {call.shell()}")
         proc = subprocess.run(call.argv, env={**os.environ, **call.env})
         if proc.returncode != 0:

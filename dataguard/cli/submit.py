@@ -5,7 +5,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .common import ExitCode, UsageError, console, note
+from .common import ExitCode, UsageError, console, note, shown
 
 SUBMIT_EPILOG = """\
 two ways in:
@@ -51,6 +51,10 @@ def add_parser(sub) -> None:
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster)")
     p.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda")
     p.add_argument("--checkpoint", choices=("best", "final"), default="best")
+    p.add_argument("--trust-checkpoint", action="append", type=Path, default=[], metavar="PATH",
+                   help="predict with this checkpoint on a torch older than 2.10 although dataguard did not "
+                        "write it (only for files whose origin you know); every checkpoint must still load "
+                        "with weights_only=True")
     p.add_argument("--work-dir", type=Path, help="probabilities and the ensemble (default OUT.zip.work)")
     p.add_argument("--fix-dtype", action="store_true", help="cast float label maps within 1e-3 of integers to uint8")
     p.add_argument("--dry-run", action="store_true", help="check only; write no archive")
@@ -174,9 +178,9 @@ def _validate_and_package(ws, args, source: Path, images: Path, labels: Path | N
         if bar:
             bar.stop()
     cast = f", {len(report.cast)} cast to uint8" if report.cast else ""
-    out.print(f"[bold green]wrote {args.output}[/]: {len(report.members)} members{cast}, re-opened and verified "
+    out.print(f"[bold green]wrote {shown(args.output)}[/]: {len(report.members)} members{cast}, re-opened and verified "
               f"(CRC, NIfTI, dtype, values, geometry, count)")
-    out.print(f"manifest: {manifest}", soft_wrap=True, highlight=False)
+    out.print(f"manifest: {shown(manifest)}", soft_wrap=True, highlight=False)
     return ExitCode.CLEAN
 
 
@@ -234,6 +238,7 @@ def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
         bar = _progress(len(cases), f"predicting {m.spec}")
         try:
             run = ws.predict(m, ds.name, images, work, checkpoint=args.checkpoint, tta=not args.no_tta,
+                             trust=tuple(args.trust_checkpoint),
                              device=args.device, cases=cases,
                              on_progress=lambda spec, done, total: _tick(bar, done))
         finally:
@@ -276,7 +281,7 @@ def cmd_check(args) -> int:
     errors = [f for f in findings if f.severity >= Severity.ERROR]
     out = console()
     if errors:
-        out.print(f"[bold red]{len(errors)} error(s)[/]: do not upload {args.archive}")
+        out.print(f"[bold red]{len(errors)} error(s)[/]: do not upload {shown(args.archive)}")
         return ExitCode.FINDINGS
     out.print(f"[bold green]ok[/]: {len(ps.cases)} members for {len(ps.images)} test cases")
     return ExitCode.CLEAN
@@ -305,5 +310,5 @@ def cmd_ensemble(args) -> int:
     finally:
         if bar:
             bar.stop()
-    console().print(f"wrote {len(rep.written)} label maps to {args.output} (post-processing {args.postprocess})")
+    console().print(f"wrote {len(rep.written)} label maps to {shown(args.output)} (post-processing {args.postprocess})")
     return ExitCode.CLEAN

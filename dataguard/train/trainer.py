@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -27,7 +28,7 @@ from os.path import join
 from pathlib import Path
 
 from ..training_logs import label_names_from
-from .checkpoints import safe_load
+from .checkpoints import record_trusted, safe_load, trust_store
 from .monitor import RunMonitor
 from .settings import FILE, TrainSettings, base_of, trainer_name
 
@@ -184,6 +185,12 @@ class _DataguardMixin:
     def save_checkpoint(self, filename: str) -> None:
         with _named(type(self), self.dg_base_name):
             super().save_checkpoint(filename)
+        if os.path.isfile(filename):               # rank 0 wrote it: an older torch may load it later
+            try:
+                record_trusted(filename, "written by dataguard train")
+            except OSError as e:
+                self.print_to_log_file(f"dataguard: could not record {filename} in the checkpoint trust store "
+                                       f"({trust_store()}): {e}")
 
 
 @contextmanager
