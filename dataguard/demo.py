@@ -121,7 +121,7 @@ def _inject(root: Path) -> list[InjectedFault]:
     (cfg_l / "._heart_005.npz").write_bytes(APPLEDOUBLE)
     add("DG101", lg, "preprocessed/nnUNetPlans_2d/._heart_005.npz", "AppleDouble file among .npz cases")
     # an old unpacked .npy pair left behind after the .npz was rewritten
-    with np.load(cfg_l / "heart_006.npz") as z:
+    with np.load(cfg_l / "heart_006.npz", allow_pickle=False) as z:
         np.save(cfg_l / "heart_006.npy", z["data"])
         np.save(cfg_l / "heart_006_seg.npy", z["seg"])
     old = (cfg_l / "heart_006.npz").stat().st_mtime_ns - 3_600_000_000_000

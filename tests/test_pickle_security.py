@@ -242,3 +242,32 @@ def test_the_audit_hook_sees_what_a_payload_does(tmp_path):
         (tmp_path / "ok").mkdir()
         (tmp_path / "ok" / "fine.txt").write_text("x")
     assert events == [f"write: open {tmp_path / 'elsewhere.txt'}"], events
+
+
+def test_no_module_unpickles_with_the_standard_loaders():
+    """The only ways in: safe_pickle (data), train/checkpoints (torch, weights_only=True)."""
+    import ast
+    from pathlib import Path
+
+    import dataguard
+
+    bad = []
+    for path in Path(dataguard.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text("utf-8"))
+        rel = path.relative_to(Path(dataguard.__file__).parent).as_posix()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f"{getattr(f.value, 'id', '?')}.{f.attr}" if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                kws = {k.arg: k.value for k in node.keywords}
+                if name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "_pickle.loads", "marshal.loads"):
+                    bad.append(f"{rel}:{node.lineno} {name}")
+                if name in ("np.load", "numpy.load") and not (
+                        isinstance(kws.get("allow_pickle"), ast.Constant) and kws["allow_pickle"].value is False):
+                    bad.append(f"{rel}:{node.lineno} {name} without allow_pickle=False")
+                if name == "torch.load" and rel != "train/checkpoints.py":
+                    bad.append(f"{rel}:{node.lineno} torch.load")
+                if name.endswith(".load") and "weights_only" in kws and not (
+                        isinstance(kws["weights_only"], ast.Constant) and kws["weights_only"].value is True):
+                    bad.append(f"{rel}:{node.lineno} weights_only not True")
+    assert bad == [], bad

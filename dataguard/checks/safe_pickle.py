@@ -86,8 +86,8 @@ class NeedNumpy(Exception):
 #   _codecs.encode  how protocols 0-2 write bytes: str + 'latin-1' only, done by str.encode
 #   numpy.dtypes.*DType   the plain numeric, bool, bytes and str dtype classes, each by name: an
 #                   inert token (what pickling a dtype *class* writes); calling one is refused
-# `__builtin__` and `copy_reg`-era names are the same pairs as Python 2-compatible protocols
-# (0-2) write them; no prefix, no dotted name and no `__`-name ever matches.
+# `__builtin__.*` are the same pairs as protocols 0-2 write them (pickle's fix_imports); no
+# prefix, no dotted name and no `__`-name ever matches, and copyreg's helpers are not listed.
 _NUMPY_ROLES = {
     "_reconstruct": ("numpy.core.multiarray", "numpy._core.multiarray"),
     "scalar": ("numpy.core.multiarray", "numpy._core.multiarray"),
@@ -112,7 +112,7 @@ ALLOWED: dict[tuple[str, str], str] = {
 }
 
 # numeric, bool, bytes and str dtypes; object (O), void/structured (V), datetime (M, m) refused
-_DTYPE_SPEC = re.compile(r"[<>|=]?(?:\?|b1|[iu][1248]|f(?:2|4|8|12|16)|c(?:8|16|24|32)|[SU]\d{0,9})")
+_DTYPE_SPEC = re.compile(r"[<>|=]?(?:\?|b1|[iu][1248]|f(?:2|4|8|12|16)|c(?:8|16|24|32)|[SU]\d{0,6})")
 _MAX_DIMS = 32
 _MAX_TEXT = 1 << 20                          # a bytes/str dtype of more than 1 MiB per item is no label
 
