@@ -125,7 +125,7 @@ class Manifest:
         m = cls(dataset=dataset, path=path)
         try:
             raw = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):    # no manifest yet (or a file where its folder would be)
             m.dirty = True
             return m
         except OSError as e:
@@ -288,14 +288,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync it, rename it over the target."""
+    """Write to a temp file in the same folder, fsync it, rename it over the target.
+
+    The result keeps the mode of the file it replaces, and a new file gets the umask's: a
+    rewrite must not make a shared 644 file private to whoever rewrote it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        mode = None
     # O_EXCL with a random name is what tempfile.mkstemp does, without its 7 ms of imports
     tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
+            elif mode is not None:                # Windows before 3.13: no fchmod
+                os.chmod(tmp, mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

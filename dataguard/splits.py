@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,6 +399,54 @@ def _copy_durably(src: Path, dst: Path) -> None:
     from .manifest import atomic_write_bytes
 
     atomic_write_bytes(dst, src.read_bytes())
+
+
+LEFTOVER_REASON = "temp file left by an interrupted splits write"
+
+
+def leftover_temps(path: Path | str) -> list[Path]:
+    """Temp files a killed write of `path` (or of one of its backups) left next to it.
+
+    Exactly atomic_write_bytes's `.{name}.{12 hex}.tmp`, which nothing else names so. The
+    sweep holds the dataset lock, so it never races a repair; a live rebalance's temp file
+    exists only for the milliseconds of its write.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}(\.bak-\d{{8}}-\d{{6}}(-\d+)?)?\.[0-9a-f]{{12}}\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    found = [path.parent / n for n in sorted(names) if pattern.fullmatch(n)]
+    return [p for p in found if p.is_file() and not p.is_symlink()]
+
+
+def quarantine_leftovers(path: Path | str, journal=None) -> list[str]:
+    """Move `leftover_temps(path)` into a repair quarantine, journalled, so `quarantine list`
+    shows them and `restore` can put them back (nothing is deleted). Returns their names.
+
+    Without a journal (`splits rebalance`) a run of its own is opened under the dataset lock,
+    and only when there is something to move: a clean dataset gets no `.dataguard/`.
+    """
+    path = Path(path)
+    if not leftover_temps(path):
+        return []
+    if journal is not None:
+        return [_hold(journal, p) for p in leftover_temps(path)]
+    from .repair.journal import Journal, new_run_id
+    from .repair.lock import DatasetLock
+
+    try:
+        with DatasetLock(path.parent):
+            j = Journal(path.parent, new_run_id())
+            return [_hold(j, p) for p in leftover_temps(path)]
+    except OSError as e:
+        raise SplitError(f"cannot move leftover temp files out of {path.parent}: {e.strerror or e}") from None
+
+
+def _hold(journal, p: Path) -> str:
+    journal.quarantine_file(p.relative_to(journal.root).as_posix(), reason=LEFTOVER_REASON)
+    return p.name
 
 
 def write_splits(path: Path | str, splits, dry_run: bool = False, *, journal=None,

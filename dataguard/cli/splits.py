@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import ExitCode, UsageError, add_engine_args, progress, workspace
+from .common import ExitCode, UsageError, add_engine_args, progress, shown, workspace
 from .common import console as _console
 from .common import note as _note
 
@@ -25,7 +25,8 @@ examples:
 rebalance guarantees, whenever any split can: every label found in at least --folds cases
 is in every fold's validation set; validation sets differ in size by at most one; every
 case is validated exactly once. The previous splits_final.json is kept next to it as
-splits_final.json.bak-YYYYmmdd-HHMMSS; nothing is deleted.
+splits_final.json.bak-YYYYmmdd-HHMMSS, and temp files an interrupted rebalance left
+(.splits_final.json.<hex>.tmp) move to quarantine; nothing is deleted.
 
 exit codes: 0 ok, 2 usage error (no dataset, no cases, no splits file, infeasible request)
 """
@@ -109,7 +110,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_rebalance(args) -> int:
-    from ..splits import SplitError, label_table, load_splits, rebalance
+    from ..splits import SplitError, label_table, load_splits, quarantine_leftovers, rebalance
 
     ws, ctx = _context(args)
     before = None
@@ -122,6 +123,11 @@ def cmd_rebalance(args) -> int:
         after = rebalance(ctx.case_labels, folds=args.folds, seed=args.seed)
     except SplitError as e:
         raise UsageError(str(e)) from None
+    if not args.dry_run:
+        swept = quarantine_leftovers(ctx.splits_path)
+        if swept:
+            _note(f"moved {len(swept)} leftover temp file(s) of an interrupted splits write to quarantine "
+                  f"(`dataguard quarantine list` shows them): {', '.join(swept)}")
     unchanged = before == after
     backup = None if unchanged else ws.write_splits(ctx.dataset.name, after, dry_run=args.dry_run)
     tables = {"before": label_table(before, ctx.case_labels, ctx.names) if before else None,
@@ -147,7 +153,7 @@ def _render_rebalance(args, ctx, tables) -> None:
     if tables["before"] is not None:
         console.print(_rich_table(ctx, tables["before"], f"before: {ctx.splits_path.name} now"))
     else:
-        console.print(f"before: no usable {ctx.splits_path.name}")
+        console.print(f"before: no usable {shown(ctx.splits_path.name)}")
     console.print(_rich_table(ctx, tables["after"],
                               f"after: stratified, {args.folds} folds, seed {args.seed}"))
 

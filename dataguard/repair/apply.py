@@ -5,11 +5,15 @@ filesystem, checked with the scanner's own per-file checks, then the old files a
 moved to quarantine and the new ones renamed into place. A SIGKILL at any moment
 leaves the case old (in place or in quarantine, where `restore` finds it) or new and
 valid; a crash between the two halves leaves the case missing, which the next
-`repair` sees (DG206/DG207) and rebuilds.
+`repair` sees (DG206/DG207) and rebuilds. A step that fails (an unreadable file, a move
+the OS refuses) puts back at once what its action had moved, so a case is repaired whole
+or left as it was. Before the first move every folder the plan writes is probed: a
+read-only dataset is refused up front, with nothing changed.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +54,10 @@ class RepairError(DataguardError):
     """A repair step failed in a way the user must hear about (nothing was lost)."""
 
 
+class NotWritableError(RepairError):
+    """A folder the plan must write cannot be written (read-only mount, no permission): exit 2."""
+
+
 def _roots(ds: Dataset) -> dict[str, Path]:
     return {k: Path(v) for k, v in ds.roots().items()}
 
@@ -75,6 +83,7 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
     report = RepairReport(run_id)
     by_name = {d.name: d for d in datasets}
     todo = [a for a in actions if not a.blocked]
+    check_writable(todo, by_name)
     with contextlib.ExitStack() as stack:
         for name in sorted({a.dataset for a in todo}):
             for root in _roots(by_name[name]).values():
@@ -102,7 +111,7 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
                 else:
                     out = _splits(a, ds, journals, scan_result)
             except Exception as e:  # one failed action must not stop the others
-                out = Outcome(a, False, f"{type(e).__name__}: {e}")
+                out = _rolled_back(a, journals, f"{type(e).__name__}: {e}")
             report.outcomes.append(out)
             emit({"event": "done" if out.ok else "failed", "index": i, "total": len(todo), "action": a,
                   "detail": out.detail})
@@ -112,6 +121,78 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
             if j.is_dir():
                 shutil.rmtree(j, ignore_errors=True)   # our own scratch space, never user data
     return report
+
+
+def _rolled_back(a: Action, journals: dict[str, Journal], reason: str) -> Outcome:
+    """A step failed half-way: put back what this action moved, so its case is whole again."""
+    back, problems = 0, []
+    for part, j in journals.items():
+        try:
+            n, p = j.roll_back(reason)
+        except Exception as e:  # the journal itself failed: leave the rest for `restore`
+            n, p = 0, [f"{part}: rollback stopped ({type(e).__name__}: {e}); `dataguard restore` undoes the rest"]
+        back += n
+        problems += p
+    if back or problems:
+        reason += f"; rolled back: {back} file(s) put back in place"
+    if problems:
+        reason += "; rollback incomplete: " + "; ".join(problems[:3])
+    return Outcome(a, False, reason)
+
+
+def check_writable(todo: list[Action], by_name: dict[str, Dataset]) -> None:
+    """Refuse before the first change when a folder the plan writes cannot be written.
+
+    Root ignores file modes, so only writing tells: a tiny file is created and removed in
+    `.dataguard/` of every dataset folder (where the lock and journal go) and in every folder
+    an action moves files out of or into. NotWritableError names the first that fails.
+    """
+    folders: dict[Path, None] = {}
+    for name in sorted({a.dataset for a in todo}):
+        for root in _roots(by_name[name]).values():
+            folders[root / DG_DIR] = None
+    created = [f for f in folders if not f.is_dir()]
+    for a in todo:
+        folders.update(dict.fromkeys(_folders_written(a, by_name[a.dataset])))
+    try:
+        for folder in folders:
+            _probe(folder)
+    except NotWritableError:
+        for f in created:                  # the empty .dataguard/ we just made: refused means untouched
+            with contextlib.suppress(OSError):
+                f.rmdir()
+        raise
+
+
+def _folders_written(a: Action, ds: Dataset) -> list[Path]:
+    """The existing folders an action moves files out of or into (its target's, its files', gt)."""
+    roots = _roots(ds)
+    out = []
+    for t in [a.target, *a.files]:
+        part, rel = _split(t)
+        if part in roots:
+            out.append(_existing(roots[part], (roots[part] / rel).parent))
+    if a.kind == "re-preprocess" and "preprocessed" in roots and (roots["preprocessed"] / "gt_segmentations").is_dir():
+        out.append(roots["preprocessed"] / "gt_segmentations")
+    return out
+
+
+def _existing(root: Path, folder: Path) -> Path:
+    """folder, or its nearest existing parent inside root (where the first mkdir would go)."""
+    while folder != root and not folder.is_dir() and root in folder.parents:
+        folder = folder.parent
+    return folder
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a tiny file: the one test read-only mounts, ACLs and root all answer truly."""
+    probe = folder / f".dataguard-probe-{os.urandom(6).hex()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)        # only ever .dataguard/: the others exist
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as e:
+        raise NotWritableError(f"cannot repair: {folder}: {e.strerror or e}; nothing was changed") from None
 
 
 def _quarantine(a: Action, ds: Dataset, journals: dict[str, Journal]) -> Outcome:
@@ -263,8 +344,12 @@ def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -
         raise RepairError("regenerating splits needs the scan the plan came from (scan_result)")
     labels = context_from_result(scan_result, ds).case_labels
     new = sp.rebalance(labels, folds=_current_folds(ds.preprocessed / "splits_final.json"))
+    swept = sp.quarantine_leftovers(j.root / "splits_final.json", journal=j)
     sp.write_splits(j.root / "splits_final.json", new, journal=j, reason=a.codes)
-    return Outcome(a, True, f"stratified {len(new)}-fold splits written", [a.target])
+    detail = f"stratified {len(new)}-fold splits written"
+    if swept:
+        detail += f"; {len(swept)} leftover temp file(s) of an interrupted splits write moved to quarantine"
+    return Outcome(a, True, detail, [a.target] + [f"preprocessed/{n}" for n in swept])
 
 
 def _current_folds(path: Path) -> int:

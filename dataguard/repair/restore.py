@@ -3,7 +3,8 @@
 Restore puts every quarantined file back (verified byte-identical by blake3) and moves
 what the run wrote into a quarantine of its own — even an undo deletes nothing. It
 works from a torn journal too: a step that was announced but not confirmed is
-checked against the disk.
+checked against the disk. Moves the run rolled back itself (a case whose repair failed
+half-way) are skipped.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..layout import Dataset
-from .journal import DG_DIR, Journal, _move, blake3_file, journals, new_run_id, read_journal
+from .journal import (DG_DIR, Journal, _move, blake3_file, journals, new_run_id, read_journal,
+                      without_rolled_back)
 from .lock import DatasetLock
 from ..errors import DataguardError
 
@@ -73,7 +75,7 @@ def _restore_dataset(ds: Dataset, rid: str) -> RestoreReport:
             jpath = root / DG_DIR / "journal" / f"{rid}.jsonl"
             if not jpath.exists():
                 continue
-            entries = read_journal(jpath)
+            entries = without_rolled_back(read_journal(jpath))   # a failed case already put back
             undo = Journal(root, undo_id)
             undo.write(op="restore-of", run=rid)
             placed = [e for e in entries if e.get("op") == "place"]
