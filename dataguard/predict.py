@@ -95,10 +95,10 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
     """Run (or reuse) one model's probabilities for every test case.
 
     nnUNetv2_predict loads checkpoints with `weights_only=False`: each one must first load
-    with `weights_only=True` here (train.checkpoints.prove_plain), so none can run code.
+    with `weights_only=True` here (checkpoint_trust.prove_plain), so none can run code.
     `trust`: checkpoints the user vouched for (`--trust-checkpoint`)."""
     from .predictions import find_probabilities
-    from .train.checkpoints import prove_plain
+    from .checkpoint_trust import prove_plain
 
     images = sorted(p for p in Path(images_dir).iterdir() if p.name.endswith(".nii.gz"))
     out = work / m.safe_name

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from audit import watch
-from dataguard.train import checkpoints as ck
+from dataguard import checkpoint_trust as ck
 
 pytestmark = pytest.mark.nnunet
 
@@ -31,7 +31,7 @@ def _foreign(tmp_path, trained):
     import torch
 
     src = trained["trainer_dir"] / "fold_1" / "checkpoint_final.pth"
-    state = torch.load(src, map_location="cpu", weights_only=True)
+    state = ck.safe_load(src, map_location="cpu")
     state["note"] = "from a colleague"
     dst = tmp_path / "foreign.pth"
     torch.save(state, dst)

@@ -245,7 +245,7 @@ def test_the_audit_hook_sees_what_a_payload_does(tmp_path):
 
 
 def test_no_module_unpickles_with_the_standard_loaders():
-    """The only ways in: safe_pickle (data), train/checkpoints (torch, weights_only=True)."""
+    """The only ways in: safe_pickle (data), checkpoint_trust (torch, weights_only=True)."""
     import ast
     from pathlib import Path
 
@@ -265,7 +265,7 @@ def test_no_module_unpickles_with_the_standard_loaders():
                 if name in ("np.load", "numpy.load") and not (
                         isinstance(kws.get("allow_pickle"), ast.Constant) and kws["allow_pickle"].value is False):
                     bad.append(f"{rel}:{node.lineno} {name} without allow_pickle=False")
-                if name == "torch.load" and rel != "train/checkpoints.py":
+                if name == "torch.load" and rel != "checkpoint_trust.py":
                     bad.append(f"{rel}:{node.lineno} torch.load")
                 if name.endswith(".load") and "weights_only" in kws and not (
                         isinstance(kws["weights_only"], ast.Constant) and kws["weights_only"].value is True):

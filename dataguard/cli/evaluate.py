@@ -275,7 +275,7 @@ def _predict_missing(ws, args, models, oof) -> None:
     import os
     import subprocess
 
-    from ..train.checkpoints import prove_plain
+    from ..checkpoint_trust import prove_plain
 
     for m, fold, call in _missing_calls(ws, models, oof):
         # nnU-Net's validation loads the checkpoint with weights_only=False: prove it plain first
