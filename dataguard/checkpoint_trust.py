@@ -29,7 +29,11 @@ ADVISORIES = "CVE-2025-32434 (fixed in torch 2.6.0) and CVE-2026-24747 (fixed in
 
 class UnsafeCheckpoint(DataguardError):
     """The checkpoint holds objects outside the plain types an nnU-Net checkpoint needs, or this
-    torch cannot load a checkpoint of unknown origin safely."""
+    torch cannot load a checkpoint of unknown origin safely. `fix` says what to do."""
+
+    def __init__(self, message: str, fix: str = "move the checkpoint away; dataguard never unpickles code"):
+        super().__init__(message)
+        self.fix = fix
 
 
 def torch_version() -> str:
@@ -100,7 +104,8 @@ def vet(path: str | Path, trust: tuple = ()) -> str:
         f"{path}: not loaded. torch {torch_version()} has known flaws in torch.load(weights_only=True) "
         f"({ADVISORIES}), and this checkpoint was not written by dataguard on this machine. Upgrade torch "
         f"(pip install -U 'torch>=2.10' torchvision), or, if you know where the file came from, pass "
-        f"--trust-checkpoint {path}")
+        f"--trust-checkpoint {path}",
+        fix=f"pip install -U 'torch>=2.10' torchvision, or --trust-checkpoint {path}")
 
 
 def _safe_globals() -> list:

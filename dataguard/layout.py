@@ -199,6 +199,89 @@ def resolve_id(ident: str) -> Dataset:
     return _pair(Dataset(name=name, raw=raw, preprocessed=pre))
 
 
+# --- the folders exactly as nnU-Net resolves them (`dataguard train`'s gate) ---------------------
+def nnunet_env_problem(var: str, writes_to: Path | None = None) -> str | None:
+    """Why nnU-Net cannot use `$var` (None: it can), the value read as nnU-Net reads it: as-is.
+
+    It must be set and name a folder; where nnU-Net writes (`writes_to`, a folder under
+    it) it may be missing, as long as nnU-Net can create it there. Quotes kept in the
+    value or an unexpanded ~ would make nnU-Net read or create a folder of that name.
+    """
+    value = os.environ.get(var)
+    if not value:
+        return f"{var} is {'set but empty' if value == '' else 'not set'}"
+    p = Path(value)
+    if p.exists() and not p.is_dir():
+        return f"{var}={value} is {'a file' if p.is_file() else 'a FIFO, socket or device'}, not a folder"
+    if not p.is_dir() and _quirk(value):
+        return f"{var}={value}: no such folder ({_quirk(value)})"
+    if writes_to is not None:
+        return _not_creatable(var, value, writes_to)
+    if not p.is_dir():
+        return f"{var}={value}: no such folder"
+    return None
+
+
+def _not_creatable(var: str, value: str, target: Path) -> str | None:
+    """Why nnU-Net cannot create or write the folder `target` under `$var` (None: it can)."""
+    probe = Path(os.path.abspath(target))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{var}={value}: {probe} is a file, so nnU-Net cannot create {target}"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{var}={value}: {probe} is not writable, so nnU-Net cannot write {target}"
+    return None
+
+
+def _quirk(value: str) -> str:
+    """What a shell would have changed in `value`: quotes kept in it, a ~ not expanded ("" if neither)."""
+    if value[:1] in "'\"" or value[-1:] in "'\"":
+        return "the quotes are part of the value: set it without them"
+    if value.startswith("~"):
+        return "~ is not expanded in a quoted value: use the full path"
+    return ""
+
+
+def nnunet_dataset_names(ident: str) -> list[str]:
+    """The dataset names nnU-Net finds for `ident` (its maybe_convert_to_dataset_name): a name
+    starting with `Dataset` as given; an id looked up as `DatasetXXX*` folders in
+    $nnUNet_preprocessed, $nnUNet_raw and $nnUNet_results. nnU-Net needs exactly one."""
+    if ident.startswith("Dataset"):
+        return [ident]
+    try:
+        prefix = "Dataset%03.0d" % int(ident)
+    except ValueError:
+        return []
+    names: set[str] = set()
+    for var in (ENV_PRE, ENV_RAW, ENV_RES):
+        root = os.environ.get(var)
+        if root and os.path.isdir(root):
+            names |= {c.name for c in Path(root).iterdir() if c.name.startswith(prefix) and c.is_dir()}
+    return sorted(names)
+
+
+def resolve_as_nnunet(ident: str) -> Dataset:
+    """`ident`'s folders exactly where nnUNetv2_train looks: $nnUNet_preprocessed/<name> and
+    (checked, not read by training) $nnUNet_raw/<name>, never a sibling root or another copy."""
+    names = nnunet_dataset_names(ident)
+    if len(names) != 1:
+        where = ", ".join(f"{v}={os.environ.get(v, '(unset)')}" for v in (ENV_PRE, ENV_RAW, ENV_RES))
+        if names:
+            raise LayoutError(f"dataset {ident!r} is ambiguous to nnU-Net: {', '.join(names)} share the id "
+                              f"(DG903: rename one) ({where})")
+        raise LayoutError(f"dataset {ident!r} not found ({where})")
+    name = names[0]
+    folders = {}
+    for var in (ENV_RAW, ENV_PRE):
+        root = os.environ.get(var)
+        folders[var] = Path(root) / name if root and (Path(root) / name).is_dir() else None
+    ds = Dataset(name=name, raw=folders[ENV_RAW], preprocessed=folders[ENV_PRE])
+    if ds.preprocessed is not None:
+        ds.config_dirs = find_config_dirs(ds.preprocessed)
+    return ds
+
+
 def _counterpart(p: Path, kind: str) -> Path | None:
     """Find the raw folder of a preprocessed dataset (or vice versa)."""
     env = _env_path(ENV_RAW if kind == "raw" else ENV_PRE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class PredictionSet:
     common: dict[int, float] = field(default_factory=dict)       # label -> share of training cases with it
     members: list[str] = field(default_factory=list)            # every name in the folder / zip
     duplicates: list[str] = field(default_factory=list)
+    symlinks: dict[str, str] = field(default_factory=dict)       # zip member -> its link target text
     archive_error: str | None = None
 
 
@@ -139,6 +141,11 @@ def _read_zip(ps: PredictionSet, path: Path, on_case) -> None:
                 ps.duplicates.append(info.filename)
                 continue
             seen.add(info.filename)
+            if is_symlink(info):                      # DG606, not a case: there is no file to read
+                ps.symlinks[info.filename] = _link_target(zf, info)
+                if on_case and info.filename.endswith(PRED_ENDING):
+                    on_case(info.filename)
+                continue
             if info.is_dir() or not info.filename.endswith(PRED_ENDING):
                 continue
             try:
@@ -152,6 +159,22 @@ def _read_zip(ps: PredictionSet, path: Path, on_case) -> None:
                 ps.cases[pc.case] = pc
             if on_case:
                 on_case(info.filename)
+
+
+def is_symlink(info: zipfile.ZipInfo) -> bool:
+    """A member stored as a Unix symlink: its data is the link's target path, not a file."""
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int = 512) -> str:
+    """The target a symlink member names (at most `limit` bytes: a target is a path, not data)."""
+    try:
+        with zf.open(info) as f:
+            raw = f.read(limit + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"(unreadable: {e})"
+    text = raw[:limit].decode("utf-8", errors="replace")
+    return text + ("..." if len(raw) > limit else "")
 
 
 # --- probability files (ensemble inputs) ------------------------------------------------------

@@ -73,9 +73,19 @@ def _describe(event: str, args: tuple) -> str | None:
         code = args[0] if args else None
         filename = getattr(code, "co_filename", None)
         if filename is not None and not _is_module_source(filename):
-            return f"exec of code from {filename}"
+            return f"exec of code from {filename} (by {_caller()})"
         return None
     return None
+
+
+def _caller() -> str:
+    """file:line function of the code that ran the exec, for a failing test's message."""
+    f = sys._getframe(2)
+    while f is not None and f.f_code.co_filename == __file__:
+        f = f.f_back
+    while f is not None and f.f_back is not None and f.f_code.co_filename.startswith("<"):
+        f = f.f_back
+    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno} {f.f_code.co_name}" if f else "?"
 
 
 def _hook(event: str, args: tuple) -> None:

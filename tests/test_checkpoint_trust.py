@@ -8,14 +8,12 @@ version): installing a torch older than 2.10 beside this one is not possible in 
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 from audit import watch
 from dataguard import checkpoint_trust as ck
 
-pytestmark = pytest.mark.nnunet
 
 
 class _Evil:
@@ -38,6 +36,7 @@ def _foreign(tmp_path, trained):
     return dst
 
 
+@pytest.mark.nnunet
 def test_the_trainer_records_every_checkpoint_it_writes(trained_models):
     folder = trained_models["trainer_dir"] / "fold_1"
     digests = ck.trusted_digests()
@@ -46,6 +45,7 @@ def test_the_trainer_records_every_checkpoint_it_writes(trained_models):
     assert str(ck.trust_store()).startswith(os.path.dirname(os.environ["DATAGUARD_TRUST_STORE"]))
 
 
+@pytest.mark.nnunet
 def test_an_old_torch_loads_only_recorded_or_vouched_checkpoints(trained_models, tmp_path, monkeypatch):
     monkeypatch.setattr(ck, "torch_version", lambda: "2.5.1+cu121")
     assert not ck.weights_only_is_sound()
@@ -67,27 +67,27 @@ def test_versions(monkeypatch):
         assert ck.weights_only_is_sound(v) is sound, v
 
 
-def test_a_checkpoint_with_code_is_refused_before_nnunet_predicts(trained_models, tmp_path):
+def test_a_checkpoint_with_code_is_refused_before_nnunet_predicts(tmp_path):
     """nnUNetv2_predict loads with weights_only=False: dataguard proves the file plain first,
     and a crafted one never reaches it (no process starts, the payload never runs)."""
     import torch
 
+    import dataguard.predictions  # noqa: F401 - warm up: its dataclasses compile code on import
     from dataguard.predict import parse_model, predict_model
 
     marker = tmp_path / "PWNED"
-    results = tmp_path / "results" / "Dataset901_DemoCardiac"
-    shutil.copytree(trained_models["trainer_dir"], results / trained_models["trainer_dir"].name)
-    spec = parse_model("2d:1", results)
-    torch.save({"network_weights": {}, "trap": _Evil(marker)}, spec.folder / "fold_1" / "checkpoint_best.pth")
+    fold = tmp_path / "results" / "Dataset901_X" / "nnUNetTrainer__nnUNetPlans__2d" / "fold_1"
+    fold.mkdir(parents=True)
+    torch.save({"network_weights": {"w": torch.zeros(2)}}, tmp_path / "plain.pth")
+    assert ck.safe_load(tmp_path / "plain.pth")["network_weights"]["w"].shape == (2,)      # warm up torch
+    torch.save({"network_weights": {}, "trap": _Evil(marker)}, fold / "checkpoint_best.pth")
     images = tmp_path / "imagesTs"
     images.mkdir()
-    raw = trained_models["root"] / "nnUNet_raw" / "Dataset901_DemoCardiac" / "imagesTr"
-    first = sorted(raw.glob("*_0000.nii.gz"))[0]
-    shutil.copy(first, images / first.name)
-    with watch(allow_writes=[os.path.dirname(os.environ["DATAGUARD_TRUST_STORE"])]) as events:
+    (images / "case_0000.nii.gz").write_bytes(b"not read: refused before")
+    spec = parse_model("2d:1", fold.parent.parent)
+    with watch() as events:
         with pytest.raises(ck.UnsafeCheckpoint) as e:
-            predict_model(spec, "Dataset901_DemoCardiac", images, tmp_path / "work", device="cpu",
-                          cases=[first.name[:-12]])
+            predict_model(spec, "Dataset901_X", images, tmp_path / "work", device="cpu", cases=["case"])
     assert events == [] and not marker.exists()
     assert "refused to load" in str(e.value) and "checkpoint_best.pth" in str(e.value)
     assert not (tmp_path / "work").exists()

@@ -125,12 +125,15 @@ def raw_coverage(view: DatasetView) -> list[Finding]:
     """DG207 raw case missing from a configuration; DG208 preprocessed case without raw."""
     if not view.has_raw:
         return []
+    from .rawset import complete_cases     # rawset builds on this module: imported where used
+
     raw = view.raw_cases()
     if not raw:
         return []
+    trainable = complete_cases(view)        # a label without image is DG303, not a missing case
     out = []
     for cfg, cases in view.config_cases().items():
-        for case in sorted(set(raw) - set(cases)):
+        for case in sorted((set(raw) & trainable) - set(cases)):
             out.append(finding("DG207", f"preprocessed/{cfg}/{case}",
                                f"training case '{case}' has no preprocessed files in {cfg}",
                                case=case, fix=Fix.REPREPROCESS))

@@ -103,7 +103,12 @@ def archive(ps) -> list[Finding]:
     if ps.is_zip and not ps.members:
         out.append(finding("DG606", ps.source, "empty archive: no member at all", fix=Fix.REBUILD_ARCHIVE))
     for m in ps.members if ps.is_zip else ():       # a folder's other files are simply not packaged
-        if m.endswith("/"):
+        if m in ps.symlinks:
+            case = m[: -len(".nii.gz")] if m.endswith(".nii.gz") and "/" not in m else None
+            out.append(finding("DG606", _where(ps, m), f"symbolic link to {ps.symlinks[m]!r}: the archive "
+                               f"holds the link, not the file, so there is no prediction to read; zip the "
+                               f"file itself", case=case, fix=Fix.REBUILD_ARCHIVE))
+        elif m.endswith("/"):
             out.append(finding("DG606", _where(ps, m), "folder entry: members must sit at the archive's root",
                                fix=Fix.REBUILD_ARCHIVE))
         elif "/" in m:

@@ -95,15 +95,17 @@ def _n_channels(meta: dict) -> int | None:
     return len(ch) if isinstance(ch, dict) and ch else None
 
 
-def case_files(view: DatasetView) -> list[Finding]:
-    """DG303 (incomplete cases, names) and DG305 (numTraining) for imagesTr/labelsTr/imagesTs."""
-    if not view.has_raw:
-        return []
-    meta, out = view.meta, []
-    n_ch = _n_channels(meta)
-    ending = file_ending(meta)
+def _raw_files(view: DatasetView):
+    """(images, labels, naming findings) of the raw dataset: images[folder][case][channel] -> rel,
+    labels[case] -> rel (labelsTr). Computed once per view: case_files and complete_cases
+    must see the same cases. Callers treat the result as read-only."""
+    memo = getattr(view, "_memo", None)
+    if memo is not None and "raw_files" in memo:
+        return memo["raw_files"]
+    ending = file_ending(view.meta)
     images: dict[str, dict[str, dict[str, str]]] = {"imagesTr": defaultdict(dict), "imagesTs": defaultdict(dict)}
     labels: dict[str, str] = {}
+    naming: list[Finding] = []
     for t in view.tasks:
         if t.where != "raw" or t.kind not in ("image", "label"):
             continue
@@ -114,14 +116,61 @@ def case_files(view: DatasetView) -> list[Finding]:
             continue
         stem = name[: -len(ending)]
         if t.case == stem:      # no _XXXX channel suffix
-            out.append(finding("DG303", t.rel, f"image name must be {{case}}_{{XXXX}}{ending} "
-                               f"(channel index), e.g. {stem}_0000{ending}", case=t.case))
+            naming.append(finding("DG303", t.rel, f"image name must be {{case}}_{{XXXX}}{ending} "
+                                  f"(channel index), e.g. {stem}_0000{ending}", case=t.case))
             continue
         images[folder][t.case][stem[-4:]] = t.rel
+    out = (images, labels, naming)
+    if memo is not None:
+        memo["raw_files"] = out
+    return out
+
+
+def _channels(meta: dict) -> list[str]:
+    """The channel suffixes dataset.json declares ("0000", "0001", ...); [] when it declares none."""
+    n_ch = _n_channels(meta)
+    return [f"{i:04d}" for i in range(n_ch)] if n_ch else []
+
+
+def complete_cases(view: DatasetView) -> set[str]:
+    """The raw training cases nnU-Net can train on: every declared channel image and a label
+    (with an explicit `dataset` list: its entries whose files all exist).
+
+    The one definition of a raw training case: splits, the split checks (DG5xx) and
+    `dataguard splits` count only these, case_files reports every other one as DG303.
+    """
+    memo = getattr(view, "_memo", None)
+    if memo is not None and "complete_cases" in memo:
+        return memo["complete_cases"]
+    explicit = view.meta.get("dataset") if isinstance(view.meta.get("dataset"), dict) else None
+    if not view.has_raw:
+        out: set[str] = set()
+    elif explicit:
+        present = {t.path for t in view.tasks}
+        out = {case for case, entry in explicit.items() if _entry_files(entry) is not None
+               and all(p in present or _exists(view, p) for p in _entry_files(entry))}
+    else:
+        images, labels, _ = _raw_files(view)
+        want = _channels(view.meta)
+        out = {case for case, chans in images["imagesTr"].items()
+               if case in labels and all(c in chans for c in want)}
+    if memo is not None:
+        memo["complete_cases"] = out
+    return out
+
+
+def case_files(view: DatasetView) -> list[Finding]:
+    """DG303 (incomplete cases, names) and DG305 (numTraining) for imagesTr/labelsTr/imagesTs."""
+    if not view.has_raw:
+        return []
+    meta = view.meta
+    n_ch = _n_channels(meta)
+    ending = file_ending(meta)
+    images, labels, naming = _raw_files(view)
+    out, want = list(naming), _channels(meta)
     explicit = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else None
     for folder, cases in images.items():
         for case, chans in sorted(cases.items()):
-            want = [f"{i:04d}" for i in range(n_ch)] if n_ch else []
             missing = [c for c in want if c not in chans]
             extra = [c for c in chans if want and c not in want]
             if missing:
@@ -138,7 +187,7 @@ def case_files(view: DatasetView) -> list[Finding]:
     if not explicit:
         for case, rel in sorted(labels.items()):
             if case not in images["imagesTr"]:
-                out.append(finding("DG303", rel, "label has no image in imagesTr", case=case))
+                out.append(_label_without_image(case, rel, meta))
     else:
         present = {t.path for t in view.tasks}
         for case, entry in sorted(explicit.items()):
@@ -146,12 +195,22 @@ def case_files(view: DatasetView) -> list[Finding]:
                 if p not in present and not _exists(view, p):
                     out.append(finding("DG303", "raw/dataset.json", f"'dataset' lists {p}, which does not exist",
                                        case=case))
-    n_train = len(explicit) if explicit else len(set(labels) | set(images["imagesTr"]))
+    # nnU-Net counts training cases by their images: a label without image is DG303 only
+    n_train = len(explicit) if explicit else len(images["imagesTr"])
     declared = meta.get("numTraining")
     if is_int(declared) and declared != n_train:
         out.append(finding("DG305", "raw/dataset.json",
                            f"numTraining is {declared} but the dataset holds {n_train} training cases"))
     return out
+
+
+def _label_without_image(case: str, rel: str, meta: dict) -> Finding:
+    """DG303 for a labelsTr file whose case has no image: name the image(s) nnU-Net would need."""
+    ending = file_ending(meta)
+    need = [f"imagesTr/{case}_{c}{ending}" for c in _channels(meta) or ["0000"]]
+    verb = "is" if len(need) == 1 else "are"
+    return finding("DG303", rel, f"label has no image: {', '.join(need)} {verb} missing; nnU-Net cannot "
+                                 f"train on this case, so splits leave it out", case=case)
 
 
 def _entry_files(entry) -> list[str] | None:

@@ -12,6 +12,7 @@ from ..findings import Finding, Fix, Severity, finding
 from ..layout import read_regular
 from ..splits import SplitError, label_counts, label_names, load_splits
 from .cases import DatasetView, case_labels
+from .rawset import complete_cases
 
 PRE, RAW = "preprocessed/splits_final.json", "raw/splits_final.json"
 # DG504 warning: a fold's validation share of a label below SHARE_LOW x or above
@@ -22,9 +23,10 @@ SHARE_LOW, SHARE_HIGH, MIN_EXPECTED = 0.5, 2.0, 2.0
 
 
 def training_cases(view: DatasetView) -> set[str]:
-    """Training cases: the raw dataset's, else those of the preprocessed configuration folders."""
-    if view.has_raw:
-        raw = set(view.raw_cases())
+    """Training cases: the raw dataset's complete ones (every channel and a label; the rest are
+    DG303 and nnU-Net cannot train on them), else those of the preprocessed configuration folders."""
+    if view.has_raw and view.raw_cases():
+        raw = complete_cases(view) & set(view.raw_cases())
         if raw:
             return raw
     return {case for cases in view.config_cases().values() for case in cases}

@@ -6,7 +6,7 @@ import functools
 import sys
 from pathlib import Path
 
-from .common import ExitCode, UsageError, console, note, split_codes
+from .common import ExitCode, UsageError, console, note, shown, split_codes
 
 EPILOG = """\
 examples:
@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
     g.add_argument("--plans", default="nnUNetPlans", metavar="NAME", help="plans identifier (default nnUNetPlans)")
     g.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda", help="default cuda")
     g.add_argument("--continue", dest="cont", action="store_true", help="resume the run in the fold folder")
+    g.add_argument("--trust-checkpoint", action="append", type=Path, default=[], metavar="PATH",
+                   help="with --continue on a torch older than 2.10: load this checkpoint although dataguard "
+                        "did not write it (only for files whose origin you know)")
     g.add_argument("--npz", action="store_true",
                    help="save the validation probabilities (needed for ensembling), as nnU-Net's --npz")
     g.add_argument("--save-best-per-label", action="store_true",
@@ -99,7 +102,7 @@ def cmd_train(args) -> int:
     pf = run_preflight(args.dataset, args.configuration, -1 if fold == "all" else fold, trainer=name,
                        plans_name=args.plans, device=args.device, cont=args.cont, allow=allow,
                        save_best_per_label=args.save_best_per_label, reserve_bytes=parse_size(args.reserve_disk),
-                       manifest_dir=args.manifest_dir)
+                       manifest_dir=args.manifest_dir, trust=tuple(args.trust_checkpoint))
     settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                              val_iterations=args.val_iterations, patience=args.patience, min_delta=args.min_delta,
                              stop_on_collapse=args.stop_on_collapse, save_best_per_label=args.save_best_per_label,
@@ -124,7 +127,8 @@ def _report(pf, call, args) -> None:
     for f in pf.blocking:
         say(Text(f"  refused  {f.code} {f.severity}: ", style="bold red") + Text(_where(f) + f.message))
     for r in pf.refusals:
-        say(Text("  refused  ", style="bold red") + Text(f"{r.what}\n           fix: {r.fix}"))
+        code = f"{r.code}: " if r.code else ""
+        say(Text(f"  refused  {code}", style="bold red") + Text(f"{r.what}\n           fix: {r.fix}"))
     for f in pf.allowed:
         say(Text(f"  allowed  {f.code}: ", style="yellow") + Text(_where(f) + f.message))
     rest = len(pf.findings) - len(pf.blocking) - len(pf.allowed) - sum(f.code == "DG505" for f in pf.blocking)
@@ -198,7 +202,7 @@ def _summary(pf, run, art, outcome, call, args) -> None:
     if art.best_copy:
         out.print(f"  {art.best_copy.name:<34} copy of checkpoint_best.pth, blake3 verified")
     if art.per_label:
-        out.print(f"  {'checkpoint_best_<label>.pth':<34} {', '.join(p.stem[16:] for p in art.per_label)}")
+        out.print(f"  {'checkpoint_best_<label>.pth':<34} {shown(', '.join(p.stem[16:] for p in art.per_label))}")
     for problem in art.problems:
         out.print(Text(problem, style="red"))
     if outcome.returncode == 0 and not outcome.interrupted:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..findings import Finding, Fix, Severity
-from ..layout import ENV_RES, resolve_id
+from ..layout import ENV_PRE, ENV_RAW, ENV_RES, nnunet_env_problem, resolve_as_nnunet
 
 SPLIT_CODES = ("DG502", "DG503", "DG504")
 _FOLDS = re.compile(r"\bfolds? (\d+(?:(?:, | and )\d+)*)")
@@ -26,9 +26,10 @@ BYTES_PER_PARAM_CHECKPOINT = 4 * 3        # fp32 weights + SGD momentum + slack 
 
 @dataclass
 class Refusal:
-    """A reason not to start that is not a data finding (device, disk, an earlier run)."""
+    """A reason not to start that is not a data finding (environment, device, disk, an earlier run)."""
     what: str
     fix: str
+    code: str | None = None          # its finding code, where the catalogue has one (DG902)
 
 
 @dataclass
@@ -103,10 +104,16 @@ def fix_for(f: Finding, dataset: str) -> str:
 
 def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, plans_name: str = "nnUNetPlans",
                   device: str = "cuda", cont: bool = False, allow: list[str] = (), save_best_per_label: bool = False,
-                  reserve_bytes: int = 1 << 30, manifest_dir: Path | str = "manifests", on_progress=None) -> Preflight:
+                  reserve_bytes: int = 1 << 30, manifest_dir: Path | str = "manifests", on_progress=None,
+                  trust: tuple = ()) -> Preflight:
     from ..workspace import Workspace
 
-    ds = resolve_id(dataset)
+    env = env_refusals()
+    if set(env) - {ENV_RAW}:                      # nothing nnU-Net would train from or write to
+        pf = Preflight(dataset, configuration, fold, Path())
+        pf.refusals += env.values()
+        return pf
+    ds = resolve_as_nnunet(dataset)
     if ds.preprocessed is None:
         raise UsageError(f"{ds.name} is not preprocessed: run nnUNetv2_plan_and_preprocess -d {ds.id} first")
     plans_file = ds.preprocessed / f"{plans_name}.json"
@@ -115,11 +122,12 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read the plans {plans_file}: {e}") from None
     ident = data_identifier(plans, configuration)
-    results = os.environ.get(ENV_RES)
-    if not results:
-        raise UsageError("nnUNet_results is not set: nnU-Net needs it to know where to write the model")
+    results = os.environ[ENV_RES]
     fold_folder = Path(results) / ds.name / f"{trainer}__{plans_name}__{configuration}" / f"fold_{fold}"
     pf = Preflight(ds.name, configuration, fold, fold_folder)
+    pf.refusals += [*env.values(), *env_refusals(fold_folder).values()]
+    if not os.environ.get(ENV_RAW):
+        pf.notes.append(f"{ENV_RAW} is not set: the raw data is not checked (nnU-Net's training does not read it)")
     from ..training_logs import label_names_from
 
     try:
@@ -148,12 +156,39 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
 
     _check_device(pf, device)
     _check_disk(pf, plans, configuration, save_best_per_label, reserve_bytes)
-    _check_earlier_run(pf, cont)
+    _check_earlier_run(pf, cont, trust)
     for f in pf.blocking:
         fix = fix_for(f, ds.name)
         if fix not in pf.fixes:
             pf.fixes.append(fix)
     return pf
+
+
+ENV_FIX = {ENV_RAW: "the folder holding your DatasetXXX_Name raw folders",
+           ENV_PRE: "the folder holding your preprocessed DatasetXXX_Name folders",
+           ENV_RES: "a folder you can write, where nnU-Net puts the trained models"}
+
+
+def env_refusals(fold_folder: Path | None = None) -> dict[str, Refusal]:
+    """DG902 for each nnU-Net variable this run needs that nnU-Net could not use.
+
+    The values as nnU-Net reads them, nothing guessed: a sibling `nnUNet_preprocessed`
+    next to `nnUNet_raw` is not what `nnUNetv2_train` would open. nnUNet_raw is optional
+    (training does not read it) but must be a folder when set; with `fold_folder`, only
+    where nnU-Net writes the model is checked (the folders under nnUNet_results).
+    """
+    if fold_folder is not None:
+        wanted = {ENV_RES: fold_folder}
+    else:
+        wanted = {ENV_PRE: None, ENV_RES: Path(os.environ.get(ENV_RES) or ".")}
+        if os.environ.get(ENV_RAW) is not None:
+            wanted = {ENV_RAW: None, **wanted}
+    out = {}
+    for var, writes_to in wanted.items():
+        problem = nnunet_env_problem(var, writes_to)
+        if problem:
+            out[var] = Refusal(problem, f"export {var}=<{ENV_FIX[var]}>", code="DG902")
+    return out
 
 
 def _check_device(pf: Preflight, device: str) -> None:
@@ -186,7 +221,7 @@ def _check_disk(pf: Preflight, plans: dict, configuration: str, per_label: bool,
         pf.notes.append(f"disk: {_size(free)} free, checkpoints need about {_size(need - reserve)}")
 
 
-def _check_earlier_run(pf: Preflight, cont: bool) -> None:
+def _check_earlier_run(pf: Preflight, cont: bool, trust: tuple = ()) -> None:
     final, latest = pf.fold_folder / "checkpoint_final.pth", pf.fold_folder / "checkpoint_latest.pth"
     if cont:
         ckpt = next((p for p in (final, latest, pf.fold_folder / "checkpoint_best.pth") if p.is_file()), None)
@@ -196,10 +231,10 @@ def _check_earlier_run(pf: Preflight, cont: bool) -> None:
         from .checkpoints import UnsafeCheckpoint, safe_load
 
         try:
-            got = safe_load(ckpt, map_location="cpu")
+            got = safe_load(ckpt, map_location="cpu", trust=trust)
             pf.notes.append(f"--continue from {ckpt.name} (epoch {got.get('current_epoch', '?')})")
         except UnsafeCheckpoint as e:
-            pf.refusals.append(Refusal(str(e), "move the checkpoint away; dataguard never unpickles code"))
+            pf.refusals.append(Refusal(str(e), e.fix))
         except Exception as e:                                # truncated, not a checkpoint at all
             pf.refusals.append(Refusal(f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {e})",
                                        "move the checkpoint away and train from the start"))
