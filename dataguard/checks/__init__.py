@@ -88,8 +88,8 @@ for _c in (
               _npy, kinds=frozenset({"npy"}), version=2),
     FileCheck("b2nd", ("DG202", "DG203", "DG210"), "blosc2 .b2nd: every chunk decompressed, values "
               "summarised", _b2nd, kinds=frozenset({"b2nd"}), version=2),
-    FileCheck("pkl", ("DG204", "DG205"), ".pkl properties via a restricted unpickler (never "
-              "executed), keys and value types", _pkl, kinds=frozenset({"pkl"}), version=2),
+    FileCheck("pkl", ("DG204", "DG205"), ".pkl properties via safe_pickle (never "
+              "executed), keys and value types", _pkl, kinds=frozenset({"pkl"}), version=3),
     FileCheck("raw-image", ("DG302", "DG306", "DG401", "DG402", "DG403"), "raw images/labels: gzip "
               "verified to the end, header, voxels streamed, label dtype and values", _image,
               kinds=frozenset({"image", "label"})),
@@ -98,7 +98,7 @@ for _c in (
     DatasetCheck("dataset-json", ("DG301",), "raw dataset.json keys, labels, channels",
                  _dataset("rawset", "dataset_json")),
     DatasetCheck("raw-cases", ("DG303", "DG305"), "every case has its channels and label; numTraining",
-                 _dataset("rawset", "case_files")),
+                 _dataset("rawset", "case_files"), version=2),
     DatasetCheck("raw-geometry", ("DG304",), "channels and label agree in shape/spacing/origin/"
                  "direction", _dataset("rawset", "geometry"), needs=("raw-image",)),
     DatasetCheck("unused-labels", ("DG404",), "every declared label occurs somewhere",
@@ -109,12 +109,12 @@ for _c in (
     DatasetCheck("case-completeness", ("DG104", "DG206"), "each case has all its files; one data "
                  "format per folder", _dataset("cases", "case_completeness")),
     DatasetCheck("raw-coverage", ("DG207", "DG208"), "raw training cases vs preprocessed cases",
-                 _dataset("cases", "raw_coverage")),
+                 _dataset("rawset", "raw_coverage"), version=2),
     DatasetCheck("staleness", ("DG209",), "raw or plans changed after preprocessing (by content hash)",
                  _dataset("cases", "staleness"), needs_hashes=True, uses_snapshots=True),
     DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504", "DG505"), "splits_final.json: structure, "
                  "leakage, unknown/unvalidated cases, labels per fold; nnU-Net's default split before it "
-                 "exists", _dataset("splits", "check_splits"), version=3,
+                 "exists", _dataset("splits", "check_splits"), version=4,
                  needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"})),
     # predictions and submissions: over a PredictionSet / ProbabilityInputs, never in a scan
     SetCheck("prediction-dtype", ("DG601",), "label maps are stored as integers",

@@ -121,29 +121,6 @@ def case_completeness(view: DatasetView) -> list[Finding]:
     return out
 
 
-def raw_coverage(view: DatasetView) -> list[Finding]:
-    """DG207 raw case missing from a configuration; DG208 preprocessed case without raw."""
-    if not view.has_raw:
-        return []
-    from .rawset import complete_cases     # rawset builds on this module: imported where used
-
-    raw = view.raw_cases()
-    if not raw:
-        return []
-    trainable = complete_cases(view)        # a label without image is DG303, not a missing case
-    out = []
-    for cfg, cases in view.config_cases().items():
-        for case in sorted((set(raw) & trainable) - set(cases)):
-            out.append(finding("DG207", f"preprocessed/{cfg}/{case}",
-                               f"training case '{case}' has no preprocessed files in {cfg}",
-                               case=case, fix=Fix.REPREPROCESS))
-        for case in sorted(set(cases) - set(raw)):
-            out.append(finding("DG208", f"preprocessed/{cfg}/{case}",
-                               f"preprocessed case '{case}' has no raw counterpart", case=case,
-                               fix=Fix.QUARANTINE))
-    return out
-
-
 def _sig(pairs) -> str:
     return hashlib.blake2b(json.dumps(sorted(pairs)).encode(), digest_size=12).hexdigest()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from ..findings import Finding, finding
+from ..findings import Finding, Fix, finding
 from ..layout import read_json
 from ..walk import file_ending
 from .cases import DatasetView, case_labels
@@ -156,6 +156,27 @@ def complete_cases(view: DatasetView) -> set[str]:
                if case in labels and all(c in chans for c in want)}
     if memo is not None:
         memo["complete_cases"] = out
+    return out
+
+
+def raw_coverage(view: DatasetView) -> list[Finding]:
+    """DG207 raw case missing from a configuration; DG208 preprocessed case without raw."""
+    if not view.has_raw:
+        return []
+    raw = view.raw_cases()
+    if not raw:
+        return []
+    trainable = complete_cases(view)        # a label without image is DG303, not a missing case
+    out = []
+    for cfg, cases in view.config_cases().items():
+        for case in sorted((set(raw) & trainable) - set(cases)):
+            out.append(finding("DG207", f"preprocessed/{cfg}/{case}",
+                               f"training case '{case}' has no preprocessed files in {cfg}",
+                               case=case, fix=Fix.REPREPROCESS))
+        for case in sorted(set(cases) - set(raw)):
+            out.append(finding("DG208", f"preprocessed/{cfg}/{case}",
+                               f"preprocessed case '{case}' has no raw counterpart", case=case,
+                               fix=Fix.QUARANTINE))
     return out
 
 
