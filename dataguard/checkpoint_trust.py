@@ -20,7 +20,7 @@ import re
 import time
 from pathlib import Path
 
-from .checks.files import blake3_file
+from .fsio import blake3_file
 from .errors import DataguardError
 
 SOUND_TORCH = (2, 10)          # the first torch with both weights_only fixes

@@ -6,12 +6,12 @@ preprocessed files, orphans, staleness) work whichever of them was named.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from .errors import DataguardError
+from .fsio import SMALL_FILE_LIMIT, open_nonblocking, read_json, read_regular  # noqa: F401 - re-exported
 
 DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
 ENV_RAW, ENV_PRE, ENV_RES = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
@@ -19,55 +19,6 @@ ENV_RAW, ENV_PRE, ENV_RES = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results
 
 class LayoutError(DataguardError):
     """The user named something that is not an nnU-Net folder or dataset (exit 2)."""
-
-
-SMALL_FILE_LIMIT = 256 << 20     # dataset.json / plans / splits: MBs at most, never hundreds
-
-
-def open_nonblocking(path):
-    """A binary reader that cannot block: a file swapped for a FIFO between the caller's
-    stat and this open is opened without waiting for a writer (read then gives nothing)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    return os.fdopen(fd, "rb")
-
-
-def read_regular(path, limit: int = SMALL_FILE_LIMIT) -> bytes:
-    """The bytes of a small regular file; OSError for anything else (never blocks).
-
-    A FIFO, socket, device or folder named like `dataset.json` would hang or flood a
-    plain `read_text()`; this stats first, opens with O_NONBLOCK and checks again on the
-    open descriptor, so a file swapped between the two cannot slip through. OSError's
-    strerror says why ("not a regular file (a FIFO)", "larger than ... bytes").
-    """
-    import errno
-    import stat
-
-    def refuse(st) -> None:
-        if not stat.S_ISREG(st.st_mode):
-            what = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "special")
-            raise OSError(errno.EINVAL, f"not a regular file ({what})", str(path))
-        if st.st_size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
-
-    refuse(os.stat(path))
-    with open_nonblocking(path) as f:
-        refuse(os.fstat(f.fileno()))
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
-    return data
-
-
-def read_json(path, limit: int = SMALL_FILE_LIMIT):
-    """Parsed JSON of a small regular file. OSError / ValueError (incl. UnicodeDecodeError and
-    nesting too deep for the parser) say why not."""
-    data = read_regular(path, limit)
-    try:
-        return json.loads(data.decode("utf-8"))
-    except RecursionError:
-        raise ValueError("JSON nested too deeply to load") from None
 
 
 @dataclass

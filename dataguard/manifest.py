@@ -26,6 +26,7 @@ from pathlib import Path
 from .checks.base import FileResult, FileTask
 from .findings import Finding
 from .errors import DataguardError
+from .fsio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
 
 try:
     import orjson as _orjson
@@ -281,40 +282,3 @@ class Manifest:
 
 class ManifestError(DataguardError):
     """The manifest cannot be used (exit 2 with a one-line message)."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync it, rename it over the target.
-
-    The result keeps the mode of the file it replaces, and a new file gets the umask's: a
-    rewrite must not make a shared 644 file private to whoever rewrote it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        mode = None
-    # O_EXCL with a random name is what tempfile.mkstemp does, without its 7 ms of imports
-    tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if mode is not None and hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), mode)
-            elif mode is not None:                # Windows before 3.13: no fchmod
-                os.chmod(tmp, mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
+from .fsio import atomic_write_text
 
 INPUTS = "dataguard_inputs.json"
 DEFAULT_TRAINERS = ("nnUNetTrainer_dataguard", "nnUNetTrainer")
@@ -72,7 +73,7 @@ def checkpoint_files(m: ModelSpec, checkpoint: str) -> list[Path]:
 
 
 def input_record(m: ModelSpec, images: list[Path], checkpoint: str, tta: bool, device: str) -> dict:
-    from .checks.files import blake3_file
+    from .fsio import blake3_file
 
     return {"model": m.spec, "trainer": m.trainer, "plans": m.plans, "configuration": m.configuration,
             "folds": m.folds, "checkpoint": checkpoint, "tta": tta,
@@ -143,5 +144,5 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
         raise UsageError(f"nnUNetv2_predict failed for model {m.spec} (exit {proc.returncode}); end of {log}:\n{tail}")
     if on_progress:
         on_progress(m.spec, len(cases), len(cases))
-    stamp.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    atomic_write_text(stamp, json.dumps(record, indent=2) + "\n")
     return PredictRun(m, out, False, time.monotonic() - t0, record)

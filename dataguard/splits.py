@@ -75,7 +75,7 @@ def parse_splits(text: str) -> list[dict[str, list[str]]]:
 
 def load_splits(path: Path | str) -> list[dict[str, list[str]]]:
     """Read and validate a splits_final.json (a FIFO or device named so is refused, not read)."""
-    from .layout import read_regular
+    from .fsio import read_regular
 
     try:
         raw = read_regular(path)
@@ -396,7 +396,7 @@ def backup_path(path: Path, now: float | None = None) -> Path:
 
 def _copy_durably(src: Path, dst: Path) -> None:
     """Copy bytes to a temp file in dst's folder, fsync, rename: never a torn backup."""
-    from .manifest import atomic_write_bytes
+    from .fsio import atomic_write_bytes
 
     atomic_write_bytes(dst, src.read_bytes())
 
@@ -458,7 +458,7 @@ def write_splits(path: Path | str, splits, dry_run: bool = False, *, journal=Non
     Returns where the previous file went (None when there was none, or on dry_run, which
     writes nothing). Nothing is ever deleted.
     """
-    from .manifest import atomic_write_text
+    from .fsio import atomic_write_text
 
     problems = structure_problems(splits)
     if problems:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .findings import Finding
-from .manifest import atomic_write_bytes, json_dumps, json_loads
+from .fsio import atomic_write_bytes, hash_stream, open_nonblocking
+from .manifest import json_dumps, json_loads
 
 SCHEMA = "dataguard-index/1"
 MAX_TOUCHED = 64           # more changed stats than this: a real change is likely, scan fully
@@ -165,8 +166,6 @@ def try_rescan(ds, manifest_path: Path, key: str, write_back: bool) -> IndexHit 
         if moved is None:
             return None
         roots = ds.roots()
-        from .checks.files import hash_stream
-        from .layout import open_nonblocking
 
         for rel, size, b3 in moved:
             part, _, sub = rel.partition("/")

@@ -9,7 +9,6 @@ is deleted, so a broken upload never exists on disk.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 import zipfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from .errors import DataguardError
 from .findings import Finding, Severity
+from .fsio import atomic_write_text, blake3_file, commit
 
 
 class SubmissionError(DataguardError):
@@ -96,8 +96,6 @@ def build_archive(ps, out_zip: Path, images_dir: Path, dataset_json: Path | None
                 report.members[name] = blake3.blake3(data).hexdigest()
                 if on_member:
                     on_member(name)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
         again = load_prediction_set(tmp, images_dir, dataset_json, common)
         again.source = str(out_zip)
         found = run_checks(again)
@@ -108,7 +106,7 @@ def build_archive(ps, out_zip: Path, images_dir: Path, dataset_json: Path | None
         if errors:
             raise SubmissionError("the written archive failed verification and was deleted:\n"
                                   + "\n".join(f"  {f.code} {f.case or ''} {f.message}" for f in errors))
-        os.replace(tmp, out_zip)
+        commit(tmp, out_zip)                      # fsync, rename, fsync the folder
         report.findings = found
         return report
     finally:
@@ -133,8 +131,6 @@ def write_manifest(report: ArchiveReport, *, models: list[dict] | None = None, w
                    source: str | None = None) -> Path:
     """`OUT.zip.manifest.json`: which cases (blake3), models, checkpoints, weights, versions and
     training data made this upload."""
-    from .checks.files import blake3_file
-
     doc = {
         "schema": "dataguard-submission/1",
         "archive": report.path.name,
@@ -151,9 +147,7 @@ def write_manifest(report: ArchiveReport, *, models: list[dict] | None = None, w
         "warnings": [f.to_dict() for f in report.findings],
     }
     path = report.path.with_name(report.path.name + ".manifest.json")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path
 
 

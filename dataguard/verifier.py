@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from .checks.base import FileResult, FileTask
 from .findings import Fix, finding
 from .errors import Cancelled
-from .layout import Dataset, discover, open_nonblocking
+from .fsio import hash_stream, open_nonblocking
+from .layout import Dataset, discover
 from .manifest import DEFAULT_DIR, Manifest, ManifestError
 from .scanner import ProgressFn, ScanResult, ScanStats, filter_findings, run_file_checks
 from .walk import list_files
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 def hash_file(task: FileTask) -> FileResult:
     """blake3 of one file (executor worker). A FIFO or device is never opened for reading."""
-    from .checks.files import hash_stream
 
     res = FileResult(rel=task.rel)
     try:

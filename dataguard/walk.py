@@ -15,7 +15,8 @@ from pathlib import Path
 from .checks.base import FileTask
 from .checks.files import OS_JUNK, config_file_kind
 from .findings import Finding, finding
-from .layout import Dataset, read_json
+from .fsio import read_json
+from .layout import Dataset
 
 SKIP_DIRS = {".dataguard"}          # our own quarantine/journal
 PRE_ROOT_FILES = {"dataset.json", "dataset_fingerprint.json", "splits_final.json"}

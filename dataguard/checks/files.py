@@ -11,6 +11,7 @@ import os
 import stat as statmod
 
 from ..findings import Finding, Fix, Severity, finding
+from ..fsio import blake3_file, hash_stream  # noqa: F401 - re-exported for the checks
 from .base import CHUNK, FileTask, FileResult
 
 APPLEDOUBLE_MAGIC = (b"\x00\x05\x16\x07", b"\x00\x05\x16\x00")  # AppleDouble, AppleSingle
@@ -40,23 +41,6 @@ def config_file_kind(name: str) -> tuple[str, str | None]:
 
 def _preprocessed_fix(task: FileTask) -> Fix | None:
     return Fix.REPREPROCESS if task.where == "config" else None
-
-
-def blake3_file(path) -> str:
-    """blake3 of a whole file: what the manifest, journal, checkpoints and submissions record."""
-    with open(path, "rb") as f:
-        return hash_stream(f)
-
-
-def hash_stream(f) -> str:
-    from blake3 import blake3
-
-    h = blake3()
-    while True:
-        buf = f.read(CHUNK)
-        if not buf:
-            return h.hexdigest()
-        h.update(buf)
 
 
 def junk_findings(task: FileTask, head: bytes) -> list[Finding]:
@@ -130,7 +114,7 @@ def check_file(task: FileTask) -> FileResult:
 
     A check that raises becomes a DG001 finding for this file and the next check runs.
     """
-    from ..layout import open_nonblocking
+    from ..fsio import open_nonblocking
     from . import file_checks, get
     from .registry import FileInput
 

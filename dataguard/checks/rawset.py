@@ -10,7 +10,7 @@ import math
 from collections import defaultdict
 
 from ..findings import Finding, Fix, finding
-from ..layout import read_json
+from ..fsio import read_json
 from ..walk import file_ending
 from .cases import DatasetView, case_labels
 from .metadata import is_int, short

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from ..findings import Finding, Fix, Severity, finding
-from ..layout import read_regular
+from ..fsio import read_regular
 from ..splits import SplitError, label_counts, label_names, load_splits
 from .cases import DatasetView, case_labels
 from .rawset import complete_cases

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..fsio import atomic_write_text
 from .common import ExitCode, UsageError, console, note, shown
 
 EVAL_EPILOG = """\
@@ -192,7 +193,7 @@ def cmd_suggest(args) -> int:
     single = {m: sug.single[m] for m in names}
     findings = check_weights(Weights.parse(sug.weights_file(), names), single, oof.labels, "suggested weights")
     if args.output:
-        args.output.write_text(json.dumps(sug.weights_file(), indent=2) + "\n", "utf-8")
+        atomic_write_text(args.output, json.dumps(sug.weights_file(), indent=2) + "\n")
     if args.format == "json":
         json.dump({**sug.to_dict(), "findings": [f.to_dict() for f in findings]}, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -5,6 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ..fsio import atomic_write_text
 from .common import ExitCode, UsageError, add_target_args, note, workspace
 
 EPILOG = """\
@@ -49,9 +50,7 @@ def cmd_report(args) -> int:
                   submissions_dirs=args.submissions or [Path.cwd()], worst=args.worst,
                   on_step=lambda what: note(f"report: {what} ..."))
     html = render_html(rep, args.cases)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text(html, "utf-8")
-    tmp.replace(args.output)
+    atomic_write_text(args.output, html)
     sections = [name for name, have in (("summary", True), ("findings", rep.findings), ("cases", rep.cases),
                                         ("folds", rep.folds), ("training", rep.training), ("cross-validation", rep.cv),
                                         ("submissions", rep.submissions)) if have]

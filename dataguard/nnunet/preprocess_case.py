@@ -84,7 +84,7 @@ class CasePreprocessor:
         dj = self.preprocessed / "dataset.json"
         if not dj.is_file():
             dj = self.raw / "dataset.json"
-        from ..layout import read_json
+        from ..fsio import read_json
 
         self.dataset_json = read_json(dj)     # never blocks on a FIFO named dataset.json
         self.files = training_files(self.raw, self.dataset_json)

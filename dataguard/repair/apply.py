@@ -353,7 +353,7 @@ def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -
 
 
 def _current_folds(path: Path) -> int:
-    from ..layout import read_json
+    from ..fsio import read_json
 
     try:
         data = read_json(path)

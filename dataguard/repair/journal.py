@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checks.files import blake3_file  # noqa: F401 - apply/restore import it from here
+from ..fsio import blake3_file, move_durably  # noqa: F401 - apply/restore import them from here
 
 DG_DIR = ".dataguard"
 
@@ -86,7 +85,7 @@ class Journal:
         self.steps.append({"op": "place", "path": rel, "staged": str(staged), "blake3": digest})
         dst = self.root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, dst)
+        move_durably(staged, dst)
         self.write(op="placed", path=rel)
 
     def roll_back(self, reason: str) -> tuple[int, list[str]]:
@@ -121,7 +120,7 @@ class Journal:
             staged = Path(step["staged"])
             self.write(op="unplace", path=step["path"], to=str(staged))
             staged.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(dst, staged)
+            move_durably(dst, staged)
         self.write(op="unplaced", path=step["path"])
 
     def _unquarantine(self, step: dict) -> bool:
@@ -171,15 +170,7 @@ def without_rolled_back(entries: list[dict]) -> list[dict]:
     return out
 
 
-def _move(src: Path, dst: Path) -> None:
-    """Rename when possible (same filesystem: atomic); copy+verify+unlink otherwise."""
-    try:
-        os.replace(src, dst)
-    except OSError:
-        tmp = dst.with_name(dst.name + ".partial")
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-        os.unlink(src)
+_move = move_durably        # the one move that never loses bytes (fsio)
 
 
 def read_journal(path: Path) -> list[dict]:

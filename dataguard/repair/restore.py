@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..layout import Dataset
-from .journal import (DG_DIR, Journal, _move, blake3_file, journals, new_run_id, read_journal,
+from ..fsio import blake3_file, move_durably as _move
+from .journal import (DG_DIR, Journal, journals, new_run_id, read_journal,
                       without_rolled_back)
 from .lock import DatasetLock
 from ..errors import DataguardError

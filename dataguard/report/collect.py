@@ -207,7 +207,7 @@ def _pred_thumb(ws, ev, s) -> str | None:
 def _submissions(dirs) -> list[dict]:
     import blake3
 
-    from ..checks.files import blake3_file
+    from ..fsio import blake3_file
 
     out = []
     seen = set()

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from os.path import join
 from pathlib import Path
 
+from ..fsio import atomic_write_text
 from ..training_logs import label_names_from
 from .checkpoints import record_trusted, safe_load, trust_store
 from .monitor import RunMonitor
@@ -122,7 +123,7 @@ class _DataguardMixin:
         super().on_train_start()
         if self.local_rank == 0:
             Path(self.output_folder).mkdir(parents=True, exist_ok=True)
-            (Path(self.output_folder) / FILE).write_text(self.dg.to_json() + "\n", "utf-8")
+            atomic_write_text(Path(self.output_folder) / FILE, self.dg.to_json() + "\n")
         hist = self.dg_history()
         self.dg_monitor.prime(hist["dice"])
         self.dg_emit("start", num_epochs=self.num_epochs, start_epoch=self.current_epoch, labels=self.dg_labels,
