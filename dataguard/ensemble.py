@@ -191,8 +191,9 @@ def writer_for(plans: dict, dataset_json: dict):
     """nnU-Net's own reader/writer for this dataset (the one nnUNetv2_ensemble uses)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    labels = dataset_json.get("labels", {})
-    if any(isinstance(v, (list, tuple)) for v in labels.values()):
+    from .spec import parse_spec
+
+    if parse_spec(dataset_json).has_regions:
         raise UsageError("region-based datasets (labels given as lists) are not supported by the weighted "
                          "ensemble; use nnUNetv2_ensemble")
     return PlansManager(plans).image_reader_writer_class

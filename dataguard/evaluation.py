@@ -118,11 +118,13 @@ def score_case(ref_path: Path, pred_path: Path, labels: list[int]) -> list[tuple
     return [(lab, (2 * tp / (r + p)) if r else None, r, p) for lab, (tp, r, p) in overlap(ref, pred, labels).items()]
 
 
-def foreground_labels(dataset_json: dict) -> dict[int, str]:
-    labels = dataset_json.get("labels", {})
-    if any(isinstance(v, list) for v in labels.values()):
+def foreground_labels(spec) -> dict[int, str]:
+    """{value: name} of the labels nnU-Net scores (a DatasetSpec: no background, no ignore)."""
+    if spec.has_regions:
         raise UsageError("region-based labels are not supported by dataguard evaluate")
-    return {int(v): k for k, v in sorted(labels.items(), key=lambda kv: kv[1]) if int(v) > 0 and k != "ignore"}
+    if not spec.foreground_names:
+        raise UsageError("dataset.json declares no foreground label: " + "; ".join(spec.problems or ("none",)))
+    return spec.foreground_names
 
 
 def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> list[FoldSource]:

@@ -10,12 +10,13 @@ probability files whatever their naming (`case.npz`, `case.nii.gz.npz`).
 from __future__ import annotations
 
 import io
-import json
 import re
 import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .errors import UsageError
 
 PRED_ENDING = ".nii.gz"
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})\.nii\.gz$")
@@ -69,13 +70,15 @@ def image_geometry(path: Path) -> dict:
 def declared_labels(dataset_json: Path | None) -> dict[int, str] | None:
     if dataset_json is None:
         return None
-    meta = json.loads(Path(dataset_json).read_text("utf-8"))
-    labels = meta.get("labels", {})
+    from .spec import load_spec
+
+    spec = load_spec(dataset_json)
+    if not spec.labels:
+        raise UsageError(f"{dataset_json}: no usable labels ({'; '.join(spec.problems)})")
     out = {}
-    for name, v in labels.items():
-        for x in (v if isinstance(v, list) else [v]):
-            if isinstance(x, int):
-                out.setdefault(x, name)
+    for name, v in spec.labels.items():
+        for x in (v if isinstance(v, tuple) else (v,)):
+            out.setdefault(x, name)
     return dict(sorted(out.items()))
 
 

@@ -11,7 +11,6 @@ numpy, scipy, pandas and matplotlib are imported inside the functions that need 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -90,19 +89,12 @@ def load_splits(path: Path | str) -> list[dict[str, list[str]]]:
 
 # --- label names and counts ------------------------------------------------------------------
 def label_names(meta_labels) -> dict[int, str]:
-    """{value: name} for the foreground labels of dataset.json (`{"name": value}`).
+    """{value: name} for the foreground labels of dataset.json (`{"name": value}`), as
+    DatasetSpec reads them: background and the ignore label left out; region-based entries
+    (`"tumor": [1, 2]`) name no single value and are skipped."""
+    from .spec import parse_spec
 
-    Region-based entries (`"tumor": [1, 2]`) name no single value and are skipped.
-    """
-    out: dict[int, str] = {}
-    if not isinstance(meta_labels, dict):
-        return out
-    for name, value in meta_labels.items():
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            out.setdefault(value, str(name))
-    return out
+    return parse_spec({"labels": meta_labels}).foreground_names
 
 
 def label_counts(case_labels: dict[str, set[int]], cases=None) -> dict[int, int]:

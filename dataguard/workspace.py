@@ -245,10 +245,10 @@ class Workspace:
 
     def label_names(self, dataset: str | None = None) -> dict[int, str]:
         """{label value: name} from the dataset's dataset.json (region labels by first value)."""
-        from .splits import label_names
+        from .spec import parse_spec
         from .walk import load_dataset_json
 
-        return label_names((load_dataset_json(self.dataset(dataset)) or {}).get("labels"))
+        return parse_spec(load_dataset_json(self.dataset(dataset)) or {}).foreground_names
 
     # --- splits ------------------------------------------------------------------------------
     def plan_rebalance(self, dataset: str | None = None) -> list:
@@ -367,16 +367,15 @@ class Workspace:
                  dataset: str | None = None, on_case=None):
         """Per case, fold and label Dice of models' validation predictions (or one loose folder
         given as fold `fold`), with DG802 on their case sets."""
-        import json
-
         from .errors import UsageError
         from .evaluation import evaluate, fold_sources, foreground_labels, splits_of
+        from .spec import load_spec
 
         ds = self.dataset(dataset)
         if ds.preprocessed is None:
             raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
         splits = splits_of(ds.preprocessed)
-        labels = foreground_labels(json.loads((Path(ds.preprocessed) / "dataset.json").read_text("utf-8")))
+        labels = foreground_labels(load_spec(Path(ds.preprocessed) / "dataset.json"))
         if pred_dir is not None:
             if fold is None:
                 raise UsageError("a loose PRED_DIR needs --fold K: which fold's validation it claims to be")
@@ -391,15 +390,14 @@ class Workspace:
 
     def out_of_fold(self, specs: list[str], dataset: str | None = None, on_case=None):
         """Out-of-fold probabilities of the models on the cases they share, and the references."""
-        import json
-
         from .ensemble import nnunet_meta, writer_for
         from .evaluation import foreground_labels
+        from .spec import load_spec
         from .weight_search import load_oof
 
         ds = self.dataset(dataset)
         models = self.models(specs, ds.name)
-        labels = foreground_labels(json.loads((Path(ds.preprocessed) / "dataset.json").read_text("utf-8")))
+        labels = foreground_labels(load_spec(Path(ds.preprocessed) / "dataset.json"))
         dj, plans = nnunet_meta(models[0].folder)
         reader = writer_for(plans, dj)()
         folds = {m.spec: {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}

@@ -12,7 +12,7 @@ import stat as statmod
 
 from ..findings import Finding, Fix, Severity, finding
 from ..fsio import blake3_file, hash_stream  # noqa: F401 - re-exported for the checks
-from .base import CHUNK, FileTask, FileResult
+from .base import FileTask, FileResult
 
 APPLEDOUBLE_MAGIC = (b"\x00\x05\x16\x07", b"\x00\x05\x16\x00")  # AppleDouble, AppleSingle
 OS_JUNK = {".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".spotlight-v100", ".trashes"}
