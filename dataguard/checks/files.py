@@ -115,8 +115,7 @@ def check_file(task: FileTask) -> FileResult:
     A check that raises becomes a DG001 finding for this file and the next check runs.
     """
     from ..fsio import open_nonblocking
-    from . import file_checks, get
-    from .registry import FileInput
+    from .registry import FileInput, file_checks, get    # the package registered them on import
 
     res = FileResult(rel=task.rel)
     try:
