@@ -70,7 +70,7 @@ def run_nnunet(root: Path, folds: int) -> float:
 
 
 def run_dataguard(root: Path, folds: int) -> float:
-    from dataguard.evaluation import FoldSource, evaluate
+    from dataguard.evaluate.crossval import FoldSource, evaluate
 
     t0 = time.perf_counter()
     sources = []

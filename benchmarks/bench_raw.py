@@ -54,14 +54,14 @@ VERIFY_PROCESSES = 2
 def make_raw_case(seed: int, shape: tuple[int, int, int], with_rv: bool = True):
     """Cardiac-CT-like int16 HU volume + uint8 label (0..3), both in nibabel (x, y, z) order.
 
-    The label and the per-label contrast come from dataguard.synthetic.make_case; the
+    The label and the per-label contrast come from dataguard.demo.synthetic.make_case; the
     image is air (-1024 HU, constant) around an elliptic body of smooth soft tissue with
     ~12 HU noise and contrast-enhanced ventricles. Written with nibabel's gzip level 1
     it compresses ~2.7x, like real CT .nii.gz (the uint8 labels ~50x).
     """
     import numpy as np
 
-    from dataguard.synthetic import make_case
+    from dataguard.demo.synthetic import make_case
 
     rng = np.random.default_rng(seed)
     img, lab = make_case(rng, shape, with_rv)        # img: N(40, 15) + label means
@@ -111,7 +111,7 @@ def ds_files(ds: Path) -> list[Path]:
 
 
 def ensure_dataset(work: Path, cases: int, mb_total: float, seed: int, regen: bool) -> Path:
-    from dataguard.synthetic import LABELS
+    from dataguard.demo.synthetic import LABELS
 
     ds = work / "nnUNet_raw" / DS_NAME
     marker = work / "raw_marker.json"
@@ -264,8 +264,8 @@ def profile_check_file(ds: Path, n: int = 4) -> str:
     import pstats
 
     from dataguard.checks.files import check_file
-    from dataguard.layout import discover
-    from dataguard.walk import list_files
+    from dataguard.engine.layout import discover
+    from dataguard.engine.walk import list_files
 
     tasks = list_files(discover([str(ds)])[0]).tasks
     pick = [t for t in tasks if t.kind == "image"][:n] + [t for t in tasks if t.kind == "label"][:n]

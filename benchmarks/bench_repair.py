@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark `dataguard repair` of one corrupt case against re-running nnU-Net's preprocessing.
 
-Generates (or reuses) a synthetic raw dataset with dataguard.synthetic.write_raw_dataset,
+Generates (or reuses) a synthetic raw dataset with dataguard.demo.synthetic.write_raw_dataset,
 plans + preprocesses it once with the real nnunetv2 (dataguard.nnunet.plan_and_preprocess)
 and keeps a pristine copy of the preprocessed dataset. Then, page cache warm, --repeat
 times, interleaved, each run starting from the pristine copy, an up-to-date manifest
@@ -102,7 +102,7 @@ def ensure_dataset(p: Paths, cases: int, shape: tuple[int, int, int], config: st
                    regen: bool) -> dict:
     """Raw dataset + plans + one preprocessed configuration + pristine copy (reused when unchanged)."""
     from dataguard.nnunet import plan_and_preprocess
-    from dataguard.synthetic import write_raw_dataset
+    from dataguard.demo.synthetic import write_raw_dataset
 
     params = {"gen_version": GEN_VERSION, "cases": cases, "shape": list(shape), "config": config,
               "seed": seed, "nnunet_np": NP}
@@ -270,7 +270,7 @@ def child_warm(args: dict) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     import dataguard.nnunet.preprocess_case  # noqa: F401
-    import dataguard.scanner  # noqa: F401
+    import dataguard.engine.scanner  # noqa: F401
     from dataguard.workspace import Workspace
 
     pre, config, case, scratch = Path(args["pre"]), args["config"], args["case"], Path(args["scratch"])

@@ -29,7 +29,7 @@ def generate() -> Path:
     import numpy as np
 
     sys.path.insert(0, str(HERE.parent))
-    from dataguard.synthetic import write_raw_dataset
+    from dataguard.demo.synthetic import write_raw_dataset
 
     ds = ROOT / "nnUNet_raw" / "Dataset950_ReportBench"
     if (ROOT / "ready").exists():

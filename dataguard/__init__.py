@@ -21,9 +21,10 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "Workspace": "workspace", "RepairRun": "workspace", "CaseInfo": "caseinfo",
-    "scan": "scanner", "ScanResult": "scanner", "verify": "verifier",
-    "discover": "layout", "Dataset": "layout",
+    "Workspace": "workspace", "RepairRun": "workspace", "CaseInfo": "engine.caseinfo",
+    "scan": "engine.scanner", "ScanResult": "engine.scanner", "make_executor": "engine.scanner",
+    "verify": "engine.verifier", "discover": "engine.layout", "Dataset": "engine.layout",
+    "DatasetSpec": "spec",
     "Finding": "findings", "Fix": "findings", "Severity": "findings", "ExitCode": "findings",
     "verdict": "findings", "DataguardError": "errors",
 }

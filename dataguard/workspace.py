@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .manifest import DEFAULT_DIR
+from .engine.manifest import DEFAULT_DIR
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -51,7 +51,7 @@ class Workspace:
         self.targets = list(targets) if targets else None
         self.manifest_dir = Path(manifest_dir)
         self.jobs = jobs
-        from .executors import as_executor, is_dask_client
+        from .engine.executors import as_executor, is_dask_client
 
         self.client = executor if is_dask_client(executor) else None   # a distributed.Client, kept
         self.executor = as_executor(executor)
@@ -64,7 +64,7 @@ class Workspace:
     def datasets(self) -> list:
         """The discovered datasets (layout.Dataset), found once."""
         if self._datasets is None:
-            from .layout import discover
+            from .engine.layout import discover
 
             self._datasets = discover(self.targets)
         return self._datasets
@@ -86,7 +86,7 @@ class Workspace:
     def _check_mounts(self) -> None:
         """With a Dask cluster: a smoke task first, so a missing mount is one clear error."""
         if self.client is not None and not getattr(self, "_mounts_ok", False):
-            from .executors import check_mounts
+            from .engine.executors import check_mounts
 
             check_mounts(self.client, [r for d in self.datasets for r in (d.raw, d.preprocessed)])
             self._mounts_ok = True
@@ -94,7 +94,7 @@ class Workspace:
     def scan(self, full: bool = False, select=None, ignore=None, on_progress=None,
              cancel: threading.Event | None = None, write_manifest: bool = True):
         """Scan every dataset (incrementally, unless full). Returns and remembers a ScanResult."""
-        from .scanner import scan
+        from .engine.scanner import scan
 
         self._check_mounts()
 
@@ -107,7 +107,7 @@ class Workspace:
 
     def verify(self, select=None, ignore=None, on_progress=None, cancel: threading.Event | None = None):
         """Re-hash every file against the manifest (DG701-DG703); never updates it."""
-        from .verifier import verify
+        from .engine.verifier import verify
 
         self._check_mounts()
 
@@ -118,8 +118,8 @@ class Workspace:
     def recorded(self) -> tuple[list, list, float | None]:
         """What the last scan recorded, read without touching the data: (cases, findings,
         when). Cases come without their file lists; a face shows these at once, then scans."""
-        from . import stat_index
-        from .caseinfo import from_summary
+        from .engine import stat_index
+        from .engine.caseinfo import from_summary
         from .findings import Finding
 
         cases, findings, when = [], [], None
@@ -144,12 +144,12 @@ class Workspace:
     # --- cases -------------------------------------------------------------------------------
     def cases(self, dataset: str | None = None) -> list:
         """Every case (raw and every configuration) with status, findings, files, facts, fold."""
-        from .caseinfo import case_infos
+        from .engine.caseinfo import case_infos
 
         return case_infos(self._result(), dataset)
 
     def case(self, dataset: str, case: str):
-        from .caseinfo import case_infos
+        from .engine.caseinfo import case_infos
         from .errors import UsageError
 
         for c in case_infos(self._result(), dataset):
@@ -164,13 +164,13 @@ class Workspace:
         source: "raw" (imagesTr channel 0 + labelsTr) or "preprocessed" (config: the
         configuration folder, default the first one holding the case).
         """
-        from .slices import SliceError, config_slice, raw_slice
+        from .engine.slices import SliceError, config_slice, raw_slice
 
         ds = self.dataset(dataset)
         if source == "raw":
             if ds.raw is None:
                 raise SliceError(f"{ds.name} has no raw folder")
-            from .walk import file_ending, load_dataset_json
+            from .engine.walk import file_ending, load_dataset_json
 
             return raw_slice(ds.raw, case, file_ending(load_dataset_json(ds)), axis, index)
         if source != "preprocessed":
@@ -246,7 +246,7 @@ class Workspace:
     def label_names(self, dataset: str | None = None) -> dict[int, str]:
         """{label value: name} from the dataset's dataset.json (region labels by first value)."""
         from .spec import parse_spec
-        from .walk import load_dataset_json
+        from .engine.walk import load_dataset_json
 
         return parse_spec(load_dataset_json(self.dataset(dataset)) or {}).foreground_names
 
@@ -265,14 +265,14 @@ class Workspace:
 
     def splits_context(self, dataset: str | None = None):
         """Training cases and their labels for one dataset, from the latest scan (no second scan)."""
-        from .split_context import context_from_result
+        from .splits.context import context_from_result
 
         ds = self.dataset(dataset)
         return context_from_result(self._result(), ds)
 
     def write_splits(self, dataset: str | None, splits, dry_run: bool = False):
         """The one splits writer (`splits rebalance` and repair both use splits.write_splits)."""
-        from .splits import write_splits
+        from .splits.folds import write_splits
 
         ds = self.dataset(dataset)
         backup = write_splits(Path(ds.preprocessed) / "splits_final.json", splits, dry_run=dry_run)
@@ -293,15 +293,15 @@ class Workspace:
 
     def check_test_images(self, images_dir: Path) -> list:
         """The raw-data checks on a folder of test images (`case_0000.nii.gz`, ...)."""
-        from .predictions import check_test_images
+        from .submit.predictions import check_test_images
 
         return check_test_images(Path(images_dir))
 
     def check_predictions(self, source: Path, images_dir: Path, dataset_json: Path | None = None,
                           dataset: str | None = None, on_case=None):
         """A prediction folder or zip against its test images: (PredictionSet, DG601-DG606 findings)."""
-        from .predictions import load_prediction_set
-        from .submission import run_checks
+        from .submit.predictions import load_prediction_set
+        from .submit.archive import run_checks
 
         common = self.label_shares(dataset) if dataset is not None else {}
         ps = load_prediction_set(Path(source), Path(images_dir), dataset_json, common, on_case=on_case)
@@ -310,7 +310,7 @@ class Workspace:
     def package_submission(self, ps, out_zip: Path, images_dir: Path, dataset_json: Path | None = None, *,
                            fix_dtype: bool = False, on_member=None, **provenance):
         """Write, verify and describe the archive: (ArchiveReport, manifest path)."""
-        from .submission import build_archive, write_manifest
+        from .submit.archive import build_archive, write_manifest
 
         report = build_archive(ps, Path(out_zip), Path(images_dir), dataset_json, fix_dtype=fix_dtype,
                                common=ps.common, on_member=on_member)
@@ -318,21 +318,21 @@ class Workspace:
 
     def check_probabilities(self, folders: dict, expected: set | None = None):
         """An ensemble's inputs: (ProbabilityInputs, DG607 findings)."""
-        from .predictions import load_probability_inputs
-        from .submission import run_checks
+        from .submit.predictions import load_probability_inputs
+        from .submit.archive import run_checks
 
         pi = load_probability_inputs({k: Path(v) for k, v in folders.items()}, expected)
         return pi, run_checks(pi, "probabilities")
 
     def ensemble(self, pi, out_dir: Path, weights, postprocess: str = "none", on_case=None):
         """Weighted per-label ensemble of checked probability inputs into label maps."""
-        from .ensemble import ensemble_folders
+        from .submit.ensemble import ensemble_folders
 
         return ensemble_folders(pi.folders, Path(out_dir), weights, postprocess, files=pi.files, on_case=on_case)
 
     def predict(self, model, dataset: str, images_dir: Path, work: Path, **kw):
         """One model's probabilities through nnUNetv2_predict (reused when nothing changed)."""
-        from .predict import predict_model
+        from .submit.predict import predict_model
 
         return predict_model(model, dataset, Path(images_dir), Path(work), **kw)
 
@@ -343,7 +343,7 @@ class Workspace:
         import os
 
         from .errors import UsageError
-        from .predict import parse_model
+        from .submit.predict import parse_model
 
         ds = self.dataset(dataset)
         results = os.environ.get("nnUNet_results")
@@ -368,7 +368,7 @@ class Workspace:
         """Per case, fold and label Dice of models' validation predictions (or one loose folder
         given as fold `fold`), with DG802 on their case sets."""
         from .errors import UsageError
-        from .evaluation import evaluate, fold_sources, foreground_labels, splits_of
+        from .evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
         from .spec import load_spec
 
         ds = self.dataset(dataset)
@@ -390,10 +390,10 @@ class Workspace:
 
     def out_of_fold(self, specs: list[str], dataset: str | None = None, on_case=None):
         """Out-of-fold probabilities of the models on the cases they share, and the references."""
-        from .ensemble import nnunet_meta, writer_for
-        from .evaluation import foreground_labels
+        from .submit.ensemble import nnunet_meta, writer_for
+        from .evaluate.crossval import foreground_labels
         from .spec import load_spec
-        from .weight_search import load_oof
+        from .evaluate.weights import load_oof
 
         ds = self.dataset(dataset)
         models = self.models(specs, ds.name)
@@ -406,7 +406,7 @@ class Workspace:
 
     def check_weights(self, weights, specs: list[str], source: str, dataset: str | None = None):
         """DG803: weights against each model's out-of-fold Dice per label (from evaluate)."""
-        from .weight_search import check_weights
+        from .evaluate.weights import check_weights
 
         ev = self.evaluate(specs, dataset=dataset)
         oof = {m: {lab: v["mean_dice"] for lab, v in ev.per_label(m).items()} for m in ev.models()}
@@ -415,7 +415,7 @@ class Workspace:
     def folds_view(self, dataset: str | None = None):
         """The folds x labels table every face shows: of splits_final.json, or of the split
         nnU-Net will write when there is none yet. (context, splits or None, table or None, note)."""
-        from .splits import NNUNET_FOLDS, SplitError, label_table, load_splits, nnunet_default_split
+        from .splits.folds import NNUNET_FOLDS, SplitError, label_table, load_splits, nnunet_default_split
 
         ctx = self.splits_context(dataset)
         note = None

@@ -32,7 +32,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def _real_project_master(tmp_path_factory) -> Path:
-    from dataguard.demo import build_clean
+    from dataguard.demo.project import build_clean
 
     root = tmp_path_factory.mktemp("real") / "project"
     build_clean(root, n_cases=8, log=lambda m: None)

@@ -97,7 +97,7 @@ def test_file_deleted_while_scanning_is_skipped(tiny_pre, tmp_path):
 
 
 def test_file_deleted_during_a_real_scan(tiny_pre, tmp_path, monkeypatch):
-    import dataguard.scanner as scanner
+    import dataguard.engine.scanner as scanner
 
     real = scanner.run_file_checks
     victim = tiny_pre / "nnUNetPlans_3d_fullres" / "case_2.pkl"

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from audit import watch
-from dataguard import checkpoint_trust as ck
+from dataguard.engine import checkpoint_trust as ck
 
 
 
@@ -72,8 +72,8 @@ def test_a_checkpoint_with_code_is_refused_before_nnunet_predicts(tmp_path):
     and a crafted one never reaches it (no process starts, the payload never runs)."""
     import torch
 
-    import dataguard.predictions  # noqa: F401 - warm up: its dataclasses compile code on import
-    from dataguard.predict import parse_model, predict_model
+    import dataguard.submit.predictions  # noqa: F401 - warm up: its dataclasses compile code on import
+    from dataguard.submit.predict import parse_model, predict_model
 
     marker = tmp_path / "PWNED"
     fold = tmp_path / "results" / "Dataset901_X" / "nnUNetTrainer__nnUNetPlans__2d" / "fold_1"

@@ -13,7 +13,7 @@ import pytest
 
 import dataguard
 from conftest import codes
-from dataguard.synthetic import write_raw_dataset
+from dataguard.demo.synthetic import write_raw_dataset
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def test_no_target_and_no_env_is_a_usage_error(monkeypatch, capsys):
 
 
 def test_internal_error_is_exit_3_without_traceback(tiny_pre, tmp_path, capsys, monkeypatch):
-    import dataguard.scanner as scan_mod
+    import dataguard.engine.scanner as scan_mod
 
     def boom(*a, **k):
         raise RuntimeError("simulated bug")

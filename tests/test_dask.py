@@ -53,7 +53,7 @@ def test_cluster_scan_equals_local_scan(broken, tmp_path, cluster):
 def test_workers_that_cannot_see_the_data_are_one_clear_error(broken, tmp_path, cluster):
     _, client = cluster
     from dataguard.errors import UsageError
-    from dataguard.executors import check_mounts
+    from dataguard.engine.executors import check_mounts
 
     check_mounts(client, [broken])                                   # the same machine: fine
     with pytest.raises(UsageError, match="cannot see"):
@@ -63,7 +63,7 @@ def test_workers_that_cannot_see_the_data_are_one_clear_error(broken, tmp_path, 
 def test_a_worker_killed_mid_scan_changes_nothing(broken, tmp_path, monkeypatch):
     from distributed import Client, LocalCluster
 
-    from dataguard import scanner
+    from dataguard.engine import scanner
 
     monkeypatch.setattr(scanner, "batches", lambda order, sizes, *a, **k: [[i] for i in order])   # many tasks
 
@@ -87,7 +87,7 @@ def test_a_worker_killed_mid_scan_changes_nothing(broken, tmp_path, monkeypatch)
 
 def test_executor_option_and_install_hint(monkeypatch):
     from dataguard.errors import UsageError
-    from dataguard.executors import connect
+    from dataguard.engine.executors import connect
 
     assert connect("local") is None
     monkeypatch.setenv("DATAGUARD_EXECUTOR", "local")
@@ -102,7 +102,7 @@ def test_executor_option_and_install_hint(monkeypatch):
 def test_a_file_only_the_client_can_read_is_blamed_on_the_worker(tmp_path):
     from dataguard.checks.base import FileResult, FileTask
     from dataguard.findings import finding
-    from dataguard.scanner import _blame_the_worker
+    from dataguard.engine.scanner import _blame_the_worker
 
     p = tmp_path / "case.npz"
     p.write_bytes(b"PK")

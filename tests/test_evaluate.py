@@ -66,7 +66,7 @@ def test_suggested_weights_are_never_worse_than_equal_weights(trained_models, tm
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads(out.stdout)
     assert doc["cases"] == 4 and doc["mean_chosen"] >= doc["mean_equal"] - 1e-12
-    from dataguard.ensemble import Weights
+    from dataguard.submit.ensemble import Weights
 
     weights = Weights.parse(json.loads(w.read_text()), ["2d", "3d_fullres"])
     assert set(weights.per_label) == {1, 2, 3}
@@ -92,7 +92,7 @@ def test_missing_probabilities_name_the_command(trained_models, tmp_path):
 
 # --- the search itself, where the answer is known -------------------------------------------
 def test_search_gives_each_label_to_the_model_that_gets_it_right():
-    from dataguard.weight_search import OOF, search
+    from dataguard.evaluate.weights import OOF, search
 
     rng = np.random.default_rng(0)
     refs, probs = {}, {}
@@ -112,8 +112,8 @@ def test_search_gives_each_label_to_the_model_that_gets_it_right():
 
 
 def test_dg803_flags_weight_on_a_model_that_never_got_the_label():
-    from dataguard.ensemble import Weights
-    from dataguard.weight_search import check_weights
+    from dataguard.submit.ensemble import Weights
+    from dataguard.evaluate.weights import check_weights
 
     w = Weights.parse({"labels": {"3": {"A": 0.35, "B": 0.65}}}, ["A", "B"])
     found = check_weights(w, {"A": {1: 0.9, 3: 0.0}, "B": {1: 0.8, 3: 0.7}}, {1: "lv", 3: "rv"}, "w.json")

@@ -332,14 +332,14 @@ SET_TRIGGERS: dict[str, Callable] = {
 def test_set_code_is_triggered(code, tmp_path):
     ws = dataguard.Workspace([], manifest_dir=tmp_path / "m")
     if code == "DG802":
-        from dataguard.evaluation import Evaluation, FoldSource
-        from dataguard.submission import run_checks
+        from dataguard.evaluate.crossval import Evaluation, FoldSource
+        from dataguard.submit.archive import run_checks
 
         src = FoldSource("2d", 0, tmp_path, expected=["a"], train={"b"}, found=["a", "b"])
         found = run_checks(Evaluation("D", {1: "x"}, [src]), "evaluation")
     elif code == "DG803":
-        from dataguard.ensemble import Weights
-        from dataguard.weight_search import check_weights
+        from dataguard.submit.ensemble import Weights
+        from dataguard.evaluate.weights import check_weights
 
         found = check_weights(Weights.parse({"default": {"A": 1, "B": 1}}, ["A", "B"]),
                               {"A": {1: 0.0}, "B": {1: 0.9}}, {1: "x"}, "w.json")

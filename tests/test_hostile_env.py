@@ -68,7 +68,7 @@ def test_scan_prints_findings_when_the_manifest_cannot_be_written(tmp_path, caps
 def test_progress_bar_shows_a_markup_file_name_literally():
     from rich.console import Console
 
-    from dataguard.progress import ByteProgress
+    from dataguard.cli.progress import ByteProgress
 
     bar = ByteProgress("checking")
     buf = io.StringIO()

@@ -135,7 +135,7 @@ def test_repair_without_write_permission_exits_2_with_the_os_reason(tmp_path, ca
 
 # --- 2. all or nothing per case ------------------------------------------------------------------
 def _break_two_cases(project: Path) -> Path:
-    from dataguard.demo import _corrupt_deflate
+    from dataguard.demo.project import _corrupt_deflate
 
     target = project / "nnUNet_preprocessed" / L
     for case in ("heart_004", "heart_006"):
@@ -249,7 +249,7 @@ def test_rebalance_keeps_the_mode_of_splits_final_json(bad_split, tmp_path, caps
 
 
 def test_atomic_write_bytes_new_file_gets_the_umask_mode(tmp_path):
-    from dataguard.manifest import atomic_write_bytes
+    from dataguard.engine.manifest import atomic_write_bytes
 
     old_umask = os.umask(0o022)
     try:

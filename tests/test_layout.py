@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dataguard.layout import LayoutError, discover
+from dataguard.engine.layout import LayoutError, discover
 
 
 @pytest.fixture

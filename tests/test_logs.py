@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dataguard.cli import main
-from dataguard.training_logs import ema_of, load_runs, parse_log, parse_numbers
+from dataguard.train.logs import ema_of, load_runs, parse_log, parse_numbers
 
 LABELS = {"background": 0, "myocardium": 1, "left_ventricle": 2, "right_ventricle": 3}
 

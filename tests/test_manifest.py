@@ -10,7 +10,7 @@ import pytest
 
 import dataguard
 from conftest import codes, write_case_npz, write_pkl
-from dataguard.manifest import SCHEMA, Manifest, ManifestError
+from dataguard.engine.manifest import SCHEMA, Manifest, ManifestError
 
 
 def _scan(ds, tmp_path, **kw):
@@ -199,7 +199,7 @@ def test_select_dg5_full_decompresses_nothing(tiny_pre, tmp_path):
 
 
 def test_select_dg5_reads_raw_labels_but_no_raw_image(tmp_path):
-    from dataguard.synthetic import write_raw_dataset
+    from dataguard.demo.synthetic import write_raw_dataset
 
     raw = write_raw_dataset(tmp_path / "nnUNet_raw", n_cases=3, shape=(8, 8, 4))
     (raw / "splits_final.json").write_text("[]")
@@ -214,7 +214,7 @@ def _findings_dump(result):
 def test_same_findings_through_threads_processes_and_in_process(tiny_pre, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from dataguard.scanner import make_executor
+    from dataguard.engine.scanner import make_executor
 
     cfg = tiny_pre / CFG
     for i in range(3, 8):

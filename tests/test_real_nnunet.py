@@ -40,7 +40,7 @@ def test_scanning_preprocessed_dataset_finds_raw_sibling(real_project, tmp_path)
 
 
 def test_demo_faults_are_all_found(real_project, tmp_path):
-    from dataguard.demo import _inject
+    from dataguard.demo.project import _inject
 
     faults = _inject(real_project)
     r = scan(real_project, tmp_path)

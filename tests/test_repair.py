@@ -47,7 +47,7 @@ def content(t):
 
 def break_legacy(project: Path) -> Path:
     cfg = project / "nnUNet_preprocessed" / L / "nnUNetPlans_2d"
-    from dataguard.demo import _corrupt_deflate
+    from dataguard.demo.project import _corrupt_deflate
 
     _corrupt_deflate(cfg / "heart_004.npz")
     (cfg / "._heart_005.npz").write_bytes(APPLEDOUBLE)

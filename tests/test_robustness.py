@@ -31,7 +31,7 @@ from conftest import LABELS, PLANS, codes, props, write_case_npz, write_pkl, pre
 from dataguard.checks import FileCheck, register, unregister
 from dataguard.checks.metadata import dataset_problems, fingerprint_problems, is_label_value, plans_problems
 from dataguard.checks.pickles import REQUIRED_KEYS, present_labels, type_problems
-from dataguard.splits import structure_problems
+from dataguard.splits.folds import structure_problems
 
 FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -436,7 +436,7 @@ def test_dg301_file_ending_not_a_string(ending, tmp_path):
 
 
 def test_walk_helpers_never_raise():
-    from dataguard.walk import declared_labels, file_ending
+    from dataguard.engine.walk import declared_labels, file_ending
 
     for meta in (None, {}, {"labels": []}, {"labels": {"a": 1.0}}, {"labels": {"a": "1"}},
                  {"labels": {"a": True}}, {"labels": {"a": [1, None]}}, {"labels": {"a": {"b": 1}}}):
@@ -447,7 +447,7 @@ def test_walk_helpers_never_raise():
 
 
 def test_label_names_never_raise():
-    from dataguard.splits import label_names
+    from dataguard.splits.folds import label_names
 
     assert label_names({"a": float("inf"), "b": float("nan"), "c": 2.0, "d": True, "e": [1], "f": {}, "g": 3}) \
         == {2: "c", 3: "g"}
@@ -526,7 +526,7 @@ def test_fifo_in_raw(name, code, tmp_path):
 
 
 def test_read_regular_refuses_special_files(tmp_path):
-    from dataguard.layout import read_json, read_regular
+    from dataguard.engine.layout import read_json, read_regular
 
     if hasattr(os, "mkfifo"):
         os.mkfifo(tmp_path / "f")
@@ -643,7 +643,7 @@ def test_table_escapes_control_characters_in_messages():
 
     from dataguard.findings import finding
     from dataguard.cli.render import render_table
-    from dataguard.scanner import ScanResult
+    from dataguard.engine.scanner import ScanResult
 
     f = finding("DG001", "raw", "check 'x' could not finish: line one\nline two\x1b[2J")
     buf = io.StringIO()

@@ -19,7 +19,7 @@ from conftest import make_tiny_pre
 from dataguard.cli import main
 from dataguard.findings import Severity
 from dataguard.workspace import Workspace
-from dataguard.splits import (SplitError, fold_sizes, label_table, load_splits,
+from dataguard.splits.folds import (SplitError, fold_sizes, label_table, load_splits,
                               parse_splits, plot_heatmap, rebalance, write_splits)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -92,7 +92,7 @@ def test_no_splits_file_is_checked_as_the_split_nnunet_will_write(folds_ds, tmp_
 def test_default_split_is_nnunets(n):
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
-    from dataguard.splits import nnunet_default_split
+    from dataguard.splits.folds import nnunet_default_split
 
     cases = [f"case_{i:03d}" for i in range(n)]
     ref = [{"train": list(map(str, f["train"])), "val": list(map(str, f["val"]))}

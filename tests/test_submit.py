@@ -30,7 +30,7 @@ def write_nii(path: Path, arr, affine=AFFINE, dtype=None):
 @pytest.fixture
 def sub(tmp_path):
     """3 test images + a correct prediction folder + dataset.json, all real NIfTI."""
-    from dataguard.synthetic import make_case
+    from dataguard.demo.synthetic import make_case
 
     rng = np.random.default_rng(1)
     images, preds = tmp_path / "imagesTs", tmp_path / "pred"
@@ -164,7 +164,7 @@ def test_check_submission_catches_broken_archives(sub):
 
 # --- the combiner -----------------------------------------------------------------------------
 def test_weighted_argmax_by_hand():
-    from dataguard.ensemble import Weights, combine
+    from dataguard.submit.ensemble import Weights, combine
 
     # 2 models, 3 classes, 2 voxels
     a = np.array([[0.5, 0.1], [0.3, 0.1], [0.2, 0.8]], np.float32)
@@ -178,7 +178,7 @@ def test_weighted_argmax_by_hand():
 
 
 def test_weights_file_errors_are_usage_errors():
-    from dataguard.ensemble import Weights
+    from dataguard.submit.ensemble import Weights
     from dataguard.errors import UsageError
 
     for bad in ({"labels": {"3": {"a": 1.0}}}, {"labels": {"3": {"a": 0, "b": 0}}},
@@ -194,7 +194,7 @@ def test_equal_weights_match_nnunet_averaging(n_models, n_classes, seed):
     from nnunetv2.ensembling.ensemble import average_probabilities
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-    from dataguard.ensemble import Weights, combine
+    from dataguard.submit.ensemble import Weights, combine
 
     import tempfile
 
@@ -215,7 +215,7 @@ def test_equal_weights_match_nnunet_averaging(n_models, n_classes, seed):
 
 
 def test_postprocess_keeps_the_largest_component_and_fills_holes():
-    from dataguard.ensemble import postprocess
+    from dataguard.submit.ensemble import postprocess
 
     seg = np.zeros((1, 9, 9), np.uint8)
     seg[0, 1:6, 1:6] = 1

@@ -45,7 +45,7 @@ def test_gate_refuses_a_fold_that_the_default_split_leaves_without_a_label(real_
     assert good.returncode == 0, good.stdout + good.stderr
     assert "PASS" in good.stdout and "DG504" not in good.stdout
     # a written split with the same fault is refused as well (not only the predicted one)
-    from dataguard.splits import nnunet_default_split
+    from dataguard.splits.folds import nnunet_default_split
 
     cases = sorted(p.stem for p in (real_project / "nnUNet_preprocessed/Dataset901_DemoCardiac/nnUNetPlans_2d")
                    .glob("*.pkl"))
@@ -115,7 +115,7 @@ def test_dry_run_prints_the_exact_call(real_project):
 # --- the trained models (one session fixture, shared with later commands) -------------------
 def test_training_end_to_end(trained_models):
     from dataguard.checks.files import blake3_file
-    from dataguard.training_logs import find_logs, parse_log
+    from dataguard.train.logs import find_logs, parse_log
 
     splits = json.loads((trained_models["root"] / "nnUNet_preprocessed/Dataset901_DemoCardiac/splits_final.json")
                         .read_text())
@@ -216,7 +216,7 @@ def test_early_stopping_ends_training_cleanly(real_project):
     assert result["stop"].startswith("early stop")
     final = ckpt(out / "checkpoint_final.pth")
     assert final["current_epoch"] == result["current_epoch"] < 30
-    from dataguard.training_logs import find_logs, parse_log
+    from dataguard.train.logs import find_logs, parse_log
 
     log = parse_log(find_logs(out)[0].read_text())
     assert log.finished and len(log.epochs) == final["current_epoch"]
@@ -240,7 +240,7 @@ def test_collapse_stop_and_per_label_best_checkpoints(real_project):
     evs = [json.loads(line) for line in events.read_text().splitlines()]
     alerts = [c for e in evs if e["event"] == "epoch" for c in e["collapses"]]
     assert alerts == [{"label": "right_ventricle", "best_epoch": 3, "best": 0.6, "at": 13}]
-    from dataguard.training_logs import find_logs
+    from dataguard.train.logs import find_logs
 
     assert "DG801" in find_logs(out)[0].read_text()
 

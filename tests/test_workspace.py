@@ -10,7 +10,7 @@ import pytest
 
 import dataguard
 from conftest import codes
-from dataguard.slices import SliceError
+from dataguard.engine.slices import SliceError
 
 M, L = "Dataset901_DemoCardiac", "Dataset902_DemoCardiacLegacy"
 pytestmark = pytest.mark.nnunet
@@ -131,7 +131,7 @@ def test_scan_and_repair_never_write_os_environ(ws, real_project, monkeypatch):
 
 
 def test_repair_is_one_scan_before_and_one_after(ws, real_project, monkeypatch):
-    import dataguard.scanner as scanner
+    import dataguard.engine.scanner as scanner
 
     calls = []
     real = scanner.scan

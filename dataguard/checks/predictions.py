@@ -161,7 +161,7 @@ def evaluation_case_sets(ev) -> list[Finding]:
 
 def weights_on_useless_models(wc) -> list[Finding]:
     """DG803 (warning): a weight > 0 for a model whose out-of-fold Dice for that label is ~0."""
-    from ..evaluation import NEAR_ZERO_DICE, near_zero
+    from ..evaluate.crossval import NEAR_ZERO_DICE, near_zero
 
     out = []
     for lab, per_model in sorted(wc.weights.items()):

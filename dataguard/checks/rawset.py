@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from ..findings import Finding, Fix, finding
 from ..fsio import read_json
-from ..walk import file_ending
+from ..engine.walk import file_ending
 from .cases import DatasetView, case_labels
 from .metadata import is_int, short
 

@@ -10,7 +10,7 @@ import json
 
 from ..findings import Finding, Fix, Severity, finding
 from ..fsio import read_regular
-from ..splits import SplitError, label_counts, label_names, load_splits
+from ..splits.folds import SplitError, label_counts, label_names, load_splits
 from .cases import DatasetView, case_labels
 from .rawset import complete_cases
 
@@ -69,7 +69,7 @@ def _predicted(view: DatasetView) -> list[Finding]:
     """
     import dataclasses
 
-    from ..splits import NNUNET_FOLDS, nnunet_default_split
+    from ..splits.folds import NNUNET_FOLDS, nnunet_default_split
 
     if view.preprocessed_root is None:
         return []

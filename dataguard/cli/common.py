@@ -74,7 +74,7 @@ def workspace(args, target_list: list[str] | None = None):
     if jobs := getattr(args, "jobs", None):
         if jobs < 1:
             raise UsageError("-j/--jobs must be at least 1")
-    from ..executors import connect
+    from ..engine.executors import connect
 
     return Workspace(target_list if target_list is not None else targets(args),
                      manifest_dir=args.manifest_dir, jobs=getattr(args, "jobs", None),
@@ -85,7 +85,7 @@ def progress(args):
     """A rich progress bar on stderr, or None when not wanted / not a terminal."""
     if getattr(args, "no_progress", False) or not sys.stderr.isatty():
         return None
-    from ..progress import ByteProgress
+    from .progress import ByteProgress
 
     return ByteProgress()
 
@@ -105,7 +105,7 @@ def note(msg: str) -> None:
 
 def plain(msg) -> str:
     """Text for a terminal: control characters of names as backslash escapes, line breaks kept."""
-    from ..walk import printable
+    from ..engine.walk import printable
 
     return "\n".join(printable(line) for line in str(msg).split("\n"))
 
@@ -115,7 +115,7 @@ def shown(value) -> str:
     file name prints as those characters, and printable, so no escape sequence gets through."""
     from rich.markup import escape
 
-    from ..walk import printable
+    from ..engine.walk import printable
 
     return escape(printable(str(value)))
 

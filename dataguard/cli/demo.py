@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from ..demo import run_demo
+    from ..demo.project import run_demo
 
     args.fail_on = "never"   # the demo's findings are the point, not a failure
     result = run_demo(args.dir, n_cases=args.cases, force=args.force, log=note, progress=progress(args))

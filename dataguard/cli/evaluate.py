@@ -86,7 +86,7 @@ def _f(v) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from ..evaluation import plot, worst_cases
+    from ..evaluate.crossval import plot, worst_cases
     from ..findings import Severity
 
     if args.pred_dir is not None and args.model:
@@ -164,8 +164,8 @@ def _worst(ev, worst) -> None:
 
 
 def cmd_suggest(args) -> int:
-    from ..ensemble import Weights
-    from ..weight_search import check_weights, search
+    from ..submit.ensemble import Weights
+    from ..evaluate.weights import check_weights, search
 
     if len(args.model) < 2 and not args.check:
         raise UsageError("an ensemble needs two or more --model")
@@ -217,7 +217,7 @@ def _suggest_table(sug) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ..weight_search import fmt
+    from ..evaluate.weights import fmt
 
     out = console()
     t = Table(title=Text(f"out-of-fold Dice on {sug.cases} cases shared by {', '.join(sug.models)}", style="bold"),
@@ -276,7 +276,7 @@ def _predict_missing(ws, args, models, oof) -> None:
     import os
     import subprocess
 
-    from ..checkpoint_trust import prove_plain
+    from ..engine.checkpoint_trust import prove_plain
 
     for m, fold, call in _missing_calls(ws, models, oof):
         # nnU-Net's validation loads the checkpoint with weights_only=False: prove it plain first

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_logs(args) -> int:
-    from ..training_logs import load_runs, plot_runs
+    from ..train.logs import load_runs, plot_runs
 
     runs = load_runs(args.path, patience=args.patience)
     if args.plot:
@@ -94,7 +94,7 @@ def render_runs(runs) -> None:
 
 def _follow(args, seen: dict) -> None:
     """Poll the logs; print each new epoch and each new finding as it appears."""
-    from ..training_logs import load_runs
+    from ..train.logs import load_runs
 
     start = time.monotonic()
     shown = {log: (len(r.epochs), {f.message for f in r.findings}) for log, r in seen.items()}

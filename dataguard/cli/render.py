@@ -7,10 +7,10 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from ..findings import FIELDS, Severity
-from ..walk import printable
+from ..engine.walk import printable
 
 if TYPE_CHECKING:
-    from ..scanner import ScanResult
+    from ..engine.scanner import ScanResult
 
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 

@@ -83,7 +83,7 @@ def _no_subcommand(parser) -> int:
 
 # --- commands --------------------------------------------------------------------------------
 def cmd_show(args) -> int:
-    from ..splits import SplitError, label_table, load_splits, plot_heatmap
+    from ..splits.folds import SplitError, label_table, load_splits, plot_heatmap
 
     _, ctx = _context(args)
     if not ctx.splits_path.exists():
@@ -110,7 +110,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_rebalance(args) -> int:
-    from ..splits import SplitError, label_table, load_splits, quarantine_leftovers, rebalance
+    from ..splits.folds import SplitError, label_table, load_splits, quarantine_leftovers, rebalance
 
     ws, ctx = _context(args)
     before = None
@@ -161,7 +161,7 @@ def _render_rebalance(args, ctx, tables) -> None:
 # --- shared helpers --------------------------------------------------------------------------
 def _context(args):
     """Resolve exactly one dataset, scan it (incrementally) and take cases and labels from that scan."""
-    from ..splits import SplitError
+    from ..splits.folds import SplitError
 
     ws = workspace(args, [t for t in (args.path, args.dataset) if t] or None)
     if len(ws.datasets) != 1:
@@ -186,7 +186,7 @@ def _context(args):
 
 def _table_doc(ctx, table) -> dict:
     """The JSON form of a label table: dataset-wide label counts and one entry per fold."""
-    from ..splits import label_counts
+    from ..splits.folds import label_counts
 
     totals = label_counts(ctx.case_labels)
     labels = {str(lab): {"name": name, "cases": totals.get(lab, 0)}
@@ -205,7 +205,7 @@ def _rich_table(ctx, table, title: str):
     from rich.table import Table
     from rich.text import Text
 
-    from ..splits import label_counts
+    from ..splits.folds import label_counts
 
     doc = _table_doc(ctx, table)
     t = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold")

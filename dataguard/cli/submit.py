@@ -106,7 +106,7 @@ def _labels(args, ws) -> Path | None:
 def _images(path: Path) -> Path:
     if not path.is_dir():
         raise UsageError(f"--images {path}: not a folder")
-    from ..predictions import test_images
+    from ..submit.predictions import test_images
 
     if not test_images(path):
         raise UsageError(f"--images {path}: no test images named case_0000.nii.gz")
@@ -150,7 +150,7 @@ def _tick(bar, completed=None):
 
 
 def _validate_and_package(ws, args, source: Path, images: Path, labels: Path | None, **provenance) -> int:
-    from ..predictions import test_images
+    from ..submit.predictions import test_images
 
     n = len(test_images(images))
     bar = _progress(n, "reading predictions")
@@ -205,10 +205,10 @@ def cmd_submit(args) -> int:
 def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
     import os
 
-    from ..ensemble import Weights
+    from ..submit.ensemble import Weights
     from ..findings import Severity
-    from ..predict import parse_model
-    from ..predictions import test_images
+    from ..submit.predict import parse_model
+    from ..submit.predictions import test_images
 
     if not args.dataset:
         raise UsageError("--model needs -d DATASET")
@@ -288,7 +288,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from ..ensemble import Weights
+    from ..submit.ensemble import Weights
     from ..workspace import Workspace
 
     names = {}

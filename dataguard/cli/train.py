@@ -157,7 +157,7 @@ def _train(pf, call, args) -> int:
     from ..train.launch import console_tail, run_training
     from ..train.summary import finish, run_from_events
     from ..train.view import LiveView
-    from ..training_logs import DEFAULT_PATIENCE
+    from ..train.logs import DEFAULT_PATIENCE
 
     title = f"{pf.dataset}  {pf.configuration}  fold {args.fold}  ·  {call.argv[call.argv.index('-tr') + 1]}  ·  {args.device}"
     view = LiveView(title)

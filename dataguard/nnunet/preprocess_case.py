@@ -26,7 +26,7 @@ def _import_nnunet_quietly(raw: Path, preprocessed: Path) -> None:
 
 def find_configuration(preprocessed: Path, config_folder: str) -> tuple[Path, str]:
     """(plans file, configuration name) whose data_identifier is this folder."""
-    from ..layout import planned_configurations
+    from ..engine.layout import planned_configurations
 
     for pc in planned_configurations(Path(preprocessed)):
         if pc.folder == config_folder:

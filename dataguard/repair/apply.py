@@ -22,7 +22,7 @@ from typing import Callable
 from ..checks.base import FileTask
 from ..checks.files import check_file, config_file_kind
 from ..findings import Severity
-from ..layout import Dataset
+from ..engine.layout import Dataset
 from .journal import DG_DIR, Journal, blake3_file, new_run_id
 from .lock import DatasetLock
 from .plan import Action
@@ -258,7 +258,7 @@ def _stage_remotely(todo: list[Action], by_name: dict, run_id: str, executor) ->
 def _rebuild(a: Action, ds: Dataset, journals: dict[str, Journal], cache: dict, log: Log,
              remote=None) -> Outcome:
     from ..nnunet.preprocess_case import CasePreprocessor
-    from ..walk import declared_labels, load_dataset_json
+    from ..engine.walk import declared_labels, load_dataset_json
 
     j = journals["preprocessed"]
     key = (a.dataset, a.config)
@@ -337,7 +337,7 @@ def _cast(a: Action, journals: dict[str, Journal]) -> Outcome:
 
 def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -> Outcome:
     from .. import splits as sp
-    from ..split_context import context_from_result
+    from ..splits.context import context_from_result
 
     j = journals["preprocessed"]
     if scan_result is None or ds.name not in getattr(scan_result, "views", {}):

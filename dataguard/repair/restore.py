@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..layout import Dataset
+from ..engine.layout import Dataset
 from ..fsio import blake3_file, move_durably as _move
 from .journal import (DG_DIR, Journal, journals, new_run_id, read_journal,
                       without_rolled_back)

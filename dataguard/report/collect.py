@@ -130,7 +130,7 @@ def _folds(ws, dataset: str) -> dict | None:
 def _training(dataset: str) -> list[dict]:
     import tempfile
 
-    from ..training_logs import LogError, load_runs, plot_runs
+    from ..train.logs import LogError, load_runs, plot_runs
     from .images import file_uri
 
     results = os.environ.get("nnUNet_results")
@@ -154,7 +154,7 @@ def _training(dataset: str) -> list[dict]:
 
 def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | None:
     from ..errors import DataguardError
-    from ..evaluation import worst_cases
+    from ..evaluate.crossval import worst_cases
 
     try:
         ev = ws.evaluate(dataset=dataset)

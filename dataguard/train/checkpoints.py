@@ -1,10 +1,10 @@
 """A verified copy of the best checkpoint; loading checkpoints safely lives in
-`dataguard.checkpoint_trust` (prediction needs it too), re-exported here for the trainer."""
+`dataguard.engine.checkpoint_trust` (prediction needs it too), re-exported here for the trainer."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint_trust import (UnsafeCheckpoint, prove_plain, record_trusted, safe_load,  # noqa: F401
+from ..engine.checkpoint_trust import (UnsafeCheckpoint, prove_plain, record_trusted, safe_load,  # noqa: F401
                                 trust_store, trusted_digests, vet, weights_only_is_sound)
 from ..fsio import copy_verified
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..training_logs import Run, collapses, ema_of
+from .logs import Run, collapses, ema_of
 
 
 def label_ema(series: list[float]) -> list[float]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..findings import Finding, Fix, Severity
-from ..layout import ENV_PRE, ENV_RAW, ENV_RES, nnunet_env_problem, resolve_as_nnunet
+from ..engine.layout import ENV_PRE, ENV_RAW, ENV_RES, nnunet_env_problem, resolve_as_nnunet
 
 SPLIT_CODES = ("DG502", "DG503", "DG504")
 _FOLDS = re.compile(r"\bfolds? (\d+(?:(?:, | and )\d+)*)")
@@ -128,7 +128,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     pf.refusals += [*env.values(), *env_refusals(fold_folder).values()]
     if not os.environ.get(ENV_RAW):
         pf.notes.append(f"{ENV_RAW} is not set: the raw data is not checked (nnU-Net's training does not read it)")
-    from ..training_logs import label_names_from
+    from .logs import label_names_from
 
     try:
         pf.labels = label_names_from(json.loads((ds.preprocessed / "dataset.json").read_text("utf-8"))) or []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..training_logs import Run, ema_of, judge
+from .logs import Run, ema_of, judge
 
 PLOT = "dataguard_pseudo_dice.png"
 
@@ -44,7 +44,7 @@ class Artifacts:
 
 
 def finish(run: Run | None, fold_folder: Path, patience: int) -> Artifacts:
-    from ..training_logs import plot_runs
+    from .logs import plot_runs
     from .checkpoints import verified_copy
 
     art = Artifacts()

@@ -28,7 +28,7 @@ from os.path import join
 from pathlib import Path
 
 from ..fsio import atomic_write_text
-from ..training_logs import label_names_from
+from .logs import label_names_from
 from .checkpoints import record_trusted, safe_load, trust_store
 from .monitor import RunMonitor
 from .settings import FILE, TrainSettings, base_of, trainer_name

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..visual import WINDOWS, label_colour
+from ..engine.visual import WINDOWS, label_colour
 from .rows import STATUS_STYLE
 
 
@@ -244,7 +244,7 @@ class CaseScreen(Screen):
     def render_slice(self, source, axis, index, overlay, window, w, h) -> None:
         import numpy as np
 
-        from ..visual import fit, slice_rgb
+        from ..engine.visual import fit, slice_rgb
         from .halfblock import to_text
 
         info = self.info
@@ -384,7 +384,7 @@ class SplitsScreen(Screen):
     def action_rebalance(self) -> None:
         if self.ctx is None:
             return
-        from ..splits import SplitError, label_table, rebalance
+        from ..splits.folds import SplitError, label_table, rebalance
 
         try:
             after = rebalance(self.ctx.case_labels, folds=len(self.splits) if self.splits else 5)

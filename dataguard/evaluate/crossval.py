@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 NEAR_ZERO_DICE = 0.05           # DG803: a model's out-of-fold Dice for a label at or below this
 
@@ -128,7 +128,7 @@ def foreground_labels(spec) -> dict[int, str]:
 
 
 def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> list[FoldSource]:
-    from .predictions import PRED_ENDING
+    from ..submit.predictions import PRED_ENDING
 
     out = []
     for k, folder in sorted(folder_of.items()):
@@ -144,8 +144,8 @@ def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> 
 def evaluate(dataset: str, gt_dir: Path, labels: dict[int, str], sources: list[FoldSource], *,
              jobs: int | None = None, on_case=None) -> Evaluation:
     """Score every predicted case that has a reference, then judge the case sets (DG802)."""
-    from .predictions import PRED_ENDING
-    from .submission import run_checks
+    from ..submit.predictions import PRED_ENDING
+    from ..submit.archive import run_checks
 
     ev = Evaluation(dataset, labels, sources)
     work = [(s, c) for s in sources for c in s.found if (gt_dir / f"{c}{PRED_ENDING}").is_file()]
@@ -195,7 +195,7 @@ def plot(ev: Evaluation, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .visual import label_colour
+    from ..engine.visual import label_colour
 
     models = ev.models()
     fig = Figure(figsize=(11, 3.2 * len(models) + 0.5))

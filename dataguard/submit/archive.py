@@ -15,9 +15,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DataguardError
-from .findings import Finding, Severity
-from .fsio import atomic_write_text, blake3_file, commit
+from ..errors import DataguardError
+from ..findings import Finding, Severity
+from ..fsio import atomic_write_text, blake3_file, commit
 
 
 class SubmissionError(DataguardError):
@@ -25,7 +25,7 @@ class SubmissionError(DataguardError):
 
 
 def run_checks(obj, scope: str = "predictions") -> list[Finding]:
-    from .checks import set_checks
+    from ..checks import set_checks
 
     out: list[Finding] = []
     for c in set_checks(scope):

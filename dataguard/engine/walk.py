@@ -12,10 +12,10 @@ import stat as statmod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checks.base import FileTask
-from .checks.files import OS_JUNK, config_file_kind
-from .findings import Finding, finding
-from .fsio import read_json
+from ..checks.base import FileTask
+from ..checks.files import OS_JUNK, config_file_kind
+from ..findings import Finding, finding
+from ..fsio import read_json
 from .layout import Dataset
 
 SKIP_DIRS = {".dataguard"}          # our own quarantine/journal

@@ -10,8 +10,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from .errors import DataguardError
-from .fsio import SMALL_FILE_LIMIT, open_nonblocking, read_json, read_regular  # noqa: F401 - re-exported
+from ..errors import DataguardError
+from ..fsio import SMALL_FILE_LIMIT, open_nonblocking, read_json, read_regular  # noqa: F401 - re-exported
 
 DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
 ENV_RAW, ENV_PRE, ENV_RES = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"

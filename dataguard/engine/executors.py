@@ -14,7 +14,7 @@ import os
 from concurrent.futures import Executor
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ENV = "DATAGUARD_EXECUTOR"
 INSTALL = "pip install 'dataguard[dask]'  (installs dask and distributed)"

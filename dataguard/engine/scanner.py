@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .checks import Selection, versions
-from .checks import get as get_check
-from .checks.base import FileResult, FileTask
-from .checks.cases import DatasetView
-from .checks.files import check_batch
+from ..checks import Selection, versions
+from ..checks import get as get_check
+from ..checks.base import FileResult, FileTask
+from ..checks.cases import DatasetView
+from ..checks.files import check_batch
 from .executors import on_cluster
-from .findings import Finding, Severity, code_matches, finding
+from ..findings import Finding, Severity, code_matches, finding
 from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest, gc_paused, gc_release, json_canonical
 from .walk import list_files
@@ -91,7 +91,7 @@ class ScanResult:
                 "bytes_checked": s.bytes_checked, "seconds": round(s.seconds, 3)}
 
     def to_dict(self) -> dict:
-        from . import __version__
+        from .. import __version__
 
         return {
             "version": 1,
@@ -318,7 +318,7 @@ def dataset_signature(view: DatasetView, vers: dict[str, int]) -> bytes:
 
     ~0.1 s of CPU for 30,000 files; running the dataset checks on them costs ~1 s.
     """
-    from . import __version__
+    from .. import __version__
 
     h = blake2b(digest_size=20)
     h.update(json_canonical({"dataguard": __version__, "versions": vers, "meta": view.meta,

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .checks.base import FileResult, FileTask
-from .findings import Fix, finding
-from .errors import Cancelled
-from .fsio import hash_stream, open_nonblocking
+from ..checks.base import FileResult, FileTask
+from ..findings import Fix, finding
+from ..errors import Cancelled
+from ..fsio import hash_stream, open_nonblocking
 from .layout import Dataset, discover
 from .manifest import DEFAULT_DIR, Manifest, ManifestError
 from .scanner import ProgressFn, ScanResult, ScanStats, filter_findings, run_file_checks

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DataguardError
+from ..errors import DataguardError
 
 
 class SliceError(DataguardError):

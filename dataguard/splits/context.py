@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .layout import Dataset
-from .splits import SPLITS_NAME, SplitError, label_names
+from ..engine.layout import Dataset
+from .folds import SPLITS_NAME, SplitError, label_names
 
 
 @dataclass
@@ -28,9 +28,9 @@ class SplitContext:
 
 def context_from_result(result, dataset: Dataset) -> SplitContext:
     """Training cases and labels of one dataset from an existing ScanResult (no second scan)."""
-    from .checks.cases import case_labels
-    from .checks.splits import training_cases
-    from .findings import Severity
+    from ..checks.cases import case_labels
+    from ..checks.splits import training_cases
+    from ..findings import Severity
 
     if dataset.preprocessed is None:
         raise SplitError(f"{dataset.name} has no preprocessed folder: splits_final.json lives in "

@@ -1,7 +1,7 @@
 """Progress bar on stderr (rich), fed by the engine's `on_progress(done, total, rel)` callback."""
 from __future__ import annotations
 
-from .walk import printable
+from ..engine.walk import printable
 
 
 class ByteProgress:

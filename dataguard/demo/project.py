@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .layout import LayoutError
+from ..errors import UsageError
+from ..workspace import Workspace
 
 MARKER = ".dataguard-demo"
 MODERN, LEGACY = (901, "DemoCardiac"), (902, "DemoCardiacLegacy")
@@ -44,7 +45,7 @@ def build_demo(root: Path, n_cases: int = 10, log: Callable[[str], None] = print
 
 def build_clean(root: Path, n_cases: int = 10, log: Callable[[str], None] = print) -> None:
     """Raw + real nnunetv2 2d preprocessing (b2nd) + a legacy .npz copy, all healthy."""
-    from .nnunet import plan_and_preprocess
+    from ..nnunet import plan_and_preprocess
     from .synthetic import write_raw_dataset
 
     raw_root, pre_root = root / "nnUNet_raw", root / "nnUNet_preprocessed"
@@ -134,12 +135,10 @@ def _inject(root: Path) -> list[InjectedFault]:
 def run_demo(root: Path, n_cases: int = 10, force: bool = False, log: Callable[[str], None] = print,
              progress=None):
     """Build (unless already built) and scan the demo; returns the ScanResult."""
-    from .scanner import scan
-
     root = Path(root)
     marker = root / MARKER
     if root.exists() and any(root.iterdir()) and not marker.exists():
-        raise LayoutError(f"{root} exists and is not a dataguard demo folder; choose another DIR")
+        raise UsageError(f"{root} exists and is not a dataguard demo folder; choose another DIR")
     if marker.exists() and force:
         shutil.rmtree(root)   # only ever a folder this command made (it holds the marker)
     if marker.exists():
@@ -149,13 +148,14 @@ def run_demo(root: Path, n_cases: int = 10, force: bool = False, log: Callable[[
         faults = build_demo(root, n_cases, log)
     log("scanning ...")
     with progress or contextlib.nullcontext():
-        result = scan([str(root)], manifest_dir=root / "manifests", full=True,
-                      on_progress=progress.update if progress else None)
+        result = Workspace([str(root)], manifest_dir=root / "manifests").scan(
+            full=True, on_progress=progress.update if progress else None)
     missed = [f for f in faults if not any(x.code == f.code and x.path == f.path for x in result.findings)]
     log(f"injected {len(faults)} faults; found {len(faults) - len(missed)} of them"
         + ("" if not missed else "; MISSED: " + ", ".join(f"{f.code} {f.path}" for f in missed)))
-    log(f"next: `dataguard repair {root} --dry-run` shows how each would be fixed, "
-        f"`dataguard repair {root} --yes` fixes them, `dataguard restore {root}` undoes that; "
-        f"`dataguard report {root} -o {root}/report.html` writes it all to one HTML page; "
-        f"`dataguard tui {root}` browses it")
+    log("next:\n"
+        f"  dataguard repair {root} --dry-run      how each would be fixed\n"
+        f"  dataguard repair {root} --yes          fix them (dataguard restore {root} undoes it)\n"
+        f"  dataguard report {root} -o {root}/report.html   all of it on one HTML page\n"
+        f"  dataguard tui {root}                   browse it in the terminal")
     return result

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UnsafeInput, UsageError
+from ..errors import UnsafeInput, UsageError
 
 POSTPROCESS = ("none", "lcc", "lcc+fill")
 
@@ -166,7 +166,7 @@ def read_probabilities(path: Path):
 
 def read_properties(path: Path) -> dict:
     """A case's `.pkl` (nnU-Net's properties) through the safe unpickler: no code runs."""
-    from .checks.safe_pickle import Refused, loads_numpy
+    from ..checks.safe_pickle import Refused, loads_numpy
 
     try:
         props = loads_numpy(Path(path).read_bytes())
@@ -191,7 +191,7 @@ def writer_for(plans: dict, dataset_json: dict):
     """nnU-Net's own reader/writer for this dataset (the one nnUNetv2_ensemble uses)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from .spec import parse_spec
+    from ..spec import parse_spec
 
     if parse_spec(dataset_json).has_regions:
         raise UsageError("region-based datasets (labels given as lists) are not supported by the weighted "

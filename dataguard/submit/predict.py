@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
-from .fsio import atomic_write_text
+from ..errors import UsageError
+from ..fsio import atomic_write_text
 
 INPUTS = "dataguard_inputs.json"
 DEFAULT_TRAINERS = ("nnUNetTrainer_dataguard", "nnUNetTrainer")
@@ -73,7 +73,7 @@ def checkpoint_files(m: ModelSpec, checkpoint: str) -> list[Path]:
 
 
 def input_record(m: ModelSpec, images: list[Path], checkpoint: str, tta: bool, device: str) -> dict:
-    from .fsio import blake3_file
+    from ..fsio import blake3_file
 
     return {"model": m.spec, "trainer": m.trainer, "plans": m.plans, "configuration": m.configuration,
             "folds": m.folds, "checkpoint": checkpoint, "tta": tta,
@@ -99,7 +99,7 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
     with `weights_only=True` here (checkpoint_trust.prove_plain), so none can run code.
     `trust`: checkpoints the user vouched for (`--trust-checkpoint`)."""
     from .predictions import find_probabilities
-    from .checkpoint_trust import prove_plain
+    from ..engine.checkpoint_trust import prove_plain
 
     images = sorted(p for p in Path(images_dir).iterdir() if p.name.endswith(".nii.gz"))
     out = work / m.safe_name

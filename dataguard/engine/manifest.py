@@ -23,10 +23,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checks.base import FileResult, FileTask
-from .findings import Finding
-from .errors import DataguardError
-from .fsio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
+from ..checks.base import FileResult, FileTask
+from ..findings import Finding
+from ..errors import DataguardError
+from ..fsio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
 
 try:
     import orjson as _orjson

@@ -1,0 +1,1 @@
+"""Cross-validation Dice per label and the ensemble weight search."""
