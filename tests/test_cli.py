@@ -136,3 +136,41 @@ def test_every_command_has_help():
     for name, p in sub.choices.items():
         assert p.format_help().strip(), name
         assert sub._choices_actions and any(c.dest == name and c.help for c in sub._choices_actions), name
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, p in _subparsers(sub):
+                    yield f"{name} {inner}", p
+
+
+def test_every_command_with_datasets_takes_the_engine_options():
+    """One spine: whatever names datasets also takes --manifest-dir, -j and --executor."""
+    from dataguard.cli import build_parser
+
+    missing = []
+    for name, p in _subparsers(build_parser()):
+        dests = {a.dest for a in p._actions}
+        if dests & {"paths", "dataset"} and not {"manifest_dir", "jobs", "executor"} <= dests:
+            missing.append(name)
+    assert missing == []
+
+
+def test_ensemble_suggest_is_a_real_subcommand_and_plain_ensemble_still_combines(tmp_path, capsys):
+    import dataguard.cli
+
+    text = dataguard.cli.build_parser().format_help()
+    assert "SUPPRESS" not in text and "ensemble-suggest" not in text
+    args = dataguard.cli.build_parser().parse_args(["ensemble", "suggest", "-d", "1", "--model", "2d"])
+    assert args.func.__name__ == "cmd_suggest" and args.dataset == "1"
+    args = dataguard.cli.build_parser().parse_args(["ensemble", "-i", "a", "-i", "b", "-o", "out"])
+    assert args.func.__name__ == "cmd_ensemble" and [str(p) for p in args.input] == ["a", "b"]
+    args = dataguard.cli.build_parser().parse_args(["ensemble", "combine", "-i", "a", "-o", "out"])
+    assert args.func.__name__ == "cmd_ensemble"
+    assert dataguard.cli.main(["ensemble"]) == 2
+    assert "needs -i DIR" in capsys.readouterr().err

@@ -57,11 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    for i, a in enumerate(argv):                   # `ensemble suggest` is its own command
-        if not a.startswith("-"):
-            if a == "ensemble" and argv[i + 1:i + 2] == ["suggest"]:
-                argv[i:i + 2] = ["ensemble-suggest"]
-            break
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -15,6 +15,9 @@ __all__ = ["ExitCode", "UsageError", "add_target_args", "add_output_args", "spli
            "console", "targets", "workspace", "render", "note", "verdict"]
 
 
+DEFAULT_MANIFEST_DIR = Path("manifests")     # engine.manifest.DEFAULT_DIR, without importing the engine
+
+
 def add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="nnUNet_raw / nnUNet_preprocessed root, a DatasetXXX_Name folder, a folder "
@@ -27,8 +30,9 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest-dir", type=Path, default=Path("manifests"),
-                   help="where manifests live, one <DatasetName>.json each (default: ./manifests)")
+    """--manifest-dir, -j, --executor: what every command that scans takes, one way."""
+    p.add_argument("--manifest-dir", type=Path, default=DEFAULT_MANIFEST_DIR,
+                   help=f"where manifests live, one <DatasetName>.json each (default: ./{DEFAULT_MANIFEST_DIR})")
     p.add_argument("-j", "--jobs", type=int, default=None,
                    help="parallel file readers (default: all cores)")
     p.add_argument("--executor", default=None, metavar="local|dask://HOST:PORT",
@@ -68,7 +72,8 @@ def targets(args) -> list[str] | None:
 
 
 def workspace(args, target_list: list[str] | None = None):
-    """The Workspace for the datasets a command names."""
+    """The one way a command builds its Workspace: the datasets it names (or `target_list`),
+    and --manifest-dir, -j and --executor when the command has them."""
     from ..workspace import Workspace
 
     if jobs := getattr(args, "jobs", None):
@@ -77,7 +82,7 @@ def workspace(args, target_list: list[str] | None = None):
     from ..engine.executors import connect
 
     return Workspace(target_list if target_list is not None else targets(args),
-                     manifest_dir=args.manifest_dir, jobs=getattr(args, "jobs", None),
+                     manifest_dir=getattr(args, "manifest_dir", DEFAULT_MANIFEST_DIR), jobs=getattr(args, "jobs", None),
                      executor=connect(getattr(args, "executor", None)))
 
 

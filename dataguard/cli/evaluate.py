@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..fsio import atomic_write_text
-from .common import ExitCode, UsageError, console, note, shown
+from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
 
 EVAL_EPILOG = """\
 examples:
@@ -52,13 +52,15 @@ def add_parser(sub) -> None:
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="fold x label heatmap and per-case Dice strips")
     p.add_argument("--worst", type=int, default=0, metavar="N",
                    help="per label, the N cases furthest below the others (look at these labels first)")
-    p.add_argument("--manifest-dir", type=Path, default=Path("manifests"))
+    add_engine_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("ensemble-suggest", help=argparse.SUPPRESS,
-                       description="Search per-label ensemble weights on out-of-fold probabilities "
-                       "(`dataguard ensemble suggest`).", epilog=SUGGEST_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter, prog="dataguard ensemble suggest")
+
+def add_suggest_parser(ensemble_sub) -> None:
+    """`dataguard ensemble suggest`, a subcommand of `ensemble` (cli/submit.py builds that group)."""
+    s = ensemble_sub.add_parser("suggest", help="search per-label weights on out-of-fold probabilities",
+                                description="Search per-label ensemble weights on out-of-fold probabilities.",
+                                epilog=SUGGEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("-d", "--dataset", required=True, metavar="ID")
     s.add_argument("--model", action="append", default=[], required=True, metavar="SPEC",
                    help="two or more models, as in submit --model")
@@ -71,14 +73,12 @@ def add_parser(sub) -> None:
                    help="load this checkpoint on a torch older than 2.10 although dataguard did not write it "
                         "(only for files whose origin you know)")
     s.add_argument("--format", choices=("table", "json"), default="table")
-    s.add_argument("--manifest-dir", type=Path, default=Path("manifests"))
+    add_engine_args(s)
     s.set_defaults(func=cmd_suggest)
 
 
 def _ws(args):
-    from ..workspace import Workspace
-
-    return Workspace([args.dataset], manifest_dir=args.manifest_dir)
+    return workspace(args, [args.dataset])
 
 
 def _f(v) -> str:

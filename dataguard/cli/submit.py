@@ -5,7 +5,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .common import ExitCode, UsageError, console, note, shown
+from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
 
 SUBMIT_EPILOG = """\
 two ways in:
@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--work-dir", type=Path, help="probabilities and the ensemble (default OUT.zip.work)")
     p.add_argument("--fix-dtype", action="store_true", help="cast float label maps within 1e-3 of integers to uint8")
     p.add_argument("--dry-run", action="store_true", help="check only; write no archive")
-    p.add_argument("--manifest-dir", type=Path, default=Path("manifests"), help="where scan manifests live")
+    add_engine_args(p)
     p.set_defaults(func=cmd_submit)
 
     c = sub.add_parser("check-submission", help="run the submission checks on an existing zip",
@@ -68,25 +68,38 @@ def add_parser(sub) -> None:
     c.add_argument("--images", type=Path, required=True, metavar="DIR")
     c.add_argument("--labels", type=Path, metavar="DATASET_JSON")
     c.add_argument("-d", "--dataset", metavar="ID")
-    c.add_argument("--manifest-dir", type=Path, default=Path("manifests"))
+    add_engine_args(c)
     c.set_defaults(func=cmd_check)
 
     e = sub.add_parser("ensemble", help="per-label weighted ensemble of nnU-Net probability folders",
                        description="Combine probability folders as nnUNetv2_ensemble does, with per-label weights, "
                        "naming-robust file discovery and optional post-processing.", epilog=ENSEMBLE_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("-i", "--input", action="append", required=True, type=Path, metavar="DIR")
-    e.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR")
-    e.add_argument("--weights", type=Path, metavar="WEIGHTS.json")
-    e.add_argument("--postprocess", choices=("none", "lcc", "lcc+fill"), default="none")
+    _combine_args(e, required=False)            # `dataguard ensemble -i A -i B -o OUT` is `ensemble combine`
     e.set_defaults(func=cmd_ensemble)
+    group = e.add_subparsers(dest="ensemble_command", metavar="{combine,suggest}")
+    comb = group.add_parser("combine", help="combine probability folders (the default without a subcommand)",
+                            description="Combine probability folders as nnUNetv2_ensemble does, with per-label "
+                            "weights and optional post-processing.", epilog=ENSEMBLE_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    _combine_args(comb, required=True)
+    comb.set_defaults(func=cmd_ensemble)
+    from .evaluate import add_suggest_parser
+
+    add_suggest_parser(group)
+
+
+def _combine_args(p, required: bool) -> None:
+    p.add_argument("-i", "--input", action="append", required=required, type=Path, metavar="DIR",
+                   help="a probability folder (case.npz + case.pkl); two or more")
+    p.add_argument("-o", "--output", required=required, type=Path, metavar="OUT_DIR")
+    p.add_argument("--weights", type=Path, metavar="WEIGHTS.json")
+    p.add_argument("--postprocess", choices=("none", "lcc", "lcc+fill"), default="none")
 
 
 # --- shared ---------------------------------------------------------------------------------
 def _workspace(args):
-    from ..workspace import Workspace
-
-    return Workspace([args.dataset] if args.dataset else [], manifest_dir=args.manifest_dir)
+    return workspace(args, [args.dataset] if args.dataset else [])
 
 
 def _labels(args, ws) -> Path | None:
@@ -289,8 +302,10 @@ def cmd_check(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from ..submit.ensemble import Weights
-    from ..workspace import Workspace
 
+    if not args.input or args.output is None:
+        raise UsageError("ensemble needs -i DIR (two or more) and -o OUT_DIR, or a subcommand: "
+                         "dataguard ensemble combine|suggest --help")
     names = {}
     for folder in args.input:
         name = folder.name if folder.name not in names else f"{folder.parent.name}/{folder.name}"
@@ -298,7 +313,7 @@ def cmd_ensemble(args) -> int:
             raise UsageError(f"two inputs named {name}")
         names[name] = folder
     weights = Weights.load(args.weights, list(names))
-    ws = Workspace([])
+    ws = workspace(args, [])
     pi, missing = ws.check_probabilities(names)
     if missing:
         _show(missing, "probability files")

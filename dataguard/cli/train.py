@@ -6,7 +6,7 @@ import functools
 import sys
 from pathlib import Path
 
-from .common import ExitCode, UsageError, console, note, shown, split_codes
+from .common import ExitCode, UsageError, add_engine_args, console, note, shown, split_codes
 
 EPILOG = """\
 examples:
@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
     g.add_argument("--dry-run", action="store_true", help="print the gate's report and the exact training call")
     g.add_argument("--reserve-disk", default="1G", metavar="SIZE",
                    help="disk to keep free beyond the checkpoints (default 1G)")
-    g.add_argument("--manifest-dir", type=Path, default=Path("manifests"), help="where scan manifests live")
+    add_engine_args(g)                           # the gate's scan: --manifest-dir, -j, --executor
     p.set_defaults(func=cmd_train)
 
 
@@ -87,6 +87,7 @@ def _fold(text: str) -> int | str:
 
 def cmd_train(args) -> int:
     from ..train.launch import training_call
+    from ..engine.executors import connect
     from ..train.preflight import parse_size, run_preflight
     from ..train.settings import TrainSettings, trainer_name
 
@@ -102,7 +103,8 @@ def cmd_train(args) -> int:
     pf = run_preflight(args.dataset, args.configuration, -1 if fold == "all" else fold, trainer=name,
                        plans_name=args.plans, device=args.device, cont=args.cont, allow=allow,
                        save_best_per_label=args.save_best_per_label, reserve_bytes=parse_size(args.reserve_disk),
-                       manifest_dir=args.manifest_dir, trust=tuple(args.trust_checkpoint))
+                       manifest_dir=args.manifest_dir, trust=tuple(args.trust_checkpoint),
+                       jobs=args.jobs, executor=connect(args.executor))
     settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                              val_iterations=args.val_iterations, patience=args.patience, min_delta=args.min_delta,
                              stop_on_collapse=args.stop_on_collapse, save_best_per_label=args.save_best_per_label,

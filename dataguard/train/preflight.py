@@ -105,7 +105,7 @@ def fix_for(f: Finding, dataset: str) -> str:
 def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, plans_name: str = "nnUNetPlans",
                   device: str = "cuda", cont: bool = False, allow: list[str] = (), save_best_per_label: bool = False,
                   reserve_bytes: int = 1 << 30, manifest_dir: Path | str = "manifests", on_progress=None,
-                  trust: tuple = ()) -> Preflight:
+                  trust: tuple = (), jobs: int | None = None, executor=None) -> Preflight:
     from ..workspace import Workspace
 
     env = env_refusals()
@@ -140,7 +140,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     if not ds.config_dirs:
         pf.refusals.append(Refusal(f"no preprocessed data for {configuration} ({ds.preprocessed / ident} is missing)",
                                    f"nnUNetv2_preprocess -d {ds.id} -c {configuration} -plans_name {plans_name}"))
-    ws = Workspace(datasets=[ds], manifest_dir=manifest_dir)
+    ws = Workspace(datasets=[ds], manifest_dir=manifest_dir, jobs=jobs, executor=executor)
     res = ws.scan(on_progress=on_progress)
     pf.findings = list(res.findings)
     allow_set = tuple(a.upper() for a in allow)
