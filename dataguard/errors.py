@@ -1,8 +1,13 @@
 """One base class for every error a user can cause or fix; faces catch `DataguardError`.
 
-Anything else escaping the engine is a bug (exit 3 in the CLI).
+Anything else escaping the engine is a bug (exit 3 in the CLI). Every exception class the
+package defines is a DataguardError named here: defined below, or beside the code that raises
+it and re-exported (`_ELSEWHERE`, loaded on first use like dataguard's public names, so this
+module imports nothing of the engine). tests/test_small_fixes.py walks them all.
 """
 from __future__ import annotations
+
+import pickle
 
 
 class DataguardError(Exception):
@@ -20,3 +25,74 @@ class Cancelled(DataguardError):
 class UnsafeInput(DataguardError):
     """A file from someone else's machine asks for code to run (a pickle's callables, an object
     array): refused before anything of it ran. The message names the file and what it asked."""
+
+
+class NnUNetError(DataguardError):
+    """nnU-Net itself failed (its child process exited non-zero); the message ends with the
+    tail of its output. Neither a usage error nor a bug of dataguard: the CLI exits 1."""
+
+    exit_code = 1
+
+
+def nnunet_failed(what: str, returncode: int, output: str, lines: int = 15, where: str = "") -> NnUNetError:
+    """The NnUNetError for a child that exited `returncode`: the last `lines` lines of its output."""
+    tail = "\n".join(output.strip().splitlines()[-lines:]) or "(it printed nothing)"
+    return NnUNetError(f"{what} failed (exit {returncode}){where}; nnU-Net's last output:\n{tail}")
+
+
+# --- raised inside the checks, turned into findings there (they never reach a face) ---------
+class RawError(DataguardError):
+    """A raw file cannot be read as an image (DG302)."""
+
+
+class MemberError(DataguardError):
+    """A zip member (or an .npy) is unreadable (DG201)."""
+
+
+class Malformed(DataguardError, pickle.UnpicklingError):
+    """The opcode stream is not a well-formed pickle (a stack underflow, a missing memo key...).
+    An UnpicklingError too, so code that catches pickle's own error catches this one."""
+
+
+class Refused(DataguardError, pickle.UnpicklingError):
+    """The pickle asked for something outside plain data; nothing of it was executed."""
+
+    def __init__(self, what: str):
+        super().__init__(f"pickle asks for {what}: not executed")
+        self.what = what
+
+
+class ForbiddenGlobal(Refused):
+    """GLOBAL / STACK_GLOBAL named a (module, name) pair outside the safe unpickler's table."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.module, self.name = module, name
+
+
+# --- defined beside the code that raises them; `from dataguard.errors import X` works too -----
+_ELSEWHERE = {
+    "LayoutError": "dataguard.engine.layout",
+    "ManifestError": "dataguard.engine.manifest",
+    "SliceError": "dataguard.engine.slices",
+    "UnsafeCheckpoint": "dataguard.engine.checkpoint_trust",
+    "LockedError": "dataguard.repair.lock",
+    "RepairError": "dataguard.repair.apply",
+    "NotWritableError": "dataguard.repair.apply",
+    "RestoreError": "dataguard.repair.restore",
+    "SplitError": "dataguard.splits.folds",
+    "SubmissionError": "dataguard.submit.archive",
+    "LogError": "dataguard.train.logs",
+}
+
+
+def __getattr__(name: str):
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_ELSEWHERE])

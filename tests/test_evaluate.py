@@ -72,7 +72,8 @@ def test_suggested_weights_are_never_worse_than_equal_weights(trained_models, tm
     assert set(weights.per_label) == {1, 2, 3}
     for lab in doc["labels"].values():
         assert len(lab["candidates"]) == 11                  # the 0.1 simplex for two models
-    table = run(trained_models, "ensemble", "suggest", "-d", "901", "--model", "2d", "--model", "3d_fullres")
+    table = dataguard_cli(["ensemble", "suggest", "-d", "901", "--model", "2d", "--model", "3d_fullres"],
+                          {**trained_models["env"], "COLUMNS": "200"}, trained_models["root"])   # headers on one line
     assert "equal" in table.stdout and "chosen weights" in table.stdout and "mean foreground Dice" in table.stdout
 
 

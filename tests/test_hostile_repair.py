@@ -81,7 +81,8 @@ def junk_dataset(tmp_path: Path) -> Path:
 
 
 # --- 1. read-only datasets ---------------------------------------------------------------------
-def test_repair_on_read_only_dataset_exits_2_naming_the_folder_and_dry_run_works(tmp_path, capsys):
+def test_repair_on_read_only_dataset_exits_2_naming_the_folder_and_dry_run_works(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")          # the plan's path cells whole, one row each
     ds = junk_dataset(tmp_path)
     before = tree(ds)
     m = str(tmp_path / "m")

@@ -26,7 +26,7 @@ def test_manifest_records_every_file_with_blake3_and_matches_schema(tiny_pre, tm
 
     _scan(tiny_pre, tmp_path)
     data = json.loads((tmp_path / "m" / "Dataset777_Tiny.json").read_text())
-    schema = json.loads((__import__("pathlib").Path(__file__).parents[1] / "manifests" /
+    schema = json.loads((__import__("pathlib").Path(__file__).parents[1] / "dataguard" / "data" /
                          "manifest.schema.json").read_text())
     jsonschema.validate(data, schema)
     assert data["schema"] == SCHEMA

@@ -512,9 +512,9 @@ def test_cli_show_json_and_plot(with_bad_split, tmp_path, capsys):
     assert png.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_cli_show_without_splits_file_is_a_usage_error(folds_ds, tmp_path, capsys):
-    code, _, err = run(capsys, "splits", "show", str(folds_ds), "--manifest-dir", str(tmp_path / "m"))
-    assert code == 2 and "nnU-Net creates" in err
+def test_cli_show_without_splits_file_shows_the_default_split(folds_ds, tmp_path, capsys):
+    code, out, err = run(capsys, "splits", "show", str(folds_ds), "--manifest-dir", str(tmp_path / "m"))
+    assert code == 0 and "nnU-Net's default split (not written yet)" in out and "DG505" in out
 
 
 def test_cli_rebalance_dry_run_writes_nothing(with_bad_split, tmp_path, capsys):

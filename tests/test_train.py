@@ -135,7 +135,7 @@ def test_training_end_to_end(trained_models):
         assert val == sorted(splits[fold]["val"])                    # --npz: probabilities per val case
         assert json.loads((d / "dataguard_train.json").read_text())["epochs"] == 3
         proc = trained_models["runs"][("2d", fold)]
-        assert "epoch 3/3" in proc.stderr and "epoch 4/" not in proc.stderr
+        assert "epoch 2/2" in proc.stderr and "epoch 3/" not in proc.stderr
         assert "-tr nnUNetTrainer_dataguard" in proc.stdout and "right_ventricle" in proc.stdout
         assert "verified" in proc.stdout
 
@@ -181,7 +181,7 @@ def test_continue_resumes_and_a_finished_run_is_refused(trained_models, tmp_path
     assert more.returncode == 0, more.stdout + more.stderr
     d = root / "nnUNet_results/Dataset901_DemoCardiac/nnUNetTrainer_dataguard__nnUNetPlans__2d/fold_1"
     assert ckpt(d / "checkpoint_final.pth")["current_epoch"] == 4
-    assert "epoch 4/4" in more.stderr and "epoch 1/4" not in more.stderr       # only the new epoch ran
+    assert "epoch 3/3" in more.stderr and "epoch 0/3" not in more.stderr       # only the new epoch ran
     assert "4 epochs" in more.stdout                                          # the summary has the whole history
 
 

@@ -86,7 +86,7 @@ def test_live_view_plain_lines_name_labels_and_alerts():
               {"label": "right_ventricle", "best_epoch": 1, "best": 0.6, "at": 11}], "stop": "label collapse"})
     view({"event": "validation", "npz": True, "mirroring": False})
     text = buf.getvalue()
-    assert "epoch 12/80" in text and "right_ventricle   nan" in text and "ETA 0:06:48" in text
+    assert "epoch 11/79" in text and "right_ventricle   nan" in text and "ETA 0:06:48" in text
     assert "DG801 right_ventricle collapsed" in text and "stopping: label collapse" in text
     assert "without test-time mirroring" in text
     assert all(len(line) <= 120 for line in text.splitlines())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import zipfile
 
+from ..errors import MemberError
 from ..findings import Finding, Fix, finding
 from .base import (CHUNK, MAX_OUT, FileTask, ValueSummary, expected_nbytes, parse_npy_header,
                    summary_findings)
@@ -21,10 +22,6 @@ except ImportError:  # pragma: no cover
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")
 HEAD_BYTES = 4096
-
-
-class MemberError(Exception):
-    """A zip member is unreadable (DG201)."""
 
 
 def _member_stream(f, zinfo: zipfile.ZipInfo):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 
+from ..errors import RawError
 from ..findings import Finding, Fix, Severity, finding
 from .base import CHUNK, MAX_OUT, FileTask, ValueSummary
 
@@ -22,10 +23,6 @@ except ImportError:  # pragma: no cover
 GZIP_MAGIC = b"\x1f\x8b"
 CAST_TOLERANCE = 1e-3        # DG401: castable when every value is this close to an integer
 NIFTI_ENDINGS = (".nii.gz", ".nii")
-
-
-class RawError(Exception):
-    """The file cannot be read as an image (DG302)."""
 
 
 def _gunzip_stream(f):

@@ -41,31 +41,14 @@ import pickletools
 import re
 import struct
 
+from ..errors import ForbiddenGlobal, Malformed, Refused
+
 __all__ = ["ALLOWED", "Refused", "ForbiddenGlobal", "Malformed", "NeedNumpy", "loads", "loads_numpy", "Array", "Dtype"]
 
 
-class Refused(pickle.UnpicklingError):
-    """The pickle asked for something outside plain data; nothing of it was executed."""
-
-    def __init__(self, what: str):
-        super().__init__(f"pickle asks for {what}: not executed")
-        self.what = what
-
-
-class ForbiddenGlobal(Refused):
-    """GLOBAL / STACK_GLOBAL named a (module, name) pair outside `ALLOWED`."""
-
-    def __init__(self, module: str, name: str):
-        super().__init__(f"{module}.{name}")
-        self.module, self.name = module, name
-
-
-class Malformed(pickle.UnpicklingError):
-    """The opcode stream is not a well-formed pickle (a stack underflow, a missing memo key...)."""
-
-
 class NeedNumpy(Exception):
-    """The light back end met a value only real numpy can build (structured or rare dtypes)."""
+    """The light back end met a value only real numpy can build (structured or rare dtypes).
+    A signal, not an error: `loads` catches it and asks numpy (no DataguardError)."""
 
 
 # --- the allow-list ---------------------------------------------------------------------------

@@ -54,7 +54,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SIGPIPE_EXIT = 128 + 13          # what a shell reports for a writer its reader left (`yes | head`)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a reader that went away (`| head`) ends it quietly, for every command."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()          # inside the guard: a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return SIGPIPE_EXIT
+
+
+def _closed(stream) -> bool:
+    """True when `stream`'s reader is gone (poll says POLLERR/POLLHUP), or when that cannot be
+    asked (no file descriptor, no poll): then the error is trusted to be about stdout."""
+    import select
+
+    try:
+        fd = stream.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True
+
+
+def _stdout_to_devnull() -> None:
+    """Python's note on SIGPIPE: point stdout at devnull, so the interpreter's final flush of
+    what is still buffered has nowhere to fail (and prints no 'Exception ignored')."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):     # no descriptor (a test's capture): swap the object
+        sys.stdout = open(os.devnull, "w")
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -69,18 +110,26 @@ def main(argv: list[str] | None = None) -> int:
         from .common import plain
 
         print(f"dataguard: error: {plain(e)}", file=sys.stderr)
-        return ExitCode.USAGE
+        return getattr(e, "exit_code", ExitCode.USAGE)     # NnUNetError: 1, nnU-Net itself failed
     except KeyboardInterrupt:
         print("dataguard: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError as e:
+        if _closed(sys.stdout):
+            raise                                   # main() ends quietly
+        return _internal(e, args)                   # someone else's pipe (a Dask socket): a bug
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 3
-        if args.debug:
-            raise
-        from .common import plain
+        return _internal(e, args)
 
-        print(plain(f"dataguard: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)"),
-              file=sys.stderr)
-        return ExitCode.INTERNAL
+
+def _internal(e: Exception, args) -> int:
+    if args.debug:
+        raise e
+    from .common import plain
+
+    print(plain(f"dataguard: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)"),
+          file=sys.stderr)
+    return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..findings import ExitCode, verdict
 
 __all__ = ["ExitCode", "UsageError", "add_target_args", "add_output_args", "split_codes", "progress",
-           "console", "targets", "workspace", "render", "note", "verdict"]
+           "console", "plain_console", "targets", "workspace", "render", "note", "verdict"]
 
 
 DEFAULT_MANIFEST_DIR = Path("manifests")     # engine.manifest.DEFAULT_DIR, without importing the engine
@@ -95,12 +95,31 @@ def progress(args):
     return ByteProgress()
 
 
+PIPE_COLUMNS = 80      # width of tables written to a pipe or a file when $COLUMNS is unset
+
+
 def console():
-    """A rich console for stdout: colour on a terminal, plain and wide when piped."""
+    """A rich console for stdout: colour on a terminal, else `plain_console()`."""
     from rich.console import Console
 
     c = Console()
-    return c if c.is_terminal else Console(width=200, no_color=True, highlight=False)
+    return c if c.is_terminal else plain_console()
+
+
+def plain_console():
+    """No colour, as wide as $COLUMNS (default 80): a pipe has no width of its own, and the
+    reader of `| less` or a log file has a terminal like everyone else's."""
+    from rich.console import Console
+
+    return Console(width=pipe_columns(), no_color=True, highlight=False)
+
+
+def pipe_columns() -> int:
+    """$COLUMNS when it is a positive integer, else PIPE_COLUMNS."""
+    import os
+
+    value = os.environ.get("COLUMNS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else PIPE_COLUMNS
 
 
 def note(msg: str) -> None:
@@ -135,7 +154,7 @@ def render(result, args) -> int:
     elif fmt == "csv":
         report.render_csv(result)
     else:
-        report.render_table(result)
+        report.render_table(result, console())
     if fmt != "table":
         print(report.summary_line(result), file=sys.stderr)
     if getattr(result, "cancelled", False):

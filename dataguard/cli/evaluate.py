@@ -112,7 +112,7 @@ def cmd_evaluate(args) -> int:
     if ev.findings and args.format == "table":
         from .render import render_findings
 
-        render_findings(ev.findings, "case sets")
+        render_findings(ev.findings, "case sets", console())
     return ExitCode.FINDINGS if any(f.severity >= Severity.ERROR for f in ev.findings) else ExitCode.CLEAN
 
 
@@ -210,7 +210,7 @@ def _dg803(findings) -> None:
     if findings:
         from .render import render_findings
 
-        render_findings(findings, "weights")
+        render_findings(findings, "weights", console())
 
 
 def _suggest_table(sug) -> None:
@@ -274,14 +274,13 @@ def _missing_calls(ws, models, oof) -> list:
 
 def _predict_missing(ws, args, models, oof) -> None:
     import os
-    import subprocess
 
     from ..engine.checkpoint_trust import prove_plain
+    from ..nnunet import run_streamed
 
     for m, fold, call in _missing_calls(ws, models, oof):
         # nnU-Net's validation loads the checkpoint with weights_only=False: prove it plain first
         prove_plain(m.folder / f"fold_{fold}" / "checkpoint_final.pth", tuple(args.trust_checkpoint or ()))
         note(f"running: {call.shell()}")
-        proc = subprocess.run(call.argv, env={**os.environ, **call.env})
-        if proc.returncode != 0:
-            raise UsageError(f"nnU-Net's validation run failed (exit {proc.returncode}): {call.shell()}")
+        run_streamed(call.argv, {**os.environ, **call.env}, f"nnU-Net's validation run of {m.spec} fold {fold} "
+                     f"({call.shell()})")

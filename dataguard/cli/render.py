@@ -43,15 +43,12 @@ def render_csv(result: ScanResult, out: TextIO | None = None) -> None:
         w.writerow({k: ("" if v is None else v) for k, v in f.to_dict().items()})
 
 
-def render_table(result: ScanResult, console=None) -> None:
-    from rich.console import Console
+def render_table(result: ScanResult, console) -> None:
+    """Findings per dataset, then the summary line, on `console` (common.console(): coloured on a
+    terminal, $COLUMNS wide when piped)."""
     from rich.table import Table
     from rich.text import Text
 
-    if console is None:
-        console = Console()
-        if not console.is_terminal:   # piped: no colour, and no 80-column folding
-            console = Console(width=200, no_color=True, highlight=False)
     by_dataset: dict[str, list] = {}
     for f in result.findings:
         by_dataset.setdefault(f.dataset or "", []).append(f)
@@ -71,17 +68,11 @@ def render_table(result: ScanResult, console=None) -> None:
     console.print(Text(printable(summary_line(result))))
 
 
-def render_findings(findings, title: str, console=None) -> None:
+def render_findings(findings, title: str, console) -> None:
     """One findings table (severity, code, case, path, message, fix) under a title."""
     from rich.table import Table
     from rich.text import Text
 
-    if console is None:
-        from rich.console import Console
-
-        console = Console()
-        if not console.is_terminal:   # piped: no colour, and no 80-column folding
-            console = Console(width=200, no_color=True, highlight=False)
     table = Table(title=Text(printable(title), style="bold"), title_justify="left", header_style="bold")
     for col in ("severity", "code", "case", "path", "message", "fix"):
         table.add_column(col, overflow="fold")

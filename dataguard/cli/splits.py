@@ -28,7 +28,11 @@ case is validated exactly once. The previous splits_final.json is kept next to i
 splits_final.json.bak-YYYYmmdd-HHMMSS, and temp files an interrupted rebalance left
 (.splits_final.json.<hex>.tmp) move to quarantine; nothing is deleted.
 
-exit codes: 0 ok, 2 usage error (no dataset, no cases, no splits file, infeasible request)
+Without a splits_final.json yet, `show` shows nnU-Net's default split (not written yet): the
+5-fold KFold(shuffle=True, random_state=12345) it will write at the first training (DG505).
+
+exit codes: 0 ok, 2 usage error (no dataset, no cases, fewer than 5 cases and no splits file,
+infeasible request)
 """
 
 
@@ -83,30 +87,52 @@ def _no_subcommand(parser) -> int:
 
 # --- commands --------------------------------------------------------------------------------
 def cmd_show(args) -> int:
-    from ..splits.folds import SplitError, label_table, load_splits, plot_heatmap
+    from rich.text import Text
+
+    from ..splits.folds import label_table, plot_heatmap
 
     _, ctx = _context(args)
-    if not ctx.splits_path.exists():
-        raise UsageError(f"no {ctx.splits_path.name} in {ctx.splits_path.parent}: nnU-Net creates an "
-                         f"unstratified 5-fold split at first training; `dataguard splits rebalance` "
-                         f"writes a stratified one")
-    try:
-        splits = load_splits(ctx.splits_path)
-    except SplitError as e:
-        raise UsageError(f"{ctx.splits_path} is malformed (DG501): {e}") from None
+    splits, title, about = _shown_splits(ctx)
     table = label_table(splits, ctx.case_labels, ctx.names)
     if args.plot:
         plot_heatmap(table, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     if args.format == "json":
-        doc = {"dataset": ctx.dataset.name, "splits": str(ctx.splits_path), **_table_doc(ctx, table),
+        doc = {"dataset": ctx.dataset.name, "splits": str(ctx.splits_path), "written": about is None,
+               "title": title, "about": about, **_table_doc(ctx, table),
                "findings": [f.to_dict() for f in ctx.findings]}
         print(json.dumps(doc, indent=2))
     else:
         console = _console()
-        console.print(_rich_table(ctx, table, f"{ctx.dataset.name}: {ctx.splits_path}"))
+        console.print(Text(title, style="bold"), soft_wrap=True)     # a path stays one line
+        if about:
+            console.print(Text(about, style="dim"), soft_wrap=True)
+        console.print(_rich_table(ctx, table, None))
         _print_findings(console, ctx.findings)
     return ExitCode.CLEAN
+
+
+DEFAULT_TITLE = "nnU-Net's default split (not written yet)"
+
+
+def _shown_splits(ctx):
+    """(splits, title, about): splits_final.json (about None), or, before the first training
+    wrote one, the split nnU-Net will write (the one DG505 and the TUI's folds view check), so
+    its folds are judged before an epoch is spent on them."""
+    from ..splits.folds import NNUNET_FOLDS, SplitError, load_splits, nnunet_default_split
+
+    if ctx.splits_path.exists():
+        try:
+            return load_splits(ctx.splits_path), f"{ctx.dataset.name}: {ctx.splits_path}", None
+        except SplitError as e:
+            raise UsageError(f"{ctx.splits_path} is malformed (DG501): {e}") from None
+    if len(ctx.cases) < NNUNET_FOLDS:
+        raise UsageError(f"no {ctx.splits_path.name} in {ctx.splits_path.parent}, and with {len(ctx.cases)} "
+                         f"training cases nnU-Net makes a random 80:20 split at first training instead of "
+                         f"{NNUNET_FOLDS} folds; `dataguard splits rebalance --folds N` writes one")
+    about = (f"{NNUNET_FOLDS}-fold KFold(shuffle=True, random_state=12345) over the {len(ctx.cases)} sorted "
+             f"training cases, which nnU-Net writes to {ctx.splits_path} at the first training")
+    return nnunet_default_split(ctx.cases), f"{ctx.dataset.name}: {DEFAULT_TITLE}", about
 
 
 def cmd_rebalance(args) -> int:
@@ -195,12 +221,12 @@ def _table_doc(ctx, table) -> dict:
     for fold, rows in table.groupby("fold", sort=True):
         folds.append({"fold": int(fold), "n_train": int(rows["n_train"].iloc[0]),
                       "n_val": int(rows["n_val"].iloc[0]),
-                      "labels": {str(int(r.label)): {"train": int(r.train), "val": int(r.val)}
-                                 for r in rows.itertuples()}})
+                      "labels": {str(int(r["label"])): {"train": int(r["train"]), "val": int(r["val"])}
+                                 for r in rows.to_dict("records")}})      # no itertuples: it execs a namedtuple
     return {"cases": len(ctx.cases), "labels": labels, "folds": folds}
 
 
-def _rich_table(ctx, table, title: str):
+def _rich_table(ctx, table, title: str | None):
     """Folds as rows; per label a `train/val` cell, red where val holds no case with it."""
     from rich.table import Table
     from rich.text import Text
@@ -208,7 +234,7 @@ def _rich_table(ctx, table, title: str):
     from ..splits.folds import label_counts
 
     doc = _table_doc(ctx, table)
-    t = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold")
+    t = Table(title=Text(title, style="bold") if title else None, title_justify="left", header_style="bold")
     for col in ("fold", "train", "val"):
         t.add_column(col, justify="right")
     for lab, info in doc["labels"].items():
@@ -228,5 +254,5 @@ def _print_findings(console, findings) -> None:
 
     if not findings:
         console.print(Text("No split findings (DG501-DG504)."))
-    for f in findings:
-        console.print(Text(f"{f.severity} {f.code} {f.path}: {f.message}"))
+    for f in findings:                    # one line per finding, whatever the width: grep finds it
+        console.print(Text(f"{f.severity} {f.code} {f.path}: {f.message}"), soft_wrap=True)

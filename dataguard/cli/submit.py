@@ -137,7 +137,7 @@ def _show(findings, title: str) -> None:
     from .render import render_findings
 
     if findings:
-        render_findings(findings, title)
+        render_findings(findings, title, console())
 
 
 def _progress(total: int, what: str):

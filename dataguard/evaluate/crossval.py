@@ -184,8 +184,12 @@ def splits_of(preprocessed: Path) -> list[dict]:
     p = Path(preprocessed) / "splits_final.json"
     try:
         return json.loads(p.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"no {p.name} in {p.parent} (nnU-Net writes it at the first training): without it "
+                         f"no prediction can be called 'validation'") from None
     except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {p} ({e}): without it no prediction can be called 'validation'") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise UsageError(f"cannot read {p} ({why}): without it no prediction can be called 'validation'") from None
 
 
 def plot(ev: Evaluation, path: Path) -> Path:

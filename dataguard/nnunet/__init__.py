@@ -5,14 +5,13 @@ time, so runs that need other folders go through a child process with its own en
 """
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-
-class NnUNetError(RuntimeError):
-    """nnunetv2 failed; the message carries the tail of its output."""
+from ..errors import NnUNetError, nnunet_failed  # noqa: F401 - NnUNetError re-exported: callers catch it here
 
 
 def nnunet_env(raw: Path, preprocessed: Path, results: Path | None = None) -> dict:
@@ -39,5 +38,18 @@ def plan_and_preprocess(raw: Path, preprocessed: Path, dataset_id: int,
     proc = subprocess.run([sys.executable, "-c", code, *args],
                           env=nnunet_env(raw, preprocessed), capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise NnUNetError(f"nnUNetv2_plan_and_preprocess failed (exit {proc.returncode}):\n{tail}")
+        raise nnunet_failed("nnUNetv2_plan_and_preprocess", proc.returncode, proc.stdout + proc.stderr)
+
+
+def run_streamed(argv: list[str], env: dict, what: str, lines: int = 15) -> None:
+    """Run an nnU-Net command with its output shown live on stderr (stdout stays data) and
+    its last lines kept: a failure raises NnUNetError with them, not a bare exit code."""
+    tail: collections.deque[str] = collections.deque(maxlen=lines)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, errors="replace")
+    with proc.stdout:
+        for line in proc.stdout:
+            sys.stderr.write(line)
+            tail.append(line)
+    if proc.wait() != 0:
+        raise nnunet_failed(what, proc.returncode, "".join(tail), lines)

@@ -156,11 +156,16 @@ def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | 
     from ..errors import DataguardError
     from ..evaluate.crossval import worst_cases
 
-    try:
-        ev = ws.evaluate(dataset=dataset)
-    except DataguardError as e:
-        if os.environ.get("nnUNet_results"):
-            notes.append(f"cross-validation of {dataset} not shown: {e}")
+    if not os.environ.get("nnUNet_results"):
+        return None                                   # not asked about trained models at all
+    why = _no_cv(ws, dataset)
+    if why is None:
+        try:
+            ev = ws.evaluate(dataset=dataset)
+        except DataguardError as e:
+            why = str(e)
+    if why is not None:
+        notes.append(f"cross-validation of {dataset} not shown: {why}")
         return None
     if not ev.scores:
         return None
@@ -180,6 +185,23 @@ def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | 
                                "thumb": _pred_thumb(ws, ev, s) if images else None})
     return {"dataset": dataset, "models": models, "worst": worst_rows,
             "findings": [f.to_dict() for f in ev.findings]}
+
+
+def _no_cv(ws, dataset: str) -> str | None:
+    """Why a dataset has no cross-validation yet, in the words of what to do next (None: it
+    may have one), so the page never shows an errno for the usual first-day state."""
+    from ..errors import DataguardError
+
+    try:
+        ws.models(dataset=dataset)
+    except DataguardError:
+        return (f"no trained models under $nnUNet_results/{dataset} yet (run `dataguard train {dataset} "
+                f"CONFIG FOLD` for each fold)")
+    pre = ws.dataset(dataset).preprocessed
+    if pre is not None and not (Path(pre) / "splits_final.json").exists():
+        return (f"no splits_final.json in $nnUNet_preprocessed/{dataset}: nnU-Net writes it at the first "
+                f"training, and without it no prediction can be called 'validation'")
+    return None
 
 
 def _pred_thumb(ws, ev, s) -> str | None:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, nnunet_failed
 from ..fsio import atomic_write_text
 
 INPUTS = "dataguard_inputs.json"
@@ -140,8 +140,8 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
                 on_progress(m.spec, len(list(out.glob("*.npz"))), len(cases))
             time.sleep(0.5)
     if proc.returncode != 0:
-        tail = "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-15:])
-        raise UsageError(f"nnUNetv2_predict failed for model {m.spec} (exit {proc.returncode}); end of {log}:\n{tail}")
+        raise nnunet_failed(f"nnUNetv2_predict for model {m.spec}", proc.returncode,
+                            log.read_text("utf-8", errors="replace"), where=f" (its whole output: {log})")
     if on_progress:
         on_progress(m.spec, len(cases), len(cases))
     atomic_write_text(stamp, json.dumps(record, indent=2) + "\n")

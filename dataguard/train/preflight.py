@@ -94,12 +94,29 @@ def estimate_checkpoint_bytes(plans: dict, configuration: str) -> int:
     return max(params * BYTES_PER_PARAM_CHECKPOINT, 1 << 20)
 
 
+def _splits_fix(f: Finding) -> bool:
+    return f.fix == Fix.REGENERATE_SPLITS or f.code in SPLIT_CODES or f.code == "DG505"
+
+
 def fix_for(f: Finding, dataset: str) -> str:
-    if f.fix == Fix.REGENERATE_SPLITS or f.code in SPLIT_CODES or f.code == "DG505":
+    if _splits_fix(f):
         return f"dataguard splits rebalance -d {dataset}"
     if f.fix is not None:
         return f"dataguard repair -d {dataset} --select {f.code}"
     return f"dataguard explain {f.code}"
+
+
+def fixes_for(findings: list[Finding], dataset: str) -> list[str]:
+    """The commands that fix these findings, each once: a single `dataguard repair --select A,B`
+    for every repairable code (one repair, one journal, one restore), then the others."""
+    codes, out = [], []
+    for f in findings:
+        if f.fix is not None and not _splits_fix(f):
+            codes += [] if f.code in codes else [f.code]
+        elif (fix := fix_for(f, dataset)) not in out:
+            out.append(fix)
+    repair = [f"dataguard repair -d {dataset} --select {','.join(sorted(codes))}"] if codes else []
+    return repair + out
 
 
 def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, plans_name: str = "nnUNetPlans",
@@ -157,10 +174,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     _check_device(pf, device)
     _check_disk(pf, plans, configuration, save_best_per_label, reserve_bytes)
     _check_earlier_run(pf, cont, trust)
-    for f in pf.blocking:
-        fix = fix_for(f, ds.name)
-        if fix not in pf.fixes:
-            pf.fixes.append(fix)
+    pf.fixes = fixes_for(pf.blocking, ds.name)
     return pf
 
 

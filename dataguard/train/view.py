@@ -3,6 +3,10 @@
 On a terminal: a rich progress bar over epochs with its ETA, the last pseudo Dice per label
 by name, the best EMA and its epoch, the epoch time and any collapse alert. Piped (a log
 file, CI, `nohup`): one plain line per epoch instead.
+
+Epochs are named as nnU-Net names them, from 0 (its log's "Epoch 0"), here as everywhere
+in dataguard: the last of `--epochs 4` is "epoch 3/3". Only the progress bar counts
+epochs done (4/4).
 """
 from __future__ import annotations
 
@@ -119,7 +123,7 @@ class LiveView:
         secs = ev.get("epoch_seconds") or 0
         eta = _hms((n - e - 1) * secs) if n else "-"
         dice = " ".join(f"{name} {_dice(v)}" for name, v in zip(self.labels, ev.get("dice") or []))
-        print(f"epoch {e + 1}/{n}  {dice}  EMA {_dice(ev.get('ema'))} (best {_dice(ev.get('best_ema'))} "
+        print(f"epoch {e}/{n - 1 if n else '?'}  {dice}  EMA {_dice(ev.get('ema'))} (best {_dice(ev.get('best_ema'))} "
               f"@{ev.get('best_epoch')})  {secs:.1f} s  ETA {eta}", file=self.file, flush=True)
         for c in ev.get("collapses") or []:
             print(f"! DG801 {c['label']} collapsed: best {c['best']:.3f} at epoch {c['best_epoch']}",
