@@ -175,3 +175,22 @@ def trained_models(_real_project_master, tmp_path_factory):
     dirs = {c: results / f"nnUNetTrainer_dataguard__nnUNetPlans__{c}" for c in TRAIN_CONFIGS}
     return {"root": root, "env": env, "trainer_dir": dirs["2d"], "trainer_dirs": dirs, "folds": TRAIN_FOLDS,
             "configs": TRAIN_CONFIGS, "runs": runs}
+
+
+def mounted_tmpfs(folder: Path, size: str = "1m", read_only: bool = False):
+    """Mount a real tmpfs on `folder` (a second file system; read-only when asked: root's
+    permission bits do not stop root) and yield it; skips the test where mounting is refused."""
+    import subprocess
+
+    folder.mkdir(exist_ok=True)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot mount a tmpfs here ({e})")
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)

@@ -6,26 +6,19 @@ import ast
 import errno
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 import dataguard
+from conftest import mounted_tmpfs
 from dataguard import fsio
 
 
 @pytest.fixture
 def other_fs(tmp_path):
     """A second file system (a tmpfs), so os.replace really fails with EXDEV."""
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot mount a tmpfs here ({e})")
-    yield d
-    subprocess.run(["umount", str(d)], capture_output=True)
+    yield from mounted_tmpfs(tmp_path / "tmpfs", size="4m")
 
 
 def _exdev(monkeypatch, marker="elsewhere"):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 
 import pytest
 
 import dataguard.cli
-from conftest import make_tiny_pre
+from conftest import make_tiny_pre, mounted_tmpfs
 
 CFG = "nnUNetPlans_3d_fullres"
 EVIL = "._[bold red]EVIL[link=http:x]click.b2nd"
@@ -25,17 +24,7 @@ def _with_a_finding(tmp_path):
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A real read-only file system (tmpfs remounted ro): root's permission bits do not stop root."""
-    d = tmp_path / "ro"
-    d.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot mount a tmpfs here ({e})")
-    try:
-        subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True, capture_output=True)
-        yield d
-    finally:
-        subprocess.run(["umount", str(d)], capture_output=True)
+    yield from mounted_tmpfs(tmp_path / "ro", read_only=True)
 
 
 def _scan(args, capsys):
