@@ -12,6 +12,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+# control characters (and Unicode line breaks) would break a table row, a CSV line or a
+# terminal: shown as escapes, like the non-UTF-8 bytes
+_CONTROL_ESCAPES = {**{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f, *range(0x80, 0xa0))},
+                    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                    0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def printable(text: str) -> str:
+    """`text` with control characters and line breaks as backslash escapes (one line, no ANSI)."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+def display(name: str) -> str:
+    """A printable, one-line, JSON-safe form of an OS file name (non-UTF-8 bytes as \\xNN,
+    newlines and other control characters as \\n, \\xNN)."""
+    return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
 class Severity(enum.IntEnum):
     """Ordered so that `finding.severity >= Severity.WARNING` reads naturally."""
 

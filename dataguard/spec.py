@@ -12,15 +12,55 @@ other module can still use what is right.
 - `regions`: the regions in order (`LabelManager.foreground_regions`), None without regions.
 - `ignore_label`: the value of `"ignore"`, which nnU-Net masks out of the loss and of Dice.
 - `version`: 2, or 1 for an nnU-Net v1 file (`modality`, labels keyed by value, `training`).
+- `label_problems`: the part of `problems` about `labels` and `regions_class_order` (DG301
+  words the other keys its own way); `loose_labels`: labels not written as JSON integers.
+- `ending` / `file_ending_of(doc)`: the file ending the walk matches names with (.nii.gz
+  unless dataset.json gives a usable one).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import reprlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .fsio import read_json
 
 Value = int | tuple[int, ...]
+DEFAULT_FILE_ENDING = ".nii.gz"     # nnU-Net's usual ending, used where dataset.json gives none
+V1_PROBLEM = ("this is an nnU-Net v1 dataset.json ('modality', 'training'): convert it with "
+              "nnUNetv2_convert_old_nnUNet_dataset")
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 40, 40
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+
+
+def _show(value) -> str:
+    """A short repr for a problem sentence: a deep or huge JSON value stays one line, never raises."""
+    try:
+        return _repr.repr(value)
+    except Exception:  # noqa: BLE001 - a problem sentence must never be what fails
+        return f"<{type(value).__name__}>"
+
+
+def _usable_ending(fe) -> str:
+    """`fe` when it can end a file name (".nii.gz", ".png"), else DEFAULT_FILE_ENDING."""
+    return fe if isinstance(fe, str) and fe.startswith(".") and len(fe) > 1 else DEFAULT_FILE_ENDING
+
+
+def file_ending_of(doc) -> str:
+    """The file ending of a parsed dataset.json (any value): its `file_ending` when usable,
+    else .nii.gz, so a broken file still lets the walk find the cases (DG301 reports it)."""
+    return _usable_ending(doc.get("file_ending") if isinstance(doc, dict) else None)
+
+
+def _json_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _json_label(v) -> bool:
+    """A label value as nnU-Net needs it written: a JSON integer, or a non-empty list of them."""
+    return _json_int(v) or (isinstance(v, (list, tuple)) and bool(v) and all(_json_int(x) for x in v))
 
 
 def _int(v) -> int | None:
@@ -32,7 +72,10 @@ def _int(v) -> int | None:
     if isinstance(v, float) and v.is_integer():
         return int(v)
     if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-        return int(v)
+        try:
+            return int(v)
+        except ValueError:          # "--1", "²", 5,000 digits: isdigit() says yes, int() says no
+            return None
     return None
 
 
@@ -45,6 +88,8 @@ class DatasetSpec:
     regions_class_order: tuple[int, ...] | None = None
     version: int = 2
     problems: tuple[str, ...] = ()
+    label_problems: tuple[str, ...] = ()
+    loose_labels: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -74,7 +119,37 @@ class DatasetSpec:
         """Foreground regions in file order (LabelManager.foreground_regions); None without regions."""
         if not self.has_regions:
             return None
-        return [v for k, v in self.labels.items() if k != "ignore" and v != 0 and set(v if isinstance(v, tuple) else (v,)) != {0}]
+        return [v for _, v in self._region_items()]
+
+    def _region_items(self) -> list[tuple[str, Value]]:
+        return [(k, v) for k, v in self.labels.items()
+                if k != "ignore" and set(v if isinstance(v, tuple) else (v,)) != {0}]
+
+    @property
+    def label_values(self) -> tuple[int, ...] | None:
+        """Every value a label file may hold (regions flattened, ignore included). None when
+        the labels are missing or any is not written as JSON integers: DG301/DG211 report
+        that, and the value checks then accept any value rather than judge by a guess."""
+        if self.version != 2 or self.loose_labels or not self.labels:
+            return None
+        vals: set[int] = set()
+        for v in self.labels.values():
+            vals |= set(v) if isinstance(v, tuple) else {v}
+        return tuple(sorted(vals))
+
+    @property
+    def ending(self) -> str:
+        """`file_ending` when usable, else .nii.gz (see file_ending_of)."""
+        return _usable_ending(self.file_ending)
+
+    @property
+    def dice_names(self) -> list[str]:
+        """Foreground label or region names in the order nnU-Net reports Dice (its pseudo Dice
+        in the training log): regions in file order, plain labels by value."""
+        if self.has_regions:
+            return [k for k, _ in self._region_items()]
+        plain = ((v[0] if isinstance(v, tuple) else v, k) for k, v in self.labels.items() if k != "ignore")
+        return [k for v, k in sorted(plain) if v > 0]
 
     @property
     def names(self) -> dict[int, str]:
@@ -96,12 +171,10 @@ def parse_spec(doc) -> DatasetSpec:
     """A DatasetSpec from a parsed dataset.json (any JSON value in, never an exception)."""
     if not isinstance(doc, dict):
         return DatasetSpec(problems=(f"dataset.json must be an object, not {type(doc).__name__}",))
-    problems: list[str] = []
+    problems: list[str] = []            # all but those of labels and regions_class_order
+    label_problems: list[str] = []
     version = 1 if ("modality" in doc or "training" in doc) and "channel_names" not in doc else 2
-    if version == 1:
-        problems.append("this is an nnU-Net v1 dataset.json ('modality', 'training'): convert it with "
-                        "nnUNetv2_convert_old_nnUNet_dataset")
-    labels = _labels(doc.get("labels"), version, problems)
+    labels, loose = _labels(doc.get("labels"), version, label_problems)
     channels = _channels(doc.get("channel_names", doc.get("modality")), problems)
     ending = doc.get("file_ending")
     if version == 2 and not isinstance(ending, str):
@@ -109,46 +182,65 @@ def parse_spec(doc) -> DatasetSpec:
         ending = None
     n = doc.get("numTraining")
     if n is not None and _int(n) is None:
-        problems.append(f"'numTraining' must be an integer, not {n!r:.40}")
+        problems.append(f"'numTraining' must be an integer, not {_show(n)}")
     order = doc.get("regions_class_order")
-    order_t = tuple(_int(x) for x in order) if isinstance(order, list) else None
-    if order_t is not None and None in order_t:
-        problems.append("'regions_class_order' must list integers")
-        order_t = None
+    order_t = _order(order)
     spec = DatasetSpec(labels=labels, channels=channels, file_ending=ending if isinstance(ending, str) else None,
                        num_training=_int(n) if n is not None else None, regions_class_order=order_t,
-                       version=version, raw=doc)
-    problems += _region_problems(spec, order is not None)
-    return DatasetSpec(**{**spec.__dict__, "problems": tuple(problems)})
+                       version=version, loose_labels=loose, raw=doc)
+    label_problems += _region_problems(spec, order)
+    head = [V1_PROBLEM] if version == 1 else []
+    return replace(spec, problems=tuple(head + label_problems + problems), label_problems=tuple(label_problems))
 
 
-def _labels(raw, version: int, problems: list[str]) -> dict[str, Value]:
+def _order(order) -> tuple[int, ...] | None:
+    """regions_class_order as integers; None when missing or not a list of them."""
+    order_t = tuple(_int(x) for x in order) if isinstance(order, list) else None
+    return None if order_t is None or None in order_t else order_t
+
+
+def _labels(raw, version: int, problems: list[str]) -> tuple[dict[str, Value], tuple[str, ...]]:
+    """(labels, names of the labels not written as JSON integers), problems appended."""
     if not isinstance(raw, dict) or not raw:
         problems.append("'labels' must be a non-empty mapping name -> value")
-        return {}
+        return {}, ()
+    loose = tuple(str(k) for k, v in raw.items() if not _json_label(v))
     if version == 1:                            # v1: {"0": "background", "1": "LV"}
         flipped = {}
         for k, v in raw.items():
             if _int(k) is not None and isinstance(v, str):
                 flipped[v] = _int(k)
-        return flipped
+        return flipped, loose
     out: dict[str, Value] = {}
     for name, v in raw.items():
-        if isinstance(v, (list, tuple)):
-            vals = tuple(_int(x) for x in v)
-            if not vals or None in vals:
-                problems.append(f"label '{name}': a region must list integer values, got {v!r:.60}")
-                continue
-            out[str(name)] = vals          # [3] stays a one-value region, as in nnU-Net
-        elif _int(v) is not None:
-            out[str(name)] = _int(v)
-        else:
-            problems.append(f"label '{name}': value {v!r:.60} is not an integer")
+        value = _label_value(str(name), v, problems)
+        if value is not None:
+            out[str(name)] = value
     if "background" not in out:
         problems.append("'labels' has no 'background' (it must be 0)")
     elif out["background"] != 0:
         problems.append(f"'background' must be 0, not {out['background']!r}")
-    return out
+    return out, loose
+
+
+def _label_value(name: str, v, problems: list[str]) -> Value | None:
+    """One label's value, read leniently ("2", 2.0 -> 2, as nnU-Net's int() does) but with a
+    problem for anything not written as JSON integers; None when it names no integer at all."""
+    if isinstance(v, (list, tuple)):
+        vals = tuple(_int(x) for x in v)
+        if not vals or None in vals:
+            problems.append(f"label '{name}': a region must list integer values, got {_show(v)}")
+            return None
+        value: Value = vals          # [3] stays a one-value region, as in nnU-Net
+    elif _int(v) is not None:
+        value = _int(v)
+    else:
+        problems.append(f"label '{name}': value {_show(v)} is not an integer")
+        return None
+    if not _json_label(v):
+        fixed = list(value) if isinstance(value, tuple) else value
+        problems.append(f"label '{name}': write {_show(v)} as JSON integers, {fixed}")
+    return value
 
 
 def _channels(raw, problems: list[str]) -> dict[int, str]:
@@ -158,7 +250,7 @@ def _channels(raw, problems: list[str]) -> dict[int, str]:
     out = {}
     for k, v in raw.items():
         if _int(k) is None or _int(k) < 0:
-            problems.append(f"channel index {k!r:.20} is not a non-negative integer")
+            problems.append(f"channel index {_show(k)} is not a non-negative integer")
             continue
         out[_int(k)] = str(v)
     if out and sorted(out) != list(range(len(out))):
@@ -166,25 +258,25 @@ def _channels(raw, problems: list[str]) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
-def _region_problems(spec: DatasetSpec, order_given: bool) -> list[str]:
-    """What nnU-Net's LabelManager would assert on (DG312), said before it does."""
+def _region_problems(spec: DatasetSpec, order) -> list[str]:
+    """What nnU-Net's LabelManager and dataset check would assert on, said before they do."""
     out = []
     if "ignore" in spec.labels:
         ig = spec.labels["ignore"]
         if not isinstance(ig, int):
-            out.append("the 'ignore' label must be one integer, not a region")
+            out.append("the ignore label must be one integer, not a region")
         elif spec.all_labels and ig != max(spec.all_labels) + 1:
-            out.append(f"the 'ignore' label must be the highest value ({max(spec.all_labels) + 1}), not {ig}")
+            out.append(f"the ignore label must be the highest value ({max(spec.all_labels) + 1}), not {ig}")
     if spec.has_regions:
-        if spec.regions_class_order is None:
+        if order is None:
             out.append("labels are regions but 'regions_class_order' is missing")
+        elif spec.regions_class_order is None:
+            out.append(f"'regions_class_order' must list integers, not {_show(order)}")
         elif len(spec.regions_class_order) != len(spec.regions or []):
             out.append(f"'regions_class_order' has {len(spec.regions_class_order)} entries for "
                        f"{len(spec.regions or [])} regions")
-    elif order_given and spec.regions_class_order is not None and not spec.has_regions:
-        pass                                   # harmless: nnU-Net ignores it without regions
-    if not spec.has_regions and spec.foreground:
-        plain = sorted(v for k, v in spec.labels.items() if k != "ignore" and isinstance(v, int))
+    elif spec.foreground:                   # one-value regions ([3]) count as their value
+        plain = sorted(v[0] if isinstance(v, tuple) else v for k, v in spec.labels.items() if k != "ignore")
         if plain != list(range(len(plain))):
             out.append(f"label values must be consecutive from 0, got {plain}")
     return out

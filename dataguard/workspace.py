@@ -51,8 +51,10 @@ class Workspace:
         self.targets = list(targets) if targets else None
         self.manifest_dir = Path(manifest_dir)
         self.jobs = jobs
-        from .engine.executors import as_executor, is_dask_client
+        from .engine.executors import as_executor, connect, is_dask_client
 
+        if isinstance(executor, str):            # "local" or "dask://host:port", as --executor takes it
+            executor = connect(executor)
         self.client = executor if is_dask_client(executor) else None   # a distributed.Client, kept
         self.executor = as_executor(executor)
         self._datasets = datasets
@@ -291,6 +293,12 @@ class Workspace:
                     counts[int(lab)] = counts.get(int(lab), 0) + 1
         return {lab: n / len(known) for lab, n in sorted(counts.items())} if known else {}
 
+    def test_images(self, images_dir: Path) -> dict:
+        """Test cases of a folder: case -> its channel files (case_0000.nii.gz, ...)."""
+        from .submit.predictions import test_images
+
+        return test_images(Path(images_dir))
+
     def check_test_images(self, images_dir: Path) -> list:
         """The raw-data checks on a folder of test images (`case_0000.nii.gz`, ...)."""
         from .submit.predictions import check_test_images
@@ -335,6 +343,23 @@ class Workspace:
         from .submit.predict import predict_model
 
         return predict_model(model, dataset, Path(images_dir), Path(work), **kw)
+
+    def predict_and_ensemble(self, models: list, images_dir: Path, work: Path, weights, postprocess: str = "none",
+                             dataset: str | None = None, **kw):
+        """`submit --model` up to the archive: check the test images, predict with every model,
+        check the probabilities, ensemble (submit.pipeline.PipelineResult says where it stopped)."""
+        from .submit.pipeline import predict_and_ensemble
+
+        return predict_and_ensemble(models, self.dataset(dataset).name, Path(images_dir), Path(work), weights,
+                                    postprocess, **kw)
+
+    def dataset_json(self, dataset: str | None = None) -> Path | None:
+        """The dataset.json that declares a dataset's labels: raw's, else preprocessed's."""
+        ds = self.dataset(dataset)
+        for root in (ds.raw, ds.preprocessed):
+            if root is not None and (Path(root) / "dataset.json").is_file():
+                return Path(root) / "dataset.json"
+        return None
 
     # --- evaluation and ensemble weights -----------------------------------------------------
     def models(self, specs: list[str] | None = None, dataset: str | None = None) -> list:
@@ -404,6 +429,36 @@ class Workspace:
                  for m in models}
         return models, load_oof(folds, Path(ds.preprocessed) / "gt_segmentations", labels, reader, on_case)
 
+    def load_weights(self, path: Path | None, models: list[str]):
+        """An ensemble weights file (submit.ensemble.Weights); None: equal weights."""
+        from .submit.ensemble import Weights
+
+        return Weights.load(path, models)
+
+    def suggest_weights(self, oof, step: float = 0.1):
+        """Per-label ensemble weights from out-of-fold probabilities, and DG803 on them:
+        (evaluate.weights.Suggestion, findings)."""
+        from .evaluate.weights import check_weights, search
+        from .submit.ensemble import Weights
+
+        sug = search(oof, step=step)
+        single = {m: sug.single[m] for m in sug.models}
+        found = check_weights(Weights.parse(sug.weights_file(), sug.models), single, oof.labels, "suggested weights")
+        return sug, found
+
+    def validation_calls(self, models: list, missing: dict, dataset: str | None = None) -> list:
+        """nnU-Net's `--val --npz` call for each fold without out-of-fold probabilities:
+        [(model, fold, TrainCall)]."""
+        from .evaluate.validation import validation_calls
+
+        return validation_calls(self.dataset(dataset).name, models, missing)
+
+    def run_validation(self, calls: list, trust: tuple = (), on_call=None) -> None:
+        """Run those calls, each checkpoint proven plain data first."""
+        from .evaluate.validation import run_validation
+
+        run_validation(calls, trust, on_call)
+
     def check_weights(self, weights, specs: list[str], source: str, dataset: str | None = None):
         """DG803: weights against each model's out-of-fold Dice per label (from evaluate)."""
         from .evaluate.weights import check_weights
@@ -411,6 +466,46 @@ class Workspace:
         ev = self.evaluate(specs, dataset=dataset)
         oof = {m: {lab: v["mean_dice"] for lab, v in ev.per_label(m).items()} for m in ev.models()}
         return check_weights(weights, oof, ev.labels, source)
+
+    # --- training ------------------------------------------------------------------------
+    @staticmethod
+    def plan_and_preprocess(raw: Path, preprocessed: Path, dataset_id: int, configurations=("2d",)) -> None:
+        """nnU-Net's own nnUNetv2_plan_and_preprocess of one raw dataset (how the demo makes its data)."""
+        from .nnunet import plan_and_preprocess
+
+        plan_and_preprocess(Path(raw), Path(preprocessed), dataset_id, tuple(configurations))
+
+    def prepare_training(self, dataset: str, configuration: str, fold: int | str, **kw):
+        """The gate (scanning through this Workspace) and nnU-Net's training call:
+        (train.preflight.Preflight, train.launch.TrainCall). See train.session.prepare."""
+        from .train.session import prepare
+
+        return prepare(dataset, configuration, fold, scan=self._scan_dataset, **kw)
+
+    def _scan_dataset(self, ds, on_progress=None):
+        """A scan of one layout.Dataset with this Workspace's manifest folder and executor."""
+        other = Workspace(datasets=[ds], manifest_dir=self.manifest_dir, jobs=self.jobs,
+                          executor=self.client or self.executor)
+        return other.scan(on_progress=on_progress)
+
+    def train(self, preflight, call, patience: int | None = None, on_event=None):
+        """Run a prepared training to its end and judge it (train.session.TrainResult)."""
+        from .train.session import train
+
+        return train(preflight, call, patience, on_event)
+
+    def training_runs(self, path: Path, patience: int | None = None) -> list:
+        """Every training run under `path` read from nnU-Net's logs (train.logs.Run), judged
+        (collapses, wasted epochs) with that patience."""
+        from .train.logs import DEFAULT_PATIENCE, load_runs
+
+        return load_runs(Path(path), patience=DEFAULT_PATIENCE if patience is None else patience)
+
+    def plot_training(self, runs: list, path: Path) -> Path:
+        """Per-label pseudo Dice of runs as a PNG."""
+        from .train.logs import plot_runs
+
+        return plot_runs(runs, path)
 
     def folds_view(self, dataset: str | None = None):
         """The folds x labels table every face shows: of splits_final.json, or of the split

@@ -118,7 +118,7 @@ def test_view_and_summary_name_the_same_epochs(tmp_path, capsys, monkeypatch):
 
     from dataguard.cli.logs import render_runs
     from dataguard.train.summary import run_from_events
-    from dataguard.train.view import LiveView
+    from dataguard.cli.live_view import LiveView
 
     rows = [[0.1, 0.1, 0.1], [0.5, 0.5, 0.5], [0.6, 0.7, 0.6], [0.9, 0.9, 0.9]]     # best EMA: the last epoch
     events = training_events(rows)

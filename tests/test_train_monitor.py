@@ -75,7 +75,7 @@ def test_settings_round_trip_and_names():
 def test_live_view_plain_lines_name_labels_and_alerts():
     import io
 
-    from dataguard.train.view import LiveView
+    from dataguard.cli.live_view import LiveView
 
     buf = io.StringIO()
     view = LiveView("Dataset901 2d fold 1", live=False, file=buf)

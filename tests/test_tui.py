@@ -232,7 +232,7 @@ def test_rows_and_halfblocks_are_plain_functions():
     import numpy as np
 
     from dataguard.tui.halfblock import to_text
-    from dataguard.engine.visual import fit, slice_rgb
+    from dataguard.visual import fit, slice_rgb
 
     img = np.linspace(0, 1, 12 * 8, dtype=np.float32).reshape(12, 8)
     lab = np.zeros((12, 8), np.int16)

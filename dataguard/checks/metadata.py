@@ -15,6 +15,7 @@ import math
 import reprlib
 
 from ..findings import Finding, finding
+from ..spec import parse_spec
 from .base import FileTask
 
 DATASET_JSON, FINGERPRINT, SPLITS = "dataset.json", "dataset_fingerprint.json", "splits_final.json"
@@ -224,8 +225,9 @@ def dataset_problems(meta) -> list[str]:
         return [f"must hold a JSON object, got {_json_type(meta)}"]
     out = _fields(meta, DATASET_FIELDS, DATASET_REQUIRED, "")
     if isinstance(meta.get("labels"), dict):
+        loose = set(parse_spec(meta).loose_labels)
         out += [f"labels.{k} must be an integer (or a list of integers for a region), got {short(v)}"
-                for k, v in meta["labels"].items() if not is_label_value(v)]
+                for k, v in meta["labels"].items() if str(k) in loose]
     if "channel_names" not in meta and "modality" not in meta:
         out.append("channel_names is missing (must be a non-empty object mapping channel index -> name)")
     return out

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from ..findings import Finding, Fix, finding
 from ..fsio import read_json
-from ..engine.walk import file_ending
+from ..spec import V1_PROBLEM, DatasetSpec, parse_spec
 from .cases import DatasetView, case_labels
 from .metadata import is_int, short
 
@@ -20,35 +20,15 @@ ORIGIN_ATOL_MM = 1e-2    # plus SPACING_RTOL x spacing
 DIRECTION_ATOL = 1e-3
 
 
-def _labels_decl(meta: dict) -> tuple[dict, list[str]]:
-    """(labels dict, problems) for dataset.json's `labels`, regions and ignore label included."""
-    labels = meta.get("labels")
-    if not isinstance(labels, dict) or not labels:
-        return {}, ["'labels' must be a non-empty mapping name -> value"]
-    problems = []
-    ints: dict[str, int] = {}
-    regions = False
-    for name, v in labels.items():
-        if isinstance(v, (list, tuple)):
-            regions = True
-            if not v or not all(is_int(x) for x in v):
-                problems.append(f"region label '{name}' must list integers, got {short(v)}")
-        elif is_int(v):
-            ints[name] = v
-        else:
-            problems.append(f"label '{name}' has a non-integer value {short(v)}")
-    if ints.get("background", 0) != 0 or "background" in labels and "background" not in ints \
-            or 0 not in ints.values():
-        problems.append("'background' must be label 0")
-    ignore = ints.get("ignore")
-    plain = sorted(v for k, v in ints.items() if k != "ignore")
-    if not regions and plain != list(range(len(plain))):
-        problems.append(f"label values must be consecutive from 0, got {plain}")
-    if ignore is not None and plain and ignore <= max(plain):
-        problems.append(f"the ignore label ({ignore}) must be the highest label value")
-    if regions and "regions_class_order" not in meta:
-        problems.append("region-based labels need 'regions_class_order'")
-    return labels, problems
+def view_spec(view: DatasetView) -> DatasetSpec:
+    """The DatasetSpec of the view's dataset.json, parsed once per view (callers: read-only)."""
+    memo = getattr(view, "_memo", None)
+    if memo is None:
+        return parse_spec(view.meta)
+    spec = memo.get("spec")
+    if spec is None:
+        spec = memo["spec"] = parse_spec(view.meta)
+    return spec
 
 
 def dataset_json(view: DatasetView) -> list[Finding]:
@@ -68,8 +48,10 @@ def dataset_json(view: DatasetView) -> list[Finding]:
         return [finding("DG301", task.rel, f"dataset.json is not valid JSON: {e}")]
     if not isinstance(meta, dict):
         return [finding("DG301", task.rel, f"dataset.json must hold a JSON object, got {short(meta)}")]
-    problems = [f"'{k}' is missing" for k in ("channel_names", "labels", "numTraining", "file_ending")
-                if k not in meta]
+    spec = parse_spec(meta)
+    problems = [V1_PROBLEM] if spec.version == 1 else []
+    problems += [f"'{k}' is missing" for k in ("channel_names", "labels", "numTraining", "file_ending")
+                 if k not in meta]
     if "channel_names" in meta and (not isinstance(meta["channel_names"], dict) or not meta["channel_names"]):
         problems.append("'channel_names' must map channel index -> name, e.g. {\"0\": \"CT\"}")
     elif isinstance(meta.get("channel_names"), dict):
@@ -78,10 +60,10 @@ def dataset_json(view: DatasetView) -> list[Finding]:
             problems.append(f"channel_names keys must be 0..{len(keys) - 1}, got {list(meta['channel_names'])}")
     if "numTraining" in meta and not (is_int(meta["numTraining"]) and meta["numTraining"] >= 0):
         problems.append(f"'numTraining' must be a non-negative integer, got {short(meta['numTraining'])}")
-    if "file_ending" in meta and not (isinstance(meta["file_ending"], str) and meta["file_ending"].startswith(".")):
+    if "file_ending" in meta and spec.ending != meta["file_ending"]:     # what the walk cannot match by
         problems.append(f"'file_ending' must be a string like '.nii.gz', got {short(meta['file_ending'])}")
     if "labels" in meta:
-        problems += _labels_decl(meta)[1]
+        problems += spec.label_problems
     if "dataset" in meta and not isinstance(meta["dataset"], dict):
         problems.append("'dataset' (explicit file list) must map case -> {images, label}")
     elif isinstance(meta.get("dataset"), dict):
@@ -102,7 +84,7 @@ def _raw_files(view: DatasetView):
     memo = getattr(view, "_memo", None)
     if memo is not None and "raw_files" in memo:
         return memo["raw_files"]
-    ending = file_ending(view.meta)
+    ending = view_spec(view).ending
     images: dict[str, dict[str, dict[str, str]]] = {"imagesTr": defaultdict(dict), "imagesTs": defaultdict(dict)}
     labels: dict[str, str] = {}
     naming: list[Finding] = []
@@ -186,7 +168,7 @@ def case_files(view: DatasetView) -> list[Finding]:
         return []
     meta = view.meta
     n_ch = _n_channels(meta)
-    ending = file_ending(meta)
+    ending = view_spec(view).ending
     images, labels, naming = _raw_files(view)
     out, want = list(naming), _channels(meta)
     explicit = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else None
@@ -208,7 +190,7 @@ def case_files(view: DatasetView) -> list[Finding]:
     if not explicit:
         for case, rel in sorted(labels.items()):
             if case not in images["imagesTr"]:
-                out.append(_label_without_image(case, rel, meta))
+                out.append(_label_without_image(case, rel, meta, ending))
     else:
         present = {t.path for t in view.tasks}
         for case, entry in sorted(explicit.items()):
@@ -225,9 +207,8 @@ def case_files(view: DatasetView) -> list[Finding]:
     return out
 
 
-def _label_without_image(case: str, rel: str, meta: dict) -> Finding:
+def _label_without_image(case: str, rel: str, meta: dict, ending: str) -> Finding:
     """DG303 for a labelsTr file whose case has no image: name the image(s) nnU-Net would need."""
-    ending = file_ending(meta)
     need = [f"imagesTr/{case}_{c}{ending}" for c in _channels(meta) or ["0000"]]
     verb = "is" if len(need) == 1 else "are"
     return finding("DG303", rel, f"label has no image: {', '.join(need)} {verb} missing; nnU-Net cannot "
@@ -311,8 +292,8 @@ def _maxdiff(a, b) -> float:
 
 def unused_labels(view: DatasetView) -> list[Finding]:
     """DG404: a declared foreground label occurs in no training case."""
-    labels = view.meta.get("labels")
-    if not isinstance(labels, dict):
+    labels = view_spec(view).labels        # an unusable value is left out: DG301 reports it
+    if not labels:
         return []
     present = case_labels(view)
     if not present:
@@ -322,11 +303,10 @@ def unused_labels(view: DatasetView) -> list[Finding]:
     for name, v in labels.items():
         if name in ("background", "ignore"):
             continue
-        vals = {x for x in (v if isinstance(v, list) else [v]) if is_int(x)}
-        if not vals:
-            continue            # not a usable label value: DG301 reports it
+        vals = set(v) if isinstance(v, tuple) else {v}
         if not (vals & seen):
             where = "raw/dataset.json" if view.has_raw else "preprocessed/dataset.json"
-            out.append(finding("DG404", where, f"label '{name}' ({short(v)}) is declared but occurs in none of "
+            shown = short(list(v) if isinstance(v, tuple) else v)
+            out.append(finding("DG404", where, f"label '{name}' ({shown}) is declared but occurs in none of "
                                                f"the {len(present)} training cases"))
     return out

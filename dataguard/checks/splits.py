@@ -10,9 +10,9 @@ import json
 
 from ..findings import Finding, Fix, Severity, finding
 from ..fsio import read_regular
-from ..splits.folds import SplitError, label_counts, label_names, load_splits
+from ..splits.folds import SplitError, label_counts, load_splits
 from .cases import DatasetView, case_labels
-from .rawset import complete_cases
+from .rawset import complete_cases, view_spec
 
 PRE, RAW = "preprocessed/splits_final.json", "raw/splits_final.json"
 # DG504 warning: a fold's validation share of a label below SHARE_LOW x or above
@@ -182,7 +182,7 @@ def _imbalance(splits, view: DatasetView, cases: set[str]) -> list[Finding]:
     labels = {c: s for c, s in case_labels(view).items() if c in cases}
     if not labels:
         return []
-    names = label_names(view.meta.get("labels"))
+    names = view_spec(view).foreground_names
     total = label_counts(labels)
     k, n = len(splits), len(labels)
     per_fold = []

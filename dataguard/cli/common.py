@@ -5,6 +5,7 @@ Nothing heavy is imported at module level: `dataguard --help` builds every parse
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ __all__ = ["ExitCode", "UsageError", "add_target_args", "add_output_args", "spli
 
 
 DEFAULT_MANIFEST_DIR = Path("manifests")     # engine.manifest.DEFAULT_DIR, without importing the engine
+EXECUTOR_ENV = "DATAGUARD_EXECUTOR"          # engine.executors.ENV, likewise
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -79,11 +81,9 @@ def workspace(args, target_list: list[str] | None = None):
     if jobs := getattr(args, "jobs", None):
         if jobs < 1:
             raise UsageError("-j/--jobs must be at least 1")
-    from ..engine.executors import connect
-
     return Workspace(target_list if target_list is not None else targets(args),
                      manifest_dir=getattr(args, "manifest_dir", DEFAULT_MANIFEST_DIR), jobs=getattr(args, "jobs", None),
-                     executor=connect(getattr(args, "executor", None)))
+                     executor=getattr(args, "executor", None) or os.environ.get(EXECUTOR_ENV) or "local")
 
 
 def progress(args):
@@ -129,7 +129,7 @@ def note(msg: str) -> None:
 
 def plain(msg) -> str:
     """Text for a terminal: control characters of names as backslash escapes, line breaks kept."""
-    from ..engine.walk import printable
+    from ..findings import printable
 
     return "\n".join(printable(line) for line in str(msg).split("\n"))
 
@@ -139,7 +139,7 @@ def shown(value) -> str:
     file name prints as those characters, and printable, so no escape sequence gets through."""
     from rich.markup import escape
 
-    from ..engine.walk import printable
+    from ..findings import printable
 
     return escape(printable(str(value)))
 

@@ -8,8 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from ..findings import Severity
 from ..fsio import atomic_write_text
 from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
+from .render import render_findings
 
 EVAL_EPILOG = """\
 examples:
@@ -86,9 +88,6 @@ def _f(v) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from ..evaluate.crossval import plot, worst_cases
-    from ..findings import Severity
-
     if args.pred_dir is not None and args.model:
         raise UsageError("give PRED_DIR --fold K or --model, not both")
     ws = _ws(args)
@@ -105,13 +104,11 @@ def cmd_evaluate(args) -> int:
     else:
         _tables(ev)
     if args.worst and args.format == "table":
-        _worst(ev, worst_cases(ev, args.worst))
+        _worst(ev, ev.worst(args.worst))
     if args.plot:
-        plot(ev, args.plot)
+        ev.plot(args.plot)
         note(f"wrote {args.plot}")
     if ev.findings and args.format == "table":
-        from .render import render_findings
-
         render_findings(ev.findings, "case sets", console())
     return ExitCode.FINDINGS if any(f.severity >= Severity.ERROR for f in ev.findings) else ExitCode.CLEAN
 
@@ -164,9 +161,6 @@ def _worst(ev, worst) -> None:
 
 
 def cmd_suggest(args) -> int:
-    from ..submit.ensemble import Weights
-    from ..evaluate.weights import check_weights, search
-
     if len(args.model) < 2 and not args.check:
         raise UsageError("an ensemble needs two or more --model")
     ws = _ws(args)
@@ -178,20 +172,18 @@ def cmd_suggest(args) -> int:
         out = console()
         out.print("[bold red]no out-of-fold probabilities[/] for: "
                   + "; ".join(f"{m} fold {', '.join(f)}" for m, f in oof.missing.items()))
-        for _m, _fold, call in _missing_calls(ws, models, oof):
+        for _m, _fold, call in ws.validation_calls(models, oof.missing):
             out.print(f"  {call.shell()}", soft_wrap=True, highlight=False, markup=False)
         out.print("(or rerun with --predict-missing)")
         return ExitCode.FINDINGS
     names = [m.spec for m in models]
     if args.check:
-        weights = Weights.load(args.check, names)
+        weights = ws.load_weights(args.check, names)
         found = ws.check_weights(weights, names, str(args.check))
         _dg803(found)
         if len(args.model) < 2:
             return ExitCode.CLEAN
-    sug = search(oof, step=args.step)
-    single = {m: sug.single[m] for m in names}
-    findings = check_weights(Weights.parse(sug.weights_file(), names), single, oof.labels, "suggested weights")
+    sug, findings = ws.suggest_weights(oof, step=args.step)
     if args.output:
         atomic_write_text(args.output, json.dumps(sug.weights_file(), indent=2) + "\n")
     if args.format == "json":
@@ -208,8 +200,6 @@ def cmd_suggest(args) -> int:
 
 def _dg803(findings) -> None:
     if findings:
-        from .render import render_findings
-
         render_findings(findings, "weights", console())
 
 
@@ -217,8 +207,7 @@ def _suggest_table(sug) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ..evaluate.weights import fmt
-
+    fmt = _f
     out = console()
     t = Table(title=Text(f"out-of-fold Dice on {sug.cases} cases shared by {', '.join(sug.models)}", style="bold"),
               title_justify="left", header_style="bold")
@@ -250,37 +239,6 @@ def _suggest_table(sug) -> None:
     out.print(t2)
 
 
-def _missing_calls(ws, models, oof) -> list:
-    """(model, fold, launch.TrainCall): nnU-Net's validation with --npz for each fold without probabilities."""
-    from ..train.launch import TrainCall, training_call
-    from ..train.settings import TrainSettings, base_of
-
-    out = []
-    by_spec = {m.spec: m for m in models}
-    ds = ws.dataset()
-    for spec, folds in oof.missing.items():
-        m = by_spec[spec]
-        for k in folds:
-            if base_of(m.trainer):
-                call = training_call(ds.name, m.configuration, k, trainer=m.trainer, plans=m.plans, device="cuda",
-                                     npz=True, cont=False, settings=TrainSettings())
-                call.argv.append("--val")
-            else:
-                call = TrainCall(["nnUNetv2_train", ds.name, m.configuration, k, "-tr", m.trainer, "-p", m.plans,
-                                  "--val", "--npz"])
-            out.append((m, k, call))
-    return out
-
-
 def _predict_missing(ws, args, models, oof) -> None:
-    import os
-
-    from ..engine.checkpoint_trust import prove_plain
-    from ..nnunet import run_streamed
-
-    for m, fold, call in _missing_calls(ws, models, oof):
-        # nnU-Net's validation loads the checkpoint with weights_only=False: prove it plain first
-        prove_plain(m.folder / f"fold_{fold}" / "checkpoint_final.pth", tuple(args.trust_checkpoint or ()))
-        note(f"running: {call.shell()}")
-        run_streamed(call.argv, {**os.environ, **call.env}, f"nnU-Net's validation run of {m.spec} fold {fold} "
-                     f"({call.shell()})")
+    ws.run_validation(ws.validation_calls(models, oof.missing), tuple(args.trust_checkpoint or ()),
+                      on_call=lambda call: note(f"running: {call.shell()}"))

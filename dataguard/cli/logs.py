@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..workspace import Workspace
 from .common import ExitCode, console, note
 
 EPILOG = """\
@@ -40,11 +41,10 @@ def add_parser(sub) -> None:
 
 
 def cmd_logs(args) -> int:
-    from ..train.logs import load_runs, plot_runs
-
-    runs = load_runs(args.path, patience=args.patience)
+    ws = Workspace()
+    runs = ws.training_runs(args.path, patience=args.patience)
     if args.plot:
-        plot_runs(runs, args.plot)
+        ws.plot_training(runs, args.plot)
         note(f"wrote {args.plot}")
     if args.format == "json":
         json.dump({"runs": [r.to_dict() for r in runs]}, sys.stdout, indent=2)
@@ -60,7 +60,7 @@ def cmd_logs(args) -> int:
     else:
         render_runs(runs)
     if args.follow:
-        _follow(args, {r.log: r for r in runs})
+        _follow(ws, args, {r.log: r for r in runs})
     return ExitCode.CLEAN
 
 
@@ -92,9 +92,8 @@ def render_runs(runs) -> None:
         out.print()
 
 
-def _follow(args, seen: dict) -> None:
+def _follow(ws, args, seen: dict) -> None:
     """Poll the logs; print each new epoch and each new finding as it appears."""
-    from ..train.logs import load_runs
 
     start = time.monotonic()
     shown = {log: (len(r.epochs), {f.message for f in r.findings}) for log, r in seen.items()}
@@ -102,7 +101,7 @@ def _follow(args, seen: dict) -> None:
     try:
         while args.follow_for is None or time.monotonic() - start < args.follow_for:
             time.sleep(0.5 if args.follow_for else 2.0)
-            for r in load_runs(args.path, patience=args.patience):
+            for r in ws.training_runs(args.path, patience=args.patience):
                 n, msgs = shown.get(r.log, (0, set()))
                 for e, row, ema in list(zip(r.epochs, r.dice, r.ema))[n:]:
                     vals = "  ".join(f"{name} {'nan' if v != v else f'{v:.3f}'}" for name, v in zip(r.labels, row))

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from ..findings import FIELDS, Severity
-from ..engine.walk import printable
+from ..findings import printable
 
 if TYPE_CHECKING:
     from ..engine.scanner import ScanResult

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import SplitError
 from .common import ExitCode, UsageError, add_engine_args, progress, shown, workspace
 from .common import console as _console
 from .common import note as _note
@@ -89,13 +90,11 @@ def _no_subcommand(parser) -> int:
 def cmd_show(args) -> int:
     from rich.text import Text
 
-    from ..splits.folds import label_table, plot_heatmap
-
     _, ctx = _context(args)
     splits, title, about = _shown_splits(ctx)
-    table = label_table(splits, ctx.case_labels, ctx.names)
+    table = ctx.table(splits)
     if args.plot:
-        plot_heatmap(table, args.plot)
+        ctx.plot(table, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     if args.format == "json":
         doc = {"dataset": ctx.dataset.name, "splits": str(ctx.splits_path), "written": about is None,
@@ -119,45 +118,40 @@ def _shown_splits(ctx):
     """(splits, title, about): splits_final.json (about None), or, before the first training
     wrote one, the split nnU-Net will write (the one DG505 and the TUI's folds view check), so
     its folds are judged before an epoch is spent on them."""
-    from ..splits.folds import NNUNET_FOLDS, SplitError, load_splits, nnunet_default_split
-
     if ctx.splits_path.exists():
         try:
-            return load_splits(ctx.splits_path), f"{ctx.dataset.name}: {ctx.splits_path}", None
+            return ctx.current(), f"{ctx.dataset.name}: {ctx.splits_path}", None
         except SplitError as e:
             raise UsageError(f"{ctx.splits_path} is malformed (DG501): {e}") from None
-    if len(ctx.cases) < NNUNET_FOLDS:
+    if len(ctx.cases) < ctx.default_folds:
         raise UsageError(f"no {ctx.splits_path.name} in {ctx.splits_path.parent}, and with {len(ctx.cases)} "
                          f"training cases nnU-Net makes a random 80:20 split at first training instead of "
-                         f"{NNUNET_FOLDS} folds; `dataguard splits rebalance --folds N` writes one")
-    about = (f"{NNUNET_FOLDS}-fold KFold(shuffle=True, random_state=12345) over the {len(ctx.cases)} sorted "
+                         f"{ctx.default_folds} folds; `dataguard splits rebalance --folds N` writes one")
+    about = (f"{ctx.default_folds}-fold KFold(shuffle=True, random_state=12345) over the {len(ctx.cases)} sorted "
              f"training cases, which nnU-Net writes to {ctx.splits_path} at the first training")
-    return nnunet_default_split(ctx.cases), f"{ctx.dataset.name}: {DEFAULT_TITLE}", about
+    return ctx.default_split(), f"{ctx.dataset.name}: {DEFAULT_TITLE}", about
 
 
 def cmd_rebalance(args) -> int:
-    from ..splits.folds import SplitError, label_table, load_splits, quarantine_leftovers, rebalance
-
     ws, ctx = _context(args)
     before = None
     if ctx.splits_path.exists():
         try:
-            before = load_splits(ctx.splits_path)
+            before = ctx.current()
         except SplitError as e:
             _note(f"current {ctx.splits_path.name} is malformed ({e}); it will be replaced")
     try:
-        after = rebalance(ctx.case_labels, folds=args.folds, seed=args.seed)
+        after = ctx.rebalanced(folds=args.folds, seed=args.seed)
     except SplitError as e:
         raise UsageError(str(e)) from None
     if not args.dry_run:
-        swept = quarantine_leftovers(ctx.splits_path)
+        swept = ctx.sweep_leftovers()
         if swept:
             _note(f"moved {len(swept)} leftover temp file(s) of an interrupted splits write to quarantine "
                   f"(`dataguard quarantine list` shows them): {', '.join(swept)}")
     unchanged = before == after
     backup = None if unchanged else ws.write_splits(ctx.dataset.name, after, dry_run=args.dry_run)
-    tables = {"before": label_table(before, ctx.case_labels, ctx.names) if before else None,
-              "after": label_table(after, ctx.case_labels, ctx.names)}
+    tables = {"before": ctx.table(before) if before else None, "after": ctx.table(after)}
     _render_rebalance(args, ctx, tables)
     if unchanged:
         _note(f"{ctx.splits_path} already holds these splits; nothing written")
@@ -187,8 +181,6 @@ def _render_rebalance(args, ctx, tables) -> None:
 # --- shared helpers --------------------------------------------------------------------------
 def _context(args):
     """Resolve exactly one dataset, scan it (incrementally) and take cases and labels from that scan."""
-    from ..splits.folds import SplitError
-
     ws = workspace(args, [t for t in (args.path, args.dataset) if t] or None)
     if len(ws.datasets) != 1:
         names = ", ".join(d.name for d in ws.datasets)
@@ -212,9 +204,7 @@ def _context(args):
 
 def _table_doc(ctx, table) -> dict:
     """The JSON form of a label table: dataset-wide label counts and one entry per fold."""
-    from ..splits.folds import label_counts
-
-    totals = label_counts(ctx.case_labels)
+    totals = ctx.counts()
     labels = {str(lab): {"name": name, "cases": totals.get(lab, 0)}
               for lab, name in table.drop_duplicates("label").set_index("label")["name"].items()}
     folds = []
@@ -231,8 +221,6 @@ def _rich_table(ctx, table, title: str | None):
     from rich.table import Table
     from rich.text import Text
 
-    from ..splits.folds import label_counts
-
     doc = _table_doc(ctx, table)
     t = Table(title=Text(title, style="bold") if title else None, title_justify="left", header_style="bold")
     for col in ("fold", "train", "val"):
@@ -243,7 +231,7 @@ def _rich_table(ctx, table, title: str | None):
         cells = [Text(f"{c['train']}/{c['val']}", style="bold red" if c["val"] == 0 else "")
                  for c in fold["labels"].values()]
         t.add_row(str(fold["fold"]), str(fold["n_train"]), str(fold["n_val"]), *cells)
-    totals = label_counts(ctx.case_labels)
+    totals = ctx.counts()
     t.add_row("all", str(doc["cases"]), "", *(f"{totals.get(int(lab), 0)} cases" for lab in doc["labels"]),
               style="dim")
     return t

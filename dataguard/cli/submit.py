@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
+from ..findings import Severity
 from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
+from .progress import CountProgress
+from .render import render_findings
 
 SUBMIT_EPILOG = """\
 two ways in:
@@ -107,72 +109,35 @@ def _labels(args, ws) -> Path | None:
         if not args.labels.is_file():
             raise UsageError(f"--labels {args.labels}: no such file")
         return args.labels
-    if args.dataset:
-        ds = ws.dataset()
-        for root in (ds.raw, ds.preprocessed):
-            if root is not None and (Path(root) / "dataset.json").is_file():
-                return Path(root) / "dataset.json"
-    note("no --labels or -d: label values are not checked (DG602)")
-    return None
+    found = ws.dataset_json() if args.dataset else None
+    if found is None:
+        note("no --labels or -d: label values are not checked (DG602)")
+    return found
 
 
-def _images(path: Path) -> Path:
+def _images(ws, path: Path) -> Path:
     if not path.is_dir():
         raise UsageError(f"--images {path}: not a folder")
-    from ..submit.predictions import test_images
-
-    if not test_images(path):
+    if not ws.test_images(path):
         raise UsageError(f"--images {path}: no test images named case_0000.nii.gz")
     return path
 
 
 def _blocking(findings, fix_dtype: bool):
-    from ..findings import Severity
-
     return [f for f in findings if f.severity >= Severity.ERROR
             and not (fix_dtype and f.code == "DG601" and f.fix is not None)]
 
 
 def _show(findings, title: str) -> None:
-    from .render import render_findings
-
     if findings:
         render_findings(findings, title, console())
 
 
-def _progress(total: int, what: str):
-    """A rich progress bar on stderr when it is a terminal; else nothing."""
-    import sys
-
-    if not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                 console=Console(stderr=True), transient=True)
-    p.start()
-    p.add_task(what, total=total)
-    return p
-
-
-def _tick(bar, completed=None):
-    if bar is not None:
-        task = bar.tasks[0].id
-        bar.update(task, advance=1) if completed is None else bar.update(task, completed=completed)
-
-
 def _validate_and_package(ws, args, source: Path, images: Path, labels: Path | None, **provenance) -> int:
-    from ..submit.predictions import test_images
-
-    n = len(test_images(images))
-    bar = _progress(n, "reading predictions")
-    try:
+    n = len(ws.test_images(images))
+    with CountProgress("reading predictions", n) as bar:
         ps, findings = ws.check_predictions(source, images, labels, dataset=ws.dataset().name if args.dataset else None,
-                                            on_case=lambda _: _tick(bar))
-    finally:
-        if bar:
-            bar.stop()
+                                            on_case=bar.tick)
     blocking = _blocking(findings, args.fix_dtype)
     _show(findings, f"predictions {source}")
     out = console()
@@ -183,13 +148,9 @@ def _validate_and_package(ws, args, source: Path, images: Path, labels: Path | N
     if args.dry_run:
         out.print(f"[green]checks passed[/]: {len(ps.cases)} predictions for {n} test cases (dry run: no archive)")
         return ExitCode.CLEAN
-    bar = _progress(len(ps.cases), "writing the archive")
-    try:
+    with CountProgress("writing the archive", len(ps.cases)) as bar:
         report, manifest = ws.package_submission(ps, args.output, images, labels, fix_dtype=args.fix_dtype,
-                                                 on_member=lambda _: _tick(bar), **provenance)
-    finally:
-        if bar:
-            bar.stop()
+                                                 on_member=bar.tick, **provenance)
     cast = f", {len(report.cast)} cast to uint8" if report.cast else ""
     out.print(f"[bold green]wrote {shown(args.output)}[/]: {len(report.members)} members{cast}, re-opened and verified "
               f"(CRC, NIfTI, dtype, values, geometry, count)")
@@ -199,7 +160,6 @@ def _validate_and_package(ws, args, source: Path, images: Path, labels: Path | N
 
 # --- commands -------------------------------------------------------------------------------
 def cmd_submit(args) -> int:
-    images = _images(args.images)
     if args.model and args.pred_dir:
         raise UsageError("give PRED_DIR (existing predictions) or --model (predict through nnU-Net), not both")
     if not args.model and not args.pred_dir:
@@ -207,6 +167,7 @@ def cmd_submit(args) -> int:
     if args.output.suffix != ".zip":
         raise UsageError(f"-o {args.output}: the archive's name must end in .zip")
     ws = _workspace(args)
+    images = _images(ws, args.images)
     labels = _labels(args, ws)
     if not args.model:
         if args.weights or args.postprocess != "none":
@@ -216,78 +177,45 @@ def cmd_submit(args) -> int:
 
 
 def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
-    import os
-
-    from ..submit.ensemble import Weights
-    from ..findings import Severity
-    from ..submit.predict import parse_model
-    from ..submit.predictions import test_images
-
     if not args.dataset:
         raise UsageError("--model needs -d DATASET")
     ds = ws.dataset()
-    results = os.environ.get("nnUNet_results")
-    if not results:
-        raise UsageError("nnUNet_results is not set: it says where the trained models are")
-    models = [parse_model(spec, Path(results) / ds.name) for spec in args.model]
+    models = ws.models(args.model)
     names = [m.spec for m in models]
     if len(set(names)) != len(names):
         raise UsageError("the same --model twice")
-    weights = Weights.load(args.weights, names)
+    weights = ws.load_weights(args.weights, names)
     if args.weights:                  # DG803: weight on a model that never got this label right
         try:
             _show(ws.check_weights(weights, names, str(args.weights)), f"weights {args.weights}")
         except UsageError as e:       # no splits or validation folders: nothing to judge against
             note(f"weights not judged against out-of-fold Dice: {e}")
-    bad_images = [f for f in ws.check_test_images(images) if f.severity >= Severity.ERROR]
-    if bad_images:
-        _show(bad_images, f"test images {images}")
+    work = args.work_dir or args.output.with_name(args.output.name + ".work")
+    n = len(ws.test_images(images))
+
+    def ran(run):
+        note(f"model {run.model.spec}: " + ("probabilities reused (checkpoints and images unchanged)" if run.reused
+                                            else f"predicted {n} cases in {run.seconds:.0f} s"))
+
+    with CountProgress() as bar:
+        res = ws.predict_and_ensemble(models, images, work, weights, args.postprocess, checkpoint=args.checkpoint,
+                                      tta=not args.no_tta, trust=tuple(args.trust_checkpoint), device=args.device,
+                                      on_event=bar.event, on_run=ran)
+    if res.stage == "images":
+        _show(res.findings, f"test images {images}")
         console().print("[bold red]the test images have errors[/]: nothing predicted")
         return ExitCode.FINDINGS
-    cases = sorted(test_images(images))
-    work = args.work_dir or args.output.with_name(args.output.name + ".work")
-    runs = []
-    for m in models:
-        bar = _progress(len(cases), f"predicting {m.spec}")
-        try:
-            run = ws.predict(m, ds.name, images, work, checkpoint=args.checkpoint, tta=not args.no_tta,
-                             trust=tuple(args.trust_checkpoint),
-                             device=args.device, cases=cases,
-                             on_progress=lambda spec, done, total: _tick(bar, done))
-        finally:
-            if bar:
-                bar.stop()
-        note(f"model {m.spec}: " + ("probabilities reused (checkpoints and images unchanged)" if run.reused
-                                    else f"predicted {len(cases)} cases in {run.seconds:.0f} s"))
-        runs.append(run)
-    pi, missing = ws.check_probabilities({r.model.spec: r.out_dir for r in runs}, expected=set(cases))
-    if missing:
-        _show(missing, "probability files")
+    if res.stage == "probabilities":
+        _show(res.findings, "probability files")
         return ExitCode.FINDINGS
-    merged = work / "ensemble"
-    if merged.exists():
-        shutil.rmtree(merged)
-    bar = _progress(len(cases), "ensembling")
-    try:
-        rep = ws.ensemble(pi, merged, weights, args.postprocess, on_case=lambda _: _tick(bar))
-    finally:
-        if bar:
-            bar.stop()
-    note(f"ensembled {len(rep.written)} cases from {len(runs)} model(s), post-processing {args.postprocess}")
-    provenance = {"models": [{"model": r.model.spec, "trainer": r.model.trainer, "plans": r.model.plans,
-                              "configuration": r.model.configuration, "folds": r.model.folds,
-                              "checkpoint": r.record["checkpoint"], "checkpoints_blake3": r.record["checkpoints"],
-                              "tta": r.record["tta"], "reused": r.reused} for r in runs],
-                  "weights": weights.to_dict(), "postprocess": args.postprocess,
-                  "training_manifest": args.manifest_dir / f"{ds.name}.json"}
-    return _validate_and_package(ws, args, merged, images, labels, **provenance)
+    note(f"ensembled {res.written} cases from {len(res.runs)} model(s), post-processing {args.postprocess}")
+    provenance = res.provenance(weights, args.postprocess, args.manifest_dir / f"{ds.name}.json")
+    return _validate_and_package(ws, args, res.merged, images, labels, **provenance)
 
 
 def cmd_check(args) -> int:
-    from ..findings import Severity
-
-    images = _images(args.images)
     ws = _workspace(args)
+    images = _images(ws, args.images)
     labels = _labels(args, ws)
     ps, findings = ws.check_predictions(args.archive, images, labels, dataset=ws.dataset().name if args.dataset else None)
     _show(findings, f"submission {args.archive}")
@@ -301,8 +229,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from ..submit.ensemble import Weights
-
     if not args.input or args.output is None:
         raise UsageError("ensemble needs -i DIR (two or more) and -o OUT_DIR, or a subcommand: "
                          "dataguard ensemble combine|suggest --help")
@@ -312,18 +238,14 @@ def cmd_ensemble(args) -> int:
         if name in names:
             raise UsageError(f"two inputs named {name}")
         names[name] = folder
-    weights = Weights.load(args.weights, list(names))
     ws = workspace(args, [])
+    weights = ws.load_weights(args.weights, list(names))
     pi, missing = ws.check_probabilities(names)
     if missing:
         _show(missing, "probability files")
         return ExitCode.FINDINGS
     n = len(set.intersection(*[set(v) for v in pi.files.values()]))
-    bar = _progress(n, "ensembling")
-    try:
-        rep = ws.ensemble(pi, args.output, weights, args.postprocess, on_case=lambda _: _tick(bar))
-    finally:
-        if bar:
-            bar.stop()
+    with CountProgress("ensembling", n) as bar:
+        rep = ws.ensemble(pi, args.output, weights, args.postprocess, on_case=bar.tick)
     console().print(f"wrote {len(rep.written)} label maps to {shown(args.output)} (post-processing {args.postprocess})")
     return ExitCode.CLEAN

@@ -6,7 +6,8 @@ import functools
 import sys
 from pathlib import Path
 
-from .common import ExitCode, UsageError, add_engine_args, console, note, shown, split_codes
+from .common import ExitCode, UsageError, add_engine_args, console, note, shown, split_codes, workspace
+from .live_view import LiveView
 
 EPILOG = """\
 examples:
@@ -86,37 +87,28 @@ def _fold(text: str) -> int | str:
 
 
 def cmd_train(args) -> int:
-    from ..train.launch import training_call
-    from ..engine.executors import connect
-    from ..train.preflight import parse_size, run_preflight
-    from ..train.settings import TrainSettings, trainer_name
-
     fold = _fold(args.fold)
     for opt in ("epochs", "iterations_per_epoch", "val_iterations"):
         if getattr(args, opt) is not None and getattr(args, opt) < 1:
             raise UsageError(f"--{opt.replace('_', '-')} must be at least 1")
     if args.patience is not None and args.patience < 1:
         raise UsageError("--patience must be at least 1")
-    name = trainer_name(args.trainer)
     allow = split_codes(args.allow) if args.allow else []
     note(f"pre-flight: scanning {args.dataset} (raw + {args.configuration}) ...")
-    pf = run_preflight(args.dataset, args.configuration, -1 if fold == "all" else fold, trainer=name,
-                       plans_name=args.plans, device=args.device, cont=args.cont, allow=allow,
-                       save_best_per_label=args.save_best_per_label, reserve_bytes=parse_size(args.reserve_disk),
-                       manifest_dir=args.manifest_dir, trust=tuple(args.trust_checkpoint),
-                       jobs=args.jobs, executor=connect(args.executor))
-    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
-                             val_iterations=args.val_iterations, patience=args.patience, min_delta=args.min_delta,
-                             stop_on_collapse=args.stop_on_collapse, save_best_per_label=args.save_best_per_label,
-                             val_mirroring=not args.no_val_mirroring)
-    call = training_call(pf.dataset, args.configuration, str(fold), trainer=name, plans=args.plans,
-                         device=args.device, npz=args.npz, cont=args.cont, settings=settings)
+    settings = {"epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
+                "val_iterations": args.val_iterations, "patience": args.patience, "min_delta": args.min_delta,
+                "stop_on_collapse": args.stop_on_collapse, "save_best_per_label": args.save_best_per_label,
+                "val_mirroring": not args.no_val_mirroring}
+    ws = workspace(args, [])
+    pf, call = ws.prepare_training(args.dataset, args.configuration, fold, trainer=args.trainer, plans=args.plans,
+                                   device=args.device, npz=args.npz, cont=args.cont, allow=allow,
+                                   reserve=args.reserve_disk, trust=tuple(args.trust_checkpoint), settings=settings)
     _report(pf, call, args)
     if not pf.ok:
         return ExitCode.FINDINGS
     if args.dry_run:
         return ExitCode.CLEAN
-    return _train(pf, call, args)
+    return _train(ws, pf, call, args)
 
 
 def _report(pf, call, args) -> None:
@@ -155,27 +147,21 @@ def _where(f) -> str:
     return f"{f.case}: " if f.case else ""
 
 
-def _train(pf, call, args) -> int:
-    from ..train.launch import console_tail, run_training
-    from ..train.summary import finish, run_from_events
-    from ..train.view import LiveView
-    from ..train.logs import DEFAULT_PATIENCE
-
+def _train(ws, pf, call, args) -> int:
     title = f"{pf.dataset}  {pf.configuration}  fold {args.fold}  ·  {call.argv[call.argv.index('-tr') + 1]}  ·  {args.device}"
     view = LiveView(title)
     try:
-        outcome = run_training(call, pf.fold_folder, on_event=view)
+        result = ws.train(pf, call, args.patience, on_event=view)
     finally:
         view.close()
-    run = run_from_events(outcome.events, pf.fold_folder, pf.dataset)
-    art = finish(run, pf.fold_folder, args.patience or DEFAULT_PATIENCE)
-    _summary(pf, run, art, outcome, call, args)
+    outcome = result.outcome
+    _summary(pf, result.run, result.artifacts, outcome, call, args)
     if outcome.interrupted:
         note(f"interrupted; resume with: dataguard train {args.dataset} {args.configuration} {args.fold} --continue")
         return INTERRUPTED
     if outcome.returncode != 0:
         note(f"nnU-Net's training process failed (exit {outcome.returncode}); the end of {outcome.console_log}:")
-        note(console_tail(outcome.console_log))
+        note(result.console_tail())
         return TRAINING_FAILED
     return ExitCode.CLEAN
 

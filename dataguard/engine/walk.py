@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ..checks.base import FileTask
 from ..checks.files import OS_JUNK, config_file_kind
-from ..findings import Finding, finding
+from ..findings import Finding, display, finding, printable
 from ..fsio import read_json
+from ..spec import file_ending_of, parse_spec
 from .layout import Dataset
 
 SKIP_DIRS = {".dataguard"}          # our own quarantine/journal
@@ -23,24 +24,6 @@ PRE_ROOT_FILES = {"dataset.json", "dataset_fingerprint.json", "splits_final.json
 SPLITS_BACKUP = "splits_final.json.bak-"   # kept by `dataguard splits rebalance`
 RAW_DIRS = {"imagesTr", "labelsTr", "imagesTs", "labelsTs"}
 CHANNEL = re.compile(r"^(.+)_(\d{4})$")     # {case}_{XXXX}
-
-
-# control characters (and Unicode line breaks) would break a table row, a CSV line or a
-# terminal: shown as escapes, like the non-UTF-8 bytes
-_CONTROL_ESCAPES = {**{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f, *range(0x80, 0xa0))},
-                    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
-                    0x2028: "\\u2028", 0x2029: "\\u2029"}
-
-
-def printable(text: str) -> str:
-    """`text` with control characters and line breaks as backslash escapes (one line, no ANSI)."""
-    return text.translate(_CONTROL_ESCAPES)
-
-
-def display(name: str) -> str:
-    """A printable, one-line, JSON-safe form of an OS file name (non-UTF-8 bytes as \\xNN,
-    newlines and other control characters as \\n, \\xNN)."""
-    return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 @dataclass
@@ -65,27 +48,14 @@ def load_dataset_json(ds: Dataset) -> dict | None:
     return None
 
 
-def file_ending(meta: dict | None) -> str:
-    """dataset.json's file_ending when it is a usable string, else nnU-Net's usual .nii.gz."""
-    fe = (meta or {}).get("file_ending")
-    return fe if isinstance(fe, str) and fe.startswith(".") and len(fe) > 1 else ".nii.gz"
+# the rule lives in spec; the name stays here for the modules that import it from the walk
+file_ending = file_ending_of
 
 
 def declared_labels(meta: dict | None) -> tuple[int, ...] | None:
-    """Every integer value dataset.json's labels may take (regions flattened).
-
-    None when the labels are missing or anything in them is not an integer (or a list
-    of integers): DG301/DG211 report that; value checks then accept any value.
-    """
-    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict):
-        return None
-    vals: set[int] = set()
-    for v in meta["labels"].values():
-        for x in (v if isinstance(v, list) else [v]):
-            if not isinstance(x, int) or isinstance(x, bool):
-                return None
-            vals.add(x)
-    return tuple(sorted(vals)) if vals else None
+    """Every integer value dataset.json's labels may take (DatasetSpec.label_values): None
+    when they are missing or not all JSON integers, and value checks then accept any value."""
+    return parse_spec(meta).label_values
 
 
 def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
@@ -175,8 +145,8 @@ def list_files(ds: Dataset) -> DatasetFiles:
     out = DatasetFiles(dataset=ds)
     meta = load_dataset_json(ds)
     out.meta = meta or {}
-    labels = declared_labels(meta)
-    ending = file_ending(meta)
+    spec = parse_spec(meta)
+    labels, ending = spec.label_values, spec.ending
     tasks, stats = out.tasks, out.stats
     FileTask = _task_factory()      # noqa: N806 - same call signature as the class
     if ds.raw is not None:

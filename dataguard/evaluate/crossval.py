@@ -79,6 +79,14 @@ class Evaluation:
     def folds(self, model: str) -> list[int]:
         return sorted({s.fold for s in self.sources if s.model == model})
 
+    def worst(self, n: int) -> dict[int, list[CaseScore]]:
+        """Per label, the n cases with the lowest Dice (worst_cases)."""
+        return worst_cases(self, n)
+
+    def plot(self, path: Path) -> Path:
+        """Per-label Dice per fold and model as a PNG (matplotlib)."""
+        return plot(self, path)
+
     def to_dict(self) -> dict:
         return {"models": [{"model": m, "labels": {self.labels[lab]: v for lab, v in self.per_label(m).items()},
                             "folds": {str(k): {self.labels[lab]: v for lab, v in self.per_label(m, k).items()}
@@ -199,7 +207,7 @@ def plot(ev: Evaluation, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ..engine.visual import label_colour
+    from ..visual import label_colour
 
     models = ev.models()
     fig = Figure(figsize=(11, 3.2 * len(models) + 0.5))

@@ -69,7 +69,7 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
             rep.folds.append(_folds(ws, d.name))
     step("training logs")
     for d in ws.datasets:
-        rep.training += _training(d.name)
+        rep.training += _training(ws, d.name)
     step("cross-validation")
     for d in ws.datasets:
         cv = _cv(ws, d.name, images, worst, rep.notes)
@@ -127,17 +127,17 @@ def _folds(ws, dataset: str) -> dict | None:
             "findings": [f.to_dict() for f in ctx.findings]}
 
 
-def _training(dataset: str) -> list[dict]:
+def _training(ws, dataset: str) -> list[dict]:
     import tempfile
 
-    from ..train.logs import LogError, load_runs, plot_runs
+    from ..errors import LogError
     from .images import file_uri
 
     results = os.environ.get("nnUNet_results")
     if not results or not (Path(results) / dataset).is_dir():
         return []
     try:
-        runs = load_runs(Path(results) / dataset)
+        runs = ws.training_runs(Path(results) / dataset)
     except LogError:
         return []
     out = []
@@ -146,7 +146,7 @@ def _training(dataset: str) -> list[dict]:
         by_trainer.setdefault(Path(r.log).parent.parent.name, []).append(r)
     for trainer, rs in sorted(by_trainer.items()):
         with tempfile.TemporaryDirectory() as d:
-            uri = file_uri(plot_runs(rs, Path(d) / "runs.png"))
+            uri = file_uri(ws.plot_training(rs, Path(d) / "runs.png"))
         out.append({"dataset": dataset, "trainer": trainer, "plot": uri,
                     "runs": [{**r.to_dict(), "fold": Path(r.log).parent.name} for r in rs]})
     return out
@@ -154,7 +154,6 @@ def _training(dataset: str) -> list[dict]:
 
 def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | None:
     from ..errors import DataguardError
-    from ..evaluate.crossval import worst_cases
 
     if not os.environ.get("nnUNet_results"):
         return None                                   # not asked about trained models at all
@@ -178,7 +177,7 @@ def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | 
             rows.append({"label": name, "folds": per_fold, "all": ev.per_label(m)[lab]})
         models.append({"model": m, "folds": folds, "rows": rows})
     worst_rows = []
-    for lab, rows in worst_cases(ev, worst).items():
+    for lab, rows in ev.worst(worst).items():
         for s in rows:
             worst_rows.append({"label": ev.labels[lab], "case": s.case, "model": s.model, "fold": s.fold,
                                "dice": s.dice, "ref": s.ref_voxels, "pred": s.pred_voxels,

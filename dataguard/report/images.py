@@ -38,7 +38,7 @@ def _resize(rgb, spacing=None, size: int = THUMB):
 
 def case_thumbnail(ws, dataset: str, case: str) -> str | None:
     """Middle axial slice with the label overlaid (the TUI preview's renderer), or None."""
-    from ..engine.visual import slice_rgb
+    from ..visual import slice_rgb
 
     for source in ("raw", "preprocessed"):
         try:
@@ -53,7 +53,7 @@ def pred_vs_ref(image, ref, pred, spacing=None) -> str:
     """Reference | prediction over the same slice, side by side."""
     import numpy as np
 
-    from ..engine.visual import slice_rgb
+    from ..visual import slice_rgb
 
     a, b = _resize(slice_rgb(image, ref), spacing), _resize(slice_rgb(image, pred), spacing)
     gap = np.full((a.shape[0], 4, 3), 255, np.uint8)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.layout import Dataset
-from .folds import SPLITS_NAME, SplitError, label_names
+from .folds import (NNUNET_FOLDS, SPLITS_NAME, SplitError, label_counts, label_names, label_table, load_splits,
+                    nnunet_default_split, plot_heatmap, quarantine_leftovers, rebalance)
 
 
 @dataclass
@@ -24,6 +25,38 @@ class SplitContext:
     unknown: list[str] = field(default_factory=list)   # training cases without label information
     findings: list = field(default_factory=list)        # the scan's DG5xx findings
     errors: int = 0                                      # other error findings of the scan
+
+    # the fold arithmetic on this dataset, so that a face needs nothing but this object
+    default_folds = NNUNET_FOLDS
+
+    def current(self) -> list[dict[str, list[str]]]:
+        """splits_final.json as it is (SplitError when malformed, OSError when unreadable)."""
+        return load_splits(self.splits_path)
+
+    def default_split(self) -> list[dict[str, list[str]]]:
+        """The split nnU-Net writes at the first training when there is none."""
+        return nnunet_default_split(self.cases)
+
+    def table(self, splits):
+        """Folds x labels (pandas): training and validation cases holding each label."""
+        return label_table(splits, self.case_labels, self.names)
+
+    def counts(self) -> dict[int, int]:
+        """Training cases holding each label, over the whole dataset."""
+        return label_counts(self.case_labels)
+
+    def rebalanced(self, folds: int = 5, seed: int = 0):
+        """Folds stratified so each validation set holds every label it can (SplitError if impossible)."""
+        return rebalance(self.case_labels, folds=folds, seed=seed)
+
+    def sweep_leftovers(self) -> list[str]:
+        """Temp files of an interrupted splits write, moved to quarantine."""
+        return quarantine_leftovers(self.splits_path)
+
+    @staticmethod
+    def plot(table, path: Path | str) -> Path:
+        """The folds x labels table as a heat map (PNG)."""
+        return plot_heatmap(table, path)
 
 
 def context_from_result(result, dataset: Dataset) -> SplitContext:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import DataguardError
 from ..findings import Finding, finding
+from ..spec import parse_spec
 
 LOG_GLOB = "training_log_*.txt"
 _LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?: (.*)$")
@@ -150,14 +151,10 @@ def ema_of(dice: list[list[float]]) -> list[float]:
 
 
 def label_names_from(meta) -> list[str] | None:
-    """Foreground label (or region) names in pseudo Dice order, from a dataset.json dict."""
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    if not isinstance(labels, dict):
-        return None
-    if any(isinstance(v, list) for v in labels.values()):           # regions: dict order
-        return [k for k, v in labels.items() if k not in ("background", "ignore")]
-    fg = sorted((v, k) for k, v in labels.items() if isinstance(v, int) and v > 0 and k != "ignore")
-    return [k for _, k in fg]
+    """Foreground label (or region) names in pseudo Dice order, from a dataset.json value;
+    None when it has no usable labels, so the caller looks for another copy."""
+    spec = parse_spec(meta)
+    return spec.dice_names if spec.labels else None
 
 
 def label_names_for(log: Path) -> tuple[list[str], str | None]:
@@ -249,7 +246,7 @@ def plot_runs(runs: list[Run], path: Path | str) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from ..engine.visual import label_colour
+    from ..visual import label_colour
 
     fig = Figure(figsize=(10, 2.6 * max(1, len(runs)) + 0.6))
     FigureCanvasAgg(fig)

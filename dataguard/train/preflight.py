@@ -121,10 +121,10 @@ def fixes_for(findings: list[Finding], dataset: str) -> list[str]:
 
 def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, plans_name: str = "nnUNetPlans",
                   device: str = "cuda", cont: bool = False, allow: list[str] = (), save_best_per_label: bool = False,
-                  reserve_bytes: int = 1 << 30, manifest_dir: Path | str = "manifests", on_progress=None,
-                  trust: tuple = (), jobs: int | None = None, executor=None) -> Preflight:
-    from ..workspace import Workspace
-
+                  reserve_bytes: int = 1 << 30, on_progress=None,
+                  trust: tuple = (), scan=None) -> Preflight:
+    """The gate. `scan(dataset, on_progress)` scans one layout.Dataset and returns its
+    ScanResult: the Workspace passes its own, so the gate needs no engine of its own."""
     env = env_refusals()
     if set(env) - {ENV_RAW}:                      # nothing nnU-Net would train from or write to
         pf = Preflight(dataset, configuration, fold, Path())
@@ -157,8 +157,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     if not ds.config_dirs:
         pf.refusals.append(Refusal(f"no preprocessed data for {configuration} ({ds.preprocessed / ident} is missing)",
                                    f"nnUNetv2_preprocess -d {ds.id} -c {configuration} -plans_name {plans_name}"))
-    ws = Workspace(datasets=[ds], manifest_dir=manifest_dir, jobs=jobs, executor=executor)
-    res = ws.scan(on_progress=on_progress)
+    res = scan(ds, on_progress)
     pf.findings = list(res.findings)
     allow_set = tuple(a.upper() for a in allow)
     for f in res.findings:

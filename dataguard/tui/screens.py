@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..engine.visual import WINDOWS, label_colour
+from ..visual import WINDOWS, label_colour
 from .rows import STATUS_STYLE
 
 
@@ -244,7 +244,7 @@ class CaseScreen(Screen):
     def render_slice(self, source, axis, index, overlay, window, w, h) -> None:
         import numpy as np
 
-        from ..engine.visual import fit, slice_rgb
+        from ..visual import fit, slice_rgb
         from .halfblock import to_text
 
         info = self.info
@@ -384,18 +384,15 @@ class SplitsScreen(Screen):
     def action_rebalance(self) -> None:
         if self.ctx is None:
             return
-        from ..splits.folds import SplitError, label_table, rebalance
-
         try:
-            after = rebalance(self.ctx.case_labels, folds=len(self.splits) if self.splits else 5)
+            after = self.ctx.rebalanced(folds=len(self.splits) if self.splits else 5)
         except SplitError as e:
             self.app.notify(str(e), severity="error", title="cannot rebalance")
             return
         body = Table.grid(padding=(0, 4))
         body.add_row(Text("before", style="bold"), Text("after", style="bold"))
-        before = matrix_text(label_table(self.splits, self.ctx.case_labels, self.ctx.names)) \
-            if self.splits else Text("no usable splits_final.json")
-        body.add_row(before, matrix_text(label_table(after, self.ctx.case_labels, self.ctx.names)))
+        before = matrix_text(self.ctx.table(self.splits)) if self.splits else Text("no usable splits_final.json")
+        body.add_row(before, matrix_text(self.ctx.table(after)))
         plan = self.ws.plan_rebalance(self.dataset)
         wrapper = Table.grid()
         wrapper.add_row(body)
