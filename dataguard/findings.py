@@ -11,7 +11,6 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 # control characters (and Unicode line breaks) would break a table row, a CSV line or a
 # terminal: shown as escapes, like the non-UTF-8 bytes
 _CONTROL_ESCAPES = {**{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f, *range(0x80, 0xa0))},

@@ -17,7 +17,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .engine import (
+    scanner,  # scanner.scan at call time: tests and tools may wrap it
+    stat_index,
+)
+from .engine.caseinfo import case_infos, from_summary
+from .engine.executors import as_executor, check_mounts, connect, is_dask_client
+from .engine.layout import discover
 from .engine.manifest import DEFAULT_DIR
+from .engine.slices import SliceError, config_slice, raw_slice
+from .engine.verifier import verify
+from .engine.walk import file_ending, load_dataset_json
+from .errors import UsageError
+from .evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
+from .evaluate.validation import run_validation, validation_calls
+from .evaluate.weights import check_weights, load_oof, search
+from .findings import Finding
+from .nnunet import plan_and_preprocess
+from .repair.apply import apply_plan
+from .repair.plan import Action, plan_repairs
+from .repair.restore import quarantine_list, restore
+from .spec import load_spec, parse_spec
+from .splits.context import context_from_result
+from .splits.folds import (
+    NNUNET_FOLDS,
+    SplitError,
+    label_table,
+    load_splits,
+    nnunet_default_split,
+    write_splits,
+)
+from .submit.archive import build_archive, run_checks, write_manifest
+from .submit.ensemble import Weights, ensemble_folders, nnunet_meta, writer_for
+from .submit.pipeline import predict_and_ensemble
+from .submit.predict import parse_model, predict_model
+from .submit.predictions import (
+    check_test_images,
+    load_prediction_set,
+    load_probability_inputs,
+    test_images,
+)
+from .train.logs import DEFAULT_PATIENCE, load_runs, plot_runs
+from .train.session import prepare, train
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -51,7 +92,6 @@ class Workspace:
         self.targets = list(targets) if targets else None
         self.manifest_dir = Path(manifest_dir)
         self.jobs = jobs
-        from .engine.executors import as_executor, connect, is_dask_client
 
         if isinstance(executor, str):            # "local" or "dask://host:port", as --executor takes it
             executor = connect(executor)
@@ -66,14 +106,12 @@ class Workspace:
     def datasets(self) -> list:
         """The discovered datasets (layout.Dataset), found once."""
         if self._datasets is None:
-            from .engine.layout import discover
 
             self._datasets = discover(self.targets)
         return self._datasets
 
     def dataset(self, name: str | None = None):
         """One dataset by name; with None, the only one (DataguardError when ambiguous)."""
-        from .errors import UsageError
 
         ds = self.datasets
         if name is None:
@@ -88,7 +126,6 @@ class Workspace:
     def _check_mounts(self) -> None:
         """With a Dask cluster: a smoke task first, so a missing mount is one clear error."""
         if self.client is not None and not getattr(self, "_mounts_ok", False):
-            from .engine.executors import check_mounts
 
             check_mounts(self.client, [r for d in self.datasets for r in (d.raw, d.preprocessed)])
             self._mounts_ok = True
@@ -96,11 +133,10 @@ class Workspace:
     def scan(self, full: bool = False, select=None, ignore=None, on_progress=None,
              cancel: threading.Event | None = None, write_manifest: bool = True):
         """Scan every dataset (incrementally, unless full). Returns and remembers a ScanResult."""
-        from .engine.scanner import scan
 
         self._check_mounts()
 
-        res = scan(datasets=self.datasets, manifest_dir=self.manifest_dir, full=full, jobs=self.jobs,
+        res = scanner.scan(datasets=self.datasets, manifest_dir=self.manifest_dir, full=full, jobs=self.jobs,
                    select=select, ignore=ignore, on_progress=on_progress, write_manifest=write_manifest,
                    executor=self.executor, cancel=cancel)
         if not res.cancelled and not select and not ignore:
@@ -109,7 +145,6 @@ class Workspace:
 
     def verify(self, select=None, ignore=None, on_progress=None, cancel: threading.Event | None = None):
         """Re-hash every file against the manifest (DG701-DG703); never updates it."""
-        from .engine.verifier import verify
 
         self._check_mounts()
 
@@ -120,9 +155,6 @@ class Workspace:
     def recorded(self) -> tuple[list, list, float | None]:
         """What the last scan recorded, read without touching the data: (cases, findings,
         when). Cases come without their file lists; a face shows these at once, then scans."""
-        from .engine import stat_index
-        from .engine.caseinfo import from_summary
-        from .findings import Finding
 
         cases, findings, when = [], [], None
         for ds in self.datasets:
@@ -146,13 +178,10 @@ class Workspace:
     # --- cases -------------------------------------------------------------------------------
     def cases(self, dataset: str | None = None) -> list:
         """Every case (raw and every configuration) with status, findings, files, facts, fold."""
-        from .engine.caseinfo import case_infos
 
         return case_infos(self._result(), dataset)
 
     def case(self, dataset: str, case: str):
-        from .engine.caseinfo import case_infos
-        from .errors import UsageError
 
         for c in case_infos(self._result(), dataset):
             if c.case == case:
@@ -166,13 +195,11 @@ class Workspace:
         source: "raw" (imagesTr channel 0 + labelsTr) or "preprocessed" (config: the
         configuration folder, default the first one holding the case).
         """
-        from .engine.slices import SliceError, config_slice, raw_slice
 
         ds = self.dataset(dataset)
         if source == "raw":
             if ds.raw is None:
                 raise SliceError(f"{ds.name} has no raw folder")
-            from .engine.walk import file_ending, load_dataset_json
 
             return raw_slice(ds.raw, case, file_ending(load_dataset_json(ds)), axis, index)
         if source != "preprocessed":
@@ -186,7 +213,6 @@ class Workspace:
     # --- repair ------------------------------------------------------------------------------
     def plan(self, select=None, cases=None) -> list:
         """Repair actions for the latest scan's findings (scans first if needed); touches nothing."""
-        from .repair.plan import plan_repairs
 
         return plan_repairs(self._result(), select=select, cases=cases)
 
@@ -198,7 +224,6 @@ class Workspace:
         "action", "detail"} per action. cancel stops between actions; what was done stays
         done and journalled (`restore` undoes it).
         """
-        from .repair.apply import apply_plan
 
         before = self._result()
         run = RepairRun(plan=plan, before=before)
@@ -233,7 +258,6 @@ class Workspace:
 
     def restore(self, run_id: str | None = None) -> list:
         """Undo a repair run (default: the latest on these datasets), byte for byte."""
-        from .repair.restore import restore
 
         reports = restore(self.datasets, run_id=run_id)
         self.last = None
@@ -241,25 +265,20 @@ class Workspace:
 
     def quarantine(self) -> list:
         """What repairs moved aside, per run (repair.restore.Held)."""
-        from .repair.restore import quarantine_list
 
         return quarantine_list(self.datasets)
 
     def label_names(self, dataset: str | None = None) -> dict[int, str]:
         """{label value: name} from the dataset's dataset.json (region labels by first value)."""
-        from .spec import parse_spec
-        from .engine.walk import load_dataset_json
 
         return parse_spec(load_dataset_json(self.dataset(dataset)) or {}).foreground_names
 
     # --- splits ------------------------------------------------------------------------------
     def plan_rebalance(self, dataset: str | None = None) -> list:
         """The one action that writes stratified splits for a dataset (apply it like any plan)."""
-        from .repair.plan import Action
 
         ds = self.dataset(dataset)
         if ds.preprocessed is None:
-            from .errors import UsageError
 
             raise UsageError(f"{ds.name} has no preprocessed folder: splits_final.json lives there")
         return [Action(kind="regenerate-splits", dataset=ds.name, target="preprocessed/splits_final.json",
@@ -267,14 +286,12 @@ class Workspace:
 
     def splits_context(self, dataset: str | None = None):
         """Training cases and their labels for one dataset, from the latest scan (no second scan)."""
-        from .splits.context import context_from_result
 
         ds = self.dataset(dataset)
         return context_from_result(self._result(), ds)
 
     def write_splits(self, dataset: str | None, splits, dry_run: bool = False):
         """The one splits writer (`splits rebalance` and repair both use splits.write_splits)."""
-        from .splits.folds import write_splits
 
         ds = self.dataset(dataset)
         backup = write_splits(Path(ds.preprocessed) / "splits_final.json", splits, dry_run=dry_run)
@@ -295,21 +312,17 @@ class Workspace:
 
     def test_images(self, images_dir: Path) -> dict:
         """Test cases of a folder: case -> its channel files (case_0000.nii.gz, ...)."""
-        from .submit.predictions import test_images
 
         return test_images(Path(images_dir))
 
     def check_test_images(self, images_dir: Path) -> list:
         """The raw-data checks on a folder of test images (`case_0000.nii.gz`, ...)."""
-        from .submit.predictions import check_test_images
 
         return check_test_images(Path(images_dir))
 
     def check_predictions(self, source: Path, images_dir: Path, dataset_json: Path | None = None,
                           dataset: str | None = None, on_case=None):
         """A prediction folder or zip against its test images: (PredictionSet, DG601-DG606 findings)."""
-        from .submit.predictions import load_prediction_set
-        from .submit.archive import run_checks
 
         common = self.label_shares(dataset) if dataset is not None else {}
         ps = load_prediction_set(Path(source), Path(images_dir), dataset_json, common, on_case=on_case)
@@ -318,7 +331,6 @@ class Workspace:
     def package_submission(self, ps, out_zip: Path, images_dir: Path, dataset_json: Path | None = None, *,
                            fix_dtype: bool = False, on_member=None, **provenance):
         """Write, verify and describe the archive: (ArchiveReport, manifest path)."""
-        from .submit.archive import build_archive, write_manifest
 
         report = build_archive(ps, Path(out_zip), Path(images_dir), dataset_json, fix_dtype=fix_dtype,
                                common=ps.common, on_member=on_member)
@@ -326,21 +338,17 @@ class Workspace:
 
     def check_probabilities(self, folders: dict, expected: set | None = None):
         """An ensemble's inputs: (ProbabilityInputs, DG607 findings)."""
-        from .submit.predictions import load_probability_inputs
-        from .submit.archive import run_checks
 
         pi = load_probability_inputs({k: Path(v) for k, v in folders.items()}, expected)
         return pi, run_checks(pi, "probabilities")
 
     def ensemble(self, pi, out_dir: Path, weights, postprocess: str = "none", on_case=None):
         """Weighted per-label ensemble of checked probability inputs into label maps."""
-        from .submit.ensemble import ensemble_folders
 
         return ensemble_folders(pi.folders, Path(out_dir), weights, postprocess, files=pi.files, on_case=on_case)
 
     def predict(self, model, dataset: str, images_dir: Path, work: Path, **kw):
         """One model's probabilities through nnUNetv2_predict (reused when nothing changed)."""
-        from .submit.predict import predict_model
 
         return predict_model(model, dataset, Path(images_dir), Path(work), **kw)
 
@@ -348,7 +356,6 @@ class Workspace:
                              dataset: str | None = None, **kw):
         """`submit --model` up to the archive: check the test images, predict with every model,
         check the probabilities, ensemble (submit.pipeline.PipelineResult says where it stopped)."""
-        from .submit.pipeline import predict_and_ensemble
 
         return predict_and_ensemble(models, self.dataset(dataset).name, Path(images_dir), Path(work), weights,
                                     postprocess, **kw)
@@ -367,8 +374,6 @@ class Workspace:
         cross-validation model under $nnUNet_results/<dataset>."""
         import os
 
-        from .errors import UsageError
-        from .submit.predict import parse_model
 
         ds = self.dataset(dataset)
         results = os.environ.get("nnUNet_results")
@@ -392,9 +397,6 @@ class Workspace:
                  dataset: str | None = None, on_case=None):
         """Per case, fold and label Dice of models' validation predictions (or one loose folder
         given as fold `fold`), with DG802 on their case sets."""
-        from .errors import UsageError
-        from .evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
-        from .spec import load_spec
 
         ds = self.dataset(dataset)
         if ds.preprocessed is None:
@@ -415,10 +417,6 @@ class Workspace:
 
     def out_of_fold(self, specs: list[str], dataset: str | None = None, on_case=None):
         """Out-of-fold probabilities of the models on the cases they share, and the references."""
-        from .submit.ensemble import nnunet_meta, writer_for
-        from .evaluate.crossval import foreground_labels
-        from .spec import load_spec
-        from .evaluate.weights import load_oof
 
         ds = self.dataset(dataset)
         models = self.models(specs, ds.name)
@@ -431,15 +429,12 @@ class Workspace:
 
     def load_weights(self, path: Path | None, models: list[str]):
         """An ensemble weights file (submit.ensemble.Weights); None: equal weights."""
-        from .submit.ensemble import Weights
 
         return Weights.load(path, models)
 
     def suggest_weights(self, oof, step: float = 0.1):
         """Per-label ensemble weights from out-of-fold probabilities, and DG803 on them:
         (evaluate.weights.Suggestion, findings)."""
-        from .evaluate.weights import check_weights, search
-        from .submit.ensemble import Weights
 
         sug = search(oof, step=step)
         single = {m: sug.single[m] for m in sug.models}
@@ -449,19 +444,16 @@ class Workspace:
     def validation_calls(self, models: list, missing: dict, dataset: str | None = None) -> list:
         """nnU-Net's `--val --npz` call for each fold without out-of-fold probabilities:
         [(model, fold, TrainCall)]."""
-        from .evaluate.validation import validation_calls
 
         return validation_calls(self.dataset(dataset).name, models, missing)
 
     def run_validation(self, calls: list, trust: tuple = (), on_call=None) -> None:
         """Run those calls, each checkpoint proven plain data first."""
-        from .evaluate.validation import run_validation
 
         run_validation(calls, trust, on_call)
 
     def check_weights(self, weights, specs: list[str], source: str, dataset: str | None = None):
         """DG803: weights against each model's out-of-fold Dice per label (from evaluate)."""
-        from .evaluate.weights import check_weights
 
         ev = self.evaluate(specs, dataset=dataset)
         oof = {m: {lab: v["mean_dice"] for lab, v in ev.per_label(m).items()} for m in ev.models()}
@@ -471,14 +463,12 @@ class Workspace:
     @staticmethod
     def plan_and_preprocess(raw: Path, preprocessed: Path, dataset_id: int, configurations=("2d",)) -> None:
         """nnU-Net's own nnUNetv2_plan_and_preprocess of one raw dataset (how the demo makes its data)."""
-        from .nnunet import plan_and_preprocess
 
         plan_and_preprocess(Path(raw), Path(preprocessed), dataset_id, tuple(configurations))
 
     def prepare_training(self, dataset: str, configuration: str, fold: int | str, **kw):
         """The gate (scanning through this Workspace) and nnU-Net's training call:
         (train.preflight.Preflight, train.launch.TrainCall). See train.session.prepare."""
-        from .train.session import prepare
 
         return prepare(dataset, configuration, fold, scan=self._scan_dataset, **kw)
 
@@ -490,27 +480,23 @@ class Workspace:
 
     def train(self, preflight, call, patience: int | None = None, on_event=None):
         """Run a prepared training to its end and judge it (train.session.TrainResult)."""
-        from .train.session import train
 
         return train(preflight, call, patience, on_event)
 
     def training_runs(self, path: Path, patience: int | None = None) -> list:
         """Every training run under `path` read from nnU-Net's logs (train.logs.Run), judged
         (collapses, wasted epochs) with that patience."""
-        from .train.logs import DEFAULT_PATIENCE, load_runs
 
         return load_runs(Path(path), patience=DEFAULT_PATIENCE if patience is None else patience)
 
     def plot_training(self, runs: list, path: Path) -> Path:
         """Per-label pseudo Dice of runs as a PNG."""
-        from .train.logs import plot_runs
 
         return plot_runs(runs, path)
 
     def folds_view(self, dataset: str | None = None):
         """The folds x labels table every face shows: of splits_final.json, or of the split
         nnU-Net will write when there is none yet. (context, splits or None, table or None, note)."""
-        from .splits.folds import NNUNET_FOLDS, SplitError, label_table, load_splits, nnunet_default_split
 
         ctx = self.splits_context(dataset)
         note = None

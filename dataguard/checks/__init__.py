@@ -8,8 +8,28 @@ derive from this registry.
 """
 from __future__ import annotations
 
-from .registry import (DatasetCheck, FileCheck, FileInput, Selection, SetCheck, all_checks, dataset_checks,
-                       file_checks, get, register, set_checks, unregister, versions, wanted)
+from .b2nd import check_b2nd
+from .files import empty_findings, junk_findings
+from .metadata import check_metadata_file
+from .npz import check_npy, check_npz
+from .pickles import check_pkl
+from .raw import check_image
+from .registry import (
+    DatasetCheck,
+    FileCheck,
+    FileInput,
+    Selection,
+    SetCheck,
+    all_checks,
+    dataset_checks,
+    file_checks,
+    get,
+    register,
+    set_checks,
+    unregister,
+    versions,
+    wanted,
+)
 
 VERIFY_CODES = ("DG701", "DG702", "DG703")
 SCAN_CODES = ("DG001",)      # any check that raises: reported by the scanner, never by a check
@@ -18,49 +38,41 @@ DATA_KINDS = frozenset({"npz", "npy", "b2nd", "pkl", "image", "label"})
 
 # --- per-file checks: thin adapters, the work lives in the family modules ----------------------
 def _junk(inp: FileInput):
-    from .files import junk_findings
 
     return junk_findings(inp.task, inp.src.read(4)), {}
 
 
 def _empty(inp: FileInput):
-    from .files import empty_findings
 
     return empty_findings(inp.task, inp.size), {}
 
 
 def _npz(inp: FileInput):
-    from .npz import check_npz
 
     return check_npz(inp.task, inp.src)
 
 
 def _npy(inp: FileInput):
-    from .npz import check_npy
 
     return check_npy(inp.task, inp.src, inp.size)
 
 
 def _b2nd(inp: FileInput):
-    from .b2nd import check_b2nd
 
     return check_b2nd(inp.task)
 
 
 def _pkl(inp: FileInput):
-    from .pickles import check_pkl
 
     return check_pkl(inp.task, inp.data if inp.data is not None else inp.src.read())
 
 
 def _image(inp: FileInput):
-    from .raw import check_image
 
     return check_image(inp.task, inp.src)
 
 
 def _metadata(inp: FileInput):
-    from .metadata import check_metadata_file
 
     return check_metadata_file(inp.task, inp.data if inp.data is not None else inp.src.read())
 

@@ -11,8 +11,9 @@ import os
 import stat as statmod
 
 from ..findings import Finding, Fix, Severity, finding
-from ..fsio import blake3_file, hash_stream  # noqa: F401 - re-exported for the checks
-from .base import FileTask, FileResult
+from ..fsio import blake3_file, hash_stream, open_nonblocking  # noqa: F401 - re-exported for the checks
+from .base import FileResult, FileTask
+from .registry import FileInput, file_checks, get
 
 APPLEDOUBLE_MAGIC = (b"\x00\x05\x16\x07", b"\x00\x05\x16\x00")  # AppleDouble, AppleSingle
 OS_JUNK = {".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".spotlight-v100", ".trashes"}
@@ -114,8 +115,6 @@ def check_file(task: FileTask) -> FileResult:
 
     A check that raises becomes a DG001 finding for this file and the next check runs.
     """
-    from ..fsio import open_nonblocking
-    from .registry import FileInput, file_checks, get    # the package registered them on import
 
     res = FileResult(rel=task.rel)
     try:

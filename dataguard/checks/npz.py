@@ -12,8 +12,15 @@ import zipfile
 
 from ..errors import MemberError
 from ..findings import Finding, Fix, finding
-from .base import (CHUNK, MAX_OUT, FileTask, ValueSummary, expected_nbytes, parse_npy_header,
-                   summary_findings)
+from .base import (
+    CHUNK,
+    MAX_OUT,
+    FileTask,
+    ValueSummary,
+    expected_nbytes,
+    parse_npy_header,
+    summary_findings,
+)
 
 try:  # ISA-L is a declared dependency, zlib the fallback that always exists
     from isal import isal_zlib as _z

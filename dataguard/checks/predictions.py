@@ -6,9 +6,19 @@ DG603 the DG304 geometry tolerances.
 """
 from __future__ import annotations
 
+import math
+
 from ..findings import Finding, Fix, Severity, finding
 from .raw import CAST_TOLERANCE
 from .rawset import _geometry_problems
+
+NEAR_ZERO_DICE = 0.05           # DG803: a model's out-of-fold Dice for a label at or below this
+
+
+def near_zero(v: float | None) -> bool:
+    """A Dice that says the model never got this label right (nan is no evidence either way)."""
+    return v is not None and not math.isnan(v) and v <= NEAR_ZERO_DICE
+
 
 COMMON_SHARE = 0.9          # DG605: a label in more than this share of training cases
 
@@ -161,7 +171,6 @@ def evaluation_case_sets(ev) -> list[Finding]:
 
 def weights_on_useless_models(wc) -> list[Finding]:
     """DG803 (warning): a weight > 0 for a model whose out-of-fold Dice for that label is ~0."""
-    from ..evaluate.crossval import NEAR_ZERO_DICE, near_zero
 
     out = []
     for lab, per_model in sorted(wc.weights.items()):

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, runtime_checkable
 
+from ..findings import code_matches
+
 ALL_KINDS = None    # a file check with kinds=None applies to every file
 
 
@@ -155,7 +157,6 @@ def versions() -> dict[str, int]:
 
 def wanted(check, select: Iterable[str] | None, ignore: Iterable[str] | None) -> bool:
     """False when --select/--ignore exclude every code the check can emit."""
-    from ..findings import code_matches
 
     return any((not select or code_matches(code, list(select)))
                and not (ignore and code_matches(code, list(ignore))) for code in check.codes)

@@ -10,7 +10,13 @@ import json
 
 from ..findings import Finding, Fix, Severity, finding
 from ..fsio import read_regular
-from ..splits.folds import SplitError, label_counts, load_splits
+from ..splits.folds import (
+    NNUNET_FOLDS,
+    SplitError,
+    label_counts,
+    load_splits,
+    nnunet_default_split,
+)
 from .cases import DatasetView, case_labels
 from .rawset import complete_cases, view_spec
 
@@ -69,7 +75,6 @@ def _predicted(view: DatasetView) -> list[Finding]:
     """
     import dataclasses
 
-    from ..splits.folds import NNUNET_FOLDS, nnunet_default_split
 
     if view.preprocessed_root is None:
         return []

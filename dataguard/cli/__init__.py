@@ -9,9 +9,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import ExitCode, UsageError  # noqa: F401 - re-exported for scripts
-
-
+from .. import __version__
+from ..errors import DataguardError
+from . import (
+    demo,
+    evaluate,
+    explain,
+    logs,
+    repair,
+    report,
+    scan,
+    splits,
+    submit,
+    train,
+    tui,
+    verify,
+)
+from .common import ExitCode, UsageError, plain  # noqa: F401 - re-exported for scripts
 
 EPILOG = """\
 examples:
@@ -37,7 +51,6 @@ exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage error, 3 internal er
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="dataguard",
@@ -47,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from . import demo, evaluate, explain, logs, report, repair, scan, splits, submit, train, tui, verify
 
     for command in (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, report, demo):
         command.add_parser(sub)
@@ -102,12 +114,10 @@ def _main(argv: list[str] | None) -> int:
     if args.command is None:
         parser.print_help()
         return ExitCode.USAGE
-    from ..errors import DataguardError
 
     try:
         return int(args.func(args))
     except DataguardError as e:
-        from .common import plain
 
         print(f"dataguard: error: {plain(e)}", file=sys.stderr)
         return getattr(e, "exit_code", ExitCode.USAGE)     # NnUNetError: 1, nnU-Net itself failed
@@ -125,7 +135,6 @@ def _main(argv: list[str] | None) -> int:
 def _internal(e: Exception, args) -> int:
     if args.debug:
         raise e
-    from .common import plain
 
     print(plain(f"dataguard: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)"),
           file=sys.stderr)

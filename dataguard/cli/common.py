@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from ..findings import ExitCode, verdict
+from ..findings import ExitCode, catalogue, printable, verdict
+from ..workspace import Workspace
+from . import render as report
+from .progress import ByteProgress
 
 __all__ = ["ExitCode", "UsageError", "add_target_args", "add_output_args", "split_codes", "progress",
            "console", "plain_console", "targets", "workspace", "render", "note", "verdict"]
@@ -58,7 +61,6 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 def split_codes(values: list[str]) -> list[str]:
     """`--select DG2,DG101 --select DG5` -> ["DG2", "DG101", "DG5"]; unknown codes are a usage error."""
-    from ..findings import catalogue
 
     out = [c.strip().upper() for v in values for c in v.split(",") if c.strip()]
     known = catalogue()
@@ -76,7 +78,6 @@ def targets(args) -> list[str] | None:
 def workspace(args, target_list: list[str] | None = None):
     """The one way a command builds its Workspace: the datasets it names (or `target_list`),
     and --manifest-dir, -j and --executor when the command has them."""
-    from ..workspace import Workspace
 
     if jobs := getattr(args, "jobs", None):
         if jobs < 1:
@@ -90,7 +91,6 @@ def progress(args):
     """A rich progress bar on stderr, or None when not wanted / not a terminal."""
     if getattr(args, "no_progress", False) or not sys.stderr.isatty():
         return None
-    from .progress import ByteProgress
 
     return ByteProgress()
 
@@ -129,7 +129,6 @@ def note(msg: str) -> None:
 
 def plain(msg) -> str:
     """Text for a terminal: control characters of names as backslash escapes, line breaks kept."""
-    from ..findings import printable
 
     return "\n".join(printable(line) for line in str(msg).split("\n"))
 
@@ -139,14 +138,12 @@ def shown(value) -> str:
     file name prints as those characters, and printable, so no escape sequence gets through."""
     from rich.markup import escape
 
-    from ..findings import printable
 
     return escape(printable(str(value)))
 
 
 def render(result, args) -> int:
     """Findings to stdout in the chosen format, summary to stderr, exit code by --fail-on."""
-    from . import render as report
 
     fmt = args.format or "table"
     if fmt == "json":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..demo.project import run_demo
 from .common import note, progress, render
 
 
@@ -21,7 +22,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from ..demo.project import run_demo
 
     args.fail_on = "never"   # the demo's findings are the point, not a failure
     result = run_demo(args.dir, n_cases=args.cases, force=args.force, log=note, progress=progress(args))

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from ..findings import Severity
 from ..fsio import atomic_write_text
-from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
+from .common import (
+    ExitCode,
+    UsageError,
+    add_engine_args,
+    console,
+    note,
+    shown,
+    workspace,
+)
 from .render import render_findings
 
 EVAL_EPILOG = """\

@@ -1,6 +1,7 @@
 """`dataguard explain`: what a finding code means and how it is fixed."""
 from __future__ import annotations
 
+from ..findings import catalogue
 from .common import ExitCode, UsageError
 
 
@@ -11,7 +12,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_explain(args) -> int:
-    from ..findings import catalogue
 
     cat = catalogue()
     if not args.codes:

@@ -6,8 +6,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from ..findings import FIELDS, Severity
-from ..findings import printable
+from ..findings import FIELDS, Severity, printable
 
 if TYPE_CHECKING:
     from ..engine.scanner import ScanResult

@@ -6,8 +6,18 @@ import contextlib
 import json
 import sys
 
-from .common import (ExitCode, UsageError, add_target_args, console, note, progress, split_codes, verdict,
-                     workspace)
+from . import render as report
+from .common import (
+    ExitCode,
+    UsageError,
+    add_target_args,
+    console,
+    note,
+    progress,
+    split_codes,
+    verdict,
+    workspace,
+)
 
 REPAIR_EPILOG = """\
 what it does per finding:
@@ -84,7 +94,6 @@ def _confirm_from_terminal(plan) -> bool:
 
 
 def cmd_repair(args) -> int:
-    from . import render as report
 
     confirm = (lambda plan: True) if args.yes else _confirm_from_terminal
     out = console()

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 from ..fsio import atomic_write_text
+from ..report.collect import collect
+from ..report.render import render_html
 from .common import ExitCode, UsageError, add_target_args, note, workspace
 
 EPILOG = """\
@@ -39,8 +41,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from ..report.collect import collect
-    from ..report.render import render_html
 
     if args.cases < 0:
         raise UsageError("--cases must be >= 0")

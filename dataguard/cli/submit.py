@@ -5,7 +5,16 @@ import argparse
 from pathlib import Path
 
 from ..findings import Severity
-from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
+from .common import (
+    ExitCode,
+    UsageError,
+    add_engine_args,
+    console,
+    note,
+    shown,
+    workspace,
+)
+from .evaluate import add_suggest_parser
 from .progress import CountProgress
 from .render import render_findings
 
@@ -86,7 +95,6 @@ def add_parser(sub) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     _combine_args(comb, required=True)
     comb.set_defaults(func=cmd_ensemble)
-    from .evaluate import add_suggest_parser
 
     add_suggest_parser(group)
 

@@ -6,8 +6,18 @@ import functools
 import sys
 from pathlib import Path
 
-from .common import ExitCode, UsageError, add_engine_args, console, note, shown, split_codes, workspace
+from .common import (
+    ExitCode,
+    UsageError,
+    add_engine_args,
+    console,
+    note,
+    shown,
+    split_codes,
+    workspace,
+)
 from .live_view import LiveView
+from .logs import render_runs
 
 EPILOG = """\
 examples:
@@ -169,7 +179,6 @@ def _train(ws, pf, call, args) -> int:
 def _summary(pf, run, art, outcome, call, args) -> None:
     from rich.text import Text
 
-    from .logs import render_runs
 
     out = console()
     if run is not None and run.epochs:

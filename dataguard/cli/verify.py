@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import contextlib
 
-from .common import add_output_args, add_target_args, progress, render, split_codes, workspace
+from .common import (
+    add_output_args,
+    add_target_args,
+    progress,
+    render,
+    split_codes,
+    workspace,
+)
 
 
 def add_parser(sub) -> None:

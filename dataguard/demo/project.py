@@ -17,6 +17,7 @@ from typing import Callable
 
 from ..errors import UsageError
 from ..workspace import Workspace
+from .synthetic import write_raw_dataset
 
 MARKER = ".dataguard-demo"
 MODERN, LEGACY = (901, "DemoCardiac"), (902, "DemoCardiacLegacy")
@@ -45,7 +46,6 @@ def build_demo(root: Path, n_cases: int = 10, log: Callable[[str], None] = print
 
 def build_clean(root: Path, n_cases: int = 10, log: Callable[[str], None] = print) -> None:
     """Raw + real nnunetv2 2d preprocessing (b2nd) + a legacy .npz copy, all healthy."""
-    from .synthetic import write_raw_dataset
 
     raw_root, pre_root = root / "nnUNet_raw", root / "nnUNet_preprocessed"
     (root / "nnUNet_results").mkdir(parents=True, exist_ok=True)

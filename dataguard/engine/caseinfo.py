@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..findings import Finding, Severity
+from ..splits.folds import SplitError, load_splits
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,6 @@ def _config_facts(files: list[tuple[object, object]], plans: dict | None) -> Cas
 
 def val_folds_of(ds) -> dict[str, int]:
     """case -> index of the fold whose validation set holds it (from splits_final.json)."""
-    from ..splits.folds import SplitError, load_splits
 
     if ds is None or ds.preprocessed is None:
         return {}

@@ -20,8 +20,8 @@ import re
 import time
 from pathlib import Path
 
-from ..fsio import blake3_file
 from ..errors import DataguardError
+from ..fsio import blake3_file
 
 SOUND_TORCH = (2, 10)          # the first torch with both weights_only fixes
 ADVISORIES = "CVE-2025-32434 (fixed in torch 2.6.0) and CVE-2026-24747 (fixed in torch 2.10.0)"

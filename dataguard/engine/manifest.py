@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks.base import FileResult, FileTask
-from ..findings import Finding
 from ..errors import DataguardError
+from ..findings import Finding
 from ..fsio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
 
 try:

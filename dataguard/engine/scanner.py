@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 import threading
-from _blake2 import blake2b     # hashlib would load OpenSSL's _hashlib: 3 ms per start
+import time
+from _blake2 import blake2b  # hashlib would load OpenSSL's _hashlib: 3 ms per start
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from .. import __version__
 from ..checks import Selection, versions
 from ..checks import get as get_check
 from ..checks.base import FileResult, FileTask
 from ..checks.cases import DatasetView
 from ..checks.files import check_batch
-from .executors import on_cluster
 from ..findings import Finding, Severity, code_matches, finding
+from . import stat_index
+from .caseinfo import summary, view_cases
+from .executors import on_cluster
 from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest, gc_paused, gc_release, json_canonical
 from .walk import list_files
@@ -91,7 +94,6 @@ class ScanResult:
                 "bytes_checked": s.bytes_checked, "seconds": round(s.seconds, 3)}
 
     def to_dict(self) -> dict:
-        from .. import __version__
 
         return {
             "version": 1,
@@ -318,7 +320,6 @@ def dataset_signature(view: DatasetView, vers: dict[str, int]) -> bytes:
 
     ~0.1 s of CPU for 30,000 files; running the dataset checks on them costs ~1 s.
     """
-    from .. import __version__
 
     h = blake2b(digest_size=20)
     h.update(json_canonical({"dataguard": __version__, "versions": vers, "meta": view.meta,
@@ -498,7 +499,6 @@ class LazyViews(dict):
 def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progress,
           write_manifest, executor, cancel, force_parallel) -> ScanResult:
     """Datasets the stat index vouches for are answered from it; the rest are scanned."""
-    from . import stat_index
 
     t0 = time.perf_counter()
     dsets = datasets if datasets is not None else discover(targets)
@@ -542,7 +542,6 @@ def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progre
 
 def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
                write_manifest, executor, cancel, force_parallel) -> ScanResult:
-    from . import stat_index
 
     t0 = time.perf_counter()
     sel = Selection.of(select, ignore)
@@ -638,8 +637,6 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
                 try:
                     man.save()
                     if not cancelled and not files.findings and len(results) == len(files.tasks):
-                        from .caseinfo import summary, view_cases
-
                         stat_index.write(man.path, stat_index.key_of(ds, vers, select, ignore),
                                          [(rel, r.size, r.mtime_ns, r.inode, r.blake3 or "")
                                           for rel, r in results.items()], mine,

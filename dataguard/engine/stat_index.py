@@ -18,6 +18,7 @@ import stat as statmod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..findings import Finding
 from ..fsio import atomic_write_bytes, hash_stream, open_nonblocking
 from .manifest import json_dumps, json_loads
@@ -41,7 +42,6 @@ def index_path(manifest_path: Path) -> Path:
 
 def key_of(ds, versions: dict[str, int], select, ignore) -> str:
     """Everything besides the files that the recorded findings depend on."""
-    from .. import __version__
 
     return json_dumps({"dataguard": __version__, "versions": versions, "select": sorted(select or []),
                        "ignore": sorted(ignore or []), "roots": {k: str(v) for k, v in ds.roots().items()},

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..checks.base import FileResult, FileTask
-from ..findings import Fix, finding
 from ..errors import Cancelled
+from ..findings import Fix, finding
 from ..fsio import hash_stream, open_nonblocking
 from .layout import Dataset, discover
 from .manifest import DEFAULT_DIR, Manifest, ManifestError

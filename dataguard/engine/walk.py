@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..checks.base import FileTask
 from ..checks.files import OS_JUNK, config_file_kind
-from ..findings import Finding, display, finding, printable
+from ..findings import Finding, display, finding
 from ..fsio import read_json
 from ..spec import file_ending_of, parse_spec
 from .layout import Dataset

@@ -13,14 +13,14 @@ true positives and both volumes.
 from __future__ import annotations
 
 import json
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-
-NEAR_ZERO_DICE = 0.05           # DG803: a model's out-of-fold Dice for a label at or below this
+from ..submit.archive import run_checks
+from ..submit.predictions import PRED_ENDING
+from ..visual import label_colour
 
 
 @dataclass
@@ -136,7 +136,6 @@ def foreground_labels(spec) -> dict[int, str]:
 
 
 def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> list[FoldSource]:
-    from ..submit.predictions import PRED_ENDING
 
     out = []
     for k, folder in sorted(folder_of.items()):
@@ -152,8 +151,6 @@ def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> 
 def evaluate(dataset: str, gt_dir: Path, labels: dict[int, str], sources: list[FoldSource], *,
              jobs: int | None = None, on_case=None) -> Evaluation:
     """Score every predicted case that has a reference, then judge the case sets (DG802)."""
-    from ..submit.predictions import PRED_ENDING
-    from ..submit.archive import run_checks
 
     ev = Evaluation(dataset, labels, sources)
     work = [(s, c) for s in sources for c in s.found if (gt_dir / f"{c}{PRED_ENDING}").is_file()]
@@ -207,7 +204,6 @@ def plot(ev: Evaluation, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ..visual import label_colour
 
     models = ev.models()
     fig = Figure(figsize=(11, 3.2 * len(models) + 0.5))
@@ -250,7 +246,3 @@ def plot(ev: Evaluation, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(str(path), format="png", dpi=90)
     return Path(path)
-
-
-def near_zero(v: float | None) -> bool:
-    return v is not None and not math.isnan(v) and v <= NEAR_ZERO_DICE

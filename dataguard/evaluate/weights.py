@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from ..submit.archive import run_checks
+from ..submit.ensemble import combine, read_probabilities
+from ..submit.predictions import find_probabilities
+from .crossval import overlap
 
 
 @dataclass
@@ -58,7 +62,6 @@ def simplex(n_models: int, step: float = 0.1) -> list[tuple[float, ...]]:
 
 def _dice_per_label(segs: list, refs: list, labels: list[int]) -> dict[int, float | None]:
     """Mean Dice per label over the cases whose reference has it (evaluate's rule)."""
-    from .crossval import overlap
 
     sums: dict[int, list[float]] = {lab: [] for lab in labels}
     for seg, ref in zip(segs, refs):
@@ -105,7 +108,6 @@ class Suggestion:
 def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None) -> Suggestion:
     import numpy as np
 
-    from ..submit.ensemble import combine
 
     models, labels = oof.models, list(oof.labels)
     cases = [c for c in oof.cases if c in oof.probs and c in oof.refs]
@@ -173,8 +175,6 @@ def load_oof(model_folds: dict[str, dict[int, Path]], gt_dir: Path, labels: dict
              reader=None, on_case=None) -> OOF:
     """Out-of-fold probabilities (fold_X/validation/*.npz) of each model and the references,
     read with nnU-Net's own reader so both are in the same array space."""
-    from ..submit.ensemble import read_probabilities
-    from ..submit.predictions import find_probabilities
 
     models = list(model_folds)
     oof = OOF(models, labels, [])
@@ -215,7 +215,6 @@ def _read_ref(gt_dir: Path, case: str, reader):
 
 def check_weights(weights, oof_dice: dict[str, dict[int, float | None]], names: dict[int, str], source: str):
     """DG803 findings for a Weights object (ensemble.Weights) against out-of-fold Dice."""
-    from ..submit.archive import run_checks
 
     per = {}
     for lab in names:

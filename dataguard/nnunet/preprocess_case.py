@@ -11,6 +11,9 @@ import os
 import pickle
 from pathlib import Path
 
+from ..engine.layout import planned_configurations
+from ..fsio import read_json
+
 
 def _import_nnunet_quietly(raw: Path, preprocessed: Path) -> None:
     """Import nnunetv2 without touching os.environ.
@@ -26,7 +29,6 @@ def _import_nnunet_quietly(raw: Path, preprocessed: Path) -> None:
 
 def find_configuration(preprocessed: Path, config_folder: str) -> tuple[Path, str]:
     """(plans file, configuration name) whose data_identifier is this folder."""
-    from ..engine.layout import planned_configurations
 
     for pc in planned_configurations(Path(preprocessed)):
         if pc.folder == config_folder:
@@ -84,7 +86,6 @@ class CasePreprocessor:
         dj = self.preprocessed / "dataset.json"
         if not dj.is_file():
             dj = self.raw / "dataset.json"
-        from ..fsio import read_json
 
         self.dataset_json = read_json(dj)     # never blocks on a FIFO named dataset.json
         self.files = training_files(self.raw, self.dataset_json)

@@ -21,12 +21,17 @@ from typing import Callable
 
 from ..checks.base import FileTask
 from ..checks.files import check_file, config_file_kind
-from ..findings import Severity
 from ..engine.layout import Dataset
+from ..engine.walk import declared_labels, load_dataset_json
+from ..errors import DataguardError
+from ..findings import Severity
+from ..fsio import read_json
+from ..nnunet.preprocess_case import CasePreprocessor
+from ..splits import folds as sp
+from ..splits.context import context_from_result
 from .journal import DG_DIR, Journal, blake3_file, new_run_id
 from .lock import DatasetLock
 from .plan import Action
-from ..errors import DataguardError
 
 Log = Callable[[str], None]
 
@@ -234,7 +239,6 @@ _WORKER_PREPROCESSORS: dict = {}
 
 def stage_case(raw: str, preprocessed: str, config: str, case: str, staged_base: str) -> list[str]:
     """Re-preprocess one case into its staging folder (runs on any worker that sees the paths)."""
-    from ..nnunet.preprocess_case import CasePreprocessor
 
     key = (raw, preprocessed, config)
     if key not in _WORKER_PREPROCESSORS:
@@ -257,8 +261,6 @@ def _stage_remotely(todo: list[Action], by_name: dict, run_id: str, executor) ->
 
 def _rebuild(a: Action, ds: Dataset, journals: dict[str, Journal], cache: dict, log: Log,
              remote=None) -> Outcome:
-    from ..nnunet.preprocess_case import CasePreprocessor
-    from ..engine.walk import declared_labels, load_dataset_json
 
     j = journals["preprocessed"]
     key = (a.dataset, a.config)
@@ -336,8 +338,6 @@ def _cast(a: Action, journals: dict[str, Journal]) -> Outcome:
 
 
 def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -> Outcome:
-    from .. import splits as sp
-    from ..splits.context import context_from_result
 
     j = journals["preprocessed"]
     if scan_result is None or ds.name not in getattr(scan_result, "views", {}):
@@ -353,7 +353,6 @@ def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -
 
 
 def _current_folds(path: Path) -> int:
-    from ..fsio import read_json
 
     try:
         data = read_json(path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 from ..errors import DataguardError
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..checks.files import config_file_kind
+from ..checks.splits import is_predicted
 from ..findings import Finding, Fix, Severity, code_matches
 
 # raw problems that make re-preprocessing from raw pointless or impossible
@@ -47,7 +49,6 @@ def _config_of(path: str) -> str | None:
 def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | None = None,
                  has_raw: dict[str, bool] | None = None) -> list["Action"]:
     """Turn a scan's findings into actions (deduplicated, ordered: cast → quarantine → rebuild → splits)."""
-    from ..checks.splits import is_predicted
 
     # nnU-Net's predicted default split is only written when asked for (--select DG5):
     # a repair of broken files must not add a splits file the user never had
@@ -108,7 +109,6 @@ def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | 
 def _rebuild_after_quarantine(actions: dict, result, has_raw: dict) -> None:
     """A quarantined file named like a case file leaves that case incomplete: rebuild it in
     the same run, so one scan before and one after are enough."""
-    from ..checks.files import config_file_kind
 
     for a in [a for a in actions.values() if a.kind == "quarantine" and a.config is None]:
         cfg = _config_of(a.target)

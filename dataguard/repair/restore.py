@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.layout import Dataset
-from ..fsio import blake3_file, move_durably as _move
-from .journal import (DG_DIR, Journal, journals, new_run_id, read_journal,
-                      without_rolled_back)
-from .lock import DatasetLock
 from ..errors import DataguardError
+from ..fsio import blake3_file
+from ..fsio import move_durably as _move
+from .journal import (
+    DG_DIR,
+    Journal,
+    journals,
+    new_run_id,
+    read_journal,
+    without_rolled_back,
+)
+from .lock import DatasetLock
 
 
 class RestoreError(DataguardError):

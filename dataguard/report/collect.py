@@ -10,7 +10,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..findings import Severity
+from ..errors import DataguardError, LogError
+from ..findings import Severity, catalogue
+from ..fsio import blake3_file
+from .images import case_thumbnail, file_uri, pred_vs_ref
 
 
 @dataclass
@@ -31,7 +34,6 @@ class Report:
 
 def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list[Path] = (),
             worst: int = 3, on_step=None) -> Report:
-    from ..findings import catalogue
 
     step = on_step or (lambda what: None)
     step("scanning (incremental)")
@@ -82,7 +84,6 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
 
 
 def _cases(ws, cases, n_clean: int, images: bool) -> list[dict]:
-    from .images import case_thumbnail
 
     seen, flagged, clean = set(), [], []
     for c in cases:
@@ -130,8 +131,6 @@ def _folds(ws, dataset: str) -> dict | None:
 def _training(ws, dataset: str) -> list[dict]:
     import tempfile
 
-    from ..errors import LogError
-    from .images import file_uri
 
     results = os.environ.get("nnUNet_results")
     if not results or not (Path(results) / dataset).is_dir():
@@ -153,7 +152,6 @@ def _training(ws, dataset: str) -> list[dict]:
 
 
 def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | None:
-    from ..errors import DataguardError
 
     if not os.environ.get("nnUNet_results"):
         return None                                   # not asked about trained models at all
@@ -189,7 +187,6 @@ def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | 
 def _no_cv(ws, dataset: str) -> str | None:
     """Why a dataset has no cross-validation yet, in the words of what to do next (None: it
     may have one), so the page never shows an errno for the usual first-day state."""
-    from ..errors import DataguardError
 
     try:
         ws.models(dataset=dataset)
@@ -208,7 +205,6 @@ def _pred_thumb(ws, ev, s) -> str | None:
     import nibabel as nib
     import numpy as np
 
-    from .images import pred_vs_ref
 
     try:
         ds = ws.dataset(ev.dataset)
@@ -228,7 +224,6 @@ def _pred_thumb(ws, ev, s) -> str | None:
 def _submissions(dirs) -> list[dict]:
     import blake3
 
-    from ..fsio import blake3_file
 
     out = []
     seen = set()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import base64
 import io
 
+from ..visual import slice_rgb
+
 THUMB = 160          # longest side of a case thumbnail, pixels
 
 
@@ -38,7 +40,6 @@ def _resize(rgb, spacing=None, size: int = THUMB):
 
 def case_thumbnail(ws, dataset: str, case: str) -> str | None:
     """Middle axial slice with the label overlaid (the TUI preview's renderer), or None."""
-    from ..visual import slice_rgb
 
     for source in ("raw", "preprocessed"):
         try:
@@ -53,7 +54,6 @@ def pred_vs_ref(image, ref, pred, spacing=None) -> str:
     """Reference | prediction over the same slice, side by side."""
     import numpy as np
 
-    from ..visual import slice_rgb
 
     a, b = _resize(slice_rgb(image, ref), spacing), _resize(slice_rgb(image, pred), spacing)
     gap = np.full((a.shape[0], 4, 3), 255, np.uint8)

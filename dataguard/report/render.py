@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import __version__
+
 
 def _heat(v) -> str:
     """Red (0) to green (1) background for a Dice or share cell; grey when there is none."""
@@ -20,7 +22,6 @@ def _fmt(v) -> str:
 def render_html(report, n_clean: int) -> str:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from .. import __version__
 
     env = Environment(loader=FileSystemLoader(str(Path(__file__).parent)), autoescape=select_autoescape(["j2"]),
                       trim_blocks=True, lstrip_blocks=True)

@@ -8,9 +8,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks.cases import case_labels
+from ..checks.splits import training_cases
 from ..engine.layout import Dataset
-from .folds import (NNUNET_FOLDS, SPLITS_NAME, SplitError, label_counts, label_names, label_table, load_splits,
-                    nnunet_default_split, plot_heatmap, quarantine_leftovers, rebalance)
+from ..findings import Severity
+from .folds import (
+    NNUNET_FOLDS,
+    SPLITS_NAME,
+    SplitError,
+    label_counts,
+    label_names,
+    label_table,
+    load_splits,
+    nnunet_default_split,
+    plot_heatmap,
+    quarantine_leftovers,
+    rebalance,
+)
 
 
 @dataclass
@@ -61,9 +75,6 @@ class SplitContext:
 
 def context_from_result(result, dataset: Dataset) -> SplitContext:
     """Training cases and labels of one dataset from an existing ScanResult (no second scan)."""
-    from ..checks.cases import case_labels
-    from ..checks.splits import training_cases
-    from ..findings import Severity
 
     if dataset.preprocessed is None:
         raise SplitError(f"{dataset.name} has no preprocessed folder: splits_final.json lives in "

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataguardError
+from ..fsio import atomic_write_bytes, atomic_write_text, read_regular
+from ..repair.journal import Journal, new_run_id
+from ..repair.lock import DatasetLock
+from ..spec import parse_spec
 
 SPLITS_NAME = "splits_final.json"
 MILP_TIME_LIMIT = 30.0       # seconds; a safety net, the node limit below normally ends first
@@ -74,7 +78,6 @@ def parse_splits(text: str) -> list[dict[str, list[str]]]:
 
 def load_splits(path: Path | str) -> list[dict[str, list[str]]]:
     """Read and validate a splits_final.json (a FIFO or device named so is refused, not read)."""
-    from ..fsio import read_regular
 
     try:
         raw = read_regular(path)
@@ -92,7 +95,6 @@ def label_names(meta_labels) -> dict[int, str]:
     """{value: name} for the foreground labels of dataset.json (`{"name": value}`), as
     DatasetSpec reads them: background and the ignore label left out; region-based entries
     (`"tumor": [1, 2]`) name no single value and are skipped."""
-    from ..spec import parse_spec
 
     return parse_spec({"labels": meta_labels}).foreground_names
 
@@ -388,7 +390,6 @@ def backup_path(path: Path, now: float | None = None) -> Path:
 
 def _copy_durably(src: Path, dst: Path) -> None:
     """Copy bytes to a temp file in dst's folder, fsync, rename: never a torn backup."""
-    from ..fsio import atomic_write_bytes
 
     atomic_write_bytes(dst, src.read_bytes())
 
@@ -425,8 +426,6 @@ def quarantine_leftovers(path: Path | str, journal=None) -> list[str]:
         return []
     if journal is not None:
         return [_hold(journal, p) for p in leftover_temps(path)]
-    from ..repair.journal import Journal, new_run_id
-    from ..repair.lock import DatasetLock
 
     try:
         with DatasetLock(path.parent):
@@ -450,7 +449,6 @@ def write_splits(path: Path | str, splits, dry_run: bool = False, *, journal=Non
     Returns where the previous file went (None when there was none, or on dry_run, which
     writes nothing). Nothing is ever deleted.
     """
-    from ..fsio import atomic_write_text
 
     problems = structure_problems(splits)
     if problems:

@@ -15,9 +15,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks import set_checks
 from ..errors import DataguardError
 from ..findings import Finding, Severity
 from ..fsio import atomic_write_text, blake3_file, commit
+from .predictions import load_prediction_set
 
 
 class SubmissionError(DataguardError):
@@ -25,7 +27,6 @@ class SubmissionError(DataguardError):
 
 
 def run_checks(obj, scope: str = "predictions") -> list[Finding]:
-    from ..checks import set_checks
 
     out: list[Finding] = []
     for c in set_checks(scope):
@@ -74,7 +75,6 @@ def build_archive(ps, out_zip: Path, images_dir: Path, dataset_json: Path | None
     """Write `out_zip` from a checked PredictionSet of a folder; verify it; keep it only if it passes."""
     import blake3
 
-    from .predictions import load_prediction_set
 
     out_zip = Path(out_zip)
     tmp = out_zip.with_name(out_zip.name + ".partial")

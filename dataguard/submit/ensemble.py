@@ -21,7 +21,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks.safe_pickle import Refused, loads_numpy
 from ..errors import UnsafeInput, UsageError
+from ..spec import parse_spec
+from .predictions import find_probabilities
 
 POSTPROCESS = ("none", "lcc", "lcc+fill")
 
@@ -166,7 +169,6 @@ def read_probabilities(path: Path):
 
 def read_properties(path: Path) -> dict:
     """A case's `.pkl` (nnU-Net's properties) through the safe unpickler: no code runs."""
-    from ..checks.safe_pickle import Refused, loads_numpy
 
     try:
         props = loads_numpy(Path(path).read_bytes())
@@ -191,7 +193,6 @@ def writer_for(plans: dict, dataset_json: dict):
     """nnU-Net's own reader/writer for this dataset (the one nnUNetv2_ensemble uses)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from ..spec import parse_spec
 
     if parse_spec(dataset_json).has_regions:
         raise UsageError("region-based datasets (labels given as lists) are not supported by the weighted "
@@ -219,7 +220,6 @@ def ensemble_folders(inputs: dict[str, Path], out_dir: Path, weights: Weights, m
     """Combine probability folders case by case and write `case<file_ending>` label maps.
 
     `files`: {model: {case: ProbabilityFile}} as `predictions.find_probabilities` found them."""
-    from .predictions import find_probabilities
 
     models = list(inputs)
     files = files or {m: find_probabilities(p) for m, p in inputs.items()}

@@ -17,8 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.checkpoint_trust import prove_plain
 from ..errors import UsageError, nnunet_failed
-from ..fsio import atomic_write_text
+from ..fsio import atomic_write_text, blake3_file
+from .predictions import find_probabilities
 
 INPUTS = "dataguard_inputs.json"
 DEFAULT_TRAINERS = ("nnUNetTrainer_dataguard", "nnUNetTrainer")
@@ -73,7 +75,6 @@ def checkpoint_files(m: ModelSpec, checkpoint: str) -> list[Path]:
 
 
 def input_record(m: ModelSpec, images: list[Path], checkpoint: str, tta: bool, device: str) -> dict:
-    from ..fsio import blake3_file
 
     return {"model": m.spec, "trainer": m.trainer, "plans": m.plans, "configuration": m.configuration,
             "folds": m.folds, "checkpoint": checkpoint, "tta": tta,
@@ -98,8 +99,6 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
     nnUNetv2_predict loads checkpoints with `weights_only=False`: each one must first load
     with `weights_only=True` here (checkpoint_trust.prove_plain), so none can run code.
     `trust`: checkpoints the user vouched for (`--trust-checkpoint`)."""
-    from .predictions import find_probabilities
-    from ..engine.checkpoint_trust import prove_plain
 
     images = sorted(p for p in Path(images_dir).iterdir() if p.name.endswith(".nii.gz"))
     out = work / m.safe_name

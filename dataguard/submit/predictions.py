@@ -16,7 +16,13 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks import FileInput, get
+from ..checks.base import FileTask
+from ..checks.raw import FloatLabelSummary, RawError, _read_nifti, geometry_from_affine
+from ..checks.rawset import _geometry_problems
 from ..errors import UsageError
+from ..findings import finding
+from ..spec import load_spec
 
 PRED_ENDING = ".nii.gz"
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})\.nii\.gz$")
@@ -60,7 +66,6 @@ def test_images(images_dir: Path) -> dict[str, list[Path]]:
 def image_geometry(path: Path) -> dict:
     import nibabel as nib
 
-    from ..checks.raw import geometry_from_affine
 
     hdr = nib.load(str(path)).header
     return {"shape": [int(x) for x in hdr.get_data_shape()],
@@ -70,7 +75,6 @@ def image_geometry(path: Path) -> dict:
 def declared_labels(dataset_json: Path | None) -> dict[int, str] | None:
     if dataset_json is None:
         return None
-    from ..spec import load_spec
 
     spec = load_spec(dataset_json)
     if not spec.labels:
@@ -84,8 +88,6 @@ def declared_labels(dataset_json: Path | None) -> dict[int, str] | None:
 
 def read_label_map(stream, name: str) -> PredictedCase:
     """Header facts, value counts and integer-ness of one label map, streamed."""
-    from ..checks.raw import FloatLabelSummary, RawError, _read_nifti
-    from ..checks.base import FileTask
 
     case = name.rsplit("/", 1)[-1][: -len(PRED_ENDING)]
     task = FileTask(path=name, rel=name, kind="label", where="raw", case=case)
@@ -222,10 +224,6 @@ def load_probability_inputs(folders: dict[str, Path], expected: set[str] | None 
 def check_test_images(images_dir: Path) -> list:
     """The raw-data checks on test images: each file through the registered `raw-image` check,
     then the channels of a case against each other (DG304 tolerances)."""
-    from ..checks import FileInput, get
-    from ..checks.base import FileTask
-    from ..checks.rawset import _geometry_problems
-    from ..findings import finding
 
     check, out = get("raw-image"), []
     for case, files in test_images(images_dir).items():

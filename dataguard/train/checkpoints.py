@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine.checkpoint_trust import (UnsafeCheckpoint, prove_plain, record_trusted, safe_load,  # noqa: F401
-                                trust_store, trusted_digests, vet, weights_only_is_sound)
+from ..engine.checkpoint_trust import (  # noqa: F401
+    UnsafeCheckpoint,
+    prove_plain,
+    record_trusted,
+    safe_load,
+    trust_store,
+    trusted_digests,
+    vet,
+    weights_only_is_sound,
+)
 from ..fsio import copy_verified
 
 COPY_SUFFIX = ".copy"

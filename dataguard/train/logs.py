@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import DataguardError
 from ..findings import Finding, finding
 from ..spec import parse_spec
+from ..visual import label_colour
 
 LOG_GLOB = "training_log_*.txt"
 _LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?: (.*)$")
@@ -246,7 +247,6 @@ def plot_runs(runs: list[Run], path: Path | str) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from ..visual import label_colour
 
     fig = Figure(figsize=(10, 2.6 * max(1, len(runs)) + 0.6))
     FigureCanvasAgg(fig)

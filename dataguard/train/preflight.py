@@ -15,9 +15,17 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.layout import (
+    ENV_PRE,
+    ENV_RAW,
+    ENV_RES,
+    nnunet_env_problem,
+    resolve_as_nnunet,
+)
 from ..errors import UsageError
 from ..findings import Finding, Fix, Severity
-from ..engine.layout import ENV_PRE, ENV_RAW, ENV_RES, nnunet_env_problem, resolve_as_nnunet
+from .checkpoints import UnsafeCheckpoint, safe_load
+from .logs import label_names_from
 
 SPLIT_CODES = ("DG502", "DG503", "DG504")
 _FOLDS = re.compile(r"\bfolds? (\d+(?:(?:, | and )\d+)*)")
@@ -145,7 +153,6 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     pf.refusals += [*env.values(), *env_refusals(fold_folder).values()]
     if not os.environ.get(ENV_RAW):
         pf.notes.append(f"{ENV_RAW} is not set: the raw data is not checked (nnU-Net's training does not read it)")
-    from .logs import label_names_from
 
     try:
         pf.labels = label_names_from(json.loads((ds.preprocessed / "dataset.json").read_text("utf-8"))) or []
@@ -241,7 +248,6 @@ def _check_earlier_run(pf: Preflight, cont: bool, trust: tuple = ()) -> None:
         if ckpt is None:
             pf.notes.append("--continue: no checkpoint yet, training starts at epoch 0")
             return
-        from .checkpoints import UnsafeCheckpoint, safe_load
 
         try:
             got = safe_load(ckpt, map_location="cpu", trust=trust)

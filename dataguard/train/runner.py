@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from .settings import base_of
+from .trainer import trainer_class
 
 
 def _wrap(lookup):
@@ -21,7 +22,6 @@ def _wrap(lookup):
             name = args[0]
         base = base_of(name) if isinstance(name, str) else None
         if base is not None:
-            from .trainer import trainer_class
             return trainer_class(base)
         return lookup(*args, **kwargs)
     return find

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .logs import Run, ema_of, judge
+from .checkpoints import verified_copy
+from .logs import Run, ema_of, judge, plot_runs
 
 PLOT = "dataguard_pseudo_dice.png"
 
@@ -44,8 +45,6 @@ class Artifacts:
 
 
 def finish(run: Run | None, fold_folder: Path, patience: int) -> Artifacts:
-    from .logs import plot_runs
-    from .checkpoints import verified_copy
 
     art = Artifacts()
     if run is not None:

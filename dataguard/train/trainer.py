@@ -28,8 +28,8 @@ from os.path import join
 from pathlib import Path
 
 from ..fsio import atomic_write_text
-from .logs import label_names_from
 from .checkpoints import record_trusted, safe_load, trust_store
+from .logs import label_names_from
 from .monitor import RunMonitor
 from .settings import FILE, TrainSettings, base_of, trainer_name
 

@@ -17,8 +17,16 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
-from .rows import COLUMNS, STATUS_STYLE, Row, rows_for, short_config, short_dataset, sort_key
-
+from .rows import (
+    COLUMNS,
+    STATUS_STYLE,
+    Row,
+    rows_for,
+    short_config,
+    short_dataset,
+    sort_key,
+)
+from .screens import CaseScreen, ConfirmModal, HelpScreen, PlanModal, SplitsScreen
 
 FIRST_ROWS = 200      # rows added before the first paint (more than any screen shows)
 MORE_ROWS = 1000      # rows added per refresh after that
@@ -331,7 +339,6 @@ class DataguardApp(App):
         self.action_open_case()
 
     def action_open_case(self) -> None:
-        from .screens import CaseScreen
 
         row = self.current_row()
         if row is None:
@@ -377,7 +384,6 @@ class DataguardApp(App):
         self.call_from_thread(self.show_plan, plan)
 
     def show_plan(self, plan) -> None:
-        from .screens import PlanModal
 
         if not plan:
             self.notify("nothing to repair for the selection")
@@ -424,7 +430,6 @@ class DataguardApp(App):
     _exit_after_repair = False
 
     def action_undo(self) -> None:
-        from .screens import ConfirmModal
 
         def chosen(ok: bool | None) -> None:
             if ok:
@@ -454,7 +459,6 @@ class DataguardApp(App):
         self.rescan()
 
     def action_splits(self) -> None:
-        from .screens import SplitsScreen
 
         row = self.current_row()
         names = [d.name for d in self.ws.datasets if d.preprocessed is not None]
@@ -465,12 +469,10 @@ class DataguardApp(App):
         self.push_screen(SplitsScreen(self.ws, name))
 
     def action_help(self) -> None:
-        from .screens import HelpScreen
 
         self.push_screen(HelpScreen())
 
     def action_quit_safely(self) -> None:
-        from .screens import ConfirmModal
 
         if not self.repairing:
             self.exit()

@@ -10,7 +10,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..visual import WINDOWS, label_colour
+from ..errors import SplitError
+from ..findings import catalogue
+from ..visual import WINDOWS, fit, label_colour, slice_rgb
+from .halfblock import to_text
 from .rows import STATUS_STYLE
 
 
@@ -200,7 +203,6 @@ class CaseScreen(Screen):
             self.query_one("#preview", Static).update(Text("a stray file: no image to show", style="dim"))
 
     def findings_text(self, findings, plan, err) -> Text:
-        from ..findings import catalogue
 
         out = Text()
         if err is not None:
@@ -244,8 +246,6 @@ class CaseScreen(Screen):
     def render_slice(self, source, axis, index, overlay, window, w, h) -> None:
         import numpy as np
 
-        from ..visual import fit, slice_rgb
-        from .halfblock import to_text
 
         info = self.info
         facts = info.facts.get(source) if info is not None else None
