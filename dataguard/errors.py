@@ -30,7 +30,6 @@ class UnsafeInput(DataguardError):
 class NnUNetError(DataguardError):
     """nnU-Net itself failed (its child process exited non-zero); the message ends with the
     tail of its output. Neither a usage error nor a bug of dataguard: the CLI exits 1."""
-
     exit_code = 1
 
 
@@ -56,7 +55,6 @@ class Malformed(DataguardError, pickle.UnpicklingError):
 
 class Refused(DataguardError, pickle.UnpicklingError):
     """The pickle asked for something outside plain data; nothing of it was executed."""
-
     def __init__(self, what: str):
         super().__init__(f"pickle asks for {what}: not executed")
         self.what = what
@@ -64,7 +62,6 @@ class Refused(DataguardError, pickle.UnpicklingError):
 
 class ForbiddenGlobal(Refused):
     """GLOBAL / STACK_GLOBAL named a (module, name) pair outside the safe unpickler's table."""
-
     def __init__(self, module: str, name: str):
         super().__init__(f"{module}.{name}")
         self.module, self.name = module, name

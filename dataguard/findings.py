@@ -31,7 +31,6 @@ def display(name: str) -> str:
 
 class Severity(enum.IntEnum):
     """Ordered so that `finding.severity >= Severity.WARNING` reads naturally."""
-
     INFO = 10
     WARNING = 20
     ERROR = 30
@@ -49,7 +48,6 @@ class Severity(enum.IntEnum):
 
 class Fix(str, enum.Enum):
     """Repair actions a finding can point to (`dataguard repair` implements them)."""
-
     QUARANTINE = "quarantine"
     REPREPROCESS = "re-preprocess"
     CAST = "cast"
@@ -66,7 +64,6 @@ FIELDS = ("code", "severity", "dataset", "path", "case", "message", "fix")
 @dataclass(frozen=True, order=True)
 class Finding:
     """One problem, as data: stable code, where, which case, what, and how to fix."""
-
     path: str
     code: str
     severity: Severity
@@ -152,7 +149,6 @@ def code_matches(code: str, patterns: list[str]) -> bool:
 
 class ExitCode(enum.IntEnum):
     """The exit policy every face shares (DESIGN.md, Conventions)."""
-
     CLEAN = 0
     FINDINGS = 1      # findings at or above the fail-on severity, or a gate refused
     USAGE = 2

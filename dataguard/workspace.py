@@ -69,7 +69,6 @@ EventFn = Callable[[dict], None]
 @dataclass
 class RepairRun:
     """What `Workspace.apply` / `Workspace.repair` did."""
-
     plan: list                                   # list[Action]
     reports: list = field(default_factory=list)  # list[RepairReport], one per run id
     before: object | None = None                 # ScanResult the plan came from
@@ -112,7 +111,6 @@ class Workspace:
 
     def dataset(self, name: str | None = None):
         """One dataset by name; with None, the only one (DataguardError when ambiguous)."""
-
         ds = self.datasets
         if name is None:
             if len(ds) != 1:
@@ -133,7 +131,6 @@ class Workspace:
     def scan(self, full: bool = False, select=None, ignore=None, on_progress=None,
              cancel: threading.Event | None = None, write_manifest: bool = True):
         """Scan every dataset (incrementally, unless full). Returns and remembers a ScanResult."""
-
         self._check_mounts()
 
         res = scanner.scan(datasets=self.datasets, manifest_dir=self.manifest_dir, full=full, jobs=self.jobs,
@@ -145,7 +142,6 @@ class Workspace:
 
     def verify(self, select=None, ignore=None, on_progress=None, cancel: threading.Event | None = None):
         """Re-hash every file against the manifest (DG701-DG703); never updates it."""
-
         self._check_mounts()
 
         return verify(datasets=self.datasets, manifest_dir=self.manifest_dir, jobs=self.jobs,
@@ -155,7 +151,6 @@ class Workspace:
     def recorded(self) -> tuple[list, list, float | None]:
         """What the last scan recorded, read without touching the data: (cases, findings,
         when). Cases come without their file lists; a face shows these at once, then scans."""
-
         cases, findings, when = [], [], None
         for ds in self.datasets:
             got = stat_index.recorded(self.manifest_dir / f"{ds.name}.json")
@@ -178,7 +173,6 @@ class Workspace:
     # --- cases -------------------------------------------------------------------------------
     def cases(self, dataset: str | None = None) -> list:
         """Every case (raw and every configuration) with status, findings, files, facts, fold."""
-
         return case_infos(self._result(), dataset)
 
     def case(self, dataset: str, case: str):
@@ -195,7 +189,6 @@ class Workspace:
         source: "raw" (imagesTr channel 0 + labelsTr) or "preprocessed" (config: the
         configuration folder, default the first one holding the case).
         """
-
         ds = self.dataset(dataset)
         if source == "raw":
             if ds.raw is None:
@@ -213,7 +206,6 @@ class Workspace:
     # --- repair ------------------------------------------------------------------------------
     def plan(self, select=None, cases=None) -> list:
         """Repair actions for the latest scan's findings (scans first if needed); touches nothing."""
-
         return plan_repairs(self._result(), select=select, cases=cases)
 
     def apply(self, plan: list, on_event: EventFn | None = None, cancel: threading.Event | None = None,
@@ -224,7 +216,6 @@ class Workspace:
         "action", "detail"} per action. cancel stops between actions; what was done stays
         done and journalled (`restore` undoes it).
         """
-
         before = self._result()
         run = RepairRun(plan=plan, before=before)
         todo = [a for a in plan if not a.blocked]
@@ -258,25 +249,21 @@ class Workspace:
 
     def restore(self, run_id: str | None = None) -> list:
         """Undo a repair run (default: the latest on these datasets), byte for byte."""
-
         reports = restore(self.datasets, run_id=run_id)
         self.last = None
         return reports
 
     def quarantine(self) -> list:
         """What repairs moved aside, per run (repair.restore.Held)."""
-
         return quarantine_list(self.datasets)
 
     def label_names(self, dataset: str | None = None) -> dict[int, str]:
         """{label value: name} from the dataset's dataset.json (region labels by first value)."""
-
         return parse_spec(load_dataset_json(self.dataset(dataset)) or {}).foreground_names
 
     # --- splits ------------------------------------------------------------------------------
     def plan_rebalance(self, dataset: str | None = None) -> list:
         """The one action that writes stratified splits for a dataset (apply it like any plan)."""
-
         ds = self.dataset(dataset)
         if ds.preprocessed is None:
 
@@ -286,13 +273,11 @@ class Workspace:
 
     def splits_context(self, dataset: str | None = None):
         """Training cases and their labels for one dataset, from the latest scan (no second scan)."""
-
         ds = self.dataset(dataset)
         return context_from_result(self._result(), ds)
 
     def write_splits(self, dataset: str | None, splits, dry_run: bool = False):
         """The one splits writer (`splits rebalance` and repair both use splits.write_splits)."""
-
         ds = self.dataset(dataset)
         backup = write_splits(Path(ds.preprocessed) / "splits_final.json", splits, dry_run=dry_run)
         if not dry_run:
@@ -312,18 +297,15 @@ class Workspace:
 
     def test_images(self, images_dir: Path) -> dict:
         """Test cases of a folder: case -> its channel files (case_0000.nii.gz, ...)."""
-
         return test_images(Path(images_dir))
 
     def check_test_images(self, images_dir: Path) -> list:
         """The raw-data checks on a folder of test images (`case_0000.nii.gz`, ...)."""
-
         return check_test_images(Path(images_dir))
 
     def check_predictions(self, source: Path, images_dir: Path, dataset_json: Path | None = None,
                           dataset: str | None = None, on_case=None):
         """A prediction folder or zip against its test images: (PredictionSet, DG601-DG606 findings)."""
-
         common = self.label_shares(dataset) if dataset is not None else {}
         ps = load_prediction_set(Path(source), Path(images_dir), dataset_json, common, on_case=on_case)
         return ps, run_checks(ps)
@@ -331,32 +313,27 @@ class Workspace:
     def package_submission(self, ps, out_zip: Path, images_dir: Path, dataset_json: Path | None = None, *,
                            fix_dtype: bool = False, on_member=None, **provenance):
         """Write, verify and describe the archive: (ArchiveReport, manifest path)."""
-
         report = build_archive(ps, Path(out_zip), Path(images_dir), dataset_json, fix_dtype=fix_dtype,
                                common=ps.common, on_member=on_member)
         return report, write_manifest(report, source=ps.source, **provenance)
 
     def check_probabilities(self, folders: dict, expected: set | None = None):
         """An ensemble's inputs: (ProbabilityInputs, DG607 findings)."""
-
         pi = load_probability_inputs({k: Path(v) for k, v in folders.items()}, expected)
         return pi, run_checks(pi, "probabilities")
 
     def ensemble(self, pi, out_dir: Path, weights, postprocess: str = "none", on_case=None):
         """Weighted per-label ensemble of checked probability inputs into label maps."""
-
         return ensemble_folders(pi.folders, Path(out_dir), weights, postprocess, files=pi.files, on_case=on_case)
 
     def predict(self, model, dataset: str, images_dir: Path, work: Path, **kw):
         """One model's probabilities through nnUNetv2_predict (reused when nothing changed)."""
-
         return predict_model(model, dataset, Path(images_dir), Path(work), **kw)
 
     def predict_and_ensemble(self, models: list, images_dir: Path, work: Path, weights, postprocess: str = "none",
                              dataset: str | None = None, **kw):
         """`submit --model` up to the archive: check the test images, predict with every model,
         check the probabilities, ensemble (submit.pipeline.PipelineResult says where it stopped)."""
-
         return predict_and_ensemble(models, self.dataset(dataset).name, Path(images_dir), Path(work), weights,
                                     postprocess, **kw)
 
@@ -397,7 +374,6 @@ class Workspace:
                  dataset: str | None = None, on_case=None):
         """Per case, fold and label Dice of models' validation predictions (or one loose folder
         given as fold `fold`), with DG802 on their case sets."""
-
         ds = self.dataset(dataset)
         if ds.preprocessed is None:
             raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
@@ -417,7 +393,6 @@ class Workspace:
 
     def out_of_fold(self, specs: list[str], dataset: str | None = None, on_case=None):
         """Out-of-fold probabilities of the models on the cases they share, and the references."""
-
         ds = self.dataset(dataset)
         models = self.models(specs, ds.name)
         labels = foreground_labels(load_spec(Path(ds.preprocessed) / "dataset.json"))
@@ -425,17 +400,16 @@ class Workspace:
         reader = writer_for(plans, dj)()
         folds = {m.spec: {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
                  for m in models}
-        return models, load_oof(folds, Path(ds.preprocessed) / "gt_segmentations", labels, reader, on_case)
+        return models, load_oof(folds, Path(ds.preprocessed) / "gt_segmentations", labels, reader, on_case,
+                                jobs=self.jobs)
 
     def load_weights(self, path: Path | None, models: list[str]):
         """An ensemble weights file (submit.ensemble.Weights); None: equal weights."""
-
         return Weights.load(path, models)
 
     def suggest_weights(self, oof, step: float = 0.1):
         """Per-label ensemble weights from out-of-fold probabilities, and DG803 on them:
         (evaluate.weights.Suggestion, findings)."""
-
         sug = search(oof, step=step)
         single = {m: sug.single[m] for m in sug.models}
         found = check_weights(Weights.parse(sug.weights_file(), sug.models), single, oof.labels, "suggested weights")
@@ -444,17 +418,14 @@ class Workspace:
     def validation_calls(self, models: list, missing: dict, dataset: str | None = None) -> list:
         """nnU-Net's `--val --npz` call for each fold without out-of-fold probabilities:
         [(model, fold, TrainCall)]."""
-
         return validation_calls(self.dataset(dataset).name, models, missing)
 
     def run_validation(self, calls: list, trust: tuple = (), on_call=None) -> None:
         """Run those calls, each checkpoint proven plain data first."""
-
         run_validation(calls, trust, on_call)
 
     def check_weights(self, weights, specs: list[str], source: str, dataset: str | None = None):
         """DG803: weights against each model's out-of-fold Dice per label (from evaluate)."""
-
         ev = self.evaluate(specs, dataset=dataset)
         oof = {m: {lab: v["mean_dice"] for lab, v in ev.per_label(m).items()} for m in ev.models()}
         return check_weights(weights, oof, ev.labels, source)
@@ -463,13 +434,11 @@ class Workspace:
     @staticmethod
     def plan_and_preprocess(raw: Path, preprocessed: Path, dataset_id: int, configurations=("2d",)) -> None:
         """nnU-Net's own nnUNetv2_plan_and_preprocess of one raw dataset (how the demo makes its data)."""
-
         plan_and_preprocess(Path(raw), Path(preprocessed), dataset_id, tuple(configurations))
 
     def prepare_training(self, dataset: str, configuration: str, fold: int | str, **kw):
         """The gate (scanning through this Workspace) and nnU-Net's training call:
         (train.preflight.Preflight, train.launch.TrainCall). See train.session.prepare."""
-
         return prepare(dataset, configuration, fold, scan=self._scan_dataset, **kw)
 
     def _scan_dataset(self, ds, on_progress=None):
@@ -480,24 +449,20 @@ class Workspace:
 
     def train(self, preflight, call, patience: int | None = None, on_event=None):
         """Run a prepared training to its end and judge it (train.session.TrainResult)."""
-
         return train(preflight, call, patience, on_event)
 
     def training_runs(self, path: Path, patience: int | None = None) -> list:
         """Every training run under `path` read from nnU-Net's logs (train.logs.Run), judged
         (collapses, wasted epochs) with that patience."""
-
         return load_runs(Path(path), patience=DEFAULT_PATIENCE if patience is None else patience)
 
     def plot_training(self, runs: list, path: Path) -> Path:
         """Per-label pseudo Dice of runs as a PNG."""
-
         return plot_runs(runs, path)
 
     def folds_view(self, dataset: str | None = None):
         """The folds x labels table every face shows: of splits_final.json, or of the split
         nnU-Net will write when there is none yet. (context, splits or None, table or None, note)."""
-
         ctx = self.splits_context(dataset)
         note = None
         if not ctx.splits_path.exists():

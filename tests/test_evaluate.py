@@ -66,15 +66,21 @@ def test_suggested_weights_are_never_worse_than_equal_weights(trained_models, tm
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads(out.stdout)
     assert doc["cases"] == 4 and doc["mean_chosen"] >= doc["mean_equal"] - 1e-12
+    # never below nnU-Net's own choice: each model alone and their equal ensemble
+    cands = {c["name"]: c["mean_dice"] for c in doc["nnunet_candidates"]}
+    assert set(cands) == {"2d alone", "3d_fullres alone", "equal 2d+3d_fullres"}
+    assert doc["mean_best_candidate"] == max(cands.values()) and doc["mean_chosen"] >= max(cands.values())
+    assert doc["start"] in cands and 0 < doc["contested_voxels"] <= doc["voxels"]
     from dataguard.submit.ensemble import Weights
 
     weights = Weights.parse(json.loads(w.read_text()), ["2d", "3d_fullres"])
-    assert set(weights.per_label) == {1, 2, 3}
+    assert set(weights.per_label) == {0, 1, 2, 3}                  # background is a coordinate too
     for lab in doc["labels"].values():
         assert len(lab["candidates"]) == 11                  # the 0.1 simplex for two models
     table = dataguard_cli(["ensemble", "suggest", "-d", "901", "--model", "2d", "--model", "3d_fullres"],
                           {**trained_models["env"], "COLUMNS": "200"}, trained_models["root"])   # headers on one line
     assert "equal" in table.stdout and "chosen weights" in table.stdout and "mean foreground Dice" in table.stdout
+    assert "nnU-Net's pick" in table.stdout and "contested voxels" in table.stdout
 
 
 def test_missing_probabilities_name_the_command(trained_models, tmp_path):

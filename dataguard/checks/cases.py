@@ -17,7 +17,6 @@ from .base import FileResult, FileTask
 @dataclass
 class DatasetView:
     """Everything a dataset-level check may look at (no file I/O needed)."""
-
     name: str
     tasks: list[FileTask]
     results: dict[str, FileResult]

@@ -171,7 +171,6 @@ def evaluation_case_sets(ev) -> list[Finding]:
 
 def weights_on_useless_models(wc) -> list[Finding]:
     """DG803 (warning): a weight > 0 for a model whose out-of-fold Dice for that label is ~0."""
-
     out = []
     for lab, per_model in sorted(wc.weights.items()):
         total = sum(per_model.values()) or 1.0

@@ -77,7 +77,6 @@ def _plain_stream(f):
 
 class _Stream:
     """Pull exact byte counts out of a chunk iterator."""
-
     def __init__(self, chunks):
         self.it = iter(chunks)
         self.buf = b""
@@ -138,7 +137,6 @@ def geometry_from_affine(affine, zooms) -> dict:
 
 class FloatLabelSummary:
     """Labels stored as floats: how far from integers, and which integers."""
-
     def __init__(self, dtype, slope: float, inter: float):
         import numpy as np
 

@@ -31,7 +31,6 @@ class Check(Protocol):
 @dataclass(frozen=True)
 class FileInput:
     """What a per-file check reads: the task, a seekable binary stream, the bytes when small."""
-
     task: object                    # FileTask
     src: object                     # seekable binary file object, positioned at 0
     data: bytes | None
@@ -41,7 +40,6 @@ class FileInput:
 @dataclass(frozen=True)
 class FileCheck:
     """A per-file check: `fn(FileInput) -> (findings, facts)`; picklable inputs and outputs."""
-
     name: str
     codes: tuple[str, ...]
     doc: str
@@ -73,7 +71,6 @@ class DatasetCheck:
     The scanner reuses a dataset check's recorded findings while the signature of its
     inputs (file list, hashes, facts' provenance, dataset.json, plans, versions) is unchanged.
     """
-
     name: str
     codes: tuple[str, ...]
     doc: str
@@ -100,7 +97,6 @@ class SetCheck:
     scanner never runs these; the Workspace's submit/ensemble/evaluate paths do, through
     `set_checks(scope)`.
     """
-
     name: str
     codes: tuple[str, ...]
     doc: str
@@ -157,7 +153,6 @@ def versions() -> dict[str, int]:
 
 def wanted(check, select: Iterable[str] | None, ignore: Iterable[str] | None) -> bool:
     """False when --select/--ignore exclude every code the check can emit."""
-
     return any((not select or code_matches(code, list(select)))
                and not (ignore and code_matches(code, list(ignore))) for code in check.codes)
 
@@ -165,7 +160,6 @@ def wanted(check, select: Iterable[str] | None, ignore: Iterable[str] | None) ->
 @dataclass(frozen=True)
 class Selection:
     """Which checks a scan runs: the wanted ones plus what wanted dataset checks need."""
-
     file: frozenset[str]
     dataset: tuple[str, ...]
     hash_all: bool

@@ -61,7 +61,6 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 def split_codes(values: list[str]) -> list[str]:
     """`--select DG2,DG101 --select DG5` -> ["DG2", "DG101", "DG5"]; unknown codes are a usage error."""
-
     out = [c.strip().upper() for v in values for c in v.split(",") if c.strip()]
     known = catalogue()
     for c in out:
@@ -78,7 +77,6 @@ def targets(args) -> list[str] | None:
 def workspace(args, target_list: list[str] | None = None):
     """The one way a command builds its Workspace: the datasets it names (or `target_list`),
     and --manifest-dir, -j and --executor when the command has them."""
-
     if jobs := getattr(args, "jobs", None):
         if jobs < 1:
             raise UsageError("-j/--jobs must be at least 1")
@@ -129,7 +127,6 @@ def note(msg: str) -> None:
 
 def plain(msg) -> str:
     """Text for a terminal: control characters of names as backslash escapes, line breaks kept."""
-
     return "\n".join(printable(line) for line in str(msg).split("\n"))
 
 
@@ -144,7 +141,6 @@ def shown(value) -> str:
 
 def render(result, args) -> int:
     """Findings to stdout in the chosen format, summary to stderr, exit code by --fail-on."""
-
     fmt = args.format or "table"
     if fmt == "json":
         report.render_json(result)

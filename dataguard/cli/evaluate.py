@@ -19,6 +19,7 @@ from .common import (
     shown,
     workspace,
 )
+from .progress import CountProgress
 from .render import render_findings
 
 EVAL_EPILOG = """\
@@ -172,10 +173,10 @@ def cmd_suggest(args) -> int:
     if len(args.model) < 2 and not args.check:
         raise UsageError("an ensemble needs two or more --model")
     ws = _ws(args)
-    models, oof = ws.out_of_fold(args.model)
+    models, oof = _out_of_fold(ws, args)
     if oof.missing and args.predict_missing:
         _predict_missing(ws, args, models, oof)
-        models, oof = ws.out_of_fold(args.model)
+        models, oof = _out_of_fold(ws, args)
     if oof.missing:
         out = console()
         out.print("[bold red]no out-of-fold probabilities[/] for: "
@@ -206,6 +207,12 @@ def cmd_suggest(args) -> int:
     return ExitCode.CLEAN
 
 
+def _out_of_fold(ws, args):
+    """Every case read once, reduced to what the weight search needs, with a progress bar."""
+    with CountProgress("reading out-of-fold probabilities") as bar:
+        return ws.out_of_fold(args.model, on_case=bar.tick)
+
+
 def _dg803(findings) -> None:
     if findings:
         render_findings(findings, "weights", console())
@@ -215,28 +222,44 @@ def _suggest_table(sug) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    fmt = _f
     out = console()
-    t = Table(title=Text(f"out-of-fold Dice on {sug.cases} cases shared by {', '.join(sug.models)}", style="bold"),
-              title_justify="left", header_style="bold")
+    fmt = _f
+    best = sug.best_candidate
+    t0 = Table(title=Text("nnU-Net's candidates (find_best_configuration), out-of-fold Dice", style="bold"),
+               title_justify="left", header_style="bold")
+    t0.add_column("candidate")
+    t0.add_column("mean", justify="right")
+    for name in sug.labels.values():
+        t0.add_column(name, justify="right")
+    for c in sug.candidates:
+        t0.add_row(c.name + ("  <- nnU-Net's pick" if c is best else ""), fmt(c.mean),
+                   *[fmt(c.dice[lab]) for lab in sug.labels], style="bold" if c is best else "")
+    out.print(t0)
+    t = Table(title=Text(f"chosen per-label weights, {sug.cases} cases (search started from {sug.start})",
+                         style="bold"), title_justify="left", header_style="bold")
     t.add_column("label")
     for m in sug.models:
         t.add_column(f"{m} alone", justify="right")
     t.add_column("equal", justify="right")
     t.add_column("chosen weights", justify="left")
     t.add_column("Dice", justify="right")
-    t.add_column("gain", justify="right")
+    t.add_column("vs pick", justify="right")
     for lab, name in sug.labels.items():
         ws = "  ".join(f"{m}={w:.1f}" for m, w in zip(sug.models, sug.weights[lab]))
-        gain = None if sug.equal[lab] is None or sug.chosen[lab] is None else sug.chosen[lab] - sug.equal[lab]
+        ref, got = best.dice[lab], sug.chosen[lab]
+        gain = None if ref is None or got is None else got - ref
         t.add_row(name, *[fmt(sug.single[m][lab]) for m in sug.models], fmt(sug.equal[lab]), ws,
-                  fmt(sug.chosen[lab]), "n/a" if gain is None else f"{gain:+.3f}")
+                  fmt(got), "n/a" if gain is None else f"{gain:+.3f}")
+    if 0 in sug.weights:
+        t.add_row(Text("background", style="dim"), *["" for _ in sug.models], "",
+                  Text("  ".join(f"{m}={w:.1f}" for m, w in zip(sug.models, sug.weights[0])), style="dim"), "", "")
     out.print(t)
-    eq = [v for v in sug.equal.values() if v is not None]
-    ch = [v for v in sug.chosen.values() if v is not None]
-    if eq and ch:
-        out.print(f"mean foreground Dice: equal {sum(eq) / len(eq):.3f} -> chosen {sum(ch) / len(ch):.3f} "
-                  f"({sug.rounds} round(s) of coordinate ascent)")
+    out.print(f"mean foreground Dice: nnU-Net's pick ({best.name}) {best.mean:.3f} -> chosen "
+              f"{sug.chosen_mean:.3f} ({sug.chosen_mean - best.mean:+.3f}); equal weights {sug.equal_mean:.3f}",
+              soft_wrap=True)
+    if sug.voxels:
+        out.print(f"searched {sug.contested:,} contested voxels of {sug.voxels:,} ({sug.contested / sug.voxels:.1%}); "
+                  f"the others keep their class under any weights", style="dim", soft_wrap=True)
     t2 = Table(title="candidates per label (weights -> that label's Dice, last round)", title_justify="left",
                header_style="bold")
     t2.add_column("label")

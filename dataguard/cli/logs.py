@@ -94,7 +94,6 @@ def render_runs(runs) -> None:
 
 def _follow(ws, args, seen: dict) -> None:
     """Poll the logs; print each new epoch and each new finding as it appears."""
-
     start = time.monotonic()
     shown = {log: (len(r.epochs), {f.message for f in r.findings}) for log, r in seen.items()}
     note("following (ctrl+c stops) ...")

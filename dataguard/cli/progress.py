@@ -6,7 +6,6 @@ from ..findings import printable
 
 class ByteProgress:
     """Shows bytes checked of bytes to check; disappears when done (transient)."""
-
     def __init__(self, description: str = "checking"):
         from rich.console import Console
         from rich.progress import (
@@ -45,7 +44,6 @@ class ByteProgress:
 class CountProgress:
     """Items done of items to do (cases, archive members), one bar per stage, on stderr when
     it is a terminal; silent otherwise. Feed it `event(stage, done, total)` or `tick()`."""
-
     def __init__(self, stage: str | None = None, total: int | None = None):
         import sys
 

@@ -46,7 +46,6 @@ def build_demo(root: Path, n_cases: int = 10, log: Callable[[str], None] = print
 
 def build_clean(root: Path, n_cases: int = 10, log: Callable[[str], None] = print) -> None:
     """Raw + real nnunetv2 2d preprocessing (b2nd) + a legacy .npz copy, all healthy."""
-
     raw_root, pre_root = root / "nnUNet_raw", root / "nnUNet_preprocessed"
     (root / "nnUNet_results").mkdir(parents=True, exist_ok=True)
     log(f"writing {n_cases} synthetic cardiac cases (myocardium, LV, RV) to {raw_root}")

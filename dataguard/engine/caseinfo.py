@@ -23,7 +23,6 @@ class FileInfo:
 @dataclass
 class CaseFacts:
     """Normalised facts of one case in one source ("raw" or a configuration folder)."""
-
     shape: list[int] | None = None          # spatial, (z, y, x)
     spacing: list[float] | None = None      # mm, (z, y, x)
     dtype: str | None = None                # of the image (data) array
@@ -108,7 +107,6 @@ def _config_facts(files: list[tuple[object, object]], plans: dict | None) -> Cas
 
 def val_folds_of(ds) -> dict[str, int]:
     """case -> index of the fold whose validation set holds it (from splits_final.json)."""
-
     if ds is None or ds.preprocessed is None:
         return {}
     try:

@@ -30,7 +30,6 @@ ADVISORIES = "CVE-2025-32434 (fixed in torch 2.6.0) and CVE-2026-24747 (fixed in
 class UnsafeCheckpoint(DataguardError):
     """The checkpoint holds objects outside the plain types an nnU-Net checkpoint needs, or this
     torch cannot load a checkpoint of unknown origin safely. `fix` says what to do."""
-
     def __init__(self, message: str, fix: str = "move the checkpoint away; dataguard never unpickles code"):
         super().__init__(message)
         self.fix = fix

@@ -25,7 +25,6 @@ class LayoutError(DataguardError):
 @dataclass
 class Dataset:
     """One nnU-Net dataset: its name and the folders where its parts live."""
-
     name: str
     raw: Path | None = None
     preprocessed: Path | None = None
@@ -63,7 +62,6 @@ def is_preprocessed_dataset(p: Path) -> bool:
 @dataclass(frozen=True)
 class PlannedConfig:
     """One configuration of one plans file, and the folder nnU-Net writes it to."""
-
     plans_file: Path
     plans: dict
     name: str            # "2d", "3d_fullres", ...

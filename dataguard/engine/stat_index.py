@@ -42,7 +42,6 @@ def index_path(manifest_path: Path) -> Path:
 
 def key_of(ds, versions: dict[str, int], select, ignore) -> str:
     """Everything besides the files that the recorded findings depend on."""
-
     return json_dumps({"dataguard": __version__, "versions": versions, "select": sorted(select or []),
                        "ignore": sorted(ignore or []), "roots": {k: str(v) for k, v in ds.roots().items()},
                        "configs": [c.name for c in ds.config_dirs]}).decode()

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 def hash_file(task: FileTask) -> FileResult:
     """blake3 of one file (executor worker). A FIFO or device is never opened for reading."""
-
     res = FileResult(rel=task.rel)
     try:
         st = os.stat(task.path)

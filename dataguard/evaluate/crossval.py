@@ -151,7 +151,6 @@ def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> 
 def evaluate(dataset: str, gt_dir: Path, labels: dict[int, str], sources: list[FoldSource], *,
              jobs: int | None = None, on_case=None) -> Evaluation:
     """Score every predicted case that has a reference, then judge the case sets (DG802)."""
-
     ev = Evaluation(dataset, labels, sources)
     work = [(s, c) for s in sources for c in s.found if (gt_dir / f"{c}{PRED_ENDING}").is_file()]
 

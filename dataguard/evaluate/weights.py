@@ -2,31 +2,50 @@
 
 Every model's `fold_X/validation/*.npz` (nnU-Net `--npz`) holds probabilities for the cases
 that fold did not train on; over all folds, each case once. On the cases all models share,
-the search scores candidate weight vectors (a simplex grid, step 0.1 by default, plus equal
-weights) by the out-of-fold Dice of the weighted argmax (`ensemble.combine`'s rule).
+the search scores weights by the out-of-fold Dice of the weighted argmax (`ensemble.combine`'s
+rule, bit for bit), mean over the foreground labels: the number `dataguard evaluate` reports.
 
-Labels are coupled: a voxel goes to the class with the highest weighted probability, so
-changing label c's weights can move voxels between c and any other class. The search is
-coordinate ascent: starting from equal weights, it sets one label's weights at a time to the
-candidate that maximises the mean foreground Dice with the other labels' weights fixed
-(ties keep the current weights), and repeats until a full round changes nothing (at most
-`rounds`). Each step can only raise the objective, so the result is never worse than equal
-weights on the data it was chosen on. Only the class c column changes within a step, so the
-other classes' maximum is computed once per step and each candidate costs one weighted sum.
-Background keeps equal weights.
+**Never below nnU-Net's own choice.** `nnUNetv2_find_best_configuration` picks the best of each
+model alone and the equal-weight ensembles of model pairs. The search scores all of those
+(every subset of the models with equal weights, each model alone included), starts from the
+best, and only ever moves to weights that score higher, so what it suggests is at least as
+good, out of fold, as every candidate nnU-Net would consider.
+
+**Coordinate ascent.** A voxel goes to the class with the highest weighted probability, so the
+classes are coupled. Every class is a coordinate, background included: one class's weights
+at a time are set to the simplex-grid point (step 0.1 by default) that maximises the mean
+foreground Dice with the other classes' weights fixed (ties keep the current weights), until
+a round changes nothing (at most `rounds`).
+
+**Bounded memory, exact.** Weights are per class and normalised per class (combine divides by
+their sum), so a class's ensemble score is a convex combination of the models' probabilities
+for it: between their minimum and their maximum. Where the smallest probability any model gives
+class c* exceeds the largest any model gives any other class, c* wins under every weight
+vector. Such a voxel is *fixed*: it adds the same counts to every candidate's Dice, and is kept
+as counts only. Each case is read once and reduced to its fixed counts plus the contested
+voxels, the only ones the search looks at; memory then holds a few cases' probabilities at a
+time plus the contested voxels (spilled to a temporary file past `memory_budget`). A margin of
+1e-6 over float32 rounding (a few units in the last place of a sum of a handful of
+probabilities <= 1) keeps the rule exact in floating point; `search(..., prune=False)` runs the
+same search over every voxel and tests compare both. See docs/commands/ensemble.md.
 """
 from __future__ import annotations
 
 import itertools
 import math
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
 from ..submit.archive import run_checks
-from ..submit.ensemble import combine, read_probabilities
+from ..submit.ensemble import Weights, read_probabilities
 from ..submit.predictions import find_probabilities
-from .crossval import overlap
+
+PRUNE_MARGIN = 1e-6                 # above float32 rounding of a weighted mean of probabilities <= 1
+MEMORY_BUDGET = 512 << 20           # bytes of contested voxels kept in memory before spilling to disk
 
 
 @dataclass
@@ -38,14 +57,202 @@ class WeightCheck:
     names: dict[int, str]
 
 
+# --- one case, reduced ------------------------------------------------------------------------
+@dataclass
+class CaseVoxels:
+    """A case as the search needs it: reference voxels per class, what the fixed voxels add
+    (true positives and predictions per class), and the contested voxels themselves."""
+    case: str
+    ref_counts: object               # (C,) int64: reference voxels per class
+    fixed_tp: object                 # (C,) int64: fixed voxels predicted c whose reference is c
+    fixed_pred: object               # (C,) int64: fixed voxels predicted c
+    probs: object                    # (M, C, n) contested probabilities, the files' dtype
+    ref: object                      # (n,) reference class of each contested voxel
+    voxels: int = 0
+
+    @property
+    def contested(self) -> int:
+        return int(self.ref.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.probs.nbytes + self.ref.nbytes)
+
+
+def reduce_case(case: str, probabilities: list, ref, prune: bool = True) -> CaseVoxels:
+    """One case's model probabilities (C, ...) and reference to fixed counts + contested voxels."""
+    import numpy as np
+
+    n_classes = probabilities[0].shape[0]
+    P = np.stack([p.reshape(n_classes, -1) for p in probabilities])        # (M, C, V), file dtype
+    r = np.asarray(ref).reshape(-1).astype(np.int64, copy=False)
+    if r.shape[0] != P.shape[2]:
+        raise UsageError(f"case {case}: the reference has {r.shape[0]} voxels, the probabilities "
+                         f"{P.shape[2]}: not the same image")
+    inside = (r >= 0) & (r < n_classes)
+    ref_counts = np.bincount(r[inside], minlength=n_classes)[:n_classes]
+    if prune:
+        lo = P.min(0).astype(np.float32)
+        hi = P.max(0).astype(np.float32)
+        star = lo.argmax(0)
+        cols = np.arange(lo.shape[1])
+        lo_star = lo[star, cols]
+        hi[star, cols] = -np.inf
+        fixed = lo_star > hi.max(0) + np.float32(PRUNE_MARGIN)
+        del lo, hi
+    else:
+        star = np.zeros(P.shape[2], dtype=np.int64)
+        fixed = np.zeros(P.shape[2], dtype=bool)
+    pred_f, ref_f = star[fixed], r[fixed]
+    fixed_pred = np.bincount(pred_f, minlength=n_classes)
+    fixed_tp = np.bincount(pred_f[pred_f == ref_f], minlength=n_classes)
+    keep = ~fixed
+    return CaseVoxels(case, ref_counts, fixed_tp, fixed_pred, np.ascontiguousarray(P[:, :, keep]),
+                      r[keep].astype(np.int16 if n_classes < 32000 else np.int64), voxels=int(P.shape[2]))
+
+
+# --- every case, reduced ------------------------------------------------------------------------
 @dataclass
 class OOF:
+    """Out-of-fold data of the models on the cases they share. `probs`/`refs` hold arrays when
+    built in memory (tests, small data); `load_oof` streams the files into `reduced` instead."""
     models: list[str]
     labels: dict[int, str]
     cases: list[str]
     probs: dict[str, list] = field(default_factory=dict)     # case -> [model probabilities (C, ...)]
     refs: dict[str, object] = field(default_factory=dict)    # case -> reference label array (same space)
     missing: dict[str, list[str]] = field(default_factory=dict)   # model -> folds without probabilities
+    reduced: "VoxelStore | None" = None
+
+    def store(self, prune: bool = True) -> "VoxelStore":
+        """The reduced cases (made here from `probs`/`refs` when the OOF was built in memory)."""
+        if self.reduced is not None and prune:
+            return self.reduced
+        store = VoxelStore()
+        for c in self.cases:
+            if c in self.probs and c in self.refs:
+                store.add(reduce_case(c, self.probs[c], self.refs[c], prune))
+        return store
+
+
+class VoxelStore:
+    """Reduced cases in order; contested voxels past the memory budget go to a temporary file
+    and are read back one case at a time."""
+    def __init__(self, memory_budget: int = MEMORY_BUDGET):
+        self.budget = memory_budget
+        self.meta: list[CaseVoxels] = []            # arrays dropped when spilled
+        self._held = 0
+        self._spill = None
+        self._where: list[tuple[int, int] | None] = []
+
+    def add(self, cv: CaseVoxels) -> None:
+        if self._held + cv.nbytes > self.budget:
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile(prefix="dataguard-oof-")
+            at = self._spill.seek(0, os.SEEK_END)
+            self._spill.write(cv.probs.tobytes())
+            self._spill.write(cv.ref.tobytes())
+            self._where.append((at, cv.contested))
+            shape, dtypes = cv.probs.shape, (cv.probs.dtype, cv.ref.dtype)
+            cv = CaseVoxels(cv.case, cv.ref_counts, cv.fixed_tp, cv.fixed_pred, (shape, dtypes[0]), dtypes[1],
+                            cv.voxels)
+        else:
+            self._held += cv.nbytes
+            self._where.append(None)
+        self.meta.append(cv)
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def cases(self):
+        """(index, probs (M, C, n) float32, ref (n,) int64) per case, one in memory at a time."""
+        import numpy as np
+
+        for k, cv in enumerate(self.meta):
+            where = self._where[k]
+            if where is None:
+                probs, ref = cv.probs, cv.ref
+            else:
+                (shape, pdt), rdt, (at, n) = cv.probs, cv.ref, where
+                self._spill.seek(at)
+                probs = np.frombuffer(self._spill.read(int(np.prod(shape)) * np.dtype(pdt).itemsize),
+                                      dtype=pdt).reshape(shape)
+                ref = np.frombuffer(self._spill.read(n * np.dtype(rdt).itemsize), dtype=rdt)
+            yield k, probs.astype(np.float32, copy=False), ref.astype(np.int64)
+
+    def counts(self):
+        """(reference, fixed true positives, fixed predictions) per case and class: (K, C) each."""
+        import numpy as np
+
+        return (np.stack([cv.ref_counts for cv in self.meta]), np.stack([cv.fixed_tp for cv in self.meta]),
+                np.stack([cv.fixed_pred for cv in self.meta]))
+
+    @property
+    def voxels(self) -> int:
+        return sum(cv.voxels for cv in self.meta)
+
+    @property
+    def contested(self) -> int:
+        return sum((cv.ref.shape[0] if self._where[k] is None else self._where[k][1])
+                   for k, cv in enumerate(self.meta))
+
+    @property
+    def spilled(self) -> bool:
+        return self._spill is not None
+
+
+# --- scoring ----------------------------------------------------------------------------------
+def class_score(probs_c, w):
+    """Class c's ensemble score on voxels: combine's arithmetic exactly (float32 weighted sum in
+    model order, divided by the weights' sum), so the search predicts what `submit` writes."""
+    import numpy as np
+
+    acc = np.zeros(probs_c.shape[1:], dtype=np.float32)
+    for m in range(probs_c.shape[0]):
+        acc += probs_c[m] * np.float32(w[m])
+    acc /= np.float32(sum(float(x) for x in w))
+    return acc
+
+
+def _scores(probs, W):
+    """(C, n) ensemble scores of every class under weights W (models x classes)."""
+    import numpy as np
+
+    return np.stack([class_score(probs[:, c], W[:, c]) for c in range(probs.shape[1])])
+
+
+class _Tally:
+    """Counts per candidate, case and class, from which Dice follows (evaluate's rule)."""
+    def __init__(self, n_cand: int, ref, fixed_tp, fixed_pred):
+        import numpy as np
+
+        self.ref = ref
+        self.tp = np.repeat(fixed_tp[None], n_cand, 0).astype(np.int64)
+        self.pred = np.repeat(fixed_pred[None], n_cand, 0).astype(np.int64)
+        self.C = ref.shape[1]
+
+    def add(self, j: int, k: int, seg, ref) -> None:
+        import numpy as np
+
+        self.pred[j, k] += np.bincount(seg, minlength=self.C)[: self.C]
+        hit = seg[seg == ref]
+        self.tp[j, k] += np.bincount(hit, minlength=self.C)[: self.C]
+
+    def dice(self, j: int, labels: list[int]) -> dict[int, float | None]:
+        out = {}
+        for lab in labels:
+            if lab >= self.C:
+                out[lab] = None
+                continue
+            r, tp, p = self.ref[:, lab], self.tp[j, :, lab], self.pred[j, :, lab]
+            vals = [2.0 * float(t) / float(a + b) for a, t, b in zip(r, tp, p) if a > 0]
+            out[lab] = sum(vals) / len(vals) if vals else None
+        return out
+
+
+def _objective(d: dict[int, float | None]) -> float:
+    vals = [v for v in d.values() if v is not None]
+    return sum(vals) / len(vals) if vals else 0.0
 
 
 def simplex(n_models: int, step: float = 0.1) -> list[tuple[float, ...]]:
@@ -60,33 +267,56 @@ def simplex(n_models: int, step: float = 0.1) -> list[tuple[float, ...]]:
     return out
 
 
-def _dice_per_label(segs: list, refs: list, labels: list[int]) -> dict[int, float | None]:
-    """Mean Dice per label over the cases whose reference has it (evaluate's rule)."""
+def nnunet_candidates(models: list[str]) -> list[tuple[str, tuple[float, ...]]]:
+    """Each model alone, then every subset of two or more with equal weights (the last: all
+    models), named as nnU-Net's find_best_configuration would list them."""
+    out = [(f"{m} alone", tuple(1.0 if i == j else 0.0 for j in range(len(models)))) for i, m in enumerate(models)]
+    for size in range(2, len(models) + 1):
+        for subset in itertools.combinations(range(len(models)), size):
+            name = "equal " + "+".join(models[i] for i in subset)
+            out.append((name, tuple(1.0 / size if j in subset else 0.0 for j in range(len(models)))))
+    return out
 
-    sums: dict[int, list[float]] = {lab: [] for lab in labels}
-    for seg, ref in zip(segs, refs):
-        for lab, (tp, r, p) in overlap(ref, seg, labels).items():
-            if r:
-                sums[lab].append(2 * tp / (r + p))
-    return {lab: (sum(v) / len(v) if v else None) for lab, v in sums.items()}
 
+@dataclass
+class Candidate:
+    name: str
+    weights: tuple[float, ...]                  # per model, the same for every class
+    dice: dict[int, float | None]
 
-def _objective(d: dict[int, float | None]) -> float:
-    vals = [v for v in d.values() if v is not None]
-    return sum(vals) / len(vals) if vals else 0.0
+    @property
+    def mean(self) -> float:
+        return _objective(self.dice)
 
 
 @dataclass
 class Suggestion:
     models: list[str]
     labels: dict[int, str]
-    weights: dict[int, tuple[float, ...]]                  # label -> weight per model
+    weights: dict[int, tuple[float, ...]]                  # class (background included) -> weight per model
     equal: dict[int, float | None]                         # Dice per label with equal weights
     chosen: dict[int, float | None]                        # Dice per label with the chosen weights
     single: dict[str, dict[int, float | None]]             # each model alone
     table: dict[int, list[tuple[tuple[float, ...], float | None]]]   # label -> (candidate, its Dice)
     cases: int = 0
     rounds: int = 0
+    candidates: list[Candidate] = field(default_factory=list)   # nnU-Net's, best first
+    start: str = ""                                        # the candidate the ascent started from
+    voxels: int = 0
+    contested: int = 0
+
+    @property
+    def best_candidate(self) -> Candidate:
+        """nnU-Net's pick: the best of its candidates out of fold."""
+        return self.candidates[0]
+
+    @property
+    def equal_mean(self) -> float:
+        return _objective(self.equal)
+
+    @property
+    def chosen_mean(self) -> float:
+        return _objective(self.chosen)
 
     def weights_file(self) -> dict:
         return {"labels": {str(lab): {m: round(w, 4) for m, w in zip(self.models, ws)}
@@ -94,88 +324,118 @@ class Suggestion:
 
     def to_dict(self) -> dict:
         return {"models": self.models, "cases": self.cases, "rounds": self.rounds,
-                "weights": self.weights_file(),
+                "weights": self.weights_file(), "start": self.start,
+                "voxels": self.voxels, "contested_voxels": self.contested,
+                "nnunet_candidates": [{"name": c.name, "weights": dict(zip(self.models, c.weights)),
+                                       "mean_dice": c.mean, "dice": {self.labels[lab]: v for lab, v in c.dice.items()}}
+                                      for c in self.candidates],
                 "labels": {self.labels[lab]: {"equal": self.equal[lab], "chosen": self.chosen[lab],
                                               "gain": None if self.equal[lab] is None or self.chosen[lab] is None
                                               else self.chosen[lab] - self.equal[lab],
                                               "single": {m: self.single[m][lab] for m in self.models},
                                               "candidates": [{"weights": dict(zip(self.models, c)), "dice": d}
-                                                             for c, d in self.table[lab]]}
+                                                             for c, d in self.table.get(lab, [])]}
                            for lab in self.labels},
-                "mean_equal": _objective(self.equal), "mean_chosen": _objective(self.chosen)}
+                "mean_equal": _objective(self.equal), "mean_chosen": _objective(self.chosen),
+                "mean_best_candidate": self.candidates[0].mean if self.candidates else None}
 
 
-def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None) -> Suggestion:
+def _evaluate(store: VoxelStore, Ws: list, labels: list[int]) -> list[dict[int, float | None]]:
+    """Dice per label of each full weight matrix in `Ws`, one pass over the cases."""
+    ref, ftp, fpred = store.counts()
+    tally = _Tally(len(Ws), ref, ftp, fpred)
+    for k, probs, r in store.cases():
+        for j, W in enumerate(Ws):
+            tally.add(j, k, _scores(probs, W).argmax(0), r)
+    return [tally.dice(j, labels) for j in range(len(Ws))]
+
+
+def _ascend(store: VoxelStore, W, objective: float, labels: list[int], grid: list, rounds: int, on_step=None):
+    """Coordinate ascent from W: (W, objective, last round's rows per label, rounds run).
+    Foreground classes first, background last; a move only when the objective rises."""
     import numpy as np
 
-
-    models, labels = oof.models, list(oof.labels)
-    cases = [c for c in oof.cases if c in oof.probs and c in oof.refs]
-    if not cases:
-        raise UsageError("no case has out-of-fold probabilities from every model and a reference")
-    probs = [[p.astype(np.float32, copy=False) for p in oof.probs[c]] for c in cases]
-    refs = [np.asarray(oof.refs[c]).astype(np.int64) for c in cases]
-    n_classes = probs[0][0].shape[0]
-    W = np.ones((len(models), n_classes))
-
-    def segs_for(Wm):
-        return [combine(ps, Wm)[0] for ps in probs]
-
-    equal = _dice_per_label(segs_for(W), refs, labels)
-    single = {}
-    for m, name in enumerate(models):
-        onehot = np.full((len(models), n_classes), 1e-9)
-        onehot[m] = 1.0
-        single[name] = _dice_per_label(segs_for(onehot), refs, labels)
-    cands = simplex(len(models), step)
+    W = W.copy()
+    n_classes = W.shape[1]
+    order = [c for c in range(n_classes) if c != 0] + [0]
     table: dict[int, list] = {}
-    done_rounds = 0
+    done = 0
     for _ in range(rounds):
-        done_rounds += 1
+        done += 1
         changed = False
-        for c in labels:
-            # everything but class c is fixed: its best competitor per voxel, once
-            fixed = []
-            for ps in probs:
-                _, acc = combine(ps, W)
-                acc[c] = -np.inf
-                fixed.append((acc.max(0), acc.argmax(0)))
-            current = tuple(W[:, c] / W[:, c].sum())
-            best_key, best_w, rows = None, current, []
-            for cand in [current] + cands:
-                w = np.asarray(cand, dtype=np.float32)
-                if w.sum() <= 0:
-                    continue
-                w = w / w.sum()
-                segs = []
-                for ps, (omax, oarg) in zip(probs, fixed):
-                    pc = sum(float(w[m]) * p[c] for m, p in enumerate(ps))
+        for c in order:
+            current = tuple(float(x) for x in W[:, c])
+            options = [current] + grid          # the grid's rows are the table: every point scored
+            ref, ftp, fpred = store.counts()
+            tally = _Tally(len(options), ref, ftp, fpred)
+            for k, probs, r in store.cases():
+                S = _scores(probs, W)
+                S[c] = -np.inf
+                omax, oarg = S.max(0), S.argmax(0)
+                for j, w in enumerate(options):
+                    pc = class_score(probs[:, c], w)
                     wins = (pc > omax) | ((pc == omax) & (c < oarg))
-                    segs.append(np.where(wins, c, oarg))
-                d = _dice_per_label(segs, refs, labels)
-                if cand is not current:
-                    rows.append((tuple(float(x) for x in cand), d[c]))
-                key = (round(_objective(d), 12), round(d[c] or 0.0, 12))
-                if best_key is None or key > best_key:
-                    best_key, best_w = key, tuple(float(x) for x in w)
-            table[c] = rows
-            if any(abs(a - b) > 1e-9 for a, b in zip(best_w, current)):
-                W[:, c] = best_w
+                    tally.add(j, k, np.where(wins, c, oarg), r)
+            results = [tally.dice(j, labels) for j in range(len(options))]
+            if c in labels:
+                table[c] = [(o, d[c]) for o, d in zip(options[1:], results[1:])]
+            best_j = max(range(len(options)), key=lambda j: (_objective(results[j]), -j))
+            if best_j != 0 and _objective(results[best_j]) > objective:
+                W[:, c] = options[best_j]
+                objective = _objective(results[best_j])
                 changed = True
             if on_step:
                 on_step(c)
         if not changed:
             break
-    chosen = _dice_per_label(segs_for(W), refs, labels)
-    weights = {c: tuple(float(x) for x in W[:, c] / W[:, c].sum()) for c in labels}
-    return Suggestion(models, oof.labels, weights, equal, chosen, single, table, len(cases), done_rounds)
+    return W, objective, table, done
 
 
+STARTS = 3          # the ascent runs from this many of the best candidates (and equal weights)
+
+
+def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None, prune: bool = True) -> Suggestion:
+    """The weights; never below the best of nnU-Net's candidates (see the module's docstring)."""
+    import numpy as np
+
+    models, labels = oof.models, list(oof.labels)
+    store = oof.store(prune)
+    if not len(store):
+        raise UsageError("no case has out-of-fold probabilities from every model and a reference")
+    n_classes = int(store.meta[0].ref_counts.shape[0])
+
+    def full(w_per_model):
+        return np.repeat(np.asarray(w_per_model, dtype=np.float64)[:, None], n_classes, 1)
+
+    named = nnunet_candidates(models)
+    scores = _evaluate(store, [full(w) for _, w in named], labels)
+    cands = sorted((Candidate(n, w, d) for (n, w), d in zip(named, scores)), key=lambda c: -c.mean)
+    single = {m: next(c.dice for c in cands if c.name == f"{m} alone") for m in models}
+    equal_c = next(c for c in cands if c.name == "equal " + "+".join(models))
+    starts = cands[:STARTS] + ([equal_c] if equal_c not in cands[:STARTS] else [])
+    grid = simplex(len(models), step)
+    best = None
+    for cand in starts:                   # best candidate first: on a tie it is kept
+        W, obj, table, done = _ascend(store, full(cand.weights), cand.mean, labels, grid, rounds, on_step)
+        if best is None or obj > best[1]:
+            best = (W, obj, table, done, cand.name)
+    W, _, table, done_rounds, start = best
+    weights = {c: tuple(float(x) / float(W[:, c].sum()) for x in W[:, c]) for c in range(n_classes)}
+    sug = Suggestion(models, oof.labels, weights, equal_c.dice, {}, single, table, len(store), done_rounds,
+                     candidates=cands, start=start, voxels=store.voxels, contested=store.contested)
+    # scored as submit will apply them: the weights file's (rounded) numbers through combine's rule
+    written = Weights.parse(sug.weights_file(), models).matrix(models, n_classes)
+    sug.chosen = _evaluate(store, [written], labels)[0]
+    return sug
+
+
+# --- reading ------------------------------------------------------------------------------------
 def load_oof(model_folds: dict[str, dict[int, Path]], gt_dir: Path, labels: dict[int, str],
-             reader=None, on_case=None) -> OOF:
+             reader=None, on_case=None, jobs: int | None = None, prune: bool = True,
+             memory_budget: int = MEMORY_BUDGET) -> OOF:
     """Out-of-fold probabilities (fold_X/validation/*.npz) of each model and the references,
-    read with nnU-Net's own reader so both are in the same array space."""
-
+    read with nnU-Net's own reader so both are in the same array space, each case once and
+    reduced as it is read (reduce_case): `jobs` cases at a time."""
     models = list(model_folds)
     oof = OOF(models, labels, [])
     per_model: dict[str, dict] = {}
@@ -191,13 +451,31 @@ def load_oof(model_folds: dict[str, dict[int, Path]], gt_dir: Path, labels: dict
         return oof
     shared = sorted(set.intersection(*[set(f) for f in per_model.values()]))
     oof.cases = [c for c in shared if (gt_dir / f"{c}.nii.gz").is_file() or reader is not None]
-    for c in oof.cases:
-        oof.probs[c] = [read_probabilities(per_model[m][c].npz) for m in models]
-        ref = _read_ref(gt_dir, c, reader)
-        if ref is not None:
-            oof.refs[c] = ref
-        if on_case:
-            on_case(c)
+    store = VoxelStore(memory_budget)
+
+    def one(case):
+        ref = _read_ref(gt_dir, case, reader)
+        if ref is None:
+            return None
+        return reduce_case(case, [read_probabilities(per_model[m][case].npz) for m in models], ref, prune)
+
+    workers = max(1, jobs or min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:          # inflate and numpy release the GIL
+        pending = []
+        todo = iter(oof.cases)
+        for case in itertools.islice(todo, workers):
+            pending.append(pool.submit(one, case))
+        while pending:
+            cv = pending.pop(0).result()            # in order: the store and the progress follow cases
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(one, nxt))   # never more than `workers` cases in memory
+            if cv is not None:
+                store.add(cv)
+                if on_case:
+                    on_case(cv.case)
+    oof.reduced = store
+    oof.cases = [cv.case for cv in store.meta]
     return oof
 
 
@@ -215,7 +493,6 @@ def _read_ref(gt_dir: Path, case: str, reader):
 
 def check_weights(weights, oof_dice: dict[str, dict[int, float | None]], names: dict[int, str], source: str):
     """DG803 findings for a Weights object (ensemble.Weights) against out-of-fold Dice."""
-
     per = {}
     for lab in names:
         d = weights.per_label.get(lab, weights.default)

@@ -29,7 +29,6 @@ def _import_nnunet_quietly(raw: Path, preprocessed: Path) -> None:
 
 def find_configuration(preprocessed: Path, config_folder: str) -> tuple[Path, str]:
     """(plans file, configuration name) whose data_identifier is this folder."""
-
     for pc in planned_configurations(Path(preprocessed)):
         if pc.folder == config_folder:
             return pc.plans_file, pc.name
@@ -74,7 +73,6 @@ def training_files(raw: Path, dataset_json: dict) -> dict[str, dict]:
 
 class CasePreprocessor:
     """Loads plans and nnunetv2 once; `run(case, out_truncated)` per case."""
-
     def __init__(self, raw: Path, preprocessed: Path, config_folder: str):
         _import_nnunet_quietly(raw, preprocessed)
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

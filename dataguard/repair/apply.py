@@ -239,7 +239,6 @@ _WORKER_PREPROCESSORS: dict = {}
 
 def stage_case(raw: str, preprocessed: str, config: str, case: str, staged_base: str) -> list[str]:
     """Re-preprocess one case into its staging folder (runs on any worker that sees the paths)."""
-
     key = (raw, preprocessed, config)
     if key not in _WORKER_PREPROCESSORS:
         _WORKER_PREPROCESSORS[key] = CasePreprocessor(Path(raw), Path(preprocessed), config)

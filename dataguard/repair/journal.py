@@ -38,7 +38,6 @@ def _crash_point() -> None:
 @dataclass
 class Journal:
     """Append-only JSON-lines log of one repair (or restore) run on one dataset part."""
-
     root: Path            # the dataset folder (raw or preprocessed) the paths are relative to
     run_id: str
     # the moves announced through this instance, oldest first: what `roll_back` undoes

@@ -49,7 +49,6 @@ def _config_of(path: str) -> str | None:
 def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | None = None,
                  has_raw: dict[str, bool] | None = None) -> list["Action"]:
     """Turn a scan's findings into actions (deduplicated, ordered: cast → quarantine → rebuild → splits)."""
-
     # nnU-Net's predicted default split is only written when asked for (--select DG5):
     # a repair of broken files must not add a splits file the user never had
     fs = [f for f in result.findings if f.fix is not None
@@ -109,7 +108,6 @@ def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | 
 def _rebuild_after_quarantine(actions: dict, result, has_raw: dict) -> None:
     """A quarantined file named like a case file leaves that case incomplete: rebuild it in
     the same run, so one scan before and one after are enough."""
-
     for a in [a for a in actions.values() if a.kind == "quarantine" and a.config is None]:
         cfg = _config_of(a.target)
         if cfg is None or not has_raw.get(a.dataset) or a.target.count("/") != 2:

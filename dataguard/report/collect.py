@@ -187,7 +187,6 @@ def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | 
 def _no_cv(ws, dataset: str) -> str | None:
     """Why a dataset has no cross-validation yet, in the words of what to do next (None: it
     may have one), so the page never shows an errno for the usual first-day state."""
-
     try:
         ws.models(dataset=dataset)
     except DataguardError:

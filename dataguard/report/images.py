@@ -40,7 +40,6 @@ def _resize(rgb, spacing=None, size: int = THUMB):
 
 def case_thumbnail(ws, dataset: str, case: str) -> str | None:
     """Middle axial slice with the label overlaid (the TUI preview's renderer), or None."""
-
     for source in ("raw", "preprocessed"):
         try:
             image, label = ws.load_slice(dataset, case, source=source)

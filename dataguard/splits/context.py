@@ -30,7 +30,6 @@ from .folds import (
 @dataclass
 class SplitContext:
     """What `dataguard splits` needs about one dataset, taken from a (cheap, incremental) scan."""
-
     dataset: Dataset
     splits_path: Path
     cases: list[str]                      # training cases
@@ -75,7 +74,6 @@ class SplitContext:
 
 def context_from_result(result, dataset: Dataset) -> SplitContext:
     """Training cases and labels of one dataset from an existing ScanResult (no second scan)."""
-
     if dataset.preprocessed is None:
         raise SplitError(f"{dataset.name} has no preprocessed folder: splits_final.json lives in "
                          f"nnUNet_preprocessed/{dataset.name}")

@@ -78,7 +78,6 @@ def parse_splits(text: str) -> list[dict[str, list[str]]]:
 
 def load_splits(path: Path | str) -> list[dict[str, list[str]]]:
     """Read and validate a splits_final.json (a FIFO or device named so is refused, not read)."""
-
     try:
         raw = read_regular(path)
     except OSError as e:
@@ -95,7 +94,6 @@ def label_names(meta_labels) -> dict[int, str]:
     """{value: name} for the foreground labels of dataset.json (`{"name": value}`), as
     DatasetSpec reads them: background and the ignore label left out; region-based entries
     (`"tumor": [1, 2]`) name no single value and are skipped."""
-
     return parse_spec({"labels": meta_labels}).foreground_names
 
 
@@ -390,7 +388,6 @@ def backup_path(path: Path, now: float | None = None) -> Path:
 
 def _copy_durably(src: Path, dst: Path) -> None:
     """Copy bytes to a temp file in dst's folder, fsync, rename: never a torn backup."""
-
     atomic_write_bytes(dst, src.read_bytes())
 
 
@@ -449,7 +446,6 @@ def write_splits(path: Path | str, splits, dry_run: bool = False, *, journal=Non
     Returns where the previous file went (None when there was none, or on dry_run, which
     writes nothing). Nothing is ever deleted.
     """
-
     problems = structure_problems(splits)
     if problems:
         raise SplitError(f"refusing to write malformed splits: {problems[0]}")

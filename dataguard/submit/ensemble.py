@@ -169,7 +169,6 @@ def read_probabilities(path: Path):
 
 def read_properties(path: Path) -> dict:
     """A case's `.pkl` (nnU-Net's properties) through the safe unpickler: no code runs."""
-
     try:
         props = loads_numpy(Path(path).read_bytes())
     except Refused as e:
@@ -220,7 +219,6 @@ def ensemble_folders(inputs: dict[str, Path], out_dir: Path, weights: Weights, m
     """Combine probability folders case by case and write `case<file_ending>` label maps.
 
     `files`: {model: {case: ProbabilityFile}} as `predictions.find_probabilities` found them."""
-
     models = list(inputs)
     files = files or {m: find_probabilities(p) for m, p in inputs.items()}
     dataset_json, plans = nnunet_meta(Path(inputs[models[0]]))

@@ -99,7 +99,6 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
     nnUNetv2_predict loads checkpoints with `weights_only=False`: each one must first load
     with `weights_only=True` here (checkpoint_trust.prove_plain), so none can run code.
     `trust`: checkpoints the user vouched for (`--trust-checkpoint`)."""
-
     images = sorted(p for p in Path(images_dir).iterdir() if p.name.endswith(".nii.gz"))
     out = work / m.safe_name
     record = input_record(m, images, checkpoint, tta, device)

@@ -88,7 +88,6 @@ def declared_labels(dataset_json: Path | None) -> dict[int, str] | None:
 
 def read_label_map(stream, name: str) -> PredictedCase:
     """Header facts, value counts and integer-ness of one label map, streamed."""
-
     case = name.rsplit("/", 1)[-1][: -len(PRED_ENDING)]
     task = FileTask(path=name, rel=name, kind="label", where="raw", case=case)
     pc = PredictedCase(case=case, member=name)
@@ -224,7 +223,6 @@ def load_probability_inputs(folders: dict[str, Path], expected: set[str] | None 
 def check_test_images(images_dir: Path) -> list:
     """The raw-data checks on test images: each file through the registered `raw-image` check,
     then the channels of a case against each other (DG304 tolerances)."""
-
     check, out = get("raw-image"), []
     for case, files in test_images(images_dir).items():
         facts_by_file = []

@@ -76,7 +76,6 @@ def training_call(dataset: str, configuration: str, fold: str, *, trainer: str, 
 
 class EventReader:
     """New complete JSON lines of the events file, read as they are appended."""
-
     def __init__(self, path: Path):
         self.path, self.pos, self.buf = Path(path), 0, b""
 

@@ -39,7 +39,6 @@ class CaseTable(DataTable):
     a row: 4 s for 5,000 cases). `refill` sets every column's width from the plain
     strings, so the measuring pass is skipped; with an auto-width column it runs as usual.
     """
-
     def _update_dimensions(self, new_rows):
         if self.columns and not any(c.auto_width for c in self.columns.values()) and \
                 not self._labelled_row_exists:
@@ -49,7 +48,6 @@ class CaseTable(DataTable):
 
 class DataguardApp(App):
     """Cases of nnU-Net datasets with their findings; case view, splits view, repair."""
-
     TITLE = "dataguard"
     CSS = """
     #stats { height: 1; padding: 0 1; background: $boost; }

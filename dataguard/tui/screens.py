@@ -38,7 +38,6 @@ def plan_table(plan) -> Table:
 
 class ConfirmModal(ModalScreen[bool]):
     """A question; `y`/`enter` answers yes, `escape`/`n` no."""
-
     BINDINGS = [Binding("y,enter", "yes", "yes"), Binding("escape,n", "no", "no")]
     DEFAULT_CSS = """
     ConfirmModal { align: center middle; }
@@ -47,7 +46,6 @@ class ConfirmModal(ModalScreen[bool]):
     ConfirmModal VerticalScroll { height: auto; max-height: 30; }
     ConfirmModal .hint { color: $text-muted; margin-top: 1; }
     """
-
     def __init__(self, question, body=None):
         super().__init__()
         self.question, self.body = question, body
@@ -69,7 +67,6 @@ class ConfirmModal(ModalScreen[bool]):
 
 class PlanModal(ConfirmModal):
     """The repair plan: what each action does and the files it touches; confirm to apply."""
-
     def __init__(self, plan):
         n = len([a for a in plan if not a.blocked])
         blocked = len(plan) - n
@@ -112,7 +109,6 @@ blocks in 24-bit colour: no graphics protocol needed."""
 
 class CaseScreen(Screen):
     """One case: its files, findings with their explanation and fix, and a slice preview."""
-
     BINDINGS = [
         Binding("escape", "app.pop_screen", "back"),
         Binding("left_square_bracket,pageup", "slice(-1)", "prev slice"),
@@ -133,7 +129,6 @@ class CaseScreen(Screen):
     CaseScreen #preview { height: auto; padding: 0 1; }
     CaseScreen #legend { height: auto; padding: 0 1; }
     """
-
     def __init__(self, ws, row):
         super().__init__()
         self.ws, self.row = ws, row
@@ -325,14 +320,12 @@ class CaseScreen(Screen):
 
 class SplitsScreen(Screen):
     """Folds x labels: how many validation cases of each fold contain each label (0 in red)."""
-
     BINDINGS = [Binding("escape", "app.pop_screen", "back"), Binding("b", "rebalance", "rebalance")]
     DEFAULT_CSS = """
     SplitsScreen #title { height: 1; padding: 0 1; background: $boost; }
     SplitsScreen #matrix { height: auto; max-height: 24; }
     SplitsScreen #notes { height: 1fr; padding: 1 1; }
     """
-
     def __init__(self, ws, dataset: str):
         super().__init__()
         self.ws, self.dataset = ws, dataset
