@@ -115,7 +115,7 @@ for _c in (
                  "direction", _dataset("rawset", "geometry"), needs=("raw-image",)),
     DatasetCheck("unused-labels", ("DG404",), "every declared label occurs somewhere",
                  _dataset("rawset", "unused_labels"), needs=("raw-image", "pkl"),
-                 needs_kinds=frozenset({"label", "pkl"})),
+                 needs_kinds=frozenset({"label", "pkl"}), needs_where=frozenset({"raw", "config"})),
     DatasetCheck("metadata-presence", ("DG211",), "the preprocessed dataset has its dataset.json and "
                  "plans", _dataset("metadata", "metadata_presence")),
     DatasetCheck("case-completeness", ("DG104", "DG206"), "each case has all its files; one data "
@@ -127,7 +127,8 @@ for _c in (
     DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504", "DG505"), "splits_final.json: structure, "
                  "leakage, unknown/unvalidated cases, labels per fold; nnU-Net's default split before it "
                  "exists", _dataset("splits", "check_splits"), version=4,
-                 needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"})),
+                 needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"}),
+                 needs_where=frozenset({"raw", "config"})),
     # predictions and submissions: over a PredictionSet / ProbabilityInputs, never in a scan
     SetCheck("prediction-dtype", ("DG601",), "label maps are stored as integers",
              _dataset("predictions", "dtype")),

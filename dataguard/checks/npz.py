@@ -82,6 +82,41 @@ def _member_stream(f, zinfo: zipfile.ZipInfo):
         raise MemberError(f"CRC mismatch (stored {zinfo.CRC:08x}, computed {crc:08x})")
 
 
+def member_bytes(path, name: str, limit: int = 1 << 34) -> bytes:
+    """One zip member inflated whole by ISA-L in a single call, its CRC and length checked
+    (MemberError otherwise): how the ensemble reads a probability file nnU-Net wrote."""
+    with open(path, "rb") as f:
+        try:
+            zinfo = zipfile.ZipFile(f).getinfo(name)
+        except (KeyError, zipfile.BadZipFile) as e:
+            raise MemberError(f"no member {name}: {e}") from None
+        if zinfo.file_size > limit or zinfo.flag_bits & 0x1:
+            raise MemberError(f"{name}: {zinfo.file_size} bytes or encrypted: not read")
+        f.seek(zinfo.header_offset)
+        hdr = f.read(_LOCAL_HEADER.size)
+        if len(hdr) < _LOCAL_HEADER.size or hdr[:4] != b"PK\x03\x04":
+            raise MemberError("local file header missing or damaged")
+        fields = _LOCAL_HEADER.unpack(hdr)
+        f.seek(fields[-2] + fields[-1], 1)
+        raw = f.read(zinfo.compress_size)
+    if len(raw) != zinfo.compress_size:
+        raise MemberError(f"truncated: {zinfo.compress_size - len(raw)} compressed bytes missing")
+    if zinfo.compress_type == zipfile.ZIP_STORED:
+        out = raw
+    elif zinfo.compress_type == zipfile.ZIP_DEFLATED:
+        try:
+            out = _z.decompress(raw, -15, max(zinfo.file_size, 1))
+        except _z.error as e:
+            raise MemberError(f"zlib error: {e}") from None
+    else:
+        raise MemberError(f"unsupported compression method {zinfo.compress_type}")
+    if len(out) != zinfo.file_size:
+        raise MemberError(f"length mismatch: {len(out)} bytes, zip directory says {zinfo.file_size}")
+    if _z.crc32(out) != zinfo.CRC:
+        raise MemberError("CRC mismatch")
+    return out
+
+
 def summarise_npy_stream(chunks, role: str, nbytes_total: int):
     """Parse a .npy header from a byte stream and summarise its values.
 

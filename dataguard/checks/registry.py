@@ -63,6 +63,8 @@ class DatasetCheck:
     needs: the file checks whose facts it reads (they run even when --select leaves them
     out); needs_kinds: the file kinds whose facts from `needs` it reads (None: every kind
     those checks cover; ("label", "pkl"): `--select DG5` decompresses no raw image);
+    needs_where: the same by place (raw, config, gt, dataset; None: every place):
+    ("raw", "config") leaves the copies of the labels in gt_segmentations unread;
     needs_hashes: it compares content hashes, so every file must be hashed;
     uses_snapshots: it reads and updates the manifest's `snapshots` (their state is part of
     its input signature; it must reach a fixed point: run again on the snapshots it left,
@@ -78,6 +80,7 @@ class DatasetCheck:
     version: int = 1
     needs: tuple[str, ...] = ()
     needs_kinds: frozenset[str] | None = None
+    needs_where: frozenset[str] | None = None
     needs_hashes: bool = False
     uses_snapshots: bool = False
     scope: str = field(default="dataset", init=False)
@@ -166,24 +169,38 @@ class Selection:
     # (check, kinds) for file checks run only because a dataset check needs their facts on
     # those kinds of files (see DatasetCheck.needs_kinds); the others run on every kind
     only_kinds: tuple[tuple[str, frozenset[str]], ...] = ()
+    # (check, places): the same by place (DatasetCheck.needs_where)
+    only_where: tuple[tuple[str, frozenset[str]], ...] = ()
 
     @classmethod
     def of(cls, select=None, ignore=None) -> "Selection":
         ds = [c for c in dataset_checks() if wanted(c, select, ignore)]
         names = {c.name for c in file_checks() if wanted(c, select, ignore)}
-        limits: dict[str, frozenset[str] | None] = {}
-        for c in ds:
-            kinds = getattr(c, "needs_kinds", None)
-            for n in c.needs:
-                if n in names or (n in limits and limits[n] is None):
-                    continue
-                limits[n] = None if kinds is None else (limits.get(n) or frozenset()) | frozenset(kinds)
-        only = tuple(sorted((n, k) for n, k in limits.items() if k is not None))
-        return cls(frozenset(names | set(limits)), tuple(c.name for c in ds),
-                   any(c.needs_hashes for c in ds), only)
+        kinds = _limits(ds, names, "needs_kinds")
+        places = _limits(ds, names, "needs_where")
+        return cls(frozenset(names | set(kinds)), tuple(c.name for c in ds),
+                   any(c.needs_hashes for c in ds), _only(kinds), _only(places))
 
-    def for_kind(self, kind: str) -> tuple[str, ...]:
-        """The file checks to run on a file of this kind, in registry order."""
-        only = dict(self.only_kinds)
+    def for_kind(self, kind: str, where: str | None = None) -> tuple[str, ...]:
+        """The file checks to run on a file of this kind (in this place), in registry order."""
+        only, places = dict(self.only_kinds), dict(self.only_where)
         return tuple(c.name for c in file_checks(kind)
-                     if c.name in self.file and (c.name not in only or kind in only[c.name]))
+                     if c.name in self.file and (c.name not in only or kind in only[c.name])
+                     and (where is None or c.name not in places or where in places[c.name]))
+
+
+def _limits(ds, names, attr: str) -> dict[str, frozenset[str] | None]:
+    """Per file check run only for dataset checks' facts: the union of what they read by
+    `attr` (None: no limit, when one of them reads them everywhere)."""
+    limits: dict[str, frozenset[str] | None] = {}
+    for c in ds:
+        want = getattr(c, attr, None)
+        for n in c.needs:
+            if n in names or (n in limits and limits[n] is None):
+                continue
+            limits[n] = None if want is None else (limits.get(n) or frozenset()) | frozenset(want)
+    return limits
+
+
+def _only(limits: dict[str, frozenset[str] | None]) -> tuple[tuple[str, frozenset[str]], ...]:
+    return tuple(sorted((n, k) for n, k in limits.items() if k is not None))

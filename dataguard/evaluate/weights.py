@@ -79,36 +79,84 @@ class CaseVoxels:
         return int(self.probs.nbytes + self.ref.nbytes)
 
 
+def _fixed_class(raw: list):
+    """(fixed mask, winning class) per voxel of the models' (C, V) probabilities.
+
+    Fixed where some class c* has lo[c*] > max over c != c* of hi[c] (lo, hi: the smallest and
+    largest probability any model gives a class). Such a c* is the class of the largest lo, and
+    hi[c*] is then the unique largest hi, so the test is `max(lo) > second largest hi`: a few
+    elementwise passes over the rows. float16 files (nnU-Net's --npz) are compared as their
+    bit patterns, whose order is the numbers' order for values >= 0 (no float conversion of the
+    arrays); a file holding a negative, inf or nan value takes the float32 path."""
+    import numpy as np
+
+    if raw[0].dtype == np.float16 and all(a.dtype == np.float16 for a in raw):
+        bits = [a.view(np.uint16) for a in raw]
+        if not any((b >= 0x7C00).any() for b in bits):          # sign bit, inf or nan: none
+            lo_max, t2, lo = _top(bits, np.uint16(0))
+            fixed = lo_max > t2
+            fixed &= lo_max.view(np.float16).astype(np.float32) > t2.view(np.float16).astype(np.float32) \
+                + np.float32(PRUNE_MARGIN)
+            return fixed, _argmax_where(lo, lo_max)
+    flat = [a.astype(np.float32, copy=False) for a in raw]
+    lo_max, t2, lo = _top(flat, np.float32(-np.inf))
+    return lo_max > t2 + np.float32(PRUNE_MARGIN), _argmax_where(lo, lo_max)
+
+
+def _top(arrays: list, floor):
+    """(largest lo, second largest hi, lo) over classes, with lo/hi over models."""
+    import numpy as np
+
+    lo, hi = arrays[0].copy(), arrays[0].copy()
+    for a in arrays[1:]:
+        np.minimum(lo, a, out=lo)
+        np.maximum(hi, a, out=hi)
+    lo_max = lo[0].copy()
+    t1, t2 = hi[0].copy(), np.full_like(hi[0], floor)
+    for c in range(1, lo.shape[0]):
+        np.maximum(lo_max, lo[c], out=lo_max)
+        np.maximum(t2, np.minimum(t1, hi[c]), out=t2)
+        np.maximum(t1, hi[c], out=t1)
+    return lo_max, t2, lo
+
+
+def _argmax_where(lo, lo_max):
+    """The class holding lo_max (unique where the voxel is fixed)."""
+    import numpy as np
+
+    star = np.zeros(lo_max.shape, dtype=np.uint8 if lo.shape[0] <= 256 else np.int64)
+    for c in range(1, lo.shape[0]):
+        star[lo[c] == lo_max] = c
+    return star
+
+
 def reduce_case(case: str, probabilities: list, ref, prune: bool = True) -> CaseVoxels:
     """One case's model probabilities (C, ...) and reference to fixed counts + contested voxels."""
     import numpy as np
 
     n_classes = probabilities[0].shape[0]
-    P = np.stack([p.reshape(n_classes, -1) for p in probabilities])        # (M, C, V), file dtype
-    r = np.asarray(ref).reshape(-1).astype(np.int64, copy=False)
-    if r.shape[0] != P.shape[2]:
+    raw = [p.reshape(n_classes, -1) for p in probabilities]                 # the files' dtype
+    r = np.asarray(ref).reshape(-1)
+    if r.shape[0] != raw[0].shape[1] or any(a.shape != raw[0].shape for a in raw):
         raise UsageError(f"case {case}: the reference has {r.shape[0]} voxels, the probabilities "
-                         f"{P.shape[2]}: not the same image")
-    inside = (r >= 0) & (r < n_classes)
-    ref_counts = np.bincount(r[inside], minlength=n_classes)[:n_classes]
+                         f"{[a.shape for a in raw]}: not the same image")
+    if r.dtype.kind not in "ui":
+        r = r.astype(np.int64)
+    if r.dtype.kind == "i" and r.size and r.min() < 0:
+        r = np.where(r < 0, n_classes, r)                 # no class: counted nowhere, like the ignore label
+    ref_counts = np.bincount(r, minlength=n_classes)[:n_classes]
     if prune:
-        lo = P.min(0).astype(np.float32)
-        hi = P.max(0).astype(np.float32)
-        star = lo.argmax(0)
-        cols = np.arange(lo.shape[1])
-        lo_star = lo[star, cols]
-        hi[star, cols] = -np.inf
-        fixed = lo_star > hi.max(0) + np.float32(PRUNE_MARGIN)
-        del lo, hi
+        fixed, star = _fixed_class(raw)
     else:
-        star = np.zeros(P.shape[2], dtype=np.int64)
-        fixed = np.zeros(P.shape[2], dtype=bool)
-    pred_f, ref_f = star[fixed], r[fixed]
+        star = np.zeros(r.shape[0], dtype=np.uint8)
+        fixed = np.zeros(r.shape[0], dtype=bool)
+    pred_f = star[fixed]
     fixed_pred = np.bincount(pred_f, minlength=n_classes)
-    fixed_tp = np.bincount(pred_f[pred_f == ref_f], minlength=n_classes)
+    fixed_tp = np.bincount(star[fixed & (star == r)], minlength=n_classes)
     keep = ~fixed
-    return CaseVoxels(case, ref_counts, fixed_tp, fixed_pred, np.ascontiguousarray(P[:, :, keep]),
-                      r[keep].astype(np.int16 if n_classes < 32000 else np.int64), voxels=int(P.shape[2]))
+    probs = np.stack([a[:, keep] for a in raw]) if keep.any() else np.zeros((len(raw), n_classes, 0), raw[0].dtype)
+    return CaseVoxels(case, ref_counts, fixed_tp, fixed_pred, probs,
+                      r[keep].astype(np.int16 if n_classes < 32000 else np.int64), voxels=int(r.shape[0]))
 
 
 # --- every case, reduced ------------------------------------------------------------------------
@@ -144,6 +192,7 @@ class VoxelStore:
         self._held = 0
         self._spill = None
         self._where: list[tuple[int, int] | None] = []
+        self._chunks = None
 
     def add(self, cv: CaseVoxels) -> None:
         if self._held + cv.nbytes > self.budget:
@@ -180,6 +229,29 @@ class VoxelStore:
                 ref = np.frombuffer(self._spill.read(n * np.dtype(rdt).itemsize), dtype=rdt)
             yield k, probs.astype(np.float32, copy=False), ref.astype(np.int64)
 
+    def chunks(self, limit: int = 1 << 18):
+        """(case index (n,), probs (M, C, n) float32, ref (n,)) over consecutive cases joined up
+        to about `limit` contested voxels: few numpy calls per pass, bounded memory. Made once
+        and kept while nothing is spilled (the search passes over them dozens of times)."""
+        if self._spill is not None:
+            yield from self._make_chunks(limit)
+            return
+        if self._chunks is None or self._chunks[0] != (limit, len(self.meta)):
+            self._chunks = ((limit, len(self.meta)), list(self._make_chunks(limit)))
+        yield from self._chunks[1]
+
+    def _make_chunks(self, limit: int):
+        group: list = []
+        size = 0
+        for k, probs, ref in self.cases():
+            group.append((k, probs, ref))
+            size += ref.shape[0]
+            if size >= limit:
+                yield _join(group)
+                group, size = [], 0
+        if group:
+            yield _join(group)
+
     def counts(self):
         """(reference, fixed true positives, fixed predictions) per case and class: (K, C) each."""
         import numpy as np
@@ -201,6 +273,13 @@ class VoxelStore:
         return self._spill is not None
 
 
+def _join(group: list):
+    import numpy as np
+
+    idx = np.concatenate([np.full(r.shape[0], k, dtype=np.int64) for k, _, r in group])
+    return idx, np.concatenate([p for _, p, _ in group], axis=2), np.concatenate([r for _, _, r in group])
+
+
 # --- scoring ----------------------------------------------------------------------------------
 def class_score(probs_c, w):
     """Class c's ensemble score on voxels: combine's arithmetic exactly (float32 weighted sum in
@@ -214,6 +293,19 @@ def class_score(probs_c, w):
     return acc
 
 
+def class_scores(probs_c, ws):
+    """class_score for many weight vectors at once: (J, n), element for element the same float32
+    operations in the same order."""
+    import numpy as np
+
+    ws = np.asarray(ws, dtype=np.float64)
+    acc = np.zeros((ws.shape[0], probs_c.shape[1]), dtype=np.float32)
+    for m in range(probs_c.shape[0]):
+        acc += probs_c[m][None, :] * ws[:, m].astype(np.float32)[:, None]
+    acc /= np.array([np.float32(sum(float(x) for x in w)) for w in ws], dtype=np.float32)[:, None]
+    return acc
+
+
 def _scores(probs, W):
     """(C, n) ensemble scores of every class under weights W (models x classes)."""
     import numpy as np
@@ -223,20 +315,33 @@ def _scores(probs, W):
 
 class _Tally:
     """Counts per candidate, case and class, from which Dice follows (evaluate's rule)."""
+
     def __init__(self, n_cand: int, ref, fixed_tp, fixed_pred):
         import numpy as np
 
         self.ref = ref
+        self.J, (self.K, self.C) = n_cand, ref.shape
         self.tp = np.repeat(fixed_tp[None], n_cand, 0).astype(np.int64)
         self.pred = np.repeat(fixed_pred[None], n_cand, 0).astype(np.int64)
-        self.C = ref.shape[1]
 
-    def add(self, j: int, k: int, seg, ref) -> None:
+    def add(self, segs, case_idx, ref) -> None:
+        """segs (J, n): every candidate's class for the chunk's voxels; one bincount each for
+        predictions and true positives."""
         import numpy as np
 
-        self.pred[j, k] += np.bincount(seg, minlength=self.C)[: self.C]
-        hit = seg[seg == ref]
-        self.tp[j, k] += np.bincount(hit, minlength=self.C)[: self.C]
+        key = (np.arange(self.J, dtype=np.int64)[:, None] * self.K + case_idx[None, :]) * self.C + segs
+        size = self.J * self.K * self.C
+        self.pred += np.bincount(key.ravel(), minlength=size).reshape(self.J, self.K, self.C)
+        self.tp += np.bincount(key[segs == ref[None, :]], minlength=size).reshape(self.J, self.K, self.C)
+
+    def add_to_all(self, seg, case_idx, ref) -> None:
+        """Voxels whose class is the same for every candidate: counted once, added to each."""
+        import numpy as np
+
+        key = case_idx * self.C + seg
+        size = self.K * self.C
+        self.pred += np.bincount(key, minlength=size).reshape(1, self.K, self.C)
+        self.tp += np.bincount(key[seg == ref], minlength=size).reshape(1, self.K, self.C)
 
     def dice(self, j: int, labels: list[int]) -> dict[int, float | None]:
         out = {}
@@ -342,11 +447,12 @@ class Suggestion:
 
 def _evaluate(store: VoxelStore, Ws: list, labels: list[int]) -> list[dict[int, float | None]]:
     """Dice per label of each full weight matrix in `Ws`, one pass over the cases."""
+    import numpy as np
+
     ref, ftp, fpred = store.counts()
     tally = _Tally(len(Ws), ref, ftp, fpred)
-    for k, probs, r in store.cases():
-        for j, W in enumerate(Ws):
-            tally.add(j, k, _scores(probs, W).argmax(0), r)
+    for idx, probs, r in store.chunks():
+        tally.add(np.stack([_scores(probs, W).argmax(0) for W in Ws]), idx, r)
     return [tally.dice(j, labels) for j in range(len(Ws))]
 
 
@@ -368,14 +474,22 @@ def _ascend(store: VoxelStore, W, objective: float, labels: list[int], grid: lis
             options = [current] + grid          # the grid's rows are the table: every point scored
             ref, ftp, fpred = store.counts()
             tally = _Tally(len(options), ref, ftp, fpred)
-            for k, probs, r in store.cases():
+            for idx, probs, r in store.chunks():
                 S = _scores(probs, W)
                 S[c] = -np.inf
                 omax, oarg = S.max(0), S.argmax(0)
-                for j, w in enumerate(options):
-                    pc = class_score(probs[:, c], w)
-                    wins = (pc > omax) | ((pc == omax) & (c < oarg))
-                    tally.add(j, k, np.where(wins, c, oarg), r)
+                # c's score is a weighted mean of its probabilities: where even the largest is below
+                # the best other class (or the smallest above it), every option gives the same answer
+                margin = np.float32(PRUNE_MARGIN)
+                never = probs[:, c].max(0) + margin < omax
+                always = probs[:, c].min(0) - margin > omax
+                same = never | always
+                tally.add_to_all(np.where(always[same], c, oarg[same]), idx[same], r[same])
+                open_ = ~same
+                pc = class_scores(probs[:, c][:, open_], options)                # (J, n open)
+                om, oa = omax[open_][None], oarg[open_][None]
+                wins = (pc > om) | ((pc == om) & (c < oa))
+                tally.add(np.where(wins, c, oa), idx[open_], r[open_])
             results = [tally.dice(j, labels) for j in range(len(options))]
             if c in labels:
                 table[c] = [(o, d[c]) for o, d in zip(options[1:], results[1:])]
@@ -391,7 +505,7 @@ def _ascend(store: VoxelStore, W, objective: float, labels: list[int], grid: lis
     return W, objective, table, done
 
 
-STARTS = 3          # the ascent runs from this many of the best candidates (and equal weights)
+STARTS = 1          # the ascent runs from this many of the best candidates, and from equal weights
 
 
 def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None, prune: bool = True) -> Suggestion:
