@@ -45,7 +45,7 @@ class RawError(DataguardError):
 
 
 class MemberError(DataguardError):
-    """A zip member (or an .npy) is unreadable (DG201)."""
+    """A zip member (or an .npy) is unreadable: DG201 in a scan; exit 2 where the ensemble reads it."""
 
 
 class Malformed(DataguardError, pickle.UnpicklingError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dataguard.errors import DataguardError
 from dataguard.evaluate.crossval import overlap
 from dataguard.evaluate.weights import OOF, VoxelStore, nnunet_candidates, reduce_case, search
 from dataguard.submit.ensemble import Weights, combine
@@ -124,3 +125,27 @@ def test_contested_voxels_spilled_to_disk_give_the_same_answer():
     spilled = OOF(oof.models, oof.labels, oof.cases, reduced=store)
     on_disk = search(spilled)
     assert on_disk.weights == in_memory.weights and on_disk.chosen == in_memory.chosen
+
+
+def test_probability_files_read_by_isal_equal_numpy_and_corruption_is_not_silent(tmp_path):
+    import zipfile
+
+    from dataguard.submit.ensemble import read_probabilities
+
+    probs = np.random.default_rng(5).random((4, 6, 7, 8)).astype(np.float16)
+    path = tmp_path / "case.npz"
+    np.savez_compressed(path, probabilities=probs)
+    got = read_probabilities(path)
+    assert got.dtype == probs.dtype and np.array_equal(got, probs)
+    fortran = tmp_path / "f.npz"
+    np.savez_compressed(fortran, probabilities=np.asfortranarray(probs))
+    assert np.array_equal(read_probabilities(fortran), probs)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("probabilities.npy")
+    data = bytearray(path.read_bytes())
+    at = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2
+    data[at] ^= 0xFF                                       # one flipped byte inside the deflate stream
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataguardError, match="CRC|zlib") as e:
+        read_probabilities(path)
+    assert str(path) in str(e.value)

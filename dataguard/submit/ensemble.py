@@ -163,9 +163,14 @@ def read_probabilities(path: Path):
 
     try:
         data = member_bytes(path, "probabilities.npy")
+    except MemberError as e:
+        if "unsupported compression" in str(e):
+            return _read_probabilities_numpy(path)        # not how numpy writes: its own reader, no pickle
+        raise MemberError(f"{path}: {e}") from None       # damaged (CRC, zlib, truncated) or no such member
+    try:
         dtype, shape, fortran, hlen = parse_npy_header(data[:4096])
-    except (MemberError, ValueError):
-        return _read_probabilities_numpy(path)            # any other layout: numpy's reader, no pickle
+    except ValueError:
+        return _read_probabilities_numpy(path)
     if dtype.hasobject:
         raise UnsafeInput(f"{path}: 'probabilities' is an object array (loading it would unpickle code); "
                           f"refused, nothing of it ran")
