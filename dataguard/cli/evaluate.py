@@ -235,8 +235,9 @@ def _suggest_table(sug) -> None:
         t0.add_row(c.name + ("  <- nnU-Net's pick" if c is best else ""), fmt(c.mean),
                    *[fmt(c.dice[lab]) for lab in sug.labels], style="bold" if c is best else "")
     out.print(t0)
-    t = Table(title=Text(f"chosen per-label weights, {sug.cases} cases (search started from {sug.start})",
-                         style="bold"), title_justify="left", header_style="bold")
+    order = "/".join(sug.models)
+    t = Table(title=Text(f"chosen weights per label ({order}), {sug.cases} cases", style="bold"),
+              title_justify="left", header_style="bold")
     t.add_column("label")
     for m in sug.models:
         t.add_column(f"{m} alone", justify="right")
@@ -245,28 +246,30 @@ def _suggest_table(sug) -> None:
     t.add_column("Dice", justify="right")
     t.add_column("vs pick", justify="right")
     for lab, name in sug.labels.items():
-        ws = "  ".join(f"{m}={w:.1f}" for m, w in zip(sug.models, sug.weights[lab]))
+        ws = "/".join(f"{w:.1f}" for w in sug.weights[lab])
         ref, got = best.dice[lab], sug.chosen[lab]
         gain = None if ref is None or got is None else got - ref
         t.add_row(name, *[fmt(sug.single[m][lab]) for m in sug.models], fmt(sug.equal[lab]), ws,
                   fmt(got), "n/a" if gain is None else f"{gain:+.3f}")
     if 0 in sug.weights:
         t.add_row(Text("background", style="dim"), *["" for _ in sug.models], "",
-                  Text("  ".join(f"{m}={w:.1f}" for m, w in zip(sug.models, sug.weights[0])), style="dim"), "", "")
+                  Text("/".join(f"{w:.1f}" for w in sug.weights[0]), style="dim"), "", "")
     out.print(t)
-    out.print(f"mean foreground Dice: nnU-Net's pick ({best.name}) {best.mean:.3f} -> chosen "
-              f"{sug.chosen_mean:.3f} ({sug.chosen_mean - best.mean:+.3f}); equal weights {sug.equal_mean:.3f}",
-              soft_wrap=True)
+    out.print(f"mean foreground Dice: chosen {sug.chosen_mean:.3f}, {sug.chosen_mean - best.mean:+.3f} over "
+              f"nnU-Net's pick\n  ({best.name}: {best.mean:.3f}"
+              + ("; the search started there)" if sug.start == best.name else f"; search from {sug.start})"),
+              soft_wrap=True, highlight=False)
     if sug.voxels:
-        out.print(f"searched {sug.contested:,} contested voxels of {sug.voxels:,} ({sug.contested / sug.voxels:.1%}); "
-                  f"the others keep their class under any weights", style="dim", soft_wrap=True)
-    t2 = Table(title="candidates per label (weights -> that label's Dice, last round)", title_justify="left",
+        out.print(f"searched {sug.contested:,} contested voxels of {sug.voxels:,} "
+                  f"({sug.contested / sug.voxels:.1%});\n  no weights can change the class of the others",
+                  style="dim", soft_wrap=True, highlight=False)
+    t2 = Table(title=f"candidates per label (weights {order} -> that label's Dice)", title_justify="left",
                header_style="bold")
     t2.add_column("label")
     t2.add_column("best candidates")
     for lab, rows in sug.table.items():
         top = sorted(rows, key=lambda r: -(r[1] or 0))[:4]
-        t2.add_row(sug.labels[lab], "  ".join(f"({','.join(f'{w:.1f}' for w in c)}) {fmt(d)}" for c, d in top))
+        t2.add_row(sug.labels[lab], "  ".join(f"{'/'.join(f'{w:.1f}' for w in c)} {fmt(d)}" for c, d in top))
     out.print(t2)
 
 
