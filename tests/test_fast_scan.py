@@ -3,15 +3,16 @@ files whose facts the split checks use, and value summaries count the same howev
 bytes arrive."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import nibabel as nib
 import numpy as np
+from conftest import make_tiny_pre
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dataguard
-from conftest import make_tiny_pre
 from dataguard.checks import Selection
 from dataguard.checks.base import GATHER, ValueSummary
 
@@ -55,6 +56,21 @@ def test_select_dg5_finds_what_the_full_scan_finds_and_reads_only_pkl(tmp_path):
     assert later.findings == full.findings
 
 
+def test_select_dg5_of_preprocessed_data_imports_no_numpy(tmp_path):
+    """Labels per case come from the .pkl files' class_locations, read by safe_pickle's light
+    walk: a fresh process never imports numpy for them, nor decodes gt_segmentations."""
+    import subprocess
+    import sys
+
+    ds = _dataset_with_gt(tmp_path)
+    code = ("import sys, dataguard; r = dataguard.scan([sys.argv[1]], manifest_dir=sys.argv[2], full=True, "
+            "select=['DG5']); assert r.findings; print(sorted(m for m in ('numpy', 'nibabel', 'blosc2') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(ds), str(tmp_path / "m")], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 _DTYPES = st.sampled_from(["i1", "u1", "i2", "<u2", ">i2", "<i4", "b1"])
 
 
@@ -73,7 +89,7 @@ def test_value_counts_do_not_depend_on_how_the_bytes_arrive(dtype, n, seed, span
     whole = ValueSummary(dt, track_values=True, check_finite=False)
     whole.feed(raw)
     pieces = ValueSummary(dt, track_values=True, check_finite=False)
-    for x, y in zip(points, points[1:]):
+    for x, y in itertools.pairwise(points):
         pieces.feed(memoryview(raw)[x:y])
     assert whole.counts() == pieces.counts()
     # 2-byte values in the other byte order spread wider than SMALL_RANGE come out byte-swapped

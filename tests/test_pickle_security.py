@@ -5,6 +5,7 @@ that says what was refused, and the hook must stay silent.
 """
 from __future__ import annotations
 
+import collections
 import json
 import pickle
 import shutil
@@ -131,6 +132,122 @@ def test_every_crafted_pickle_is_refused_by_both_loaders(tmp_path):
     assert not_refused == [], not_refused
 
 
+def _with_big_payloads(data: bytes) -> list[bytes]:
+    """The same pickle after a long array's data (skipped by the fast walk) in front of it."""
+    return [data, pickle.dumps(np.arange(2 * safe_pickle.SKIP, dtype=np.int64), protocol=4)[:-1]
+            + pickle.POP + data[2:]]
+
+
+def test_the_fast_walk_vouches_for_no_crafted_pickle(tmp_path):
+    """`walk` refuses what the reference path refuses: on every crafted file it is unsure (the
+    reference path then says why), never a value, and nothing runs."""
+    marker = tmp_path / "PWNED"
+    answered = []
+    with hostile_extension(), watch() as events:
+        for name, data in corpus(marker).items():
+            for variant in _with_big_payloads(data):
+                try:
+                    safe_pickle.walk(variant)
+                except safe_pickle.Unsure:
+                    continue
+                answered.append(name)
+    assert events == [] and not marker.exists()
+    assert answered == [], answered
+
+
+def _canon(v, seen=None):
+    """A comparable form of what the loaders return (stand-ins have no __eq__; NaN != NaN)."""
+    seen = set() if seen is None else seen
+    t = type(v)
+    if t in (list, tuple, dict, set, frozenset, collections.OrderedDict):
+        if id(v) in seen:
+            return ("cycle", t.__name__)
+        seen = seen | {id(v)}
+        if t in (dict, collections.OrderedDict):
+            return (t.__name__, tuple((_canon(k, seen), _canon(x, seen)) for k, x in v.items()))
+        items = tuple(_canon(x, seen) for x in v)
+        return (t.__name__, tuple(sorted(items, key=repr)) if t in (set, frozenset) else items)
+    if t is safe_pickle.Array:
+        return ("Array", v.shape, v.dtype.spec, v.dtype.order, v._items if v._items is None else repr(v._items))
+    if t is safe_pickle.Dtype:
+        return ("Dtype", v.spec, v.order, v.itemsize)
+    return (t.__name__, repr(v))
+
+
+def _verdict(load, data):
+    try:
+        return "value", _canon(load(data))
+    except safe_pickle.Refused as e:
+        return "refused", str(e)
+    except Exception as e:  # noqa: BLE001 - garbage of any kind
+        return "error", type(e).__name__
+
+
+def _reference(data):
+    try:
+        return safe_pickle._checked(data, safe_pickle._LightBackend())
+    except safe_pickle.NeedNumpy:
+        return safe_pickle.loads_numpy(data)
+
+
+def test_the_fast_walk_returns_what_the_reference_path_returns():
+    """Real nnU-Net properties in every protocol, big class_locations included: `walk` answers
+    (it is the path a scan takes), with the reference path's value; `loads` gives the same."""
+    from conftest import props
+
+    big = {1: np.arange(40_000, dtype=np.int64).reshape(10_000, 4), 2: np.zeros((0, 4), np.int64),
+           3: np.ones((3, 4), np.int64)}
+    for value in (props(), {**props(), "class_locations": big},
+                  {**props(), "nibabel_stuff": {"original_affine": np.eye(4)}, "class_locations": big}):
+        for proto in (2, 3, 4, 5):
+            data = pickle.dumps(value, protocol=proto)
+            want = _verdict(_reference, data)
+            assert want[0] == "value"
+            assert _verdict(safe_pickle.loads, data) == want
+            if proto >= 4:                        # protocols 2-3 name globals with GLOBAL: the reference path
+                assert _verdict(safe_pickle.walk, data) == want, proto
+
+
+def test_a_long_payload_used_as_a_value_goes_to_the_reference_path():
+    """Bytes the walk did not read may only be a long array's data: as a value, a key or a set
+    member the walk is unsure and the reference path answers (exactly)."""
+    blob = bytes(range(256)) * 20
+    for value in ({"x": blob}, {blob: 1}, {"s": {blob}}, [blob, blob], {"b": bytearray(blob)}):
+        for proto in (4, 5):
+            data = pickle.dumps(value, protocol=proto)
+            with pytest.raises(safe_pickle.Unsure):
+                safe_pickle.walk(data)
+            assert _verdict(safe_pickle.loads, data) == _verdict(_reference, data)
+    data = pickle.dumps({"x": blob}, protocol=4)
+    assert safe_pickle.loads(data) == {"x": blob}
+    arr = pickle.dumps(np.frombuffer(blob, np.uint8), protocol=4)     # an array's data: the walk answers
+    assert _verdict(safe_pickle.walk, arr) == _verdict(_reference, arr)
+
+
+def test_check_pkl_finds_the_same_through_both_paths(tmp_path):
+    """Findings and facts of the scan's check do not depend on which path read the file."""
+    from conftest import props
+
+    task = FileTask("x.pkl", "preprocessed/c/x.pkl", "pkl", "config", "x")
+    cases = [props(), {**props(), "class_locations": {1: np.zeros((10_000, 4), np.int64), 2: []}},
+             {**props(), "spacing": np.zeros(3)}, {**props(), "class_locations": {"a": np.zeros((900, 4))}},
+             {k: v for k, v in props().items() if k != "spacing"}, [1, 2]]
+    for value in cases:
+        data = pickle.dumps(value, protocol=4)
+        fast = check_pkl(task, data)
+        real_walk = safe_pickle.walk
+        try:
+            safe_pickle.walk = _never_sure
+            slow = check_pkl(task, data)
+        finally:
+            safe_pickle.walk = real_walk
+        assert fast == slow, value
+
+
+def _never_sure(data):
+    raise safe_pickle.Unsure("test: reference path only")
+
+
 def test_real_properties_still_load_exactly(tmp_path):
     """What nnU-Net writes (every protocol) comes back equal to pickle's own load."""
     from conftest import props
@@ -176,6 +293,53 @@ _global = st.sampled_from(_NAMES).map(lambda mn: (pickle.SHORT_BINUNICODE + byte
 _get = st.integers(0, 8).map(lambda i: pickle.BINGET + bytes([i]))
 _stream = st.lists(st.one_of(_simple, _ints, _small, _text, _bytes, _global, _global, _get), max_size=60).map(
     lambda ops: pickle.PROTO + b"\x04" + b"".join(ops) + pickle.STOP)
+
+
+# long payloads the fast walk skips, and whole arrays built from them
+_long = st.integers(safe_pickle.SKIP, safe_pickle.SKIP + 64).map(
+    lambda n: pickle.BINBYTES + n.to_bytes(4, "little") + b"\x01" * n)
+_long_array = st.integers(safe_pickle.SKIP // 8, safe_pickle.SKIP // 8 + 8).map(
+    lambda n: pickle.dumps(np.ones((n, 2), np.int64), protocol=4)[2:-1])
+_mixed = st.lists(st.one_of(_simple, _ints, _small, _text, _bytes, _global, _get, _long, _long_array), max_size=60).map(
+    lambda ops: pickle.PROTO + b"\x04" + b"".join(ops) + pickle.STOP)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_stream, _mixed))
+def test_random_opcode_streams_the_fast_walk_answers_as_the_reference_path(data):
+    """Wherever `walk` answers, the reference path gives the same value; where the reference
+    path refuses or fails, `walk` is unsure. Nothing runs either way."""
+    with watch() as events:
+        want = _verdict(_reference, data)
+        got = _verdict(safe_pickle.walk, data)
+        assert _verdict(safe_pickle.loads, data) == want
+    assert events == []
+    if got[0] != "error":
+        assert got == want
+    else:
+        assert got[1] == "Unsure"
+
+
+_LONG = [b"\x02" * safe_pickle.SKIP, bytearray(b"\x03" * safe_pickle.SKIP),
+         np.arange(safe_pickle.SKIP, dtype=np.int64).reshape(-1, 4), np.ones(safe_pickle.SKIP, np.uint8)]
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8), st.binary(max_size=8),
+                  st.sampled_from(_LONG), st.integers(0, 70).map(lambda n: np.arange(n, dtype=np.float64)))
+_values = st.recursive(_leaf, lambda kids: st.one_of(
+    st.lists(kids, max_size=4), st.tuples(kids, kids), st.sets(st.integers(), max_size=3),
+    st.dictionaries(st.one_of(st.integers(), st.text(max_size=4)), kids, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_values, st.sampled_from([2, 3, 4, 5]))
+def test_random_plain_values_the_fast_walk_answers_as_the_reference_path(value, proto):
+    """Plain data with long arrays and long bytes (the same objects shared, so memoized):
+    wherever `walk` answers it is the reference path's value."""
+    data = pickle.dumps(value, protocol=proto)
+    want = _verdict(_reference, data)
+    got = _verdict(safe_pickle.walk, data)
+    assert want[0] == "value"
+    assert got == want or got == ("error", "Unsure")
+    assert _verdict(safe_pickle.loads, data) == want
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,12 +14,12 @@ CHUNK = 1 << 20          # bytes read from disk at a time
 MAX_OUT = 512 << 10      # inflated bytes per step: small enough to stay in cache and reuse
                          # freed memory (measured: 4 MiB steps page-fault, 1.6x slower on raw)
 SMALL_RANGE = 40         # value ranges up to this wide are counted value by value
+GATHER = MAX_OUT         # value counting gathers smaller pieces (blosc2 chunks: ~50 KB) to this size
 
 
 @dataclass(frozen=True)
 class FileTask:
     """One file to check. `rel` is the display/manifest key, e.g. `preprocessed/nnUNetPlans_2d/a.npz`."""
-
     path: str
     rel: str
     kind: str
@@ -41,7 +41,6 @@ class FileResult:
 
     `by_check["read"]` holds what stopped the file from being read at all.
     """
-
     rel: str
     size: int = 0
     mtime_ns: int = 0
@@ -61,8 +60,12 @@ class ValueSummary:
     """Streams array bytes and keeps what the checks need: non-finite count, set of values.
 
     Bytes may arrive split anywhere; a remainder shorter than one item is carried over.
+    Counting values costs a dozen numpy calls per piece, so pieces smaller than GATHER
+    are gathered first: a .b2nd segmentation comes as 24 chunks of 50 KB, and per chunk the
+    calls cost more than the counting (measured: 1.21 -> 0.86 ms per 24x160x160 case). The
+    finite check is one call per piece; gathering would cost it more in copies than it
+    saves. `nonfinite` and `counts()` include everything fed so far.
     """
-
     def __init__(self, dtype, track_values: bool, check_finite: bool):
         import numpy as np
 
@@ -70,15 +73,41 @@ class ValueSummary:
         self.dtype = np.dtype(dtype)
         self.track_values = track_values and self.dtype.kind in "iub"
         self.check_finite = check_finite and self.dtype.kind in "fc"
-        self.nonfinite = 0
+        self._nonfinite = 0
         self._counts = None
         self._big_counts: dict[int, int] = {}
         self._rem = b""
+        self._gathered: bytearray | None = None     # GATHER bytes, allocated on the first small piece
+        self._fill = 0
+
+    @property
+    def nonfinite(self) -> int:
+        self._flush()
+        return self._nonfinite
 
     def feed(self, buf: bytes | memoryview) -> None:
         if not (self.track_values or self.check_finite):
             return
         buf = memoryview(buf).cast("B")
+        n = len(buf)
+        if self.track_values and n < GATHER // 2:
+            if self._gathered is None:
+                self._gathered = bytearray(GATHER)
+            if self._fill + n > GATHER:
+                self._flush()
+            self._gathered[self._fill:self._fill + n] = buf     # a copy: the caller may reuse its buffer
+            self._fill += n
+            return
+        self._flush()
+        self._feed(buf)
+
+    def _flush(self) -> None:
+        """Summarise the gathered bytes; the buffer is then free for the next ones."""
+        if self._fill:
+            n, self._fill = self._fill, 0
+            self._feed(memoryview(self._gathered)[:n])
+
+    def _feed(self, buf: memoryview) -> None:
         size = self.dtype.itemsize
         if self._rem:
             # complete the split item with the first bytes of this chunk; never re-copy the chunk
@@ -103,16 +132,20 @@ class ValueSummary:
         if self.check_finite and not self._finite_sum(a):
             # a finite sum proves every value finite in one pass without a temporary; only
             # a NaN, an inf or an overflowing sum lands here, and then we count exactly
-            self.nonfinite += int(a.size - np.count_nonzero(np.isfinite(a)))
+            self._nonfinite += int(a.size - np.count_nonzero(np.isfinite(a)))
         if self.track_values and a.size:
             lo, hi = int(a.min()), int(a.max())
             if hi - lo <= SMALL_RANGE:
                 # few distinct values (segmentations): one compare per value beats bincount's
-                # 8x widening and np.unique's sort by an order of magnitude
-                for v in range(lo, hi + 1):
+                # 8x widening and np.unique's sort by an order of magnitude; the largest value
+                # holds whatever the others do not (every value is in [lo, hi]): one pass less
+                left = int(a.size)
+                for v in range(lo, hi):
                     c = int(np.count_nonzero(a == v))
                     if c:
                         self._big_counts[v] = self._big_counts.get(v, 0) + c
+                        left -= c
+                self._big_counts[hi] = self._big_counts.get(hi, 0) + left
             elif self.dtype.itemsize <= 2:
                 u = a.view(np.dtype(f"u{self.dtype.itemsize}"))
                 c = np.bincount(u, minlength=256 ** self.dtype.itemsize)
@@ -124,6 +157,7 @@ class ValueSummary:
 
     def counts(self) -> dict[int, int]:
         """Voxel count per value seen."""
+        self._flush()
         out = dict(self._big_counts)
         if self._counts is not None:
             np = self.np

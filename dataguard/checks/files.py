@@ -69,7 +69,6 @@ class MemoryReader(io.RawIOBase):
     """A seekable reader over bytes already in memory that hands out large reads as
     zero-copy memoryviews (inflate and CRC take any buffer); small reads are bytes, as
     parsers such as zipfile expect. Saves copying every file once more (io.BytesIO)."""
-
     ZERO_COPY = 64 << 10
 
     def __init__(self, data: bytes):
@@ -115,7 +114,6 @@ def check_file(task: FileTask) -> FileResult:
 
     A check that raises becomes a DG001 finding for this file and the next check runs.
     """
-
     res = FileResult(rel=task.rel)
     try:
         st = os.stat(task.path)

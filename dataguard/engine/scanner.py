@@ -320,7 +320,6 @@ def dataset_signature(view: DatasetView, vers: dict[str, int]) -> bytes:
 
     ~0.1 s of CPU for 30,000 files; running the dataset checks on them costs ~1 s.
     """
-
     h = blake2b(digest_size=20)
     h.update(json_canonical({"dataguard": __version__, "versions": vers, "meta": view.meta,
                              "plans": view.plans, "configs": view.config_names, "raw": view.raw_root,
@@ -453,7 +452,6 @@ class LazyViews(dict):
     never needs views. `Workspace.cases()`, repair plans and split tables do: on first
     access the loader rebuilds them from the manifest (every file reused, nothing read).
     """
-
     def __init__(self, views: dict, loader: Callable[[], dict] | None):
         super().__init__(views)
         self._loader = loader
@@ -499,7 +497,6 @@ class LazyViews(dict):
 def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progress,
           write_manifest, executor, cancel, force_parallel) -> ScanResult:
     """Datasets the stat index vouches for are answered from it; the rest are scanned."""
-
     t0 = time.perf_counter()
     dsets = datasets if datasets is not None else discover(targets)
     hits: dict[str, object] = {}
@@ -550,7 +547,7 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
     plan = []   # (dataset, files, manifest, per-task result or None)
     todo: list[FileTask] = []
     sizes: list[int] = []
-    needed_by_kind: dict[str, tuple[str, ...]] = {}
+    needed_by_kind: dict[tuple[str, str], tuple[str, ...]] = {}
     hash_all = sel.hash_all
     with gc_paused():       # ~10 small objects per file, none cyclic: no GC passes over them
         for ds in dsets:
@@ -560,9 +557,9 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
             slots: list[FileResult | None] = [None] * len(files.tasks)
             ctx = _context_keys(files.tasks)
             for i, (t, st) in enumerate(zip(files.tasks, files.stats)):
-                needed = needed_by_kind.get(t.kind)
+                needed = needed_by_kind.get((t.kind, t.where))
                 if needed is None:
-                    needed = needed_by_kind[t.kind] = sel.for_kind(t.kind)
+                    needed = needed_by_kind[(t.kind, t.where)] = sel.for_kind(t.kind, t.where)
                 hit, task = man.plan(t, st, needed, vers, full=full, hash_all=hash_all, context=ctx(t))
                 if hit is not None:
                     slots[i] = hit
