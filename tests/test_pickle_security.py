@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import dataguard.cli
 from audit import watch
-from conftest import make_tiny_pre, write_case_npz
+from conftest import make_tiny_pre
 from dataguard.checks import safe_pickle
 from dataguard.checks.base import FileTask
 from dataguard.checks.pickles import check_pkl

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import LABELS, dataguard_cli, train_env
+from conftest import LABELS, dataguard_cli
 
 AFFINE = np.diag([1.25, 1.25, 8.0, 1.0])
 
