@@ -262,6 +262,7 @@ def test_scan_json_into_a_closed_pipe_ends_quietly(cluttered, tmp_path):
 # (a leading underscore) need no entry: they never leave their module.
 NOT_DATAGUARD_ERRORS = {
     "dataguard.checks.safe_pickle.NeedNumpy": "a signal, not an error: loads() catches it and asks numpy",
+    "dataguard.checks.safe_pickle.Unsure": "a signal, not an error: loads() catches it and runs the reference path",
     "dataguard.fsio.CopyMismatch": "an OSError on purpose: every `except OSError` treats a copy that differs "
                                    "from its source as failed I/O, and the source stays",
     "dataguard.repair.journal.RollbackProblem": "caught where it is raised (with OSError) and reported as a "
