@@ -147,6 +147,8 @@ class ValueSummary:
                         left -= c
                 self._big_counts[hi] = self._big_counts.get(hi, 0) + left
             elif self.dtype.itemsize <= 2:
+                if not a.dtype.isnative:            # a view of the other byte order would count swapped values
+                    a = a.astype(a.dtype.newbyteorder("="))
                 u = a.view(np.dtype(f"u{self.dtype.itemsize}"))
                 c = np.bincount(u, minlength=256 ** self.dtype.itemsize)
                 self._counts = c if self._counts is None else self._counts + c
