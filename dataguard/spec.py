@@ -35,8 +35,9 @@ _repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 40, 40
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
 
 
-def _show(value) -> str:
-    """A short repr for a problem sentence: a deep or huge JSON value stays one line, never raises."""
+def short(value) -> str:
+    """A bounded repr for problem sentences and finding messages: a deep or huge JSON value stays
+    one short line, and it never raises."""
     try:
         return _repr.repr(value)
     except Exception:  # noqa: BLE001 - a problem sentence must never be what fails
@@ -182,7 +183,7 @@ def parse_spec(doc) -> DatasetSpec:
         ending = None
     n = doc.get("numTraining")
     if n is not None and _int(n) is None:
-        problems.append(f"'numTraining' must be an integer, not {_show(n)}")
+        problems.append(f"'numTraining' must be an integer, not {short(n)}")
     order = doc.get("regions_class_order")
     order_t = _order(order)
     spec = DatasetSpec(labels=labels, channels=channels, file_ending=ending if isinstance(ending, str) else None,
@@ -229,17 +230,17 @@ def _label_value(name: str, v, problems: list[str]) -> Value | None:
     if isinstance(v, (list, tuple)):
         vals = tuple(_int(x) for x in v)
         if not vals or None in vals:
-            problems.append(f"label '{name}': a region must list integer values, got {_show(v)}")
+            problems.append(f"label '{name}': a region must list integer values, got {short(v)}")
             return None
         value: Value = vals          # [3] stays a one-value region, as in nnU-Net
     elif _int(v) is not None:
         value = _int(v)
     else:
-        problems.append(f"label '{name}': value {_show(v)} is not an integer")
+        problems.append(f"label '{name}': value {short(v)} is not an integer")
         return None
     if not _json_label(v):
         fixed = list(value) if isinstance(value, tuple) else value
-        problems.append(f"label '{name}': write {_show(v)} as JSON integers, {fixed}")
+        problems.append(f"label '{name}': write {short(v)} as JSON integers, {fixed}")
     return value
 
 
@@ -250,7 +251,7 @@ def _channels(raw, problems: list[str]) -> dict[int, str]:
     out = {}
     for k, v in raw.items():
         if _int(k) is None or _int(k) < 0:
-            problems.append(f"channel index {_show(k)} is not a non-negative integer")
+            problems.append(f"channel index {short(k)} is not a non-negative integer")
             continue
         out[_int(k)] = str(v)
     if out and sorted(out) != list(range(len(out))):
@@ -271,7 +272,7 @@ def _region_problems(spec: DatasetSpec, order) -> list[str]:
         if order is None:
             out.append("labels are regions but 'regions_class_order' is missing")
         elif spec.regions_class_order is None:
-            out.append(f"'regions_class_order' must list integers, not {_show(order)}")
+            out.append(f"'regions_class_order' must list integers, not {short(order)}")
         elif len(spec.regions_class_order) != len(spec.regions or []):
             out.append(f"'regions_class_order' has {len(spec.regions_class_order)} entries for "
                        f"{len(spec.regions or [])} regions")

@@ -12,26 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import reprlib
 
 from ..findings import Finding, finding
-from ..spec import parse_spec
+from ..spec import parse_spec, short  # short: the one bounded repr, used by every check
 from .base import FileTask
 
 DATASET_JSON, FINGERPRINT, SPLITS = "dataset.json", "dataset_fingerprint.json", "splits_final.json"
 NOT_PLANS = (DATASET_JSON, FINGERPRINT, SPLITS)
-
-_repr = reprlib.Repr()
-_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 40, 40
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
-
-
-def short(value) -> str:
-    """A bounded repr for messages (deep or huge JSON values stay one short line)."""
-    try:
-        return _repr.repr(value)
-    except Exception:  # noqa: BLE001 - a message must never be what fails
-        return f"<{type(value).__name__}>"
 
 
 def role(rel: str) -> str | None:
