@@ -149,3 +149,21 @@ def test_probability_files_read_by_isal_equal_numpy_and_corruption_is_not_silent
     with pytest.raises(DataguardError, match="CRC|zlib") as e:
         read_probabilities(path)
     assert str(path) in str(e.value)
+
+
+def test_a_probability_file_claiming_gigabytes_is_refused_by_its_real_size(tmp_path):
+    import io
+    import struct
+
+    from dataguard.submit.ensemble import read_probabilities
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, probabilities=np.zeros((2, 3), np.float16))
+    data = bytearray(buf.getvalue())
+    cd = data.rfind(b"PK\x01\x02")
+    struct.pack_into("<I", data, cd + 24, 3 << 30)           # the directory claims 3 GiB uncompressed
+    path = tmp_path / "case.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataguardError, match="length mismatch") as e:
+        read_probabilities(path)
+    assert str(path) in str(e.value)

@@ -105,7 +105,8 @@ def member_bytes(path, name: str, limit: int = 1 << 34) -> bytes:
         out = raw
     elif zinfo.compress_type == zipfile.ZIP_DEFLATED:
         try:
-            out = _z.decompress(raw, -15, max(zinfo.file_size, 1))
+            # the directory's size is a claim: never allocate more than deflate can expand to (1032:1)
+            out = _z.decompress(raw, -15, max(1, min(zinfo.file_size, 1032 * len(raw) + 1024)))
         except _z.error as e:
             raise MemberError(f"zlib error: {e}") from None
     else:
