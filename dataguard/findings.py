@@ -58,7 +58,7 @@ class Fix(str, enum.Enum):
         return self.value
 
 
-FIELDS = ("code", "severity", "dataset", "path", "case", "message", "fix")
+FIELDS = ("code", "severity", "dataset", "path", "case", "message", "fix", "help")
 
 
 @dataclass(frozen=True, order=True)
@@ -71,6 +71,7 @@ class Finding:
     case: str | None = None
     fix: Fix | None = None
     dataset: str | None = None      # DatasetXXX_Name; path is relative to its raw/preprocessed part
+    help: str | None = None         # one line naming the cause and the fix ("help: ..." under the message)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,6 +89,7 @@ class Finding:
             case=d.get("case"),
             fix=Fix(d["fix"]) if d.get("fix") else None,
             dataset=d.get("dataset"),
+            help=d.get("help"),
         )
 
 
@@ -135,11 +137,12 @@ def catalogue() -> dict[str, CodeInfo]:
 
 
 def finding(code: str, path: str, message: str, *, case: str | None = None,
-            severity: Severity | None = None, fix: Fix | None = None) -> Finding:
+            severity: Severity | None = None, fix: Fix | None = None,
+            help: str | None = None) -> Finding:
     """Build a Finding, taking the default severity from the catalogue."""
     info = catalogue()[code]
     return Finding(path=path, code=code, severity=severity or info.default_severity,
-                   message=message, case=case, fix=fix)
+                   message=message, case=case, fix=fix, help=help)
 
 
 def code_matches(code: str, patterns: list[str]) -> bool:

@@ -12,8 +12,10 @@ other module can still use what is right.
 - `regions`: the regions in order (`LabelManager.foreground_regions`), None without regions.
 - `ignore_label`: the value of `"ignore"`, which nnU-Net masks out of the loss and of Dice.
 - `version`: 2, or 1 for an nnU-Net v1 file (`modality`, labels keyed by value, `training`).
-- `label_problems`: the part of `problems` about `labels` and `regions_class_order` (DG301
-  words the other keys its own way); `loose_labels`: labels not written as JSON integers.
+- `label_problems`: the part of `problems` about how `labels` are written (DG301 words the
+  other keys its own way); `region_problems`: what is wrong with the region and ignore-label
+  definitions (`regions_class_order`, the ignore label's value: DG312); `loose_labels`:
+  labels not written as JSON integers.
 - `ending` / `file_ending_of(doc)`: the file ending the walk matches names with (.nii.gz
   unless dataset.json gives a usable one).
 """
@@ -90,6 +92,7 @@ class DatasetSpec:
     version: int = 2
     problems: tuple[str, ...] = ()
     label_problems: tuple[str, ...] = ()
+    region_problems: tuple[str, ...] = ()
     loose_labels: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -189,9 +192,10 @@ def parse_spec(doc) -> DatasetSpec:
     spec = DatasetSpec(labels=labels, channels=channels, file_ending=ending if isinstance(ending, str) else None,
                        num_training=_int(n) if n is not None else None, regions_class_order=order_t,
                        version=version, loose_labels=loose, raw=doc)
-    label_problems += _region_problems(spec, order)
+    region_problems = _region_problems(spec, order) if version == 2 else []
     head = [V1_PROBLEM] if version == 1 else []
-    return replace(spec, problems=tuple(head + label_problems + problems), label_problems=tuple(label_problems))
+    return replace(spec, problems=tuple(head + label_problems + region_problems + problems),
+                   label_problems=tuple(label_problems), region_problems=tuple(region_problems))
 
 
 def _order(order) -> tuple[int, ...] | None:

@@ -92,7 +92,10 @@ class Workspace:
         self.manifest_dir = Path(manifest_dir)
         self.jobs = jobs
 
-        if isinstance(executor, str):            # "local" or "dask://host:port", as --executor takes it
+        # "local" (as --executor takes it): this machine, threads or, for big scans, a spawn
+        # pool (the calling script needs a main guard); None: threads only; or dask://host:port
+        self.pool = "auto" if isinstance(executor, str) and executor.strip() == "local" else "thread"
+        if isinstance(executor, str):
             executor = connect(executor)
         self.client = executor if is_dask_client(executor) else None   # a distributed.Client, kept
         self.executor = as_executor(executor)
@@ -135,7 +138,7 @@ class Workspace:
 
         res = scanner.scan(datasets=self.datasets, manifest_dir=self.manifest_dir, full=full, jobs=self.jobs,
                    select=select, ignore=ignore, on_progress=on_progress, write_manifest=write_manifest,
-                   executor=self.executor, cancel=cancel)
+                   executor=self.executor, cancel=cancel, pool=self.pool)
         if not res.cancelled and not select and not ignore:
             self.last = res
         return res
@@ -445,6 +448,7 @@ class Workspace:
         """A scan of one layout.Dataset with this Workspace's manifest folder and executor."""
         other = Workspace(datasets=[ds], manifest_dir=self.manifest_dir, jobs=self.jobs,
                           executor=self.client or self.executor)
+        other.pool = self.pool
         return other.scan(on_progress=on_progress)
 
     def train(self, preflight, call, patience: int | None = None, on_event=None):

@@ -49,7 +49,7 @@ def test_csv_output(tiny_pre, tmp_path, capsys):
     code, out, _ = run(capsys, "scan", str(tiny_pre), "--format", "csv", "--manifest-dir", str(tmp_path / "m"))
     rows = list(csv.DictReader(io.StringIO(out)))
     assert {r["code"] for r in rows} == {"DG101", "DG102"}
-    assert rows[0].keys() == {"code", "severity", "dataset", "path", "case", "message", "fix"}
+    assert rows[0].keys() == {"code", "severity", "dataset", "path", "case", "message", "fix", "help"}
 
 
 def test_table_output_without_terminal_has_no_colour(tiny_pre, tmp_path, capsys):

@@ -111,21 +111,22 @@ def test_labels_read_leniently_are_still_a_problem(value, fixed):
     assert spec.label_problems == (f"label 'a': write {value!r} as JSON integers, {fixed}",)
 
 
-def test_label_problems_are_the_labels_part_of_problems():
+def test_label_and_region_problems_are_parts_of_problems():
     spec = parse_spec({"channel_names": [], "file_ending": 3, "regions_class_order": "x",
                        "labels": {"background": 0, "w": [1, 2], "c": 2, "ignore": 5}})
-    assert set(spec.label_problems) < set(spec.problems)
-    assert not any("channel" in p or "file_ending" in p for p in spec.label_problems)
-    assert any("the ignore label must be the highest value (3), not 5" == p for p in spec.label_problems)
+    assert set(spec.label_problems) < set(spec.problems) and set(spec.region_problems) < set(spec.problems)
+    assert not any("channel" in p or "file_ending" in p for p in spec.label_problems + spec.region_problems)
+    assert "the ignore label must be the highest value (3), not 5" in spec.region_problems
+    assert not spec.label_problems            # every label is written as JSON integers
     # given but malformed is said as such, not as "missing"
-    assert [p for p in spec.label_problems if "regions_class_order" in p] == [
+    assert [p for p in spec.region_problems if "regions_class_order" in p] == [
         "'regions_class_order' must list integers, not 'x'"]
 
 
 def test_region_order_must_have_one_entry_per_region():
     doc = {**GOOD, "labels": {"background": 0, "whole": [1, 2], "core": 2}, "regions_class_order": [1, 2, 3]}
-    assert parse_spec(doc).label_problems == ("'regions_class_order' has 3 entries for 2 regions",)
-    assert parse_spec({**doc, "regions_class_order": [1, 2]}).label_problems == ()
+    assert parse_spec(doc).region_problems == ("'regions_class_order' has 3 entries for 2 regions",)
+    assert parse_spec({**doc, "regions_class_order": [1, 2]}).region_problems == ()
 
 
 def test_one_value_regions_are_plain_labels_as_in_nnunet():

@@ -63,7 +63,7 @@ def dataset_json(view: DatasetView) -> list[Finding]:
     if "file_ending" in meta and spec.ending != meta["file_ending"]:     # what the walk cannot match by
         problems.append(f"'file_ending' must be a string like '.nii.gz', got {short(meta['file_ending'])}")
     if "labels" in meta:
-        problems += spec.label_problems
+        problems += spec.label_problems + spec.region_problems   # region_problems: DG312 (issue 20)
     if "dataset" in meta and not isinstance(meta["dataset"], dict):
         problems.append("'dataset' (explicit file list) must map case -> {images, label}")
     elif isinstance(meta.get("dataset"), dict):
