@@ -167,6 +167,26 @@ class DatasetSpec:
         return {v: k for v, k in sorted(self.names.items()) if v != 0 and v != ig}
 
     @property
+    def classes(self) -> dict[int, tuple[str, tuple[int, ...]]]:
+        """What nnU-Net scores, in its order: key -> (name, label values). Plain labels are keyed
+        by their value; regions by their 1-based position (LabelManager.foreground_regions), each
+        holding the values a label map marks it with. Background and ignore are never classes."""
+        if self.has_regions:
+            return {i + 1: (k, v if isinstance(v, tuple) else (v,)) for i, (k, v) in enumerate(self._region_items())}
+        return {v: (k, (v,)) for v, k in self.foreground_names.items()}
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        """key -> name of every class (see `classes`): label names, or region names."""
+        return {k: name for k, (name, _) in self.classes.items()}
+
+    def present_classes(self, values) -> set[int]:
+        """The class keys a label map holding `values` contains: a region when any of its
+        values is there (nnU-Net's region_or_label_to_mask), a label when it is there."""
+        vals = set(values)
+        return {k for k, (_, vs) in self.classes.items() if vals.intersection(vs)}
+
+    @property
     def n_channels(self) -> int:
         return len(self.channels)
 

@@ -30,6 +30,7 @@ from .engine.verifier import verify
 from .engine.walk import file_ending, load_dataset_json
 from .errors import UsageError
 from .evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
+from .evaluate.region_weights import reduce_region_case, region_rule, search_regions
 from .evaluate.validation import run_validation, validation_calls
 from .evaluate.weights import check_weights, load_oof, search
 from .findings import Finding
@@ -381,7 +382,8 @@ class Workspace:
         if ds.preprocessed is None:
             raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
         splits = splits_of(ds.preprocessed)
-        labels = foreground_labels(load_spec(Path(ds.preprocessed) / "dataset.json"))
+        spec = load_spec(Path(ds.preprocessed) / "dataset.json")
+        labels = foreground_labels(spec)
         if pred_dir is not None:
             if fold is None:
                 raise UsageError("a loose PRED_DIR needs --fold K: which fold's validation it claims to be")
@@ -392,19 +394,24 @@ class Workspace:
                 folds = {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
                 sources += fold_sources(m.spec, folds, splits)
         return evaluate(ds.name, Path(ds.preprocessed) / "gt_segmentations", labels, sources, jobs=self.jobs,
-                        on_case=on_case)
+                        on_case=on_case, spec=spec)
 
     def out_of_fold(self, specs: list[str], dataset: str | None = None, on_case=None):
         """Out-of-fold probabilities of the models on the cases they share, and the references."""
         ds = self.dataset(dataset)
         models = self.models(specs, ds.name)
-        labels = foreground_labels(load_spec(Path(ds.preprocessed) / "dataset.json"))
+        spec = load_spec(Path(ds.preprocessed) / "dataset.json")
+        labels = foreground_labels(spec)
         dj, plans = nnunet_meta(models[0].folder)
         reader = writer_for(plans, dj)()
         folds = {m.spec: {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
                  for m in models}
-        return models, load_oof(folds, Path(ds.preprocessed) / "gt_segmentations", labels, reader, on_case,
-                                jobs=self.jobs)
+        rule = region_rule(spec)
+        reduce = None if rule is None else (lambda c, probs, ref, prune: reduce_region_case(c, probs, ref, rule, prune))
+        oof = load_oof(folds, Path(ds.preprocessed) / "gt_segmentations", labels, reader, on_case,
+                       jobs=self.jobs, ignore=spec.ignore_label, reduce=reduce)
+        oof.rule = rule
+        return models, oof
 
     def load_weights(self, path: Path | None, models: list[str]):
         """An ensemble weights file (submit.ensemble.Weights); None: equal weights."""
@@ -413,7 +420,7 @@ class Workspace:
     def suggest_weights(self, oof, step: float = 0.1):
         """Per-label ensemble weights from out-of-fold probabilities, and DG803 on them:
         (evaluate.weights.Suggestion, findings)."""
-        sug = search(oof, step=step)
+        sug = search(oof, step=step) if oof.rule is None else search_regions(oof, oof.rule, step=step)
         single = {m: sug.single[m] for m in sug.models}
         found = check_weights(Weights.parse(sug.weights_file(), sug.models), single, oof.labels, "suggested weights")
         return sug, found

@@ -9,6 +9,11 @@ over the `Evaluation` this module builds).
 One pass per case: the reference and the prediction are read once (threads: gzip and
 numpy release the GIL) and a single `bincount` over `ref * K + pred` gives every label's
 true positives and both volumes.
+
+Regions and the ignore label are scored as nnU-Net's `compute_metrics` does: a region is the
+set of voxels whose value is any of its labels (in the reference and in the prediction,
+which nnU-Net writes with `regions_class_order`), and voxels the reference marks `ignore`
+count nowhere: neither as reference, nor as prediction, nor as error.
 """
 from __future__ import annotations
 
@@ -55,10 +60,12 @@ class FoldSource:
 @dataclass
 class Evaluation:
     dataset: str
-    labels: dict[int, str]                       # foreground labels
+    labels: dict[int, str]                       # scored classes: label value (or region position) -> name
     sources: list[FoldSource] = field(default_factory=list)
     scores: list[CaseScore] = field(default_factory=list)
     findings: list = field(default_factory=list)
+    values: dict[int, tuple[int, ...]] = field(default_factory=dict)   # class -> the label values it is
+    ignore: int | None = None                    # the reference value nnU-Net masks out
 
     def models(self) -> list[str]:
         return list(dict.fromkeys(s.model for s in self.sources))
@@ -108,31 +115,45 @@ def read_labels(path: Path):
     return arr.astype(np.int64, copy=False)
 
 
-def overlap(ref, pred, labels: list[int]) -> dict[int, tuple[int, int, int]]:
-    """(true positives, reference voxels, predicted voxels) per label, from one bincount of
-    `ref * K + pred` (non-negative integer label arrays of one shape)."""
+def overlap(ref, pred, labels, ignore: int | None = None) -> dict[int, tuple[int, int, int]]:
+    """(true positives, reference voxels, predicted voxels) per class, from one bincount of
+    `ref * K + pred` (non-negative integer label arrays of one shape).
+
+    labels: a list of label values, or {class: label values} (a region is the union of its
+    values). Voxels whose reference is `ignore` are left out of every count, as nnU-Net does."""
     import numpy as np
 
-    k = int(max(ref.max(initial=0), pred.max(initial=0), max(labels, default=0))) + 1
+    classes = labels if isinstance(labels, dict) else {lab: (lab,) for lab in labels}
+    top = max((v for vs in classes.values() for v in vs), default=0)
+    k = int(max(ref.max(initial=0), pred.max(initial=0), top, ignore or 0)) + 1
     joint = np.bincount((ref.ravel() * k + pred.ravel()), minlength=k * k).reshape(k, k)
-    return {lab: (int(joint[lab, lab]), int(joint[lab].sum()), int(joint[:, lab].sum())) for lab in labels}
+    if ignore is not None:
+        joint[ignore, :] = 0
+    out = {}
+    for key, vals in classes.items():
+        idx = list(vals)
+        out[key] = (int(joint[np.ix_(idx, idx)].sum()), int(joint[idx, :].sum()), int(joint[:, idx].sum()))
+    return out
 
 
-def score_case(ref_path: Path, pred_path: Path, labels: list[int]) -> list[tuple[int, float | None, int, int]]:
-    """(label, dice or None, ref voxels, pred voxels) per label."""
+def score_case(ref_path: Path, pred_path: Path, labels, ignore: int | None = None
+               ) -> list[tuple[int, float | None, int, int]]:
+    """(class, dice or None, ref voxels, pred voxels) per class (see `overlap`)."""
     ref, pred = read_labels(ref_path), read_labels(pred_path)
     if ref.shape != pred.shape:
         raise ValueError(f"shape {pred.shape} differs from the reference's {ref.shape}")
-    return [(lab, (2 * tp / (r + p)) if r else None, r, p) for lab, (tp, r, p) in overlap(ref, pred, labels).items()]
+    return [(lab, (2 * tp / (r + p)) if r else None, r, p)
+            for lab, (tp, r, p) in overlap(ref, pred, labels, ignore).items()]
 
 
 def foreground_labels(spec) -> dict[int, str]:
-    """{value: name} of the labels nnU-Net scores (a DatasetSpec: no background, no ignore)."""
-    if spec.has_regions:
-        raise UsageError("region-based labels are not supported by dataguard evaluate")
-    if not spec.foreground_names:
+    """{class: name} of what nnU-Net scores (a DatasetSpec): foreground labels by value, or
+    regions by position; no background, no ignore."""
+    if spec.region_problems:
+        raise UsageError("dataset.json's regions cannot be scored: " + "; ".join(spec.region_problems))
+    if not spec.class_names:
         raise UsageError("dataset.json declares no foreground label: " + "; ".join(spec.problems or ("none",)))
-    return spec.foreground_names
+    return spec.class_names
 
 
 def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> list[FoldSource]:
@@ -149,14 +170,19 @@ def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> 
 
 
 def evaluate(dataset: str, gt_dir: Path, labels: dict[int, str], sources: list[FoldSource], *,
-             jobs: int | None = None, on_case=None) -> Evaluation:
-    """Score every predicted case that has a reference, then judge the case sets (DG802)."""
-    ev = Evaluation(dataset, labels, sources)
+             jobs: int | None = None, on_case=None, spec=None) -> Evaluation:
+    """Score every predicted case that has a reference, then judge the case sets (DG802).
+
+    spec: the dataset's DatasetSpec, for regions and the ignore label (None: plain labels)."""
+    values = {k: v for k, (_, v) in spec.classes.items() if k in labels} if spec is not None else {}
+    values = {lab: values.get(lab, (lab,)) for lab in labels}
+    ignore = spec.ignore_label if spec is not None else None
+    ev = Evaluation(dataset, labels, sources, values=values, ignore=ignore)
     work = [(s, c) for s in sources for c in s.found if (gt_dir / f"{c}{PRED_ENDING}").is_file()]
 
     def one(item):
         s, c = item
-        return s, c, score_case(gt_dir / f"{c}{PRED_ENDING}", s.folder / f"{c}{PRED_ENDING}", list(labels))
+        return s, c, score_case(gt_dir / f"{c}{PRED_ENDING}", s.folder / f"{c}{PRED_ENDING}", values, ignore)
 
     with ThreadPoolExecutor(max_workers=jobs or 4) as pool:
         for s, c, rows in pool.map(one, work):

@@ -130,8 +130,9 @@ def _argmax_where(lo, lo_max):
     return star
 
 
-def reduce_case(case: str, probabilities: list, ref, prune: bool = True) -> CaseVoxels:
-    """One case's model probabilities (C, ...) and reference to fixed counts + contested voxels."""
+def reduce_case(case: str, probabilities: list, ref, prune: bool = True, ignore: int | None = None) -> CaseVoxels:
+    """One case's model probabilities (C, ...) and reference to fixed counts + contested voxels.
+    Voxels whose reference is `ignore` count nowhere (nnU-Net masks them out of Dice)."""
     import numpy as np
 
     n_classes = probabilities[0].shape[0]
@@ -140,6 +141,11 @@ def reduce_case(case: str, probabilities: list, ref, prune: bool = True) -> Case
     if r.shape[0] != raw[0].shape[1] or any(a.shape != raw[0].shape for a in raw):
         raise UsageError(f"case {case}: the reference has {r.shape[0]} voxels, the probabilities "
                          f"{[a.shape for a in raw]}: not the same image")
+    voxels = int(r.shape[0])
+    if ignore is not None and (r == ignore).any():
+        valid = r != ignore
+        raw = [a[:, valid] for a in raw]
+        r = r[valid]
     if r.dtype.kind not in "ui":
         r = r.astype(np.int64)
     if r.dtype.kind == "i" and r.size and r.min() < 0:
@@ -156,7 +162,7 @@ def reduce_case(case: str, probabilities: list, ref, prune: bool = True) -> Case
     keep = ~fixed
     probs = np.stack([a[:, keep] for a in raw]) if keep.any() else np.zeros((len(raw), n_classes, 0), raw[0].dtype)
     return CaseVoxels(case, ref_counts, fixed_tp, fixed_pred, probs,
-                      r[keep].astype(np.int16 if n_classes < 32000 else np.int64), voxels=int(r.shape[0]))
+                      r[keep].astype(np.int16 if n_classes < 32000 else np.int64), voxels=voxels)
 
 
 # --- every case, reduced ------------------------------------------------------------------------
@@ -171,6 +177,8 @@ class OOF:
     refs: dict[str, object] = field(default_factory=dict)    # case -> reference label array (same space)
     missing: dict[str, list[str]] = field(default_factory=dict)   # model -> folds without probabilities
     reduced: "VoxelStore | None" = None
+    ignore: int | None = None        # reference value that counts nowhere
+    rule: object | None = None       # region_weights.RegionRule for a region-based dataset
 
     def store(self, prune: bool = True) -> "VoxelStore":
         """The reduced cases (made here from `probs`/`refs` when the OOF was built in memory)."""
@@ -179,7 +187,7 @@ class OOF:
         store = VoxelStore()
         for c in self.cases:
             if c in self.probs and c in self.refs:
-                store.add(reduce_case(c, self.probs[c], self.refs[c], prune))
+                store.add(reduce_case(c, self.probs[c], self.refs[c], prune, self.ignore))
         return store
 
 
@@ -546,12 +554,16 @@ def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None, prune: bo
 # --- reading ------------------------------------------------------------------------------------
 def load_oof(model_folds: dict[str, dict[int, Path]], gt_dir: Path, labels: dict[int, str],
              reader=None, on_case=None, jobs: int | None = None, prune: bool = True,
-             memory_budget: int = MEMORY_BUDGET) -> OOF:
+             memory_budget: int = MEMORY_BUDGET, ignore: int | None = None, reduce=None) -> OOF:
     """Out-of-fold probabilities (fold_X/validation/*.npz) of each model and the references,
     read with nnU-Net's own reader so both are in the same array space, each case once and
-    reduced as it is read (reduce_case): `jobs` cases at a time."""
+    reduced as it is read (reduce_case, or `reduce(case, probabilities, ref, prune)` for
+    regions): `jobs` cases at a time."""
     models = list(model_folds)
-    oof = OOF(models, labels, [])
+    oof = OOF(models, labels, [], ignore=ignore)
+    if reduce is None:
+        def reduce(case, probabilities, ref, prune):
+            return reduce_case(case, probabilities, ref, prune, ignore)
     per_model: dict[str, dict] = {}
     for m, folds in model_folds.items():
         files = {}
@@ -571,7 +583,7 @@ def load_oof(model_folds: dict[str, dict[int, Path]], gt_dir: Path, labels: dict
         ref = _read_ref(gt_dir, case, reader)
         if ref is None:
             return None
-        return reduce_case(case, [read_probabilities(per_model[m][case].npz) for m in models], ref, prune)
+        return reduce(case, [read_probabilities(per_model[m][case].npz) for m in models], ref, prune)
 
     workers = max(1, jobs or min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:          # inflate and numpy release the GIL

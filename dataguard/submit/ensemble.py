@@ -14,6 +14,13 @@ average). Weights are relative within a class: only their ratios matter. Backgro
 class like any other: give it weights under "0" or it takes the default. The label map is
 argmax_c P_c (ties go to the lower label, as numpy's and nnU-Net's argmax do). A class
 whose weights are all zero is refused: it could never be predicted.
+
+Region-based datasets (`"whole": [1, 2, 3]` with `regions_class_order`): nnU-Net writes one
+sigmoid probability per region, no background. Keys of `labels` are then region positions
+(1 = the first region in dataset.json); each region's probability is combined the same way,
+and the label map is made as `LabelManager.convert_probabilities_to_segmentation` makes it:
+for each region in order, voxels whose combined probability exceeds 0.5 take that region's
+`regions_class_order` value (later regions overwrite earlier ones).
 """
 from __future__ import annotations
 
@@ -82,13 +89,14 @@ class Weights:
         default = entry(raw["default"], "default") if raw.get("default") is not None else None
         return cls(per, default)
 
-    def matrix(self, models: list[str], n_classes: int):
-        """weights[m, c] as a numpy array (models x classes)."""
+    def matrix(self, models: list[str], n_classes: int, regions: bool = False):
+        """weights[m, c] as a numpy array (models x probability channels). With regions,
+        channel c is region c + 1 (there is no background channel)."""
         import numpy as np
 
         w = np.ones((len(models), n_classes), dtype=np.float64)
         for c in range(n_classes):
-            d = self.per_label.get(c, self.default)
+            d = self.per_label.get(c + 1 if regions else c, self.default)
             if d is not None:
                 w[:, c] = [d[m] for m in models]
         return w
@@ -97,8 +105,9 @@ class Weights:
         return {"labels": {str(k): v for k, v in sorted(self.per_label.items())}, "default": self.default}
 
 
-def combine(probabilities: list, weights):
-    """argmax over classes of the per-class weighted mean of (C, ...) probability arrays.
+def combine(probabilities: list, weights, region_order: tuple[int, ...] | None = None):
+    """The label map of the per-class weighted mean of (C, ...) probability arrays: argmax over
+    classes, or with `region_order` (regions_class_order) nnU-Net's region rule (see above).
 
     `weights`: array (models x classes). Returns (segmentation int, combined probabilities).
     """
@@ -115,7 +124,22 @@ def combine(probabilities: list, weights):
     for m, p in enumerate(probabilities):
         acc += p.astype(np.float32, copy=False) * w[m].astype(np.float32).reshape((-1,) + (1,) * (p.ndim - 1))
     acc /= w.sum(axis=0).astype(np.float32).reshape((-1,) + (1,) * (acc.ndim - 1))
+    if region_order is not None:
+        return regions_to_segmentation(acc, region_order), acc
     return acc.argmax(0), acc
+
+
+def regions_to_segmentation(probabilities, region_order: tuple[int, ...]):
+    """LabelManager.convert_probabilities_to_segmentation for regions: uint16, later regions win."""
+    import numpy as np
+
+    if len(region_order) != probabilities.shape[0]:
+        raise UsageError(f"regions_class_order has {len(region_order)} entries, the probabilities "
+                         f"{probabilities.shape[0]} regions")
+    seg = np.zeros(probabilities.shape[1:], dtype=np.uint16)
+    for i, c in enumerate(region_order):
+        seg[probabilities[i] > 0.5] = c
+    return seg
 
 
 def postprocess(seg, mode: str = "none"):
@@ -219,10 +243,18 @@ def writer_for(plans: dict, dataset_json: dict):
     way PlansManager.image_reader_writer_class finds it, without importing torch (2 s)."""
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
-    if parse_spec(dataset_json).has_regions:
-        raise UsageError("region-based datasets (labels given as lists) are not supported by the weighted "
-                         "ensemble; use nnUNetv2_ensemble")
     return recursive_find_reader_writer_by_name(plans["image_reader_writer"])
+
+
+def region_order_of(dataset_json: dict) -> tuple[int, ...] | None:
+    """regions_class_order for a region-based dataset (None: plain labels); a malformed region
+    definition is refused with what is wrong (DG312 says the same in a scan)."""
+    spec = parse_spec(dataset_json)
+    if not spec.has_regions:
+        return None
+    if spec.region_problems or spec.regions_class_order is None:
+        raise UsageError("dataset.json's regions cannot be ensembled: " + "; ".join(spec.region_problems))
+    return spec.regions_class_order
 
 
 @dataclass
@@ -249,6 +281,7 @@ def ensemble_folders(inputs: dict[str, Path], out_dir: Path, weights: Weights, m
     files = files or {m: find_probabilities(p) for m, p in inputs.items()}
     dataset_json, plans = nnunet_meta(Path(inputs[models[0]]))
     writer = writer_for(plans, dataset_json)()
+    order = region_order_of(dataset_json)
     ending = dataset_json.get("file_ending", ".nii.gz")
     cases = sorted(set.intersection(*[set(files[m]) for m in models]))
     props = {case: read_properties(_properties_file(files, models, case)) for case in cases}  # all, before any write
@@ -256,7 +289,7 @@ def ensemble_folders(inputs: dict[str, Path], out_dir: Path, weights: Weights, m
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in cases:
         probs = [read_probabilities(files[m][case].npz) for m in models]
-        seg, _ = combine(probs, weights.matrix(models, probs[0].shape[0]))
+        seg, _ = combine(probs, weights.matrix(models, probs[0].shape[0], regions=order is not None), order)
         seg = as_label_dtype(postprocess(seg, mode))
         target = out_dir / f"{case}{ending}"
         writer.write_seg(seg, str(target), props[case])
