@@ -194,3 +194,39 @@ def mounted_tmpfs(folder: Path, size: str = "1m", read_only: bool = False):
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+REGION_LABELS = {"background": 0, "heart": [1, 2, 3], "left_heart": [1, 2], "left_ventricle": 2}
+REGION_ORDER = [3, 1, 2]          # heart-only voxels are RV (3), then myocardium (1), then LV (2)
+REGION_CONFIGS = ("2d", "3d_fullres")
+
+
+@pytest.fixture(scope="session")
+def region_model(tmp_path_factory):
+    """Dataset903 (the synthetic cardiac cases with region labels: heart, left heart, LV) planned
+    and preprocessed by real nnunetv2, fold 0 of a 2d and a 3d_fullres region model trained by
+    `dataguard train` on the CPU (sigmoid probabilities per region, --npz). Read-only for tests."""
+    import subprocess
+    import sys
+
+    from dataguard.demo.synthetic import write_raw_dataset
+    from dataguard.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("regions") / "project"
+    raw_root, pre_root = root / "nnUNet_raw", root / "nnUNet_preprocessed"
+    (root / "nnUNet_results").mkdir(parents=True)
+    ds = write_raw_dataset(raw_root, 903, "Regions", n_cases=8)
+    meta = json.loads((ds / "dataset.json").read_text())
+    meta.update(labels=REGION_LABELS, regions_class_order=REGION_ORDER)
+    (ds / "dataset.json").write_text(json.dumps(meta, indent=2))
+    Workspace.plan_and_preprocess(raw_root.resolve(), pre_root.resolve(), 903, ("2d",))
+    env = train_env(root)
+    pre = subprocess.run([str(Path(sys.executable).with_name("nnUNetv2_preprocess")), "-d", "903", "-c", "3d_fullres",
+                          "-np", "1"], env=env, capture_output=True, text=True, timeout=600)
+    assert pre.returncode == 0, pre.stdout[-2000:] + pre.stderr[-2000:]
+    for config in REGION_CONFIGS:
+        proc = dataguard_cli(["train", "903", config, "0", *TINY_TRAIN, "--allow", "DG504"], env, root)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = root / "nnUNet_results" / "Dataset903_Regions"
+    return {"root": root, "env": env, "results": results, "preprocessed": pre_root / "Dataset903_Regions",
+            "dirs": {c: results / f"nnUNetTrainer_dataguard__nnUNetPlans__{c}" for c in REGION_CONFIGS}}
