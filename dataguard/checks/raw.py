@@ -14,6 +14,7 @@ import math
 from ..errors import RawError
 from ..findings import Finding, Fix, Severity, finding
 from .base import CHUNK, MAX_OUT, FileTask, ValueSummary
+from .signature import ImageSignature, axcodes
 
 try:
     from isal import isal_zlib as _z
@@ -215,22 +216,28 @@ def _read_nifti(task: FileTask, f, is_label: bool):
         summary = FloatLabelSummary(dtype, slope, inter)
     else:
         summary = ValueSummary(dtype, track_values=is_label, check_finite=not is_label)
+    sig = None if is_label else ImageSignature(dtype, shape, slope, inter)
+    feeds = (summary.feed,) if sig is None else (summary.feed, sig.feed)
     if offset > len(head):
         s.take(offset - len(head))
         seen = offset
     else:
-        summary.feed(head[offset:])
+        for feed in feeds:
+            feed(head[offset:])
         seen = len(head)
     got = max(0, seen - offset)
     for buf in s.rest():
         take = buf[: max(0, nbytes - got)] if got + len(buf) > nbytes else buf
         if take:
-            summary.feed(take)
+            for feed in feeds:
+                feed(take)
         got += len(buf)
     if got < nbytes:
         raise RawError(f"header says {shape} {dtype} ({nbytes} bytes of voxels) but the file holds {got}")
     facts = {"shape": list(shape), "dtype": str(dtype), "scaled": scaled, "format": f"nifti{hdr['sizeof_hdr'] // 270}",
              **geometry_from_affine(affine, zooms)}
+    if sig is not None:
+        facts.update(sig.facts(), axcodes=axcodes(facts["direction"]))
     return facts, summary
 
 
@@ -255,6 +262,11 @@ def _read_sitk(task: FileTask, is_label: bool):
     else:
         summary = ValueSummary(flat.dtype, track_values=is_label, check_finite=not is_label)
     summary.feed(flat.view(np.uint8))
+    if not is_label:
+        sig = ImageSignature(flat.dtype, facts["shape"])
+        sig.feed(flat.view(np.uint8))
+        facts.update(sig.facts(), axcodes=axcodes(facts["direction"], lps=True) if dim == 3 else None,
+                     components=img.GetNumberOfComponentsPerPixel())
     return facts, summary
 
 
