@@ -174,3 +174,21 @@ def test_rescan_reuses_the_new_facts(raw, tmp_path):
     first = scan(raw, tmp_path)
     again = scan(raw, tmp_path)
     assert again.stats.checked == 0 and again.findings == first.findings
+
+
+def test_submit_images_are_checked_against_training_before_anything_is_predicted(raw, tmp_path):
+    from dataguard.submit.ensemble import Weights
+
+    images = tmp_path / "test_images"
+    images.mkdir()
+    src = nib.load(raw / "imagesTr" / "heart_000_0000.nii.gz")
+    flipped = nib.Nifti1Image(np.asanyarray(src.dataobj)[::-1], src.affine @ np.diag([-1.0, 1, 1, 1]))
+    nib.save(flipped, images / "t_flipped_0000.nii.gz")
+    shutil.copy(raw / "imagesTr" / "heart_001_0000.nii.gz", images / "t_leak_0000.nii.gz")
+    ws = dataguard.Workspace([str(raw)], manifest_dir=tmp_path / "m")
+    name = ws.datasets[0].name
+    found = {(f.code, f.case) for f in ws.check_test_images(images, name)}
+    assert found == {("DG308", "t_flipped"), ("DG310", "t_leak")}
+    assert not [f for f in ws.check_test_images(images) if f.code in ("DG308", "DG310")]   # no training: no judgement
+    res = ws.predict_and_ensemble([], images, tmp_path / "work", Weights(), dataset=name)
+    assert res.stage == "images" and {f.code for f in res.findings} == {"DG308", "DG310"}
