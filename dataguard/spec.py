@@ -213,6 +213,7 @@ def parse_spec(doc) -> DatasetSpec:
                        num_training=_int(n) if n is not None else None, regions_class_order=order_t,
                        version=version, loose_labels=loose, raw=doc)
     region_problems = _region_problems(spec, order) if version == 2 else []
+    label_problems += _numbering_problems(spec) if version == 2 else []
     head = [V1_PROBLEM] if version == 1 else []
     return replace(spec, problems=tuple(head + label_problems + region_problems + problems),
                    label_problems=tuple(label_problems), region_problems=tuple(region_problems))
@@ -300,11 +301,27 @@ def _region_problems(spec: DatasetSpec, order) -> list[str]:
         elif len(spec.regions_class_order) != len(spec.regions or []):
             out.append(f"'regions_class_order' has {len(spec.regions_class_order)} entries for "
                        f"{len(spec.regions or [])} regions")
-    elif spec.foreground:                   # one-value regions ([3]) count as their value
-        plain = sorted(v[0] if isinstance(v, tuple) else v for k, v in spec.labels.items() if k != "ignore")
-        if plain != list(range(len(plain))):
-            out.append(f"label values must be consecutive from 0, got {plain}")
+        else:
+            named = set(spec.all_labels) - {0}
+            stray = [v for v in spec.regions_class_order if v not in named]
+            if stray:
+                out.append(f"'regions_class_order' writes {stray}, which no region contains "
+                           f"(the regions hold {sorted(named)})")
+        ig = spec.ignore_label
+        if ig is not None and any(ig in (v if isinstance(v, tuple) else (v,))
+                                  for k, v in spec.labels.items() if k != "ignore"):
+            out.append(f"the ignore label {ig} is also part of a region")
     return out
+
+
+def _numbering_problems(spec: DatasetSpec) -> list[str]:
+    """Plain labels must be 0..n-1 (how labels are written: DG301, not a region problem)."""
+    if spec.has_regions or not spec.foreground:
+        return []
+    plain = sorted(v[0] if isinstance(v, tuple) else v for k, v in spec.labels.items() if k != "ignore")
+    if plain != list(range(len(plain))):
+        return [f"label values must be consecutive from 0, got {plain}"]
+    return []
 
 
 def load_spec(path: Path | str) -> DatasetSpec:

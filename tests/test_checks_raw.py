@@ -48,18 +48,18 @@ def test_healthy_raw_dataset_is_clean(raw, tmp_path):
 
 
 # DG301 -----------------------------------------------------------------------
-@pytest.mark.parametrize("mutate, needle", [
-    (lambda m: m.pop("channel_names"), "'channel_names' is missing"),
-    (lambda m: m.update(labels={"background": 0, "a": 1, "b": 3}), "consecutive"),
-    (lambda m: m.update(labels={"background": 0, "a": 1, "ignore": 1}), "ignore label"),
-    (lambda m: m.update(file_ending="nii.gz"), "file_ending"),
-    (lambda m: m.update(labels={"background": 0, "heart": [1, 2], "lv": 2}), "regions_class_order"),
+@pytest.mark.parametrize("mutate, code, needle", [
+    (lambda m: m.pop("channel_names"), "DG301", "'channel_names' is missing"),
+    (lambda m: m.update(labels={"background": 0, "a": 1, "b": 3}), "DG301", "consecutive"),
+    (lambda m: m.update(labels={"background": 0, "a": 1, "ignore": 1}), "DG312", "ignore label"),
+    (lambda m: m.update(file_ending="nii.gz"), "DG301", "file_ending"),
+    (lambda m: m.update(labels={"background": 0, "heart": [1, 2], "lv": 2}), "DG312", "regions_class_order"),
 ])
-def test_dg301_dataset_json_problems(raw, tmp_path, mutate, needle):
+def test_dg301_dataset_json_problems(raw, tmp_path, mutate, code, needle):
     meta = json.loads((raw / "dataset.json").read_text())
     mutate(meta)
     (raw / "dataset.json").write_text(json.dumps(meta))
-    assert any(needle in f.message for f in codes(scan(raw, tmp_path), "DG301"))
+    assert any(needle in f.message for f in codes(scan(raw, tmp_path), code))
 
 
 def test_dg301_invalid_json(raw, tmp_path):
@@ -162,7 +162,8 @@ def test_dg305_num_training(raw, tmp_path):
 
 def test_dg303_near_miss_imagests_without_labels_is_fine(raw, tmp_path):
     (raw / "imagesTs").mkdir()
-    os.link(img_path(raw, "heart_000"), raw / "imagesTs" / "test_000_0000.nii.gz")
+    src = nib.load(img_path(raw, "heart_000"))
+    save(raw / "imagesTs" / "test_000_0000.nii.gz", np.asarray(src.dataobj) + 1, src.affine)   # not a copy: DG310
     assert scan(raw, tmp_path).findings == []
 
 

@@ -175,17 +175,19 @@ def _dg301(tmp_path, doc) -> list[str]:
     p = tmp_path / "dataset.json"
     p.write_text(json.dumps(doc))
     view = DatasetView("d", [FileTask(str(p), "raw/dataset.json", "json", "raw")], {}, doc, has_raw=True)
-    return [f.message for f in dataset_json(view)]
+    return [f"{f.code} {f.message}" for f in dataset_json(view)]
 
 
 def test_dg301_says_the_spec_s_label_problems(tmp_path):
     msgs = _dg301(tmp_path, {**GOOD, "labels": {"background": 0, "a": "1", "ignore": 1}})
-    assert msgs == ["dataset.json: label 'a': write '1' as JSON integers, 1",
-                    "dataset.json: the ignore label must be the highest value (2), not 1"]
+    assert msgs == ["DG301 dataset.json: label 'a': write '1' as JSON integers, 1",
+                    "DG312 dataset.json: the ignore label must be the highest value (2), not 1"]
     assert _dg301(tmp_path, {**GOOD, "labels": {"background": 0, "a": 1}}) == []
 
 
-def test_dg301_names_a_v1_file_and_its_converter(tmp_path):
+def test_dg311_names_a_v1_file_and_its_converter(tmp_path):
     msgs = _dg301(tmp_path, {"modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver"},
                              "training": [], "numTraining": 0, "file_ending": ".nii.gz"})
-    assert "nnUNetv2_convert_old_nnUNet_dataset" in msgs[0] and "'channel_names' is missing" in msgs[1]
+    # the DG301 behind it is the cascade cascades.fold folds into the DG311
+    assert msgs[0].startswith("DG311 dataset.json is an nnU-Net v1 file") and msgs[1:] == [
+        "DG301 dataset.json: 'channel_names' is missing"]

@@ -12,6 +12,7 @@ import stat as statmod
 
 from ..findings import Finding, Fix, Severity, finding
 from ..fsio import blake3_file, hash_stream, open_nonblocking  # noqa: F401 - re-exported for the checks
+from . import cascades
 from .base import FileResult, FileTask
 from .registry import FileInput, file_checks, get
 
@@ -63,6 +64,18 @@ def junk_findings(task: FileTask, head: bytes) -> list[Finding]:
     if task.kind == "unexpected":
         return [finding("DG104", task.rel, f"unexpected file '{name}' in a dataset folder", fix=Fix.QUARANTINE)]
     return []
+
+
+def stray_folders(view) -> list[Finding]:
+    """DG102 for each `__MACOSX` folder (macOS's zip leaves one beside the data it packed): one
+    finding for the folder, which `cascades.fold` gives the DG101/DG102 of every file in it."""
+    folders: dict[str, int] = {}
+    for t in view.tasks:
+        parts = t.rel.split("/")
+        if "__MACOSX" in parts[:-1]:
+            top = "/".join(parts[: parts.index("__MACOSX") + 1])
+            folders[top] = folders.get(top, 0) + 1
+    return [cascades.macosx_folder(rel, n) for rel, n in sorted(folders.items())]
 
 
 class MemoryReader(io.RawIOBase):

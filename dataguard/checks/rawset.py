@@ -1,23 +1,32 @@
-"""Dataset-level raw checks: dataset.json (DG301), case completeness and naming (DG303),
-geometry across a case's files (DG304), numTraining (DG305), unused labels (DG404).
+"""Dataset-level raw checks: dataset.json (DG301, DG311 v1 files, DG312 regions and the ignore
+label), case completeness and naming (DG303), geometry across a case's files (DG304),
+numTraining (DG305), unused labels (DG404).
 
 All run on the per-file facts (shape, spacing, origin, direction, label values) the
-per-file checks recorded, so they read no file except dataset.json.
+per-file checks recorded, so they read no file except dataset.json. Conversion mistakes
+(a v1 file, a label named like a channel, `case.0000.nii.gz`, a `file_ending` unlike the
+files) are reported as root findings that `cascades.fold` folds their consequences into.
 """
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 
 from ..findings import Finding, Fix, finding
 from ..fsio import read_json
-from ..spec import V1_PROBLEM, DatasetSpec, parse_spec
+from ..spec import DatasetSpec, parse_spec
+from . import cascades
 from .cases import DatasetView, case_labels
 from .metadata import is_int, short
 
 SPACING_RTOL = 1e-3      # relative, per axis
 ORIGIN_ATOL_MM = 1e-2    # plus SPACING_RTOL x spacing
 DIRECTION_ATOL = 1e-3
+# the file endings nnU-Net's readers take (NibabelIO, SimpleITKIO, NaturalImage2DIO, Tiff3DIO)
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".gipl", ".png", ".bmp", ".tif", ".tiff")
+_DOT_CHANNEL = re.compile(r"^(.+)\.(\d{4})$")         # case.0000: a dot for the underscore
+_CHANNEL_SUFFIX = re.compile(r"^(.+)_(\d{4})$")        # case_0000: a channel suffix
 
 
 def view_spec(view: DatasetView) -> DatasetSpec:
@@ -32,7 +41,8 @@ def view_spec(view: DatasetView) -> DatasetSpec:
 
 
 def dataset_json(view: DatasetView) -> list[Finding]:
-    """DG301: the raw dataset.json nnU-Net needs to even start."""
+    """DG301: the raw dataset.json nnU-Net needs to even start; DG311 for an nnU-Net v1 file
+    (its DG301s follow it, for cascades.fold to count), DG312 for regions and the ignore label."""
     task = next((t for t in view.tasks if t.rel == "raw/dataset.json"), None)
     if not view.has_raw:
         return []
@@ -49,8 +59,7 @@ def dataset_json(view: DatasetView) -> list[Finding]:
     if not isinstance(meta, dict):
         return [finding("DG301", task.rel, f"dataset.json must hold a JSON object, got {short(meta)}")]
     spec = parse_spec(meta)
-    problems = [V1_PROBLEM] if spec.version == 1 else []
-    problems += [f"'{k}' is missing" for k in ("channel_names", "labels", "numTraining", "file_ending")
+    problems = [f"'{k}' is missing" for k in ("channel_names", "labels", "numTraining", "file_ending")
                  if k not in meta]
     if "channel_names" in meta and (not isinstance(meta["channel_names"], dict) or not meta["channel_names"]):
         problems.append("'channel_names' must map channel index -> name, e.g. {\"0\": \"CT\"}")
@@ -62,14 +71,55 @@ def dataset_json(view: DatasetView) -> list[Finding]:
         problems.append(f"'numTraining' must be a non-negative integer, got {short(meta['numTraining'])}")
     if "file_ending" in meta and spec.ending != meta["file_ending"]:     # what the walk cannot match by
         problems.append(f"'file_ending' must be a string like '.nii.gz', got {short(meta['file_ending'])}")
+    regions: list[Finding] = []
     if "labels" in meta:
-        problems += spec.label_problems + spec.region_problems   # region_problems: DG312 (issue 20)
+        problems += spec.label_problems
+        regions += [finding("DG312", task.rel, f"dataset.json: {p}", help=_region_help(p, spec))
+                    for p in spec.region_problems]
     if "dataset" in meta and not isinstance(meta["dataset"], dict):
         problems.append("'dataset' (explicit file list) must map case -> {images, label}")
     elif isinstance(meta.get("dataset"), dict):
         problems += [f"'dataset' entry '{case}' must be {{\"images\": [paths], \"label\": path}}, got {short(entry)}"
                      for case, entry in meta["dataset"].items() if _entry_files(entry) is None]
-    return [finding("DG301", task.rel, f"dataset.json: {p}") for p in problems]
+    out = [finding("DG301", task.rel, f"dataset.json: {p}") for p in problems] + regions
+    if spec.version == 1:
+        return [cascades.v1_dataset_json(task.rel)] + out
+    mismatch = _ending_mismatch(view, meta)
+    return out + ([cascades.ending_mismatch(task.rel, meta["file_ending"], *mismatch)] if mismatch else [])
+
+
+def _region_help(problem: str, spec: DatasetSpec) -> str | None:
+    """The help line of a DG312: what to write in dataset.json."""
+    if problem.startswith("the ignore label"):
+        top = max(spec.all_labels) + 1 if spec.all_labels else 1
+        return f'give "ignore" one integer value, the highest: "ignore": {top}'
+    if "regions_class_order" in problem:
+        n = len(spec.regions or [])
+        return (f'add "regions_class_order": one label value per region ({n}), in the order the regions '
+                f'are listed (the value written where that region wins)')
+    return None
+
+
+def _ending_mismatch(view: DatasetView, meta: dict) -> tuple[str, int] | None:
+    """(the ending the raw images and labels have, how many) when dataset.json's file_ending
+    matches none of them (".nii" next to ".nii.gz" files, or the reverse); else None."""
+    declared = meta.get("file_ending")
+    if not isinstance(declared, str) or view_spec(view).ending != declared:
+        return None
+    endings: dict[str, int] = defaultdict(int)
+    for t in view.tasks:
+        if t.where != "raw" or t.rel.count("/") != 2 or t.rel.split("/")[1] not in ("imagesTr", "labelsTr"):
+            continue
+        if t.kind in ("image", "label"):
+            return None                 # some files match: not a wrong file_ending
+        if t.kind == "unexpected":
+            e = next((e for e in IMAGE_ENDINGS if t.rel.endswith(e)), None)
+            if e is not None and e != declared:
+                endings[e] += 1
+    if not endings:
+        return None
+    actual = max(endings, key=lambda e: (endings[e], e))
+    return actual, endings[actual]
 
 
 def _n_channels(meta: dict) -> int | None:
@@ -98,6 +148,10 @@ def _raw_files(view: DatasetView):
             continue
         stem = name[: -len(ending)]
         if t.case == stem:      # no _XXXX channel suffix
+            dot = _DOT_CHANNEL.match(stem)
+            if dot:             # case.0000.nii.gz (nnU-Net #2187)
+                naming.append(cascades.image_with_dot_channel(t.rel, dot[1], dot[2], ending))
+                continue
             naming.append(finding("DG303", t.rel, f"image name must be {{case}}_{{XXXX}}{ending} "
                                   f"(channel index), e.g. {stem}_0000{ending}", case=t.case))
             continue
@@ -185,12 +239,15 @@ def case_files(view: DatasetView) -> list[Finding]:
                                    f"channel file(s) {', '.join(extra)} beyond the {n_ch} declared in dataset.json",
                                    case=case))
             if folder == "imagesTr" and case not in labels and not explicit:
-                out.append(finding("DG303", f"raw/{folder}/{case}", "training case has no label in labelsTr",
-                                   case=case))
+                out.append(finding("DG303", f"raw/{folder}/{case}", cascades.NO_LABEL, case=case))
     if not explicit:
         for case, rel in sorted(labels.items()):
             if case not in images["imagesTr"]:
-                out.append(_label_without_image(case, rel, meta, ending))
+                owner = _CHANNEL_SUFFIX.match(case)
+                if owner and owner[1] in images["imagesTr"] and owner[1] not in labels:
+                    out.append(cascades.label_with_channel_suffix(rel, owner[1], ending))
+                else:
+                    out.append(_label_without_image(case, rel, meta, ending))
     else:
         present = {t.path for t in view.tasks}
         for case, entry in sorted(explicit.items()):
@@ -202,9 +259,30 @@ def case_files(view: DatasetView) -> list[Finding]:
     n_train = len(explicit) if explicit else len(images["imagesTr"])
     declared = meta.get("numTraining")
     if is_int(declared) and declared != n_train:
-        out.append(finding("DG305", "raw/dataset.json",
+        out.append(_num_training(view, declared, n_train, images["imagesTr"], ending) if not explicit else
+                   finding("DG305", "raw/dataset.json",
                            f"numTraining is {declared} but the dataset holds {n_train} training cases"))
     return out
+
+
+def _num_training(view: DatasetView, declared: int, n_train: int, cases, ending: str) -> Finding:
+    """DG305, with its cause where the difference is exactly the images misnamed with a dot
+    (folded into their DG303) or exactly the stray files in imagesTr (numTraining counted files)."""
+    said = f"numTraining is {declared} but the dataset holds {n_train} training cases"
+    stray = [t.rel.rsplit("/", 1)[-1] for t in view.tasks
+             if t.where == "raw" and t.rel.startswith("raw/imagesTr/") and t.rel.count("/") == 2
+             and not (t.kind == "image" and t.case in cases)]
+    dots = {m[1] for n in stray if n.endswith(ending) and (m := _DOT_CHANNEL.match(n[: -len(ending)]))} - set(cases)
+    if dots and declared == n_train + len(dots):
+        return finding("DG305", "raw/dataset.json", f"{said}: the {len(dots)} {cascades.DUE_TO_DOTS} "
+                                                    f"are not counted")
+    if stray and declared == n_train + len(stray):
+        shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+        return finding("DG305", "raw/dataset.json",
+                       f"{said}: {declared} also counts the {len(stray)} stray file{'s' if len(stray) != 1 else ''} "
+                       f"in imagesTr ({shown})",
+                       help=f'set "numTraining": {n_train} in dataset.json; the stray files are findings of their own')
+    return finding("DG305", "raw/dataset.json", said)
 
 
 def _label_without_image(case: str, rel: str, meta: dict, ending: str) -> Finding:

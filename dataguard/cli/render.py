@@ -42,26 +42,73 @@ def render_csv(result: ScanResult, out: TextIO | None = None) -> None:
         w.writerow({k: ("" if v is None else v) for k, v in f.to_dict().items()})
 
 
+NARROW = 100      # below this many columns the table folds case and fix into the message cell
+
+
+def message_cell(f, narrow: bool = False):
+    """The message of a finding as a rich Text with its help line (if any) under it, dim:
+    "help: mv labelsTr/case_0000.nii.gz labelsTr/case.nii.gz"; on a narrow console also the
+    case (when the path does not show it) and the fix, so the message keeps half the width."""
+    from rich.text import Text
+
+    cell = Text(printable(f.message))
+    extra = [("help", f.help)]
+    if narrow:
+        extra += [("case", f.case if f.case and f.case not in f.path else None), ("fix", f.fix)]
+    for name, value in extra:
+        if value:
+            cell.append("\n")
+            cell.append(f"{name}: {printable(str(value))}", style="dim")
+    return cell
+
+
+def _path_lines(path: str, width: int) -> str:
+    """A path broken after its slashes into lines of at most `width` (a long part is left to
+    the table's folding): 'preprocessed/\nnnUNetPlans_3d_fullres/\n._case_0.npz'."""
+    lines, line = [], ""
+    for part in path.replace("/", "/\0").split("\0"):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join(lines + [line])
+
+
+def _table(title: str, findings, console):
+    """One findings table: severity, code, case, path, message (+ help), fix; on a console
+    narrower than NARROW: severity, code, path, message (+ help, case, fix)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    width = getattr(console, "width", None) or 80
+    narrow = width < NARROW
+    path_width = max(16, width // 4)
+    table = Table(title=Text(printable(title), style="bold"), title_justify="left", header_style="bold")
+    cols = ("severity", "code", "path", "message") if narrow else ("severity", "code", "case", "path", "message", "fix")
+    for col in cols:
+        table.add_column(col, overflow="fold", max_width=path_width if narrow and col == "path" else None)
+    for f in findings:
+        # Text() everywhere: paths and messages may contain [brackets] rich would parse;
+        # printable(): a newline or escape sequence in a name or message must not break the row
+        sev = Text(str(f.severity), style=SEVERITY_STYLE[f.severity])
+        if narrow:
+            table.add_row(sev, f.code, Text(_path_lines(printable(f.path), path_width)), message_cell(f, True))
+        else:
+            table.add_row(sev, f.code, Text(printable(f.case or "")), Text(printable(f.path)), message_cell(f),
+                          str(f.fix) if f.fix else "")
+    return table
+
+
 def render_table(result: ScanResult, console) -> None:
     """Findings per dataset, then the summary line, on `console` (common.console(): coloured on a
     terminal, $COLUMNS wide when piped)."""
-    from rich.table import Table
     from rich.text import Text
 
     by_dataset: dict[str, list] = {}
     for f in result.findings:
         by_dataset.setdefault(f.dataset or "", []).append(f)
     for name, findings in by_dataset.items():
-        table = Table(title=Text(printable(name), style="bold"), title_justify="left", header_style="bold")
-        for col in ("severity", "code", "case", "path", "message", "fix"):
-            table.add_column(col, overflow="fold")
-        for f in findings:
-            # Text() everywhere: paths and messages may contain [brackets] rich would parse;
-            # printable(): a newline or escape sequence in a name or message must not break the row
-            table.add_row(Text(str(f.severity), style=SEVERITY_STYLE[f.severity]), f.code,
-                          Text(printable(f.case or "")), Text(printable(f.path)), Text(printable(f.message)),
-                          str(f.fix) if f.fix else "")
-        console.print(table)
+        console.print(_table(name, findings, console))
     if not result.findings:
         console.print("[green]No findings.[/]")
     console.print(Text(printable(summary_line(result))))
@@ -69,13 +116,4 @@ def render_table(result: ScanResult, console) -> None:
 
 def render_findings(findings, title: str, console) -> None:
     """One findings table (severity, code, case, path, message, fix) under a title."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=Text(printable(title), style="bold"), title_justify="left", header_style="bold")
-    for col in ("severity", "code", "case", "path", "message", "fix"):
-        table.add_column(col, overflow="fold")
-    for f in findings:
-        table.add_row(Text(str(f.severity), style=SEVERITY_STYLE[f.severity]), f.code, Text(printable(f.case or "")),
-                      Text(printable(f.path)), Text(printable(f.message)), str(f.fix) if f.fix else "")
-    console.print(table)
+    console.print(_table(title, findings, console))

@@ -207,6 +207,9 @@ def _quarantine(a: Action, ds: Dataset, journals: dict[str, Journal]) -> Outcome
         folder = j.root / rel.rsplit("/", 1)[0]
         files = [p for p in sorted(folder.iterdir()) if config_file_kind(p.name)[1] == a.case]
         rels = [p.relative_to(j.root).as_posix() for p in files]
+    elif (j.root / rel).is_dir() and not (j.root / rel).is_symlink():     # a __MACOSX folder: every file in it
+        rels = sorted(p.relative_to(j.root).as_posix() for p in (j.root / rel).rglob("*")
+                      if p.is_symlink() or p.is_file())
     else:
         rels = [rel]
     moved = []
