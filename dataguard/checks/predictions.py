@@ -45,16 +45,44 @@ def dtype(ps) -> list[Finding]:
     return out
 
 
+IGNORE_HELP = ("the ignore label marks unannotated voxels of training labels (sparse annotation); nnU-Net "
+               "never predicts it, so this map is not a model's output: re-run nnUNetv2_predict, or map the "
+               "value to a class before submitting")
+
+
+def _allowed(ps) -> set[int]:
+    """The values a prediction may hold: the declared ones (regions flattened), plus, for a
+    region model, 0 and the `regions_class_order` values nnU-Net writes; never the ignore label."""
+    spec = ps.spec
+    allowed = set(ps.labels)
+    if spec is not None:
+        if spec.has_regions and spec.regions_class_order:
+            allowed |= {0, *spec.regions_class_order}
+        allowed.discard(spec.ignore_label)
+    return allowed
+
+
 def values(ps) -> list[Finding]:
-    """DG602: values that are not declared labels."""
+    """DG602: values that are not declared labels, and voxels with the ignore label."""
     if ps.labels is None:
         return []
+    allowed = _allowed(ps)
+    ig = ps.spec.ignore_label if ps.spec is not None else None
+    if ps.spec is not None and ps.spec.has_regions:
+        order = ps.spec.regions_class_order
+        shown = (f"0 and the regions_class_order values {list(order)}" if order else
+                 ", ".join(str(v) for v in sorted(allowed)))
+    else:
+        shown = ", ".join(f"{k}={v}" for k, v in ps.labels.items() if k in allowed)
     out = []
     for case, pc in sorted(ps.cases.items()):
-        bad = [v for v in pc.counts if v not in ps.labels]
+        bad = [v for v in pc.counts if v not in allowed and v != ig]
         if bad:
             out.append(finding("DG602", _where(ps, pc.member), f"values {bad[:10]} are not labels of the dataset "
-                               f"({', '.join(f'{k}={v}' for k, v in ps.labels.items())})", case=case))
+                               f"({shown})", case=case))
+        if ig is not None and pc.counts.get(ig):
+            out.append(finding("DG602", _where(ps, pc.member), f"{pc.counts[ig]} voxels hold the ignore label "
+                               f"({ig}), which a prediction must never contain", case=case, help=IGNORE_HELP))
     return out
 
 
@@ -86,20 +114,34 @@ def case_set(ps) -> list[Finding]:
 
 
 def content(ps) -> list[Finding]:
-    """DG605 (warning): an empty prediction, or one that lacks a label most training cases have."""
+    """DG605 (warning): an empty prediction, or one that lacks a class (label, or region) most
+    training cases have. `ps.common` is keyed like `DatasetSpec.classes` (plain labels by value,
+    regions by position; `splits.folds.class_shares`); the ignore label is never a class."""
+    spec = ps.spec
+    regions = spec.classes if spec is not None and spec.has_regions else {}
+    ig = spec.ignore_label if spec is not None else None
     out = []
     for case, pc in sorted(ps.cases.items()):
         if pc.facts is None:
             continue
-        fg = [v for v, n in pc.counts.items() if v != 0 and n > 0]
+        fg = [v for v, n in pc.counts.items() if v != 0 and v != ig and n > 0]
         if not fg:
             out.append(finding("DG605", _where(ps, pc.member), "empty prediction: every voxel is background",
                                case=case, severity=Severity.WARNING))
             continue
+        if regions:
+            present = spec.present_classes(fg)
+        else:
+            present = set(fg)
         name = ps.labels or {}
-        lacking = [lab for lab, share in sorted(ps.common.items()) if share > COMMON_SHARE and lab not in fg]
+        lacking = [lab for lab, share in sorted(ps.common.items())
+                   if share > COMMON_SHARE and lab not in present and (lab in regions or not regions) and lab != ig]
         for lab in lacking:
-            out.append(finding("DG605", _where(ps, pc.member), f"no {name.get(lab, f'label {lab}')} ({lab}), which "
+            if regions:
+                what = f"region {regions[lab][0]} (labels {', '.join(str(v) for v in regions[lab][1])})"
+            else:
+                what = f"{name.get(lab, f'label {lab}')} ({lab})"
+            out.append(finding("DG605", _where(ps, pc.member), f"no {what}, which "
                                f"{ps.common[lab]:.0%} of training cases contain", case=case,
                                severity=Severity.WARNING))
     return out

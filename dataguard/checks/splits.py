@@ -13,11 +13,13 @@ from ..fsio import read_regular
 from ..splits.folds import (
     NNUNET_FOLDS,
     SplitError,
+    case_classes,
     label_counts,
     load_splits,
     nnunet_default_split,
 )
 from .cases import DatasetView, case_labels
+from .groups import patient_leaks
 from .rawset import complete_cases, view_spec
 
 PRE, RAW = "preprocessed/splits_final.json", "raw/splits_final.json"
@@ -50,6 +52,8 @@ def check_splits(view: DatasetView) -> list[Finding]:
         return out + [finding("DG501", PRE, f"malformed: {e}; nnU-Net cannot train from it",
                               fix=Fix.REGENERATE_SPLITS)]
     out += _duplicates(splits) + _leakage(splits)
+    if view.groups:
+        out += patient_leaks(splits, view.groups, PRE)
     cases = training_cases(view)
     if cases:
         out += _existence(splits, cases)
@@ -86,7 +90,7 @@ def _predicted(view: DatasetView) -> list[Finding]:
                    f"{NNUNET_FOLDS}-fold split (KFold, seed 12345) over the {len(cases)} training cases at "
                    f"the first training; it is checked as if it existed (its DG504, if any, say 'predicted "
                    f"default split'); `dataguard splits rebalance` writes a stratified one", fix=Fix.REGENERATE_SPLITS)]
-    for f in _imbalance(splits, view, cases):
+    for f in _imbalance(splits, view, cases) + (patient_leaks(splits, view.groups, PRE) if view.groups else []):
         out.append(dataclasses.replace(f, severity=min(f.severity, Severity.WARNING),
                                        message=PREDICTED + f.message))
     return out
@@ -179,15 +183,18 @@ def _existence(splits, cases: set[str]) -> list[Finding]:
 def _imbalance(splits, view: DatasetView, cases: set[str]) -> list[Finding]:
     """DG504: a label missing from a fold's val/train set, or far from its dataset share.
 
+    Counted per class (`splits.folds.case_classes`): plain labels by value, the ignore label
+    left out; with regions, a case contains a region when it holds any of its values.
     Only cases with known labels count (a case whose .pkl is unreadable is not assumed
     empty). A label in fewer cases than folds cannot be in every validation set: one
     warning suggesting fewer folds instead of an error per fold. The share warning:
     see SHARE_LOW, SHARE_HIGH, MIN_EXPECTED.
     """
-    labels = {c: s for c, s in case_labels(view).items() if c in cases}
+    spec = view_spec(view)
+    labels = case_classes({c: s for c, s in case_labels(view).items() if c in cases}, spec)
     if not labels:
         return []
-    names = view_spec(view).foreground_names
+    names, regions = spec.class_names, spec.classes if spec.has_regions else {}
     total = label_counts(labels)
     k, n = len(splits), len(labels)
     per_fold = []
@@ -196,7 +203,10 @@ def _imbalance(splits, view: DatasetView, cases: set[str]) -> list[Finding]:
         per_fold.append((label_counts(labels, tr), label_counts(labels, va), len(va)))
     out = []
     for lab, count in total.items():
-        name = f"label {lab} ({names.get(lab, 'unnamed')})"
+        if lab in regions:
+            name = f"region {names[lab]} (labels {', '.join(str(v) for v in regions[lab][1])})"
+        else:
+            name = f"label {lab} ({names.get(lab, 'unnamed')})"
         if count < k:
             out += _too_rare(lab, name, count, k, per_fold)
             continue

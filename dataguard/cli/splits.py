@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SplitError
-from .common import ExitCode, UsageError, add_engine_args, progress, shown, workspace
+from .common import ExitCode, UsageError, add_engine_args, add_group_args, progress, shown, workspace
 from .common import console as _console
 from .common import note as _note
 
@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=lambda args: _no_subcommand(p))
     ss = p.add_subparsers(dest="splits_command", metavar="SUBCOMMAND")
 
-    s = ss.add_parser("show", help="per fold, how many train and val cases contain each label",
+    s = ss.add_parser("show", help="per fold, how many train and val cases contain each label (or region)",
                       description="One row per fold: the number of training and validation cases, and "
                       "per foreground label how many of them contain it (train/val). DG5xx findings "
                       "about the splits follow the table.",
@@ -78,6 +78,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table (default; plain when piped) or json (only JSON on stdout)")
     add_engine_args(p)
+    add_group_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -144,6 +145,11 @@ def cmd_rebalance(args) -> int:
         after = ctx.rebalanced(folds=args.folds, seed=args.seed)
     except SplitError as e:
         raise UsageError(str(e)) from None
+    if ctx.groups:
+        _note(f"patients: {len(set(ctx.groups.values()))} for {len(ctx.cases)} cases; each patient's cases "
+              f"share one validation set")
+    for n in ctx.notes:
+        _note(n)
     if not args.dry_run:
         swept = ctx.sweep_leftovers()
         if swept:
@@ -207,13 +213,19 @@ def _table_doc(ctx, table) -> dict:
     totals = ctx.counts()
     labels = {str(lab): {"name": name, "cases": totals.get(lab, 0)}
               for lab, name in table.drop_duplicates("label").set_index("label")["name"].items()}
+    for lab, info in labels.items():          # regions: keyed by position; say which values make them
+        if int(lab) in ctx.regions:
+            info["values"] = list(ctx.regions[int(lab)])
     folds = []
     for fold, rows in table.groupby("fold", sort=True):
         folds.append({"fold": int(fold), "n_train": int(rows["n_train"].iloc[0]),
                       "n_val": int(rows["n_val"].iloc[0]),
                       "labels": {str(int(r["label"])): {"train": int(r["train"]), "val": int(r["val"])}
                                  for r in rows.to_dict("records")}})      # no itertuples: it execs a namedtuple
-    return {"cases": len(ctx.cases), "labels": labels, "folds": folds}
+    doc = {"cases": len(ctx.cases), "labels": labels, "folds": folds}
+    if ctx.regions:
+        doc["kind"] = "regions"
+    return doc
 
 
 def _rich_table(ctx, table, title: str | None):
@@ -225,8 +237,8 @@ def _rich_table(ctx, table, title: str | None):
     t = Table(title=Text(title, style="bold") if title else None, title_justify="left", header_style="bold")
     for col in ("fold", "train", "val"):
         t.add_column(col, justify="right")
-    for lab, info in doc["labels"].items():
-        t.add_column(f"{lab} {info['name']}\ntrain/val", justify="right")
+    for lab in doc["labels"]:
+        t.add_column(f"{ctx.heading(int(lab))}\ntrain/val", justify="right")
     for fold in doc["folds"]:
         cells = [Text(f"{c['train']}/{c['val']}", style="bold red" if c["val"] == 0 else "")
                  for c in fold["labels"].values()]

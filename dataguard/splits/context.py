@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks.cases import case_labels
+from ..checks.rawset import view_spec
 from ..checks.splits import training_cases
 from ..engine.layout import Dataset
 from ..findings import Severity
@@ -16,14 +17,16 @@ from .folds import (
     NNUNET_FOLDS,
     SPLITS_NAME,
     SplitError,
+    case_classes,
+    class_heading,
     label_counts,
-    label_names,
     label_table,
     load_splits,
     nnunet_default_split,
     plot_heatmap,
     quarantine_leftovers,
     rebalance,
+    rebalance_grouped,
 )
 
 
@@ -33,11 +36,16 @@ class SplitContext:
     dataset: Dataset
     splits_path: Path
     cases: list[str]                      # training cases
-    case_labels: dict[str, set[int]]      # every training case; set() = no foreground or unknown
-    names: dict[int, str]                 # label value -> name from dataset.json
+    case_labels: dict[str, set[int]]      # every training case -> its classes; set() = none or unknown
+    names: dict[int, str]                 # class key -> name (DatasetSpec.class_names)
     unknown: list[str] = field(default_factory=list)   # training cases without label information
     findings: list = field(default_factory=list)        # the scan's DG5xx findings
     errors: int = 0                                      # other error findings of the scan
+    # region datasets only: region position -> the label values it is made of. Classes are then
+    # regions (a case contains one when it holds any of its values); else plain label values.
+    regions: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    groups: dict[str, str] | None = None                 # case -> patient (a remembered rule), for DG506
+    notes: list[str] = field(default_factory=list)       # what the last rebalance had to give up
 
     # the fold arithmetic on this dataset, so that a face needs nothing but this object
     default_folds = NNUNET_FOLDS
@@ -50,26 +58,41 @@ class SplitContext:
         """The split nnU-Net writes at the first training when there is none."""
         return nnunet_default_split(self.cases)
 
+    @property
+    def kind(self) -> str:
+        """What the columns are: "region" or "label"."""
+        return "region" if self.regions else "label"
+
     def table(self, splits):
-        """Folds x labels (pandas): training and validation cases holding each label."""
+        """Folds x classes (pandas): training and validation cases holding each label or region."""
         return label_table(splits, self.case_labels, self.names)
 
+    def heading(self, key: int) -> str:
+        """A column's name: `2 left_ventricle`, or `tumor_core [2,3]` for a region."""
+        return class_heading(int(key), self.names, self.regions)
+
     def counts(self) -> dict[int, int]:
-        """Training cases holding each label, over the whole dataset."""
+        """Training cases holding each label (or region), over the whole dataset."""
         return label_counts(self.case_labels)
 
     def rebalanced(self, folds: int = 5, seed: int = 0):
-        """Folds stratified so each validation set holds every label it can (SplitError if impossible)."""
-        return rebalance(self.case_labels, folds=folds, seed=seed)
+        """Folds stratified so each validation set holds every label or region it can
+        (SplitError if impossible). With patients (`groups`), each patient's cases share one
+        validation set; what that costs the stratification is in `notes`."""
+        self.notes = []
+        if self.groups and len(set(self.groups.get(c, c) for c in self.cases)) < len(self.cases):
+            splits, self.notes = rebalance_grouped(self.case_labels, self.groups, folds=folds, seed=seed,
+                                                   names=self.names)
+            return splits
+        return rebalance(self.case_labels, folds=folds, seed=seed, names=self.names)
 
     def sweep_leftovers(self) -> list[str]:
         """Temp files of an interrupted splits write, moved to quarantine."""
         return quarantine_leftovers(self.splits_path)
 
-    @staticmethod
-    def plot(table, path: Path | str) -> Path:
+    def plot(self, table, path: Path | str) -> Path:
         """The folds x labels table as a heat map (PNG)."""
-        return plot_heatmap(table, path)
+        return plot_heatmap(table, path, self.regions)
 
 
 def context_from_result(result, dataset: Dataset) -> SplitContext:
@@ -82,12 +105,14 @@ def context_from_result(result, dataset: Dataset) -> SplitContext:
     if not cases:
         raise SplitError(f"{dataset.name} has no training cases (no raw labelsTr/imagesTr and no "
                          f"preprocessed cases)")
-    known = case_labels(view)
+    known = case_labels(view)                     # label values per case
+    spec = view_spec(view)
+    classes = case_classes({c: known.get(c, set()) for c in cases}, spec)
     mine = [f for f in result.findings if f.dataset == dataset.name]
     return SplitContext(
         dataset=dataset, splits_path=Path(dataset.preprocessed) / SPLITS_NAME, cases=cases,
-        case_labels={c: set(known.get(c, set())) for c in cases},
-        names=label_names(view.meta.get("labels")),
-        unknown=[c for c in cases if c not in known],
+        case_labels=classes, names=spec.class_names,
+        regions={k: vals for k, (_, vals) in spec.classes.items()} if spec.has_regions else {},
+        unknown=[c for c in cases if c not in known], groups=view.groups,
         findings=[f for f in mine if f.code.startswith("DG5")],
         errors=sum(1 for f in mine if f.severity == Severity.ERROR and not f.code.startswith("DG5")))

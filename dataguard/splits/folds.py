@@ -14,7 +14,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataguardError
@@ -90,11 +90,51 @@ def load_splits(path: Path | str) -> list[dict[str, list[str]]]:
 
 
 # --- label names and counts ------------------------------------------------------------------
+# Folds count *classes*, what nnU-Net scores (`DatasetSpec.classes`): plain labels keyed by their
+# value, regions (BraTS' "whole_tumor": [1, 2, 3]) by their 1-based position. The per-case facts
+# hold label values; `case_classes` turns them into classes where the counts are made, so a plain
+# dataset counts exactly as before and a region dataset counts regions. The ignore label
+# (sparse annotations) is never a class.
 def label_names(meta_labels) -> dict[int, str]:
-    """{value: name} for the foreground labels of dataset.json (`{"name": value}`), as
-    DatasetSpec reads them: background and the ignore label left out; region-based entries
-    (`"tumor": [1, 2]`) name no single value and are skipped."""
-    return parse_spec({"labels": meta_labels}).foreground_names
+    """{class key: name} for dataset.json's `labels` (`{"name": value}`), as DatasetSpec reads
+    them: plain foreground labels by value, regions by position; background and ignore left out."""
+    return parse_spec({"labels": meta_labels}).class_names
+
+
+def classes_of(values, spec) -> set[int]:
+    """The class keys of a label map holding `values`: with regions, each region any of whose
+    values is there (`spec.present_classes`); else the foreground values themselves (undeclared
+    ones included, as before: other checks report them), the ignore label left out."""
+    if spec.has_regions:
+        return spec.present_classes(int(v) for v in values)
+    ig = spec.ignore_label
+    return {int(v) for v in values if int(v) > 0 and int(v) != ig}
+
+
+def case_classes(case_values: dict[str, set[int]], spec) -> dict[str, set[int]]:
+    """{case: class keys} from {case: label values} (see `classes_of`)."""
+    return {c: classes_of(vals, spec) for c, vals in case_values.items()}
+
+
+def class_shares(value_sets, spec) -> dict[int, float]:
+    """Share of the label maps (each given as the set of values it holds) containing each class:
+    DG605's reference, keyed like `spec.classes`."""
+    value_sets = list(value_sets)
+    counts: dict[int, int] = {}
+    for vals in value_sets:
+        for k in classes_of(vals, spec):
+            counts[k] = counts.get(k, 0) + 1
+    return {k: n / len(value_sets) for k, n in sorted(counts.items())} if value_sets else {}
+
+
+def class_heading(key: int, names: dict[int, str], regions: dict[int, tuple[int, ...]] | None = None) -> str:
+    """How a face names a class in a column: `2 left_ventricle` for a plain label (key = value);
+    with `regions` (key -> values, region datasets only) `tumor_core [2,3]`: a region's position
+    is no label value, so it is not shown."""
+    name = names.get(key, str(key))
+    if regions and key in regions:
+        return f"{name} [{','.join(str(v) for v in regions[key])}]"
+    return f"{key} {name}"
 
 
 def label_counts(case_labels: dict[str, set[int]], cases=None) -> dict[int, int]:
@@ -126,8 +166,9 @@ def label_table(splits, case_labels: dict[str, set[int]], labels: dict[int, str]
     """A pandas DataFrame, one row per (fold, foreground label).
 
     Columns: fold, label, name, train, val (cases containing the label), n_train, n_val
-    (cases in the fold's sets). `labels` maps label value -> name (see `label_names`);
-    labels that occur in cases but are not named there are included under their value.
+    (cases in the fold's sets). `case_labels` holds class keys (`case_classes`) and `labels`
+    maps them to names (`label_names`, `DatasetSpec.class_names`); keys that occur in cases
+    but are not named there are included under their number.
     """
     import pandas as pd
 
@@ -198,6 +239,7 @@ class _Problem:
     members: dict[int, list[int]]        # label -> indices of cases containing it
     sizes: list[int]
     seed: int
+    names: dict[int, str] = field(default_factory=dict)     # key -> name, for error messages
 
     @property
     def n(self) -> int:
@@ -228,7 +270,8 @@ def _problem(case_labels: dict[str, set[int]], folds: int, seed: int) -> _Proble
 
 
 def rebalance(case_labels: dict[str, set[int]], folds: int = 5, seed: int = 0, *,
-              method: str = "auto", time_limit: float = MILP_TIME_LIMIT) -> list[dict[str, list[str]]]:
+              method: str = "auto", time_limit: float = MILP_TIME_LIMIT,
+              names: dict[int, str] | None = None) -> list[dict[str, list[str]]]:
     """Stratified cross-validation splits for cases with the given foreground labels.
 
     Guarantees, whenever any split can meet them (SplitError otherwise):
@@ -241,10 +284,13 @@ def rebalance(case_labels: dict[str, set[int]], folds: int = 5, seed: int = 0, *
     method: "milp" (scipy HiGHS, exact within a deterministic node limit), "greedy"
     (iterative stratification; cannot promise (a) and raises SplitError when it misses),
     or "auto": milp, falling back to greedy when scipy is missing or finds nothing in time.
+    `case_labels` holds class keys (`case_classes`: label values, or region positions);
+    `names` (key -> name) only words the errors.
     """
     if method not in ("auto", "milp", "greedy"):
         raise ValueError(f"unknown method {method!r}")
     p = _problem(case_labels, folds, seed)
+    p.names = dict(names or {})
     assign = None
     if method in ("auto", "milp"):
         assign = _solve_milp(p, time_limit)
@@ -255,9 +301,17 @@ def rebalance(case_labels: dict[str, set[int]], folds: int = 5, seed: int = 0, *
     splits = _to_splits(p, assign)
     gaps = coverage_gaps(splits, {c: case_labels[c] for c in p.cases})
     if gaps:   # only the greedy fallback can get here
-        raise SplitError(f"greedy stratification left label {gaps[0][1]} out of fold {gaps[0][0]}'s "
+        raise SplitError(f"greedy stratification left {_label_word(p, gaps[0][1])} out of fold {gaps[0][0]}'s "
                          f"validation set; install scipy for the exact solver")
     return splits
+
+
+def _label_word(p: _Problem, key: int, bare: bool = False) -> str:
+    """`label 2` without names, `label 2 (whole_tumor)` with them (the key, then its name)."""
+    name = p.names.get(key)
+    if name is None:
+        return str(key) if bare else f"label {key}"
+    return f"{key} ({name})" if bare else f"label {key} ({name})"
 
 
 def _to_splits(p: _Problem, assign: list[int]) -> list[dict[str, list[str]]]:
@@ -267,7 +321,7 @@ def _to_splits(p: _Problem, assign: list[int]) -> list[dict[str, list[str]]]:
 
 
 def _infeasible(p: _Problem) -> SplitError:
-    labs = ", ".join(str(lab) for lab in p.must_cover())
+    labs = ", ".join(_label_word(p, lab, bare=True) for lab in p.must_cover())
     return SplitError(
         f"no split of {p.n} cases into {p.k} validation sets of sizes {p.sizes} puts every label "
         f"found in >= {p.k} cases (labels {labs}) into every validation set; use fewer folds")
@@ -468,11 +522,11 @@ def write_splits(path: Path | str, splits, dry_run: bool = False, *, journal=Non
     return backup
 
 
-def plot_heatmap(table, path: Path | str) -> Path:
+def plot_heatmap(table, path: Path | str, regions: dict[int, tuple[int, ...]] | None = None) -> Path:
     """PNG heatmap: folds x labels, each cell the number of validation cases with the label.
 
     Uses matplotlib's object API with the Agg canvas, so no GUI backend or global pyplot
-    state is touched.
+    state is touched. `regions` (key -> values) names region columns (see `class_heading`).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -483,7 +537,7 @@ def plot_heatmap(table, path: Path | str) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     im = ax.imshow(grid.to_numpy(), cmap="viridis", aspect="auto", vmin=0)
-    ax.set_xticks(range(grid.shape[1]), [f"{lab} {names[lab]}" for lab in grid.columns],
+    ax.set_xticks(range(grid.shape[1]), [class_heading(int(lab), names.to_dict(), regions) for lab in grid.columns],
                   rotation=30, ha="right")
     ax.set_yticks(range(grid.shape[0]), [f"fold {f}" for f in grid.index])
     top = grid.to_numpy().max() if grid.size else 0
@@ -503,3 +557,123 @@ def _cells(grid):
     for i in range(arr.shape[0]):
         for j in range(arr.shape[1]):
             yield (i, j), int(arr[i, j])
+
+# --- patients: one validation fold per patient -------------------------------------------------
+def rebalance_grouped(case_labels: dict[str, set[int]], groups: dict[str, str], folds: int = 5, seed: int = 0, *,
+                      time_limit: float = MILP_TIME_LIMIT, names: dict[int, str] | None = None,
+                      ) -> tuple[list[dict[str, list[str]]], list[str]]:
+    """Stratified splits that never put one patient on both sides of a fold: (splits, notes).
+
+    Hard: (c) every case in exactly one validation set and (p) all cases of a patient in the
+    same one. Then, as far as (p) allows: (a) every label found in >= `folds` patients is in
+    every validation set; validation sizes as close to equal as the patients' sizes allow;
+    label counts close to proportional. When (a) cannot hold without splitting a patient,
+    (a) gives way and `notes` says for which labels; (p) never does.
+    """
+    cases = sorted(case_labels)
+    if len(set(groups.get(c, c) for c in cases)) < folds:
+        raise SplitError(f"{len(set(groups.get(c, c) for c in cases))} patients cannot fill {folds} validation "
+                         f"sets without splitting one; use fewer folds")
+    p = _problem(case_labels, folds, seed)
+    p.names = dict(names or {})
+    gid: dict[str, int] = {}
+    group_of = [gid.setdefault(groups.get(c, c), len(gid)) for c in p.cases]
+    notes: list[str] = []
+    assign = _solve_grouped(p, group_of, cover=True, time_limit=time_limit)
+    if assign is None:
+        assign = _solve_grouped(p, group_of, cover=False, time_limit=time_limit)
+        if assign is not None:
+            splits = _to_splits(p, assign)
+            missing = sorted({lab for _, lab in coverage_gaps(splits, {c: case_labels[c] for c in p.cases})})
+            if missing:
+                notes.append("keeping every patient in one validation set leaves "
+                             + ", ".join(_label_word(p, lab) for lab in missing)
+                             + " out of some validation sets: the label guarantee gives way, the patients do not")
+    if assign is None:
+        assign = _greedy_grouped(p, group_of)
+    splits = _to_splits(p, assign)
+    sizes = sorted(len(s["val"]) for s in splits)
+    if sizes[-1] - sizes[0] > 1:
+        notes.append(f"validation sets of {sizes[0]} to {sizes[-1]} cases: patients of several cases do not "
+                     f"divide evenly")
+    return splits, notes
+
+
+def _group_cover(p: _Problem, group_of: list[int]) -> list[int]:
+    """Labels found in at least k patients: those can be in every validation set."""
+    return [lab for lab, m in p.members.items() if len({group_of[c] for c in m}) >= p.k]
+
+
+def _solve_grouped(p: _Problem, group_of: list[int], cover: bool, time_limit: float) -> list[int] | None:
+    """The MILP of _solve_milp over patients: one 0/1 variable per (patient, fold)."""
+    try:
+        import numpy as np
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        from scipy.sparse import coo_array
+    except ImportError:
+        return None
+    n, k, labels = p.n, p.k, list(p.members)
+    g = max(group_of) + 1
+    size = np.bincount(group_of, minlength=g)
+    nx, nd, ne = g * k, len(labels) * k, k
+    rows, cols, vals, lo, hi = [], [], [], [], []
+
+    def add(entries, low, high):
+        for col, v in entries:
+            rows.append(len(lo))
+            cols.append(col)
+            vals.append(v)
+        lo.append(low)
+        hi.append(high)
+
+    for q in range(g):                                     # (c)+(p) one val set per patient
+        add([(q * k + f, 1) for f in range(k)], 1, 1)
+    for f in range(k):                                     # sizes: |size_f - target_f| <= e_f, size_f >= 1
+        xs = [(q * k + f, int(size[q])) for q in range(g)]
+        add(xs, 1, np.inf)
+        add(xs + [(nx + nd + f, -1)], -np.inf, p.sizes[f])
+        add(xs + [(nx + nd + f, 1)], p.sizes[f], np.inf)
+    covered = set(_group_cover(p, group_of)) if cover else set()
+    for li, lab in enumerate(labels):
+        per_group = np.bincount([group_of[c] for c in p.members[lab]], minlength=g)
+        for f in range(k):
+            xs = [(q * k + f, int(per_group[q])) for q in range(g) if per_group[q]]
+            if lab in covered:
+                add(xs, 1, np.inf)
+            target = len(p.members[lab]) * p.sizes[f] / n
+            add(xs + [(nx + li * k + f, -1)], -np.inf, target)
+            add(xs + [(nx + li * k + f, 1)], target, np.inf)
+    weights = np.repeat([1.0 / len(p.members[lab]) for lab in labels], k)
+    size_weight = np.full(ne, float(len(labels) + 1))     # a case of size imbalance outweighs label balance
+    rng = np.random.default_rng(p.seed)
+    tie = rng.random(nx) * (1e-4 / max(n, 1)) * (weights.min() if nd else 1.0)
+    res = milp(np.concatenate([tie, weights, size_weight]),
+               integrality=np.r_[np.ones(nx), np.zeros(nd + ne)],
+               bounds=Bounds(np.zeros(nx + nd + ne), np.r_[np.ones(nx), np.full(nd + ne, np.inf)]),
+               constraints=LinearConstraint(coo_array((vals, (rows, cols)), shape=(len(lo), nx + nd + ne)), lo, hi),
+               options={"time_limit": time_limit, "node_limit": MILP_NODE_LIMIT})
+    if res.x is None:
+        return None
+    per_group = res.x[:nx].reshape(g, k).argmax(axis=1)
+    return [int(per_group[group_of[c]]) for c in range(n)]
+
+
+def _greedy_grouped(p: _Problem, group_of: list[int]) -> list[int]:
+    """Without scipy: patients largest first, each to the fold that lacks one of its labels
+    (must-cover ones first), else the one with the fewest cases."""
+    g = max(group_of) + 1
+    cases_of: dict[int, list[int]] = {q: [] for q in range(g)}
+    for c, q in enumerate(group_of):
+        cases_of[q].append(c)
+    labels_of = {q: {lab for lab, m in p.members.items() for c in cases_of[q] if c in m} for q in range(g)}
+    cover = set(_group_cover(p, group_of))
+    have = [set() for _ in range(p.k)]
+    load = [0] * p.k
+    out = [0] * p.n
+    for q in sorted(range(g), key=lambda q: (-len(cases_of[q]), q)):
+        f = max(range(p.k), key=lambda f: (len((labels_of[q] & cover) - have[f]), -load[f], -f))
+        for c in cases_of[q]:
+            out[c] = f
+        load[f] += len(cases_of[q])
+        have[f] |= labels_of[q]
+    return out

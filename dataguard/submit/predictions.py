@@ -18,11 +18,12 @@ from pathlib import Path
 
 from ..checks import FileInput, get
 from ..checks.base import FileTask
+from ..checks.consistency import ChannelFile, TrainingProfile, against_training, channel_contract, channel_of
 from ..checks.raw import FloatLabelSummary, RawError, _read_nifti, geometry_from_affine
 from ..checks.rawset import _geometry_problems
 from ..errors import UsageError
 from ..findings import finding
-from ..spec import load_spec
+from ..spec import DatasetSpec, load_spec
 
 PRED_ENDING = ".nii.gz"
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})\.nii\.gz$")
@@ -46,6 +47,7 @@ class PredictionSet:
     images: dict[str, dict] = field(default_factory=dict)        # test case -> geometry of its _0000 image
     image_errors: dict[str, str] = field(default_factory=dict)
     labels: dict[int, str] | None = None                          # declared labels
+    spec: DatasetSpec | None = None                               # the dataset.json (regions, ignore)
     common: dict[int, float] = field(default_factory=dict)       # label -> share of training cases with it
     members: list[str] = field(default_factory=list)            # every name in the folder / zip
     duplicates: list[str] = field(default_factory=list)
@@ -108,6 +110,7 @@ def load_prediction_set(source: Path, images_dir: Path, dataset_json: Path | Non
     source = Path(source)
     ps = PredictionSet(str(source), is_zip=source.is_file() and zipfile.is_zipfile(source))
     ps.labels = declared_labels(dataset_json)
+    ps.spec = load_spec(dataset_json) if dataset_json is not None else None
     ps.common = dict(common or {})
     for case, files in test_images(images_dir).items():
         try:
@@ -220,10 +223,14 @@ def load_probability_inputs(folders: dict[str, Path], expected: set[str] | None 
     return pi
 
 
-def check_test_images(images_dir: Path) -> list:
+def check_test_images(images_dir: Path, training: TrainingProfile | None = None) -> list:
     """The raw-data checks on test images: each file through the registered `raw-image` check,
-    then the channels of a case against each other (DG304 tolerances)."""
+    the channels of a case against each other (DG304 tolerances, DG307), and with `training`
+    (the training data's profile: Workspace.training_profile) every image against what the
+    model was trained on: orientation, spacing, intensity, duplicates (DG308-DG310)."""
+    images_dir = Path(images_dir)
     check, out = get("raw-image"), []
+    channels: list[ChannelFile] = []
     for case, files in test_images(images_dir).items():
         facts_by_file = []
         for p in files:
@@ -233,7 +240,14 @@ def check_test_images(images_dir: Path) -> list:
             out += found
             if facts:
                 facts_by_file.append((p, facts))
+                got = next((channel_of(p.name, e) for e in (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".tif")
+                            if p.name.endswith(e)), None)
+                if got is not None:
+                    channels.append(ChannelFile("Ts", case, got[1], task.rel, facts))
         for p, facts in facts_by_file[1:]:
             for problem in _geometry_problems(facts_by_file[0][1], facts):
                 out.append(finding("DG304", f"imagesTs/{p.name}", f"{problem} (vs {files[0].name})", case=case))
+    out += channel_contract(channels, training or TrainingProfile())
+    if training is not None:
+        out += against_training(channels, training, place=images_dir.name)
     return out

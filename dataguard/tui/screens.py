@@ -213,6 +213,8 @@ class CaseScreen(Screen):
             out.append(f"{f.code} ", style=STATUS_STYLE.get(str(f.severity), ""))
             out.append(f"{f.path}\n", style="bold")
             out.append(f"  {f.message}\n")
+            if f.help:
+                out.append(f"  help: {f.help}\n", style="dim")
             a = by_target.get((f.code, f.path)) or next((a for a in plan if a.case == f.case), None)
             if a is not None:
                 out.append("  fix: ", style="bold")
@@ -362,14 +364,17 @@ class SplitsScreen(Screen):
         notes = Text()
         if note:
             notes.append(note + "\n", style="yellow")
+        if ctx is not None and ctx.regions:
+            self.query_one("#title", Static).update(
+                Text(f"{self.dataset}: validation cases containing each region, per fold", style="bold"))
         if table is not None:
-            fill_matrix(m, table)
+            fill_matrix(m, table, ctx.heading if ctx is not None else None)
         if ctx is not None:
             for f in ctx.findings:
                 notes.append(f"{f.code} ", style=STATUS_STYLE.get(str(f.severity), ""))
                 notes.append(f"{f.message}\n")
             if not ctx.findings and table is not None:
-                notes.append("every fold validates every label it can\n", style="green")
+                notes.append(f"every fold validates every {ctx.kind} it can\n", style="green")
             notes.append("\nb: rebalance (stratified; plan, confirm, apply; `u` in the case list undoes it)",
                          style="dim")
         self.query_one("#notes-text", Static).update(notes)
@@ -384,8 +389,9 @@ class SplitsScreen(Screen):
             return
         body = Table.grid(padding=(0, 4))
         body.add_row(Text("before", style="bold"), Text("after", style="bold"))
-        before = matrix_text(self.ctx.table(self.splits)) if self.splits else Text("no usable splits_final.json")
-        body.add_row(before, matrix_text(self.ctx.table(after)))
+        before = (matrix_text(self.ctx.table(self.splits), self.ctx.heading) if self.splits
+                  else Text("no usable splits_final.json"))
+        body.add_row(before, matrix_text(self.ctx.table(after), self.ctx.heading))
         plan = self.ws.plan_rebalance(self.dataset)
         wrapper = Table.grid()
         wrapper.add_row(body)
@@ -410,13 +416,20 @@ class SplitsScreen(Screen):
         self.app.call_from_thread(self.load)
 
 
-def fill_matrix(m: DataTable, table) -> None:
-    """fold rows x label columns, `val` counts (train in the cell too), zeros in red."""
+def _headings(table, heading) -> list[tuple[int, str]]:
+    """(class key, column name) per label or region column: `heading` is SplitContext.heading
+    (`2 left_ventricle`, `tumor_core [2,3]`); without it, `key name`."""
     labels = table.drop_duplicates("label")[["label", "name"]].values.tolist()
+    return [(int(lab), heading(int(lab)) if heading else f"{lab} {name}") for lab, name in labels]
+
+
+def fill_matrix(m: DataTable, table, heading=None) -> None:
+    """fold rows x label (or region) columns, `val` counts (train in the cell too), zeros in red."""
+    labels = _headings(table, heading)
     m.add_column("fold")
     m.add_column("val cases")
-    for lab, name in labels:
-        m.add_column(f"{lab} {name}")
+    for _, title in labels:
+        m.add_column(title)
     for fold, rows in table.groupby("fold", sort=True):
         cells = [f"fold {int(fold)}", str(int(rows["n_val"].iloc[0]))]
         by_label = {int(r.label): (int(r.train), int(r.val)) for r in rows.itertuples()}
@@ -426,14 +439,15 @@ def fill_matrix(m: DataTable, table) -> None:
         m.add_row(*cells)
 
 
-def matrix_text(table) -> Text:
-    labels = table.drop_duplicates("label")[["label", "name"]].values.tolist()
-    out = Text("fold  " + "  ".join(f"{lab}:{name[:8]}" for lab, name in labels) + "\n", style="bold")
+def matrix_text(table, heading=None) -> Text:
+    """The same matrix as text (val counts only), for the rebalance confirmation."""
+    labels = [(lab, title[:12]) for lab, title in _headings(table, heading)]
+    out = Text("fold  " + "  ".join(title for _, title in labels) + "\n", style="bold")
     for fold, rows in table.groupby("fold", sort=True):
         out.append(f"{int(fold):>4}  ")
         by_label = {int(r.label): int(r.val) for r in rows.itertuples()}
-        for lab, name in labels:
+        for lab, title in labels:
             v = by_label.get(int(lab), 0)
-            out.append(f"{v:>{len(str(lab)) + 1 + len(name[:8])}}  ", style="bold red" if v == 0 else "")
+            out.append(f"{v:>{len(title)}}  ", style="bold red" if v == 0 else "")
         out.append("\n")
     return out
