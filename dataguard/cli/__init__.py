@@ -1,6 +1,6 @@
 """Command line: parse → Workspace → render → exit code. No checks live here.
 
-One module per command (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, report, demo), each with
+One module per command (scan, verify, explain, doctor, splits, repair, tui, train, logs, submit, evaluate, report, demo), each with
 `add_parser(sub)`; common.py holds what they share. Nothing heavy is imported at module
 level, so `dataguard --help` stays fast.
 """
@@ -13,6 +13,7 @@ from .. import __version__
 from ..errors import DataguardError
 from . import (
     demo,
+    doctor,
     evaluate,
     explain,
     logs,
@@ -34,6 +35,7 @@ examples:
   dataguard scan /data --format json > findings.json     every dataset under /data/nnUNet_*
   dataguard verify -d 1                                  re-hash all files against the manifest
   dataguard explain DG201                                what a finding code means
+  dataguard doctor -d 1 --config 3d_fullres              versions, env vars, RAM, /dev/shm; the -np that fits
   dataguard splits show -d 1                             cross-validation folds x labels (and rebalance)
   dataguard repair -d 1 --dry-run                        plan fixes (quarantine, rebuild cases from raw)
   dataguard restore -d 1                                 undo the latest repair, byte for byte
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
 
-    for command in (scan, verify, explain, splits, repair, tui, train, logs, submit, evaluate, report, demo):
+    for command in (scan, verify, explain, doctor, splits, repair, tui, train, logs, submit, evaluate, report, demo):
         command.add_parser(sub)
     return parser
 

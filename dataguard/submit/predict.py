@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..doctor.report import Workers, predict_workers
 from ..engine.checkpoint_trust import prove_plain
 from ..errors import UsageError, nnunet_failed
 from ..fsio import atomic_write_text, blake3_file
@@ -93,9 +94,11 @@ class PredictRun:
 
 def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, checkpoint: str = "best",
                   tta: bool = True, device: str = "cuda", cases: list[str], on_progress=None,
-                  trust: tuple = ()) -> PredictRun:
+                  trust: tuple = (), npp: int | None = None, nps: int | None = None) -> PredictRun:
     """Run (or reuse) one model's probabilities for every test case.
 
+    `npp`/`nps`: nnUNetv2_predict's -npp/-nps (what fits in RAM: `prediction_workers`); None:
+    1 and 1 on the CPU, nnU-Net's own defaults elsewhere.
     nnUNetv2_predict loads checkpoints with `weights_only=False`: each one must first load
     with `weights_only=True` here (checkpoint_trust.prove_plain), so none can run code.
     `trust`: checkpoints the user vouched for (`--trust-checkpoint`)."""
@@ -124,8 +127,10 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
             "-c", m.configuration, "-f", *m.folds, "-tr", m.trainer, "-p", m.plans, "-chk",
             f"checkpoint_{checkpoint}.pth", "--save_probabilities", "-device", device]
     argv += [] if tta else ["--disable_tta"]
-    if device == "cpu":
-        argv += ["-npp", "1", "-nps", "1"]
+    if npp is None and nps is None and device == "cpu":
+        npp, nps = 1, 1
+    argv += ["-npp", str(npp)] if npp else []
+    argv += ["-nps", str(nps)] if nps else []
     log = out / "dataguard_predict.log"
     t0 = time.monotonic()
     with open(log, "wb") as f:
@@ -144,3 +149,10 @@ def predict_model(m: ModelSpec, dataset: str, images_dir: Path, work: Path, *, c
         on_progress(m.spec, len(cases), len(cases))
     atomic_write_text(stamp, json.dumps(record, indent=2) + "\n")
     return PredictRun(m, out, False, time.monotonic() - t0, record)
+
+
+def prediction_workers(m: ModelSpec, images_dir: Path, device: str) -> Workers:
+    """The -npp/-nps that fit this model's export (all classes at the original spacing) in RAM,
+    or nnUNet_npp/nnUNet_nps when set (doctor's resource model)."""
+    return predict_workers(m.folder / "plans.json", m.folder / "dataset.json", m.configuration, Path(images_dir),
+                           device=device)

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..doctor.report import training_check
 from ..engine.layout import (
     ENV_PRE,
     ENV_RAW,
@@ -179,6 +180,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
 
     _check_device(pf, device)
     _check_disk(pf, plans, configuration, save_best_per_label, reserve_bytes)
+    _check_memory(pf, ds.preprocessed, configuration, plans_name)
     _check_earlier_run(pf, cont, trust)
     pf.fixes = fixes_for(pf.blocking, ds.name)
     return pf
@@ -239,6 +241,17 @@ def _check_disk(pf: Preflight, plans: dict, configuration: str, per_label: bool,
                                    "free disk space, point nnUNet_results elsewhere, or lower --reserve-disk"))
     else:
         pf.notes.append(f"disk: {_size(free)} free, checkpoints need about {_size(need - reserve)}")
+
+
+def _check_memory(pf: Preflight, preprocessed: Path, configuration: str, plans_name: str) -> None:
+    """DG904/DG905 (doctor's resource model): the data-augmentation workers of this configuration
+    against available RAM and /dev/shm; errors refuse, warnings are notes, each naming the
+    nnUNet_n_proc_DA that fits."""
+    for f in training_check(preprocessed, configuration, plans_name):
+        if f.severity >= Severity.ERROR:
+            pf.refusals.append(Refusal(f.message, f.help or f"dataguard explain {f.code}", code=f.code))
+        else:
+            pf.notes.append(f"{f.code}: {f.message} ({f.help})")
 
 
 def _check_earlier_run(pf: Preflight, cont: bool, trust: tuple = ()) -> None:

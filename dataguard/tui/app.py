@@ -105,6 +105,7 @@ class DataguardApp(App):
         self.query_one("#busy").display = False
         self.query_one("#filter", Input).disabled = True      # hidden: never takes the focus
         table.focus()
+        self.doctor_note = self._doctor_note()
         self.load_recorded()
         if self.scan_on_start:
             # after the recorded table is painted: the scan thread would compete for the GIL
@@ -216,6 +217,17 @@ class DataguardApp(App):
         key = self.current_key()
         return next((r for r in self.rows if r.key == key), None)
 
+    DOCTOR_CODES = ("DG901", "DG904", "DG905", "DG906", "DG907")    # DG902/DG903: the TUI opens any folder
+
+    def _doctor_note(self) -> str:
+        """The header's doctor warning: an environment that will break nnU-Net (`dataguard doctor`)."""
+        try:
+            errs = [f for f in self.ws.doctor().errors if f.code in self.DOCTOR_CODES]
+        except Exception:  # noqa: BLE001 - the environment report must never stop the app
+            return ""
+        return f"doctor: {errs[0].code} {errs[0].message[:60]}" + (f" (+{len(errs) - 1})" if len(errs) > 1 else "") \
+            if errs else ""
+
     def update_stats(self) -> None:
         counts = {"error": 0, "warning": 0, "info": 0}
         for r in self.rows:
@@ -234,6 +246,8 @@ class DataguardApp(App):
         t.append(plural(counts["warning"], "warning"), style="yellow" if counts["warning"] else "green")
         t.append("  ")
         t.append(f"{counts['info']} info", style="cyan")
+        if getattr(self, "doctor_note", ""):
+            t.append(f"  {self.doctor_note}", style="bold red")
         if self.filter_text:
             t.append(f"  /{self.filter_text}", style="italic")
         if self.marked:
