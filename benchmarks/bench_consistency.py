@@ -36,7 +36,7 @@ TARGET = 1.15
 
 def worktree(base: str, work: Path) -> Path:
     """A checkout of `base` (git worktree, made once) whose dataguard/ the old runs import."""
-    dst = work / f"base-{base}"
+    dst = Path(tempfile.gettempdir()) / f"dataguard-bench-base-{base}"     # outside the repo: its own package copy
     if not (dst / "dataguard").is_dir():
         shutil.rmtree(dst, ignore_errors=True)
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(dst), base],

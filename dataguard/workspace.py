@@ -17,16 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .checks.consistency import profile, raw_channels
+from .checks.consistency import summary as consistency_summary
 from .engine import (
     scanner,  # scanner.scan at call time: tests and tools may wrap it
     stat_index,
 )
 from .engine.caseinfo import case_infos, from_summary
 from .engine.executors import as_executor, check_mounts, connect, is_dask_client
+from .engine.groups_store import save_rule
 from .engine.layout import discover
 from .engine.manifest import DEFAULT_DIR
 from .engine.slices import SliceError, config_slice, raw_slice
 from .engine.verifier import verify
+from .doctor.report import run_doctor
 from .engine.walk import file_ending, load_dataset_json
 from .errors import UsageError
 from .evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
@@ -43,6 +47,7 @@ from .splits.context import context_from_result
 from .splits.folds import (
     NNUNET_FOLDS,
     SplitError,
+    class_shares,
     label_table,
     load_splits,
     nnunet_default_split,
@@ -290,22 +295,62 @@ class Workspace:
 
     # --- predictions, ensembles and submissions ---------------------------------------------
     def label_shares(self, dataset: str | None = None) -> dict[int, float]:
-        """Share of training cases that contain each foreground label (DG605's reference)."""
-        known = [c.labels for c in self.cases(dataset) if c.labels is not None]
-        counts: dict[int, int] = {}
-        for labs in known:
-            for lab, n in labs.items():
-                if int(lab) and n:
-                    counts[int(lab)] = counts.get(int(lab), 0) + 1
-        return {lab: n / len(known) for lab, n in sorted(counts.items())} if known else {}
+        """Share of training cases that contain each class (DG605's reference): foreground
+        labels, or regions (a case has a region when it holds any of its values); never ignore."""
+        spec = parse_spec(load_dataset_json(self.dataset(dataset)) or {})
+        return class_shares(({int(lab) for lab, n in c.labels.items() if n} for c in self.cases(dataset)
+                             if c.labels is not None), spec)
 
     def test_images(self, images_dir: Path) -> dict:
         """Test cases of a folder: case -> its channel files (case_0000.nii.gz, ...)."""
         return test_images(Path(images_dir))
 
-    def check_test_images(self, images_dir: Path) -> list:
-        """The raw-data checks on a folder of test images (`case_0000.nii.gz`, ...)."""
-        return check_test_images(Path(images_dir))
+    def check_test_images(self, images_dir: Path, dataset: str | None = None) -> list:
+        """The raw-data checks on a folder of test images (`case_0000.nii.gz`, ...); with a
+        dataset, also against its training images (DG308-DG310)."""
+        training = self.training_profile(dataset) if dataset is not None else None
+        return check_test_images(Path(images_dir), training)
+
+    def set_groups(self, file: Path | str | None = None, regex: str | None = None,
+                   dataset: str | None = None) -> dict:
+        """Remember a case -> patient rule (a CSV/JSON file, or a regex over case ids) for a
+        dataset (default: every dataset of this Workspace); later scans, splits and training
+        gates use it (DG506, `splits rebalance` keeps patients together)."""
+        names = [self.dataset(dataset).name] if dataset is not None else [d.name for d in self.datasets]
+        rule = {}
+        for name in names:
+            rule = save_rule(self.manifest_dir, name, file=file, regex=regex)
+        self.last = None
+        return rule
+
+    def groups(self, dataset: str | None = None) -> dict[str, str] | None:
+        """case -> patient of a dataset's training cases, from its remembered rule (None: none)."""
+        ds = self.dataset(dataset)
+        view = self._scan_dataset(ds).views.get(ds.name)
+        return None if view is None else view.groups
+
+    def consistency(self, dataset: str | None = None) -> dict | None:
+        """Orientation, per-channel intensity and test-vs-training spacing of a raw dataset, as
+        the report draws them (checks.consistency.summary); None without raw images."""
+        ds = self.dataset(dataset)
+        if ds.raw is None:
+            return None
+        view = self._scan_dataset(ds).views.get(ds.name)
+        return None if view is None else consistency_summary(view)
+
+    def training_profile(self, dataset: str | None = None):
+        """What a dataset's raw training images look like (consistency.TrainingProfile: axis
+        codes, spacing, intensity ranges, voxel hashes), from an incremental scan; None
+        without raw data."""
+        ds = self.dataset(dataset)
+        if ds.raw is None:
+            return None
+        res = self._scan_dataset(ds)
+        view = res.views.get(ds.name)
+        if view is None:
+            return None
+        spec = parse_spec(view.meta or {})
+        return profile([f for f in raw_channels(view, spec.ending) if f.split == "Tr"], spec.channels)
 
     def check_predictions(self, source: Path, images_dir: Path, dataset_json: Path | None = None,
                           dataset: str | None = None, on_case=None):
@@ -338,8 +383,9 @@ class Workspace:
                              dataset: str | None = None, **kw):
         """`submit --model` up to the archive: check the test images, predict with every model,
         check the probabilities, ensemble (submit.pipeline.PipelineResult says where it stopped)."""
-        return predict_and_ensemble(models, self.dataset(dataset).name, Path(images_dir), Path(work), weights,
-                                    postprocess, **kw)
+        name = self.dataset(dataset).name
+        kw.setdefault("training", self.training_profile(name))
+        return predict_and_ensemble(models, name, Path(images_dir), Path(work), weights, postprocess, **kw)
 
     def dataset_json(self, dataset: str | None = None) -> Path | None:
         """The dataset.json that declares a dataset's labels: raw's, else preprocessed's."""
@@ -487,3 +533,17 @@ class Workspace:
                 splits, note = None, f"{ctx.splits_path.name} is unusable: {e}"
         table = label_table(splits, ctx.case_labels, ctx.names) if splits else None
         return ctx, splits, table, note
+
+    def doctor(self, configuration: str | None = None, plans: str = "nnUNetPlans", images: Path | None = None,
+               device: str | None = None):
+        """The environment report (doctor.report.DoctorReport): versions, devices, nnU-Net's env vars,
+        memory, DG901-DG907; with a dataset named and `configuration`, the resource model too
+        (peak RSS per preprocessing worker, the -np / -npp / -nps that fit)."""
+        pre = None
+        if self.targets and configuration:
+            ds = self.dataset()
+            if ds.preprocessed is None:
+                raise UsageError(f"{ds.name} is not preprocessed (no plans): run nnUNetv2_plan_experiment -d "
+                                 f"{ds.id} first")
+            pre = ds.preprocessed
+        return run_doctor(pre, configuration, plans=plans, images=images, device=device)

@@ -230,3 +230,16 @@ def region_model(tmp_path_factory):
     results = root / "nnUNet_results" / "Dataset903_Regions"
     return {"root": root, "env": env, "results": results, "preprocessed": pre_root / "Dataset903_Regions",
             "dirs": {c: results / f"nnUNetTrainer_dataguard__nnUNetPlans__{c}" for c in REGION_CONFIGS}}
+
+
+def held_out(src: Path, dst_dir: Path) -> Path:
+    """A stand-in for an unseen test image: `src` re-saved with every voxel nudged (same geometry
+    and dtype), so it is not the training image itself, which DG310 rightly calls leakage."""
+    import nibabel as nib
+
+    img = nib.load(str(src))
+    arr = np.asanyarray(img.dataobj)
+    nudged = (arr + 1).astype(arr.dtype) if arr.dtype.kind in "iu" else (arr * 1.01 + 0.5).astype(arr.dtype)
+    out = Path(dst_dir) / Path(src).name
+    nib.save(nib.Nifti1Image(nudged, img.affine, img.header), str(out))
+    return out

@@ -49,7 +49,8 @@ def test_a_training_case_in_a_validation_folder_is_dg802(trained_models, tmp_pat
                         .read_text())
     train_case = sorted(set(splits[1]["train"]) & set(splits[0]["val"]))[0]
     shutil.copy(trained_models["trainer_dir"] / "fold_0" / "validation" / f"{train_case}.nii.gz", loose)
-    out = run(trained_models, "evaluate", "-d", "901", str(loose), "--fold", "1")
+    wide = {**trained_models["env"], "COLUMNS": "200"}      # the message on one line, not wrapped at 80
+    out = dataguard_cli(["evaluate", "-d", "901", str(loose), "--fold", "1"], wide, trained_models["root"])
     assert out.returncode == 1 and "DG802" in out.stdout and train_case in out.stdout
     assert "training case" in out.stdout
     missing = sorted(splits[1]["val"])[0]

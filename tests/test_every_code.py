@@ -196,6 +196,26 @@ def _nan_voxel(ds):
     save(img(ds, "heart_000"), arr)
 
 
+def _test_image(ds, affine, copy_of: str | None = None):
+    """imagesTs/t_000_0000.nii.gz: new voxels with `affine`, or a copy of a training image."""
+    (ds / "imagesTs").mkdir(exist_ok=True)
+    target = ds / "imagesTs" / "t_000_0000.nii.gz"
+    if copy_of:
+        shutil.copy(img(ds, copy_of), target)
+    else:
+        save(target, np.random.default_rng(9).normal(100, 20, SHAPE).astype(np.float32), affine)
+
+
+def _same_patient(ds: Path, a: str, b: str) -> None:
+    """Remember (as `--groups` does) that cases a and b are one patient, in the manifest folder
+    test_code_is_triggered scans with (beside the data folder)."""
+    from dataguard.engine.groups_store import save_rule
+
+    table = ds.parents[2] / "patients.csv"                 # tmp_path/data/nnUNet_preprocessed/DatasetX
+    table.write_text(f"case,patient\n{a},P\n{b},P\n")
+    save_rule(ds.parents[2] / "m", ds.name, file=table)
+
+
 def _label_value(value):
     def change(ds):
         arr = label_array(ds, "heart_000")
@@ -241,6 +261,14 @@ TRIGGERS: dict[str, Trigger] = {
                                             np.diag([1.25, 1.25, 8.5, 1.0])))),
     "DG305": Trigger(on_raw(lambda ds: edit_json(ds / "dataset.json", lambda m: m.update(numTraining=3)))),
     "DG306": Trigger(on_raw(_nan_voxel)),
+    "DG307": Trigger(on_raw(lambda ds: save(img(ds, "heart_000"), np.ones((*SHAPE, 3), np.float32)))),
+    "DG308": Trigger(on_raw(lambda ds: _test_image(ds, np.diag([-1.25, 1.25, 8.0, 1.0])))),
+    "DG309": Trigger(on_raw(lambda ds: _test_image(ds, np.diag([0.3, 0.3, 2.0, 1.0])))),
+    "DG310": Trigger(on_raw(lambda ds: _test_image(ds, AFFINE, copy_of="heart_001"))),
+    "DG311": Trigger(on_raw(lambda ds: edit_json(ds / "dataset.json", lambda m: (
+        m.update(modality=m.pop("channel_names"), labels={str(v): k for k, v in m["labels"].items()},
+                 training=[]))))),
+    "DG312": Trigger(on_raw(lambda ds: edit_json(ds / "dataset.json", lambda m: m["labels"].update(ignore=1)))),
     # DG4xx: labels
     "DG401": Trigger(on_raw(lambda ds: save(lab(ds, "heart_000"), label_array(ds, "heart_000").astype(np.float32)))),
     "DG402": Trigger(on_raw(_label_value(9))),
@@ -253,6 +281,8 @@ TRIGGERS: dict[str, Trigger] = {
     "DG503": Trigger(on_pre(lambda ds: put_splits(ds, [("c0", "c2"), ("c1", "c3")], extra_train=["ghost"]),
                             splits_base)),
     "DG504": Trigger(on_pre(lambda ds: put_splits(ds, [("c0", "c1"), ("c2", "c3")]), splits_base)),
+    "DG506": Trigger(on_pre(lambda ds: (put_splits(ds, [("c0", "c2"), ("c1", "c3")]), _same_patient(ds, "c0", "c1")),
+                            splits_base)),
     "DG505": Trigger(lambda root: pre_base(root, {f"c{i}": (1, 2, 3) for i in range(5)})),
     # DG7xx: verify against the manifest of the first scan
     "DG701": Trigger(pre_base, then=_flip_byte_same_size_and_mtime, verify=True),

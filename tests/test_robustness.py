@@ -43,11 +43,12 @@ SPLITS = [{"train": ["case_0"], "val": ["case_1"]}, {"train": ["case_1"], "val":
 
 # --- a small dataset, built per example (hypothesis and function-scoped fixtures don't mix) ------
 @functools.lru_cache(maxsize=1)
-def _nifti_bytes() -> tuple[bytes, bytes]:
+def _nifti_bytes(case: int = 0) -> tuple[bytes, bytes]:
+    """An image and its label; each case's image its own voxels (identical ones are DG310)."""
     import nibabel as nib
 
     lab = (np.arange(8 * 8 * 4).reshape(8, 8, 4) % 4).astype(np.uint8)
-    img = lab.astype(np.float32) * 100
+    img = lab.astype(np.float32) * 100 + case
     out = []
     for arr in (img, lab):
         with tempfile.TemporaryDirectory() as d:
@@ -73,8 +74,8 @@ def build(root: Path, *, raw: bool = False, n: int = 2) -> Path:
         (r / "imagesTr").mkdir(parents=True)
         (r / "labelsTr").mkdir()
         (r / "dataset.json").write_text(json.dumps({**DATASET_JSON, "numTraining": n}))
-        img, lab = _nifti_bytes()
         for i in range(n):
+            img, lab = _nifti_bytes(i)
             (r / "imagesTr" / f"case_{i}_0000.nii.gz").write_bytes(img)
             (r / "labelsTr" / f"case_{i}.nii.gz").write_bytes(lab)
     return pre

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_tiny_pre
+from conftest import held_out, make_tiny_pre
 from dataguard.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,7 +346,7 @@ def test_submit_when_nnunet_predict_fails_exits_1_with_its_output(real_project):
     torch.save({"network_weights": {}}, fold / "checkpoint_best.pth")
     ts = real_project / "imagesTs"
     ts.mkdir()
-    shutil.copy(real_project / "nnUNet_raw/Dataset901_DemoCardiac/imagesTr/heart_000_0000.nii.gz", ts)
+    held_out(real_project / "nnUNet_raw/Dataset901_DemoCardiac/imagesTr/heart_000_0000.nii.gz", ts)
     out = dataguard_cli(["submit", "-d", "901", "--model", "2d", "--images", str(ts), "-o",
                          str(real_project / "sub.zip"), "--device", "cpu",
                          "--trust-checkpoint", str(fold / "checkpoint_best.pth")],

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import LABELS, dataguard_cli
+from conftest import LABELS, dataguard_cli, held_out
 
 AFFINE = np.diag([1.25, 1.25, 8.0, 1.0])
 
@@ -257,7 +257,7 @@ def test_submit_end_to_end_with_two_models(trained_models, tmp_path):
     ts = tmp_path / "imagesTs"
     ts.mkdir()
     for c in ("heart_000", "heart_005"):
-        shutil.copy(root / f"nnUNet_raw/Dataset901_DemoCardiac/imagesTr/{c}_0000.nii.gz", ts)
+        held_out(root / f"nnUNet_raw/Dataset901_DemoCardiac/imagesTr/{c}_0000.nii.gz", ts)
     (tmp_path / "w1.json").write_text(json.dumps({"labels": {"3": {"2d:0": 1.0, "2d:1": 0.0}}}))
     (tmp_path / "w2.json").write_text(json.dumps({"default": {"2d:0": 0.2, "2d:1": 0.8}}))
     args = ["submit", "-d", "901", "--images", str(ts), "-o", str(tmp_path / "sub.zip"), "--model", "2d:0",

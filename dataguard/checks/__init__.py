@@ -59,7 +59,7 @@ def _npy(inp: FileInput):
 
 def _b2nd(inp: FileInput):
 
-    return check_b2nd(inp.task)
+    return check_b2nd(inp.task, inp.data)
 
 
 def _pkl(inp: FileInput):
@@ -89,7 +89,8 @@ def _dataset(module: str, fn: str):
 
 # Bump a check's version when what it reports changes: the manifest then re-runs that check
 # (and only it) on the files it covers. v2 of npz/npy/b2nd records per-label voxel counts;
-# v2 of pkl checks value types (DG204); splits v2 adds DG505, v3 rewords it.
+# v2 of pkl checks value types (DG204); splits v2 adds DG505, v3 rewords it; dataset-json v2
+# adds DG311/DG312 and the file_ending mismatch, raw-cases v3 the conversion-mistake roots.
 for _c in (
     FileCheck("junk", ("DG101", "DG102", "DG104"), "stray files by name and magic: AppleDouble, "
               "OS junk, unexpected files", _junk, gate=True),
@@ -103,16 +104,23 @@ for _c in (
     FileCheck("pkl", ("DG204", "DG205"), ".pkl properties via safe_pickle (never "
               "executed), keys and value types", _pkl, kinds=frozenset({"pkl"}), version=3),
     FileCheck("raw-image", ("DG302", "DG306", "DG401", "DG402", "DG403"), "raw images/labels: gzip "
-              "verified to the end, header, voxels streamed, label dtype and values", _image,
-              kinds=frozenset({"image", "label"})),
+              "verified to the end, header, voxels streamed, label dtype and values; of images the "
+              "axis codes, voxel hash and intensity percentiles (for DG307-DG310)", _image,
+              kinds=frozenset({"image", "label"}), version=2),
     FileCheck("metadata", ("DG211",), "preprocessed nnUNetPlans*.json, dataset.json and "
               "dataset_fingerprint.json: parse and types", _metadata, kinds=frozenset({"json"})),
-    DatasetCheck("dataset-json", ("DG301",), "raw dataset.json keys, labels, channels",
-                 _dataset("rawset", "dataset_json")),
+    DatasetCheck("stray-folders", ("DG102",), "a __MACOSX folder as one finding (its files folded into it)",
+                 _dataset("files", "stray_folders")),
+    DatasetCheck("dataset-json", ("DG301", "DG311", "DG312"), "raw dataset.json keys, labels, channels; "
+                 "nnU-Net v1 files; regions and the ignore label", _dataset("rawset", "dataset_json"), version=2),
     DatasetCheck("raw-cases", ("DG303", "DG305"), "every case has its channels and label; numTraining",
-                 _dataset("rawset", "case_files"), version=2),
+                 _dataset("rawset", "case_files"), version=3),
     DatasetCheck("raw-geometry", ("DG304",), "channels and label agree in shape/spacing/origin/"
                  "direction", _dataset("rawset", "geometry"), needs=("raw-image",)),
+    DatasetCheck("consistency", ("DG307", "DG308", "DG309", "DG310"), "across cases and against the "
+                 "training data: channel contract, orientation, test spacing and intensity, duplicates",
+                 _dataset("consistency", "check_consistency"), needs=("raw-image",),
+                 needs_kinds=frozenset({"image"}), needs_where=frozenset({"raw"})),
     DatasetCheck("unused-labels", ("DG404",), "every declared label occurs somewhere",
                  _dataset("rawset", "unused_labels"), needs=("raw-image", "pkl"),
                  needs_kinds=frozenset({"label", "pkl"}), needs_where=frozenset({"raw", "config"})),
@@ -124,9 +132,9 @@ for _c in (
                  _dataset("rawset", "raw_coverage"), version=2),
     DatasetCheck("staleness", ("DG209",), "raw or plans changed after preprocessing (by content hash)",
                  _dataset("cases", "staleness"), needs_hashes=True, uses_snapshots=True),
-    DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504", "DG505"), "splits_final.json: structure, "
-                 "leakage, unknown/unvalidated cases, labels per fold; nnU-Net's default split before it "
-                 "exists", _dataset("splits", "check_splits"), version=4,
+    DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504", "DG505", "DG506"), "splits_final.json: "
+                 "structure, leakage, unknown/unvalidated cases, labels per fold, patients on both sides of a "
+                 "fold; nnU-Net's default split before it exists", _dataset("splits", "check_splits"), version=5,
                  needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"}),
                  needs_where=frozenset({"raw", "config"})),
     # predictions and submissions: over a PredictionSet / ProbabilityInputs, never in a scan

@@ -30,9 +30,11 @@ def check_b2nd(task: FileTask, data: bytes | None = None) -> tuple[list[Finding]
     bad = lambda msg: finding("DG203", task.rel, msg, case=task.case, fix=Fix.REPREPROCESS)  # noqa: E731
     blosc2 = _blosc2()
     try:
-        if data is not None:
+        try:
+            if data is None:
+                raise ValueError("no bytes in memory")
             arr = blosc2.ndarray_from_cframe(data, copy=False)    # `data` outlives arr: held below
-        else:
+        except Exception:  # noqa: BLE001 - damaged: open the file, whose error names what failed
             arr = blosc2.open(task.path, mode="r")
     except Exception as e:  # blosc2 raises RuntimeError/ValueError/... on damaged frames
         detail = str(e).replace(task.path, task.rel.rsplit("/", 1)[-1])

@@ -27,6 +27,7 @@ class DatasetView:
     has_raw: bool = False
     raw_root: str | None = None
     preprocessed_root: str | None = None
+    groups: dict[str, str] | None = None    # case -> patient, when a rule is remembered (DG506)
 
     # results of the case groupings below, computed once per view: several dataset checks ask
     # (30,000 files: ~50 ms each time). Callers treat them as read-only.

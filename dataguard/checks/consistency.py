@@ -266,3 +266,36 @@ def _unlike_training(f: ChannelFile, prof: TrainingProfile) -> list[Finding]:
 
 def _fmt(v) -> str:
     return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
+
+
+def summary(view: DatasetView) -> dict | None:
+    """What the report's consistency section shows of one raw dataset: orientation counts
+    (and who is in the minority), each case's per-channel intensity percentiles, and test
+    images' spacing against training's (with the growth). None without raw images."""
+    if not view.has_raw:
+        return None
+    spec = parse_spec(view.meta or {})
+    files = raw_channels(view, spec.ending)
+    if not files:
+        return None
+    train = [f for f in files if f.split == "Tr"]
+    prof = profile(train, spec.channels)
+    orient: dict[str, list[str]] = defaultdict(list)
+    for f in train:
+        if f.channel == 0:
+            orient[f.facts.get("axcodes") or "?"].append(f.case)
+    channels: dict[int, list[dict]] = defaultdict(list)
+    for f in files:
+        sig = f.facts.get("signature")
+        if sig:
+            channels[f.channel].append({"case": f.case, "split": f.split, "p1": sig[0], "p50": sig[1], "p99": sig[2]})
+    spacing = []
+    for f in files:
+        if f.split != "Ts" or f.channel != 0 or not prof.spacing:
+            continue
+        sp = f.facts.get("spacing") or []
+        growth = math.prod(t / s for t, s in zip(prof.spacing, sp)) if sp and all(x > 0 for x in sp) else None
+        spacing.append({"case": f.case, "spacing": sp, "growth": growth})
+    return {"dataset": view.name, "majority": prof.axcodes, "orientation": dict(orient),
+            "channel_names": dict(spec.channels), "channels": dict(channels),
+            "training_spacing": prof.spacing, "test_spacing": spacing}

@@ -32,6 +32,7 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
                    help="dataset id or name (1, 001, Dataset001_Heart), resolved via the nnU-Net "
                         "environment variables; repeatable")
     add_engine_args(p)
+    add_group_args(p)
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -43,6 +44,17 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", default=None, metavar="local|dask://HOST:PORT",
                    help="where file checks run: this machine (local, the default) or a Dask cluster "
                         "whose workers see the same paths; default $DATAGUARD_EXECUTOR or local")
+
+
+def add_group_args(p: argparse.ArgumentParser) -> None:
+    """--groups / --group-regex: which cases are one patient (remembered per dataset)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--groups", type=Path, default=None, metavar="FILE",
+                   help="case -> patient table (CSV `case,patient` or JSON); remembered for the dataset "
+                        "in the manifest folder, so later commands use it without the flag (DG506)")
+    g.add_argument("--group-regex", default=None, metavar="RE",
+                   help="patient from each case id by a regular expression, e.g. 'patient(\\d+)_' "
+                        "(the first group, else the whole match); remembered like --groups")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -80,9 +92,13 @@ def workspace(args, target_list: list[str] | None = None):
     if jobs := getattr(args, "jobs", None):
         if jobs < 1:
             raise UsageError("-j/--jobs must be at least 1")
-    return Workspace(target_list if target_list is not None else targets(args),
-                     manifest_dir=getattr(args, "manifest_dir", DEFAULT_MANIFEST_DIR), jobs=getattr(args, "jobs", None),
-                     executor=getattr(args, "executor", None) or os.environ.get(EXECUTOR_ENV) or "local")
+    ws = Workspace(target_list if target_list is not None else targets(args),
+                   manifest_dir=getattr(args, "manifest_dir", DEFAULT_MANIFEST_DIR), jobs=getattr(args, "jobs", None),
+                   executor=getattr(args, "executor", None) or os.environ.get(EXECUTOR_ENV) or "local")
+    file, regex = getattr(args, "groups", None), getattr(args, "group_regex", None)
+    if (file is not None or regex is not None) and ws.targets:      # train names its dataset itself
+        ws.set_groups(file=file, regex=regex)
+    return ws
 
 
 def progress(args):

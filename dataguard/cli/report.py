@@ -52,8 +52,9 @@ def cmd_report(args) -> int:
     html = render_html(rep, args.cases)
     atomic_write_text(args.output, html)
     sections = [name for name, have in (("summary", True), ("findings", rep.findings), ("cases", rep.cases),
-                                        ("folds", rep.folds), ("training", rep.training), ("cross-validation", rep.cv),
-                                        ("submissions", rep.submissions)) if have]
+                                        ("consistency", rep.consistency), ("folds", rep.folds),
+                                        ("training", rep.training), ("cross-validation", rep.cv),
+                                        ("submissions", rep.submissions), ("environment", rep.environment)) if have]
     note(f"wrote {args.output} ({len(html.encode()) / 1e6:.1f} MB, {time.monotonic() - t0:.1f} s): "
          f"{', '.join(sections)}")
     return ExitCode.CLEAN

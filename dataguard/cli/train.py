@@ -10,6 +10,7 @@ from .common import (
     ExitCode,
     UsageError,
     add_engine_args,
+    add_group_args,
     console,
     note,
     shown,
@@ -81,6 +82,7 @@ def add_parser(sub) -> None:
     g.add_argument("--reserve-disk", default="1G", metavar="SIZE",
                    help="disk to keep free beyond the checkpoints (default 1G)")
     add_engine_args(g)                           # the gate's scan: --manifest-dir, -j, --executor
+    add_group_args(g)
     p.set_defaults(func=cmd_train)
 
 
@@ -110,6 +112,8 @@ def cmd_train(args) -> int:
                 "stop_on_collapse": args.stop_on_collapse, "save_best_per_label": args.save_best_per_label,
                 "val_mirroring": not args.no_val_mirroring}
     ws = workspace(args, [])
+    if args.groups is not None or args.group_regex is not None:
+        ws.set_groups(file=args.groups, regex=args.group_regex, dataset=args.dataset)
     pf, call = ws.prepare_training(args.dataset, args.configuration, fold, trainer=args.trainer, plans=args.plans,
                                    device=args.device, npz=args.npz, cont=args.cont, allow=allow,
                                    reserve=args.reserve_disk, trust=tuple(args.trust_checkpoint), settings=settings)

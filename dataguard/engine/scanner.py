@@ -18,12 +18,14 @@ from .. import __version__
 from ..checks import Selection, versions
 from ..checks import get as get_check
 from ..checks.base import FileResult, FileTask
+from ..checks.cascades import fold as fold_cascades
 from ..checks.cases import DatasetView
 from ..checks.files import check_batch
 from ..findings import Finding, Severity, code_matches, finding
 from . import stat_index
 from .caseinfo import summary, view_cases
 from .executors import on_cluster
+from .groups_store import groups_for, rule_digest
 from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest, gc_paused, gc_release, json_canonical
 from .walk import list_files
@@ -338,7 +340,7 @@ def dataset_signature(view: DatasetView, vers: dict[str, int]) -> bytes:
     ~0.1 s of CPU for 30,000 files; running the dataset checks on them costs ~1 s.
     """
     h = blake2b(digest_size=20)
-    h.update(json_canonical({"dataguard": __version__, "versions": vers, "meta": view.meta,
+    h.update(json_canonical({"dataguard": __version__, "versions": vers, "meta": view.meta, "groups": view.groups,
                              "plans": view.plans, "configs": view.config_names, "raw": view.raw_root,
                              "preprocessed": view.preprocessed_root, "has_raw": view.has_raw}))
     names: dict[tuple, str] = {}
@@ -521,7 +523,7 @@ def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progre
     if not full and not (cancel is not None and cancel.is_set()):
         vers = versions()
         for ds in dsets:
-            key = stat_index.key_of(ds, vers, select, ignore)
+            key = stat_index.key_of(ds, vers, select, ignore, rule_digest(manifest_dir, ds.name))
             hit = stat_index.try_rescan(ds, Path(manifest_dir) / f"{ds.name}.json", key, write_manifest)
             if hit is not None:
                 hits[ds.name] = hit
@@ -634,8 +636,9 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
                     man.forget(gone)
             stats.files += len(results)
             stats.reused += n_reused
+            groups, groups_key = groups_for(manifest_dir, ds.name, {t.case for t in files.tasks if t.case})
             view = DatasetView(
-                name=ds.name, tasks=files.tasks, results=results, meta=files.meta,
+                name=ds.name, tasks=files.tasks, results=results, meta=files.meta, groups=groups,
                 plans=_plans_by_config(ds), config_names=[c.name for c in ds.config_dirs],
                 snapshots=man.snapshots if write_manifest else dict(man.snapshots),
                 has_raw=ds.raw is not None, raw_root=str(ds.raw) if ds.raw is not None else None,
@@ -646,13 +649,13 @@ def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
                 found, n = run_dataset_checks(sel.dataset, view, man, vers, write_manifest)
                 mine += found
                 stats.dataset_checks_reused += n
-            mine = [dataclasses.replace(f, dataset=ds.name) for f in mine]
+            mine = [dataclasses.replace(f, dataset=ds.name) for f in fold_cascades(mine)]   # one root, one finding
             findings += mine
             if write_manifest:
                 try:
                     man.save()
                     if not cancelled and not files.findings and len(results) == len(files.tasks):
-                        stat_index.write(man.path, stat_index.key_of(ds, vers, select, ignore),
+                        stat_index.write(man.path, stat_index.key_of(ds, vers, select, ignore, groups_key),
                                          [(rel, r.size, r.mtime_ns, r.inode, r.blake3 or "")
                                           for rel, r in results.items()], mine,
                                          [summary(c) for c in view_cases(ds.name, view, mine, ds)])

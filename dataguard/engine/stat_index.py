@@ -40,9 +40,11 @@ def index_path(manifest_path: Path) -> Path:
     return Path(manifest_path).with_suffix(".index")
 
 
-def key_of(ds, versions: dict[str, int], select, ignore) -> str:
-    """Everything besides the files that the recorded findings depend on."""
+def key_of(ds, versions: dict[str, int], select, ignore, groups: str = "") -> str:
+    """Everything besides the files that the recorded findings depend on (`groups`: the
+    digest of the dataset's case -> patient rule, groups_store.rule_digest)."""
     return json_dumps({"dataguard": __version__, "versions": versions, "select": sorted(select or []),
+                       "groups": groups,
                        "ignore": sorted(ignore or []), "roots": {k: str(v) for k, v in ds.roots().items()},
                        "configs": [c.name for c in ds.config_dirs]}).decode()
 

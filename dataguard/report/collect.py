@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import DataguardError, LogError
 from ..findings import Severity, catalogue
 from ..fsio import blake3_file
-from .images import case_thumbnail, file_uri, pred_vs_ref
+from .images import case_thumbnail, file_uri, intensity_strip, pred_vs_ref
 
 
 @dataclass
@@ -30,6 +30,8 @@ class Report:
     cv: list[dict] = field(default_factory=list)
     submissions: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    environment: dict = field(default_factory=dict)     # `dataguard doctor`: versions, memory, DG9xx findings
+    consistency: list[dict] = field(default_factory=list)   # orientation, intensity, test spacing per raw dataset
 
 
 def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list[Path] = (),
@@ -65,6 +67,9 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
                     for f in sorted(result.findings, key=lambda f: (-int(f.severity), f.code, f.case or "", f.path))]
     step("cases")
     rep.cases = _cases(ws, cases, n_clean, images)
+    step("consistency")
+    for d in ws.datasets:
+        rep.consistency += _consistency(ws, d.name, images)
     step("folds")
     for d in ws.datasets:
         if d.preprocessed is not None:
@@ -79,8 +84,40 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
             rep.cv.append(cv)
     step("submissions")
     rep.submissions = _submissions(submissions_dirs)
+    step("environment")
+    rep.environment = _environment(ws)
     rep.folds = [f for f in rep.folds if f]
     return rep
+
+
+def _consistency(ws, dataset: str, images: bool) -> list[dict]:
+    """The consistency section of one dataset: orientation table, intensity strip, test spacing."""
+    s = ws.consistency(dataset)
+    if not s:
+        return []
+    codes = ("DG307", "DG308", "DG309", "DG310")
+    found = [f.to_dict() for f in (ws.last.findings if ws.last else []) if f.dataset == dataset and f.code in codes]
+    orient = sorted(({"codes": k, "n": len(v), "cases": v if k != s["majority"] else []}
+                     for k, v in s["orientation"].items()), key=lambda r: -r["n"])
+    return [{"dataset": dataset, "majority": s["majority"], "orientation": orient,
+             "strip": intensity_strip(s) if images else None, "training_spacing": s["training_spacing"],
+             "test_spacing": s["test_spacing"], "findings": found}]
+
+
+def _environment(ws) -> dict:
+    """The doctor's report as the template shows it: versions, devices, memory, DG9xx findings."""
+    try:
+        d = ws.doctor().to_dict()
+    except Exception as e:  # noqa: BLE001 - the page is still worth having without this section
+        return {"error": f"{type(e).__name__}: {e}"}
+    m = d["memory"]
+    gb = (lambda n: "?" if n is None else f"{n / (1 << 30):.1f} GB")
+    rows = [("RAM", f"{gb(m['available'])} available of {gb(m['total'])}"),
+            ("/dev/shm", f"{gb(m['shm_free'])} free of {gb(m['shm_total'])}"
+             + (f" ({m['container']} container)" if m["container"] else "")),
+            ("GPUs", ", ".join(g["name"] for g in d["devices"]["gpus"]) or "none found"),
+            ("CPUs", str(m["cpus"]))]
+    return {"versions": d["versions"], "rows": rows, "findings": d["findings"]}
 
 
 def _cases(ws, cases, n_clean: int, images: bool) -> list[dict]:

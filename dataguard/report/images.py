@@ -57,3 +57,41 @@ def pred_vs_ref(image, ref, pred, spacing=None) -> str:
     a, b = _resize(slice_rgb(image, ref), spacing), _resize(slice_rgb(image, pred), spacing)
     gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
     return png_uri(np.concatenate([a, gap, b], axis=1))
+
+
+def intensity_strip(summary: dict) -> str | None:
+    """Per channel, each case's median intensity with its 1st-99th percentile bar (training
+    cases blue, test images orange); cases far from the others circled and named."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    chans = sorted(summary.get("channels") or {})
+    if not chans:
+        return None
+    fig = Figure(figsize=(10, 2.4 * len(chans)))
+    FigureCanvasAgg(fig)
+    for i, c in enumerate(chans):
+        rows = sorted(summary["channels"][c], key=lambda r: (r["split"] != "Tr", r["case"]))
+        ax = fig.add_subplot(len(chans), 1, i + 1)
+        x = np.arange(len(rows))
+        med = np.array([r["p50"] for r in rows])
+        lo, hi = med - np.array([r["p1"] for r in rows]), np.array([r["p99"] for r in rows]) - med
+        colours = ["#1f77b4" if r["split"] == "Tr" else "#ff7f0e" for r in rows]
+        ax.errorbar(x, med, yerr=[lo, hi], fmt="none", ecolor=colours, alpha=0.5)
+        ax.scatter(x, med, c=colours, s=14, zorder=3)
+        train = med[[r["split"] == "Tr" for r in rows]]
+        if train.size >= 4:
+            q1, q3 = np.percentile(train, [25, 75])
+            far = (med < q1 - 3 * (q3 - q1)) | (med > q3 + 3 * (q3 - q1))
+            for k in np.flatnonzero(far):
+                ax.scatter([x[k]], [med[k]], s=80, facecolors="none", edgecolors="black", zorder=4)
+                ax.annotate(rows[k]["case"], (x[k], med[k]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        name = (summary.get("channel_names") or {}).get(c, "")
+        ax.set_title(f"channel {c} ({name}): median and 1st-99th percentile per case "
+                     f"(blue: imagesTr, orange: test images)", fontsize=9)
+        ax.set_xticks([])
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -15,7 +15,7 @@ from typing import Callable
 from ..findings import Severity
 from .archive import run_checks
 from .ensemble import Weights, ensemble_folders
-from .predict import ModelSpec, PredictRun, predict_model
+from .predict import ModelSpec, PredictRun, predict_model, prediction_workers
 from .predictions import check_test_images, load_probability_inputs, test_images
 
 EventFn = Callable[[str, int, int], None]
@@ -47,20 +47,23 @@ class PipelineResult:
 def predict_and_ensemble(models: list[ModelSpec], dataset: str, images: Path, work: Path, weights: Weights,
                          postprocess: str = "none", *, checkpoint: str = "best", tta: bool = True,
                          trust: tuple = (), device: str = "cuda", on_event: EventFn | None = None,
-                         on_run: Callable[[PredictRun], None] | None = None) -> PipelineResult:
+                         on_run: Callable[[PredictRun], None] | None = None,
+                         training=None) -> PipelineResult:
     """Every model's probabilities (reused when nothing changed), checked, then ensembled
-    into `work/ensemble`."""
+    into `work/ensemble`. `training`: the training data's profile (consistency.TrainingProfile),
+    so test images unlike it stop the run before anything is predicted."""
     event = on_event or (lambda stage, done, total: None)
-    bad = [f for f in check_test_images(images) if f.severity >= Severity.ERROR]
+    bad = [f for f in check_test_images(images, training) if f.severity >= Severity.ERROR]
     if bad:
         return PipelineResult("images", findings=bad)
     cases = sorted(test_images(images))
     runs = []
     for m in models:
-        stage = f"predicting {m.spec}"
+        w = prediction_workers(m, Path(images), device)
+        stage = f"predicting {m.spec} (-npp {w.npp} -nps {w.nps})"      # what fits in RAM, named
         event(stage, 0, len(cases))
         run = predict_model(m, dataset, Path(images), Path(work), checkpoint=checkpoint, tta=tta, trust=trust,
-                            device=device, cases=cases,
+                            device=device, cases=cases, npp=w.npp, nps=w.nps,
                             on_progress=lambda _spec, done, total, stage=stage: event(stage, done, total))
         runs.append(run)
         if on_run:
