@@ -30,6 +30,7 @@ usage:
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import pickle
@@ -49,7 +50,7 @@ import bench_scan  # noqa: E402  (the zip inflate+CRC floor)
 
 DEFAULT_WORK = HERE / "_work" / "engine"
 MANY_NAME = "Dataset993_Many"
-MANY_VERSION = 1        # bump when the many-files generator changes
+MANY_VERSION = 2        # bump when the many-files generator changes (2: every image its own voxels)
 LABELS = {"background": 0, "a": 1, "b": 2, "c": 3}
 PLANS = {"plans_name": "nnUNetPlans", "dataset_name": MANY_NAME,
          "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
@@ -184,6 +185,19 @@ def _tiny_templates() -> dict[str, bytes]:
     return out
 
 
+def _nifti_parts():
+    """(the header bytes, the float32 voxels) of one tiny uncompressed NIfTI image."""
+    import nibabel as nib
+    import numpy as np
+
+    arr = np.random.default_rng(0).normal(size=(8, 8, 4)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x.nii"
+        nib.save(nib.Nifti1Image(arr, np.diag([1.0, 1.0, 1.0, 1.0])), p)
+        raw = p.read_bytes()
+    return raw[: len(raw) - arr.nbytes], arr
+
+
 def ensure_many(work: Path, cases: int, regen: bool) -> Path:
     """A raw + preprocessed dataset of `cases` cases, 6 tiny files each (~6 x cases files):
     imagesTr/{case}_0000,_0001, labelsTr/{case}, gt_segmentations/{case} (.nii.gz) and
@@ -216,9 +230,10 @@ def ensure_many(work: Path, cases: int, regen: bool) -> Path:
     def put(path: Path, data: bytes) -> None:
         with open(path, "wb") as f:
             f.write(data)
-    for c in names:
-        put(raw / "imagesTr" / f"{c}_0000.nii.gz", tpl["image"])
-        put(raw / "imagesTr" / f"{c}_0001.nii.gz", tpl["image"])
+    head, voxels = _nifti_parts()
+    for i, c in enumerate(names):           # each image its own voxels: copies are DG307/DG310 now
+        for ch in (0, 1):
+            put(raw / "imagesTr" / f"{c}_{ch:04d}.nii.gz", gzip.compress(head + (voxels + 2 * i + ch).tobytes(), 1))
         put(raw / "labelsTr" / f"{c}.nii.gz", tpl["label"])
         put(pre / "gt_segmentations" / f"{c}.nii.gz", tpl["label"])
         put(cfg / f"{c}.npz", tpl["npz"])

@@ -192,3 +192,14 @@ def test_submit_images_are_checked_against_training_before_anything_is_predicted
     assert not [f for f in ws.check_test_images(images) if f.code in ("DG308", "DG310")]   # no training: no judgement
     res = ws.predict_and_ensemble([], images, tmp_path / "work", Weights(), dataset=name)
     assert res.stage == "images" and {f.code for f in res.findings} == {"DG308", "DG310"}
+
+
+def test_axcodes_match_nibabel_on_oblique_directions():
+    from nibabel.orientations import aff2axcodes
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        aff = np.eye(4)
+        aff[:3, :3] = q
+        assert axcodes(list(q.ravel())) == "".join(aff2axcodes(aff))

@@ -140,7 +140,7 @@ def _fake_versions(monkeypatch, table: dict):
             return table[dist]
         return real(dist)
 
-    monkeypatch.setattr(versions.metadata, "version", version)
+    monkeypatch.setattr(metadata, "version", version)      # what versions.installed() asks
 
 
 def test_torch_torchvision_mismatch_is_a_dg901_error(monkeypatch):

@@ -20,19 +20,33 @@ SAMPLES = 1 << 14            # voxels sampled for the percentiles, about
 def axcodes(direction: list[float], lps: bool = False) -> str | None:
     """Orientation letters (RAS+ convention, as nibabel's aff2axcodes) of a 3x3 direction
     matrix given row-major with unit columns; `lps`: the matrix is SimpleITK's (LPS+).
-    None when the matrix is missing or degenerate."""
+    Each voxel axis is named by the world axis its direction is closest to (an oblique
+    axis by its largest component); None when the matrix is missing or degenerate."""
     if not direction or len(direction) != 9 or not all(math.isfinite(x) for x in direction):
         return None
+    rows = [list(direction[0:3]), list(direction[3:6]), list(direction[6:9])]
+    if lps:
+        rows[0] = [-x for x in rows[0]]
+        rows[1] = [-x for x in rows[1]]
+    out, used = [], set()
+    for col in range(3):
+        comp = [rows[r][col] for r in range(3)]
+        world = max(range(3), key=lambda r: abs(comp[r]))
+        if abs(comp[world]) < 1e-6 or world in used:
+            return _oblique(rows)          # two axes nearest one world axis: nibabel's assignment
+        used.add(world)
+        out.append(("RAS" if comp[world] > 0 else "LPI")[world])
+    return "".join(out)
+
+
+def _oblique(rows: list[list[float]]) -> str | None:
     import numpy as np
     from nibabel.orientations import aff2axcodes
 
-    rot = np.asarray(direction, dtype=float).reshape(3, 3)
-    if lps:
-        rot = np.diag([-1.0, -1.0, 1.0]) @ rot
-    if abs(np.linalg.det(rot)) < 1e-6:
-        return None
     aff = np.eye(4)
-    aff[:3, :3] = rot
+    aff[:3, :3] = np.asarray(rows, dtype=float)
+    if abs(np.linalg.det(aff[:3, :3])) < 1e-6:
+        return None
     codes = aff2axcodes(aff)
     return None if None in codes else "".join(codes)
 

@@ -6,7 +6,6 @@ import platform
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 from ..findings import Finding, Severity, finding
 
@@ -17,6 +16,8 @@ PACKAGES = (("nnunetv2", "nnunetv2"), ("torch", "torch"), ("torchvision", "torch
 
 
 def installed(dist: str) -> str | None:
+    from importlib import metadata          # 10 ms: only when doctor runs, not at every CLI start
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:

@@ -303,6 +303,13 @@ def _one_thread_per_worker() -> None:
     """
     for var in THREAD_VARS:
         os.environ.setdefault(var, "1")
+    import atexit
+
+    # A worker's results travel through a SimpleQueue (written synchronously), so when the pool
+    # says goodbye there is nothing left to flush: skip the interpreter's teardown of numpy,
+    # blosc2 and nibabel, which the caller's shutdown() otherwise waits for (0.16 s of a 0.9 s
+    # scan of 200 real cases). Registered last, so it runs first.
+    atexit.register(os._exit, 0)
 
 
 def _plans_by_config(ds: Dataset) -> dict[str, dict]:
