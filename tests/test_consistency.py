@@ -203,3 +203,13 @@ def test_axcodes_match_nibabel_on_oblique_directions():
         aff = np.eye(4)
         aff[:3, :3] = q
         assert axcodes(list(q.ravel())) == "".join(aff2axcodes(aff))
+
+
+def test_test_images_are_cases_the_faces_can_show(raw, tmp_path):
+    (raw / "imagesTs").mkdir()
+    shutil.copy(raw / "imagesTr" / "heart_001_0000.nii.gz", raw / "imagesTs" / "leak_0000.nii.gz")
+    ws = dataguard.Workspace([str(raw)], manifest_dir=tmp_path / "m")
+    ws.scan()
+    [leak] = [c for c in ws.cases() if c.case == "leak"]
+    assert leak.test and leak.status == "error" and [f.code for f in leak.findings] == ["DG310"]
+    assert not any(c.test for c in ws.cases() if c.case.startswith("heart_"))

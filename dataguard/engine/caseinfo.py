@@ -39,6 +39,7 @@ class CaseInfo:
     facts: dict[str, CaseFacts] = field(default_factory=dict)   # "raw" / config folder -> facts
     val_fold: int | None = None
     configs: list[str] = field(default_factory=list)            # configuration folders holding it
+    test: bool = False                                          # only in imagesTs: a test image
 
     @property
     def labels(self) -> dict[int, int] | None:
@@ -142,9 +143,12 @@ def view_cases(name: str, view, findings: list[Finding], ds) -> list[CaseInfo]:
         r = view.results.get(t.rel)
         if t.case is None or r is None or t.kind not in ("image", "label", "npz", "npy", "b2nd", "pkl"):
             continue
-        if t.where == "raw" and t.rel.split("/")[1] not in ("imagesTr", "labelsTr"):
+        folder = t.rel.split("/")[1] if t.where == "raw" else None
+        if t.where == "raw" and folder not in ("imagesTr", "labelsTr", "imagesTs"):
             continue
-        source = "raw" if t.where == "raw" else (t.rel.split("/")[1] if t.where == "config" else None)
+        # test images are cases too (DG308-DG310 name them), under their own source
+        source = ("test" if folder == "imagesTs" else "raw") if t.where == "raw" else \
+            (t.rel.split("/")[1] if t.where == "config" else None)
         if source is None:
             continue
         groups.setdefault(t.case, {}).setdefault(source, []).append((t, r))
@@ -154,18 +158,19 @@ def view_cases(name: str, view, findings: list[Finding], ds) -> list[CaseInfo]:
         sources = groups[case]
         files = [FileInfo(t.rel, r.size, r.blake3, tuple(r.findings))
                  for src in sources.values() for t, r in src]
-        facts = {src: (_raw_facts(items) if src == "raw" else _config_facts(items, view.plans.get(src)))
+        facts = {src: (_raw_facts(items) if src in ("raw", "test") else _config_facts(items, view.plans.get(src)))
                  for src, items in sorted(sources.items(), key=lambda kv: kv[0] != "raw")}
         fs = sorted(by_case.get(case, []), key=lambda f: (-f.severity, f.path, f.code))
         out.append(CaseInfo(dataset=name, case=case, status=_status(fs), findings=fs,
                             files=sorted(files, key=lambda f: f.rel), facts=facts,
-                            val_fold=folds.get(case), configs=sorted(s for s in sources if s != "raw")))
+                            val_fold=folds.get(case), configs=sorted(s for s in sources if s not in ("raw", "test")),
+                            test="test" in sources and "raw" not in sources))
     return out
 
 
 def summary(c: CaseInfo) -> dict:
     """A case without its files: what a table row needs, stored with the stat index."""
-    return {"case": c.case, "status": c.status, "fold": c.val_fold, "configs": c.configs,
+    return {"case": c.case, "status": c.status, "fold": c.val_fold, "configs": c.configs, "test": c.test,
             "facts": {src: {"shape": f.shape, "spacing": f.spacing, "dtype": f.dtype,
                             "labels": None if f.labels is None else {str(k): v for k, v in f.labels.items()}}
                       for src, f in c.facts.items()}}
@@ -177,4 +182,4 @@ def from_summary(dataset: str, d: dict, findings: list[Finding]) -> CaseInfo:
              for src, f in d.get("facts", {}).items()}
     fs = sorted(findings, key=lambda f: (-f.severity, f.path, f.code))
     return CaseInfo(dataset=dataset, case=d["case"], status=_status(fs), findings=fs, facts=facts,
-                    val_fold=d.get("fold"), configs=list(d.get("configs", [])))
+                    val_fold=d.get("fold"), configs=list(d.get("configs", [])), test=bool(d.get("test")))

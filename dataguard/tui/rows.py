@@ -59,10 +59,10 @@ def _fmt_spacing(sp) -> str:
 
 
 def case_row(c) -> Row:
-    facts = c.facts.get("raw") or next(iter(c.facts.values()), None)
+    facts = c.facts.get("raw") or c.facts.get("test") or next(iter(c.facts.values()), None)
     labels = c.labels
     codes = ",".join(sorted({f.code for f in c.findings}))
-    return Row(key=f"{c.dataset}/{c.case}", dataset=c.dataset, where="+".join(c.configs) or "raw",
+    return Row(key=f"{c.dataset}/{c.case}", dataset=c.dataset, where="+".join(c.configs) or ("test" if c.test else "raw"),
                case=c.case, fold="-" if c.val_fold is None else str(c.val_fold),
                labels=",".join(str(v) for v in sorted(labels or {}) if v > 0) or "-",
                shape=_fmt_shape(facts.shape if facts else None),
