@@ -102,3 +102,26 @@ def test_suggest_on_real_region_probabilities_never_loses_to_nnunets_candidates(
     sug, _ = ws.suggest_weights(oof, step=0.25)
     assert set(sug.weights) == {1, 2, 3}
     assert sug.chosen_mean >= max(c.mean for c in sug.candidates) - 1e-12
+
+
+def test_submit_predicts_and_ensembles_a_region_model_end_to_end(region_model, tmp_path):
+    import zipfile
+
+    from conftest import dataguard_cli, held_out
+
+    root = region_model["root"]
+    ts = tmp_path / "imagesTs"
+    ts.mkdir()
+    for c in ("heart_000", "heart_005"):
+        held_out(root / f"nnUNet_raw/Dataset903_Regions/imagesTr/{c}_0000.nii.gz", ts)
+    out = dataguard_cli(["submit", "-d", "903", "--images", str(ts), "-o", str(tmp_path / "sub.zip"),
+                         "--model", "2d:0", "--model", "3d_fullres:0", "--device", "cpu", "--no-tta"],
+                        region_model["env"], root)
+    assert out.returncode == 0, out.stdout + out.stderr
+    with zipfile.ZipFile(tmp_path / "sub.zip") as zf:
+        assert sorted(zf.namelist()) == ["heart_000.nii.gz", "heart_005.nii.gz"]
+    for c in ("heart_000", "heart_005"):
+        import nibabel as nib
+
+        arr = np.asanyarray(nib.load(tmp_path / "sub.zip.work" / "ensemble" / f"{c}.nii.gz").dataobj)
+        assert set(np.unique(arr)) <= {0, 1, 2, 3}         # regions_class_order's values, no more
