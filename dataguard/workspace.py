@@ -34,7 +34,7 @@ from .doctor.report import run_doctor
 from .engine.walk import file_ending, load_dataset_json
 from .errors import UsageError
 from .evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
-from .evaluate.region_weights import reduce_region_case, region_rule, search_regions
+from .evaluate.region_weights import RegionReducer, region_rule, search_regions
 from .evaluate.validation import run_validation, validation_calls
 from .evaluate.weights import check_weights, load_oof, search
 from .findings import Finding
@@ -453,9 +453,9 @@ class Workspace:
         folds = {m.spec: {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
                  for m in models}
         rule = region_rule(spec)
-        reduce = None if rule is None else (lambda c, probs, ref, prune: reduce_region_case(c, probs, ref, rule, prune))
         oof = load_oof(folds, Path(ds.preprocessed) / "gt_segmentations", labels, reader, on_case,
-                       jobs=self.jobs, ignore=spec.ignore_label, reduce=reduce)
+                       jobs=self.jobs, ignore=spec.ignore_label, reduce=None if rule is None else RegionReducer(rule),
+                       executor=self.executor if self.client is not None else None)
         oof.rule = rule
         return models, oof
 

@@ -163,3 +163,36 @@ def test_repair_through_the_cluster_gives_the_same_tree(real_project, tmp_path, 
         from dataguard.repair import apply
         return len(apply._WORKER_PREPROCESSORS)
     assert sum(client.run(staged_here).values()) >= 1          # the rebuilds ran on the workers
+
+
+def test_out_of_fold_reading_on_the_cluster_equals_threads(tmp_path, cluster):
+    """`ensemble suggest` reading through Dask workers: each reduces its cases where the files
+    are and sends back only counts and contested voxels; the result is the threads' exactly."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from dataguard.evaluate.weights import load_oof, search
+
+    rng = np.random.default_rng(2)
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    folds = {}
+    for m in ("a", "b"):
+        (tmp_path / m).mkdir()
+        folds[m] = {0: tmp_path / m}
+    for i in range(4):
+        ref = rng.integers(0, 3, size=(6, 10, 10)).astype(np.uint8)
+        sitk.WriteImage(sitk.GetImageFromArray(ref), str(gt / f"c{i}.nii.gz"))
+        for m, noise in (("a", 0.2), ("b", 0.6)):
+            logits = np.eye(3)[ref].transpose(3, 0, 1, 2) + rng.normal(0, noise, (3, *ref.shape))
+            p = np.exp(logits) / np.exp(logits).sum(0)
+            np.savez_compressed(tmp_path / m / f"c{i}.npz", probabilities=p.astype(np.float16))
+    labels = {1: "x", 2: "y"}
+    local = load_oof(folds, gt, labels, jobs=2)
+    remote = load_oof(folds, gt, labels, jobs=2, executor=cluster[1].get_executor(pure=False))
+    assert remote.cases == local.cases == [f"c{i}" for i in range(4)]
+    for a, b in zip(local.reduced.counts(), remote.reduced.counts()):
+        assert np.array_equal(a, b)
+    assert local.reduced.contested == remote.reduced.contested > 0
+    s1, s2 = search(local, step=0.25), search(remote, step=0.25)
+    assert s1.weights == s2.weights and s1.chosen == s2.chosen

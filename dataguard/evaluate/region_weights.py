@@ -63,6 +63,15 @@ class RegionRule:
         return max([*self.order, *(v for vs in self.values.values() for v in vs), 0])
 
 
+@dataclass(frozen=True)
+class RegionReducer:
+    """reduce_region_case for one rule, as a picklable callable (load_oof's `reduce`)."""
+    rule: RegionRule
+
+    def __call__(self, case, probabilities, ref, prune):
+        return reduce_region_case(case, probabilities, ref, self.rule, prune)
+
+
 def region_rule(spec) -> RegionRule | None:
     """The RegionRule of a DatasetSpec (None for plain labels)."""
     if not spec.has_regions or spec.regions_class_order is None:

@@ -552,18 +552,36 @@ def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None, prune: bo
 
 
 # --- reading ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlainReducer:
+    """reduce_case with the dataset's ignore label, as a picklable callable (Dask workers)."""
+    ignore: int | None = None
+
+    def __call__(self, case, probabilities, ref, prune):
+        return reduce_case(case, probabilities, ref, prune, self.ignore)
+
+
+def reduce_files(case: str, npz: list, gt_dir, reader, reduce, prune: bool):
+    """One case read and reduced where it runs (a thread, or a Dask worker that sees the same
+    paths): the references, every model's probabilities, then only what the search needs."""
+    ref = _read_ref(Path(gt_dir), case, reader)
+    if ref is None:
+        return None
+    return reduce(case, [read_probabilities(p) for p in npz], ref, prune)
+
+
 def load_oof(model_folds: dict[str, dict[int, Path]], gt_dir: Path, labels: dict[int, str],
              reader=None, on_case=None, jobs: int | None = None, prune: bool = True,
-             memory_budget: int = MEMORY_BUDGET, ignore: int | None = None, reduce=None) -> OOF:
+             memory_budget: int = MEMORY_BUDGET, ignore: int | None = None, reduce=None,
+             executor=None) -> OOF:
     """Out-of-fold probabilities (fold_X/validation/*.npz) of each model and the references,
     read with nnU-Net's own reader so both are in the same array space, each case once and
-    reduced as it is read (reduce_case, or `reduce(case, probabilities, ref, prune)` for
-    regions): `jobs` cases at a time."""
+    reduced as it is read (reduce_case, or a picklable `reduce(case, probabilities, ref, prune)`
+    for regions): `jobs` cases at a time, on threads or on `executor` (a Dask client's: only
+    the reduced cases travel back, the probabilities never leave the worker)."""
     models = list(model_folds)
     oof = OOF(models, labels, [], ignore=ignore)
-    if reduce is None:
-        def reduce(case, probabilities, ref, prune):
-            return reduce_case(case, probabilities, ref, prune, ignore)
+    reduce = reduce if reduce is not None else PlainReducer(ignore)
     per_model: dict[str, dict] = {}
     for m, folds in model_folds.items():
         files = {}
@@ -578,28 +596,30 @@ def load_oof(model_folds: dict[str, dict[int, Path]], gt_dir: Path, labels: dict
     shared = sorted(set.intersection(*[set(f) for f in per_model.values()]))
     oof.cases = [c for c in shared if (gt_dir / f"{c}.nii.gz").is_file() or reader is not None]
     store = VoxelStore(memory_budget)
-
-    def one(case):
-        ref = _read_ref(gt_dir, case, reader)
-        if ref is None:
-            return None
-        return reduce(case, [read_probabilities(per_model[m][case].npz) for m in models], ref, prune)
-
     workers = max(1, jobs or min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:          # inflate and numpy release the GIL
+    own = executor is None
+    pool = ThreadPoolExecutor(max_workers=workers) if own else executor   # inflate and numpy release the GIL
+
+    def submit(case):
+        return pool.submit(reduce_files, case, [str(per_model[m][case].npz) for m in models], str(gt_dir),
+                           reader, reduce, prune)
+    try:
         pending = []
         todo = iter(oof.cases)
         for case in itertools.islice(todo, workers):
-            pending.append(pool.submit(one, case))
+            pending.append(submit(case))
         while pending:
             cv = pending.pop(0).result()            # in order: the store and the progress follow cases
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append(pool.submit(one, nxt))   # never more than `workers` cases in memory
+                pending.append(submit(nxt))         # never more than `workers` cases in memory
             if cv is not None:
                 store.add(cv)
                 if on_case:
                     on_case(cv.case)
+    finally:
+        if own:
+            pool.shutdown(wait=True)
     oof.reduced = store
     oof.cases = [cv.case for cv in store.meta]
     return oof
