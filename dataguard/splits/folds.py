@@ -327,6 +327,21 @@ def _infeasible(p: _Problem) -> SplitError:
         f"found in >= {p.k} cases (labels {labs}) into every validation set; use fewer folds")
 
 
+def _constraints():
+    """Sparse constraint rows for scipy's milp: (rows, cols, vals, lo, hi, add), where
+    add([(column, coefficient), ...], low, high) appends one row low <= a.x <= high."""
+    rows, cols, vals, lo, hi = [], [], [], [], []
+
+    def add(entries, low, high):
+        for col, v in entries:
+            rows.append(len(lo))
+            cols.append(col)
+            vals.append(v)
+        lo.append(low)
+        hi.append(high)
+    return rows, cols, vals, lo, hi, add
+
+
 def _solve_milp(p: _Problem, time_limit: float) -> list[int] | None:
     """Exact stratification as a small MILP. None when scipy is missing or out of limits.
 
@@ -343,15 +358,7 @@ def _solve_milp(p: _Problem, time_limit: float) -> list[int] | None:
         return None
     n, k, labels = p.n, p.k, list(p.members)
     nx, nd = n * k, len(labels) * k
-    rows, cols, vals, lo, hi = [], [], [], [], []
-
-    def add(entries, low, high):
-        for col, v in entries:
-            rows.append(len(lo))
-            cols.append(col)
-            vals.append(v)
-        lo.append(low)
-        hi.append(high)
+    rows, cols, vals, lo, hi, add = _constraints()
 
     for c in range(n):                                     # (c) exactly one val set per case
         add([(c * k + f, 1) for f in range(k)], 1, 1)
@@ -616,15 +623,7 @@ def _solve_grouped(p: _Problem, group_of: list[int], cover: bool, time_limit: fl
     g = max(group_of) + 1
     size = np.bincount(group_of, minlength=g)
     nx, nd, ne = g * k, len(labels) * k, k
-    rows, cols, vals, lo, hi = [], [], [], [], []
-
-    def add(entries, low, high):
-        for col, v in entries:
-            rows.append(len(lo))
-            cols.append(col)
-            vals.append(v)
-        lo.append(low)
-        hi.append(high)
+    rows, cols, vals, lo, hi, add = _constraints()
 
     for q in range(g):                                     # (c)+(p) one val set per patient
         add([(q * k + f, 1) for f in range(k)], 1, 1)
