@@ -234,8 +234,8 @@ def read_a_little_then_close(argv, cwd) -> subprocess.CompletedProcess:
         fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
     proc = subprocess.Popen([sys.executable, "-m", "dataguard", *argv], stdout=w, stderr=subprocess.PIPE, cwd=cwd)
     os.close(w)
-    with os.fdopen(r, "rb") as reader:
-        head = reader.read(16)
+    head = os.read(r, 16)            # unbuffered: a buffered reader would drain 8 KiB of the pipe
+    os.close(r)
     err = proc.stderr.read().decode()
     proc.stderr.close()
     return subprocess.CompletedProcess(argv, proc.wait(timeout=120), head, err)
