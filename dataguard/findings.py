@@ -53,6 +53,7 @@ class Fix(str, enum.Enum):
     CAST = "cast"
     REGENERATE_SPLITS = "regenerate-splits"
     REBUILD_ARCHIVE = "rebuild-archive"
+    REORIENT = "reorient"
 
     def __str__(self) -> str:
         return self.value

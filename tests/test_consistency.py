@@ -213,3 +213,23 @@ def test_test_images_are_cases_the_faces_can_show(raw, tmp_path):
     [leak] = [c for c in ws.cases() if c.case == "leak"]
     assert leak.test and leak.status == "error" and [f.code for f in leak.findings] == ["DG310"]
     assert not any(c.test for c in ws.cases() if c.case.startswith("heart_"))
+
+
+def test_repair_reorients_a_flipped_case_and_restore_undoes_it(raw, tmp_path):
+    case = "heart_002"
+    paths = [raw / "imagesTr" / f"{case}_0000.nii.gz", raw / "labelsTr" / f"{case}.nii.gz"]
+    for p in paths:
+        img = nib.load(p)
+        nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[::-1], img.affine @ np.diag([-1.0, 1, 1, 1])), p)
+    flipped = [p.read_bytes() for p in paths]
+    ws = dataguard.Workspace([str(raw)], manifest_dir=tmp_path / "m")
+    [f] = [f for f in ws.scan().findings if f.code == "DG308"]
+    assert str(f.fix) == "reorient" and "dataguard repair" in f.help
+    run = ws.repair()
+    assert not run.failed, run.failed
+    after = ws.scan(full=True).findings
+    assert not [f for f in after if f.code in ("DG308", "DG304")], after
+    src = np.asanyarray(nib.load(paths[0]).dataobj)
+    assert nib.aff2axcodes(nib.load(paths[0]).affine) == ("R", "A", "S") and src.shape == (24, 24, 6)
+    ws.restore()
+    assert [p.read_bytes() for p in paths] == flipped          # byte for byte

@@ -22,7 +22,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from ..findings import Finding, Severity, finding
+from ..findings import Finding, Fix, Severity, finding
 from ..spec import parse_spec
 from .cases import DatasetView
 
@@ -203,7 +203,9 @@ def orientation(files: list[ChannelFile], prof: TrainingProfile, training: bool)
             f"({prof.axcodes_share:.0%} of training cases): nnU-Net uses only the spacing, so this array is "
             f"mirrored or permuted against the others", case=f.case,
             severity=Severity.WARNING if training else Severity.ERROR,
-            help=REORIENT.format(codes=prof.axcodes)))
+            fix=Fix.REORIENT if training and f.rel.endswith((".nii.gz", ".nii")) else None,
+            help=("dataguard repair reorients it, image and label together (undo: dataguard restore); or "
+                  if training else "") + REORIENT.format(codes=prof.axcodes)))
     return out
 
 

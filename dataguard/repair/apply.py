@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..checks.base import FileTask
+from ..checks.consistency import profile, raw_channels
 from ..checks.files import check_file, config_file_kind
 from ..engine.layout import Dataset
 from ..engine.walk import declared_labels, load_dataset_json
@@ -27,6 +28,7 @@ from ..errors import DataguardError
 from ..findings import Severity
 from ..fsio import read_json
 from ..nnunet.preprocess_case import CasePreprocessor
+from ..spec import parse_spec
 from ..splits import folds as sp
 from ..splits.context import context_from_result
 from .journal import DG_DIR, Journal, blake3_file, new_run_id
@@ -113,6 +115,8 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
                     out = _rebuild(a, ds, journals, preprocessors, log, staged_remotely.get(id(a)))
                 elif a.kind == "cast":
                     out = _cast(a, journals)
+                elif a.kind == "reorient":
+                    out = _reorient(a, ds, journals, scan_result)
                 else:
                     out = _splits(a, ds, journals, scan_result)
             except Exception as e:  # one failed action must not stop the others
@@ -337,6 +341,38 @@ def _cast(a: Action, journals: dict[str, Journal]) -> Outcome:
     j.quarantine_file(rel, reason=a.codes)
     j.place_file(staged, rel)
     return Outcome(a, True, f"cast to {np.dtype(dtype).name} (max deviation was {dev:.2g})", [a.target])
+
+
+def _reorient(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -> Outcome:
+    """DG308: rewrite a training case's channels and label in the training majority's axis
+    order (nibabel's as_reoriented: voxels permuted/flipped, affine updated, the world
+    position of every voxel unchanged); originals to quarantine, so restore undoes it."""
+    import nibabel as nib
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    if scan_result is None or ds.name not in getattr(scan_result, "views", {}):
+        raise RepairError("reorienting needs the scan the plan came from (scan_result)")
+    view = scan_result.views[ds.name]
+    target = profile([f for f in raw_channels(view, parse_spec(view.meta or {}).ending) if f.split == "Tr"],
+                     {}).axcodes
+    if target is None:
+        return Outcome(a, False, "the training data has no majority orientation to reorient to")
+    j = journals["raw"]
+    rels = [r.split("/", 1)[1] for r in a.files if r.startswith("raw/")]
+    done = []
+    for rel in rels:
+        src = j.root / rel
+        img = nib.load(str(src))
+        moved = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(target))))
+        staged = j.staging / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(moved, str(staged))
+        done.append((staged, rel))
+    for staged, rel in done:                       # all written first: a failure leaves the case whole
+        j.quarantine_file(rel, reason=a.codes)
+        j.place_file(staged, rel)
+    return Outcome(a, True, f"{len(done)} file(s) reoriented to {target}; its preprocessed data is now stale "
+                   f"(DG209): re-preprocess the case", [f"raw/{r}" for _, r in done])
 
 
 def _splits(a: Action, ds: Dataset, journals: dict[str, Journal], scan_result) -> Outcome:

@@ -18,7 +18,7 @@ RAW_BLOCKERS = ("DG103", "DG302", "DG303", "DG304", "DG402")
 
 @dataclass
 class Action:
-    kind: str                       # quarantine | re-preprocess | cast | regenerate-splits
+    kind: str                       # quarantine | re-preprocess | cast | reorient | regenerate-splits
     dataset: str
     target: str                     # raw/... or preprocessed/... (file, or config/case)
     case: str | None = None
@@ -38,6 +38,8 @@ class Action:
             return "move to quarantine"
         if self.kind == "cast":
             return "rewrite label with an unsigned integer type (original to quarantine)"
+        if self.kind == "reorient":
+            return "reorient the case's images and label to the training majority (originals to quarantine)"
         return "write stratified splits (previous file kept as backup)"
 
 
@@ -73,6 +75,9 @@ def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | 
         if f.fix == Fix.CAST:
             add(("cast", f.dataset, f.path), kind="cast", dataset=f.dataset, target=f.path,
                 case=f.case).findings.append(f)
+        elif f.fix == Fix.REORIENT and f.case:
+            add(("reorient", f.dataset, f.case), kind="reorient", dataset=f.dataset, target=f.path,
+                case=f.case).findings.append(f)
         elif f.fix == Fix.REGENERATE_SPLITS:
             add(("splits", f.dataset), kind="regenerate-splits", dataset=f.dataset,
                 target="preprocessed/splits_final.json").findings.append(f)
@@ -101,7 +106,7 @@ def plan_repairs(result, *, select: list[str] | None = None, cases: list[str] | 
                 a.blocked = "raw case is broken: " + "; ".join(f"{e.code} {e.path.rsplit('/', 1)[-1]}" for e in errs[:3])
     for a in actions.values():
         a.files = _files_touched(a, getattr(result, "views", {}).get(a.dataset))
-    order = {"cast": 0, "quarantine": 1, "re-preprocess": 2, "regenerate-splits": 3}
+    order = {"cast": 0, "reorient": 0, "quarantine": 1, "re-preprocess": 2, "regenerate-splits": 3}
     return sorted(actions.values(), key=lambda a: (order[a.kind], a.dataset, a.target))
 
 
@@ -124,6 +129,9 @@ def _rebuild_after_quarantine(actions: dict, result, has_raw: dict) -> None:
 
 def _files_touched(a: Action, view) -> list[str]:
     """The dataset's current files an action moves aside or replaces (from the scan, no I/O)."""
+    if a.kind == "reorient":
+        return sorted(t.rel for t in (view.tasks if view is not None else ()) if t.case == a.case
+                      and t.where == "raw" and t.rel.split("/")[1] in ("imagesTr", "labelsTr")) or [a.target]
     if a.kind in ("cast", "regenerate-splits") or (a.kind == "quarantine" and a.config is None):
         return [a.target]
     if view is None:
