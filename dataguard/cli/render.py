@@ -66,7 +66,12 @@ def _path_lines(path: str, width: int) -> str:
     """A path broken after its slashes into lines of at most `width` (a long part is left to
     the table's folding): 'preprocessed/\nnnUNetPlans_3d_fullres/\n._case_0.npz'."""
     lines, line = [], ""
+    parts = []
     for part in path.replace("/", "/\0").split("\0"):
+        # a name longer than the column breaks after its underscores (heart_002_/0000.nii.gz),
+        # not in the middle of a word
+        parts += part.replace("_", "_\0").split("\0") if len(part) > width else [part]
+    for part in parts:
         if line and len(line) + len(part) > width:
             lines.append(line)
             line = ""
