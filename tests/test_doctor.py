@@ -389,3 +389,17 @@ def test_submit_names_the_workers_that_fit(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_nps", "5")
     w = prediction_workers(m, imgs, "cuda")
     assert (w.npp, w.nps) == (2, 5) and "nnUNet_npp" in w.why
+
+
+@pytest.mark.parametrize("labels, order", [
+    ({"background": 0, "a": 1, "b": 2}, None),
+    ({"background": 0, "a": 1, "b": 2, "ignore": 3}, None),
+    ({"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enh": 3}, [1, 2, 3]),
+])
+def test_exported_channels_are_nnunets_segmentation_heads(labels, order):
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from dataguard.doctor.resources import num_classes
+
+    doc = {"labels": labels, **({"regions_class_order": order} if order else {})}
+    assert num_classes(doc) == LabelManager(labels, order).num_segmentation_heads

@@ -17,6 +17,8 @@ import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..spec import parse_spec
+
 MB = 1 << 20
 
 # --- calibration (docs/resources.md; benchmarks/calibrate_resources.py measures them) -----------
@@ -81,13 +83,13 @@ def config_of(plans: dict, configuration: str) -> dict:
 
 
 def num_classes(dataset_json: dict) -> int:
-    """Channels of the probabilities nnU-Net exports: every label (background too), or one per
-    region for a region model; the ignore label is not predicted."""
-    labels = dataset_json.get("labels") or {}
-    regions = [v for v in labels.values() if isinstance(v, (list, tuple)) and len(v) > 1]
-    if regions or dataset_json.get("regions_class_order"):
-        return max(1, len([k for k, v in labels.items() if k != "ignore" and v not in (0, [0])]))
-    return max(2, len([k for k in labels if k != "ignore"]))
+    """Channels of the probabilities nnU-Net exports (LabelManager.num_segmentation_heads):
+    every label with background, or one per region for a region model; never the ignore
+    label. Read through the one dataset model, DatasetSpec."""
+    spec = parse_spec(dataset_json)
+    if spec.has_regions:
+        return max(1, len(spec.regions or []))
+    return max(2, len(spec.all_labels))
 
 
 # --- preprocessing ---------------------------------------------------------------------------
