@@ -20,18 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..submit.ensemble import Weights
 from .weights import (
     PRUNE_MARGIN,
-    Candidate,
     CaseVoxels,
     Suggestion,
     VoxelStore,
     _objective,
     class_score,
     class_scores,
-    nnunet_candidates,
-    simplex,
+    search_from,
 )
 
 THRESHOLD = 0.5
@@ -234,33 +231,8 @@ def _store(oof, rule: RegionRule, prune: bool) -> VoxelStore:
 
 def search_regions(oof, rule: RegionRule, step: float = 0.1, rounds: int = 3, on_step=None,
                    prune: bool = True) -> Suggestion:
-    """Per-region weights; never below the best of nnU-Net's candidates."""
-    import numpy as np
-
-    models = oof.models
-    store = _store(oof, rule, prune)
-    if not len(store):
-        raise UsageError("no case has out-of-fold probabilities from every model and a reference")
-
-    def full(w):
-        return np.repeat(np.asarray(w, dtype=np.float64)[:, None], rule.n, 1)
-
-    named = nnunet_candidates(models)
-    scores = evaluate_regions(store, [full(w) for _, w in named], rule)
-    cands = sorted((Candidate(n, w, d) for (n, w), d in zip(named, scores)), key=lambda c: -c.mean)
-    single = {m: next(c.dice for c in cands if c.name == f"{m} alone") for m in models}
-    equal_c = next(c for c in cands if c.name == "equal " + "+".join(models))
-    starts = cands[:1] + ([equal_c] if equal_c is not cands[0] else [])
-    grid = simplex(len(models), step)
-    best = None
-    for cand in starts:
-        W, obj, table, done = _ascend(store, full(cand.weights), cand.mean, rule, grid, rounds, on_step)
-        if best is None or obj > best[1]:
-            best = (W, obj, table, done, cand.name)
-    W, _, table, done_rounds, start = best
-    weights = {i + 1: tuple(float(x) / float(W[:, i].sum()) for x in W[:, i]) for i in range(rule.n)}
-    sug = Suggestion(models, oof.labels, weights, equal_c.dice, {}, single, table, len(store), done_rounds,
-                     candidates=cands, start=start, voxels=store.voxels, contested=store.contested)
-    written = Weights.parse(sug.weights_file(), models).matrix(models, rule.n, regions=True)
-    sug.chosen = evaluate_regions(store, [written], rule)[0]
-    return sug
+    """Per-region weights; never below the best of nnU-Net's candidates (weights.search_from)."""
+    return search_from(_store(oof, rule, prune), oof.models, oof.labels, rule.n,
+                       lambda st, Ws: evaluate_regions(st, Ws, rule),
+                       lambda st, W, obj, grid, r, cb: _ascend(st, W, obj, rule, grid, r, cb),
+                       step, rounds, on_step, regions=True)

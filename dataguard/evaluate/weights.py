@@ -518,19 +518,34 @@ STARTS = 1          # the ascent runs from this many of the best candidates, and
 
 def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None, prune: bool = True) -> Suggestion:
     """The weights; never below the best of nnU-Net's candidates (see the module's docstring)."""
+    labels = list(oof.labels)
+    store = oof.store(prune)
+    n_classes = int(store.meta[0].ref_counts.shape[0]) if len(store) else 0
+    return search_from(store, oof.models, oof.labels, n_classes,
+                       lambda st, Ws: _evaluate(st, Ws, labels),
+                       lambda st, W, obj, grid, r, cb: _ascend(st, W, obj, labels, grid, r, cb),
+                       step, rounds, on_step)
+
+
+def search_from(store: VoxelStore, models: list[str], labels: dict[int, str], n_channels: int, evaluate, ascend,
+                step: float, rounds: int, on_step=None, regions: bool = False) -> Suggestion:
+    """What the label search and the region search share: nnU-Net's candidates scored, the
+    ascent from the best of them and from equal weights, and the suggestion scored with the
+    weights file's own (rounded) numbers, as submit will apply them.
+
+    evaluate(store, [W, ...]) -> Dice per class of each weight matrix (models x channels);
+    ascend(store, W, objective, grid, rounds, on_step) -> (W, objective, table, rounds run);
+    regions: channel i is region i + 1 (there is no background channel)."""
     import numpy as np
 
-    models, labels = oof.models, list(oof.labels)
-    store = oof.store(prune)
     if not len(store):
         raise UsageError("no case has out-of-fold probabilities from every model and a reference")
-    n_classes = int(store.meta[0].ref_counts.shape[0])
 
     def full(w_per_model):
-        return np.repeat(np.asarray(w_per_model, dtype=np.float64)[:, None], n_classes, 1)
+        return np.repeat(np.asarray(w_per_model, dtype=np.float64)[:, None], n_channels, 1)
 
     named = nnunet_candidates(models)
-    scores = _evaluate(store, [full(w) for _, w in named], labels)
+    scores = evaluate(store, [full(w) for _, w in named])
     cands = sorted((Candidate(n, w, d) for (n, w), d in zip(named, scores)), key=lambda c: -c.mean)
     single = {m: next(c.dice for c in cands if c.name == f"{m} alone") for m in models}
     equal_c = next(c for c in cands if c.name == "equal " + "+".join(models))
@@ -538,16 +553,16 @@ def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None, prune: bo
     grid = simplex(len(models), step)
     best = None
     for cand in starts:                   # best candidate first: on a tie it is kept
-        W, obj, table, done = _ascend(store, full(cand.weights), cand.mean, labels, grid, rounds, on_step)
+        W, obj, table, done = ascend(store, full(cand.weights), cand.mean, grid, rounds, on_step)
         if best is None or obj > best[1]:
             best = (W, obj, table, done, cand.name)
     W, _, table, done_rounds, start = best
-    weights = {c: tuple(float(x) / float(W[:, c].sum()) for x in W[:, c]) for c in range(n_classes)}
-    sug = Suggestion(models, oof.labels, weights, equal_c.dice, {}, single, table, len(store), done_rounds,
+    first = 1 if regions else 0
+    weights = {c + first: tuple(float(x) / float(W[:, c].sum()) for x in W[:, c]) for c in range(n_channels)}
+    sug = Suggestion(models, labels, weights, equal_c.dice, {}, single, table, len(store), done_rounds,
                      candidates=cands, start=start, voxels=store.voxels, contested=store.contested)
-    # scored as submit will apply them: the weights file's (rounded) numbers through combine's rule
-    written = Weights.parse(sug.weights_file(), models).matrix(models, n_classes)
-    sug.chosen = _evaluate(store, [written], labels)[0]
+    written = Weights.parse(sug.weights_file(), models).matrix(models, n_channels, regions=regions)
+    sug.chosen = evaluate(store, [written])[0]
     return sug
 
 
