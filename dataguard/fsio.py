@@ -188,3 +188,15 @@ def move_durably(src, dst) -> None:
     copy_verified(src, dst)
     os.unlink(src)
     fsync_dir(src.parent)
+
+
+def human_size(n: float | None) -> str:
+    """A byte count as people read it, in binary units: "512 B", "1.5 GB"; "?" when unknown.
+    One formatter for the train gate, `doctor` and its face."""
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..findings import Severity
+from ..fsio import human_size
 from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
 
 EPILOG = """\
@@ -75,16 +76,6 @@ def raise_usage(msg: str):
     raise UsageError(msg)
 
 
-def _size(n) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "dim"}
 
 
@@ -104,21 +95,21 @@ def render(rep) -> None:
     t.add_column("what")
     t.add_column("value", overflow="fold")
     for g in d.gpus:
-        t.add_row("GPU", shown(f"{g.name}, {_size(g.memory)}, compute capability {g.compute_capability or '?'}"))
+        t.add_row("GPU", shown(f"{g.name}, {human_size(g.memory)}, compute capability {g.compute_capability or '?'}"))
     if not d.gpus:
         t.add_row("GPU", "none found" + (f" ({d.probe})" if d.probe != "none" else ""))
     t.add_row("torch build", ("CUDA " + d.torch_cuda) if d.torch_cuda else ("CPU only" if d.torch_installed
                                                                               else "torch not installed"))
     if d.mps:
         t.add_row("MPS", "Apple silicon")
-    t.add_row("RAM", f"{_size(m.available)} available of {_size(m.total)}"
-              + (f" (container limit {_size(m.cgroup_limit)})" if m.cgroup_limit else ""))
-    t.add_row("swap", f"{_size(m.swap_free)} free of {_size(m.swap_total)}")
-    t.add_row("/dev/shm", f"{_size(m.shm_free)} free of {_size(m.shm_total)}"
+    t.add_row("RAM", f"{human_size(m.available)} available of {human_size(m.total)}"
+              + (f" (container limit {human_size(m.cgroup_limit)})" if m.cgroup_limit else ""))
+    t.add_row("swap", f"{human_size(m.swap_free)} free of {human_size(m.swap_total)}")
+    t.add_row("/dev/shm", f"{human_size(m.shm_free)} free of {human_size(m.shm_total)}"
               + (f" ({m.container} container)" if m.container else ""))
     t.add_row("CPUs", str(m.cpus))
     for var, disk in m.disk.items():
-        t.add_row(f"disk ({var})", shown(f"{_size(disk['free'])} free under {disk['path']}"))
+        t.add_row(f"disk ({var})", shown(f"{human_size(disk['free'])} free under {disk['path']}"))
     out.print(t)
 
     t = Table(title="nnU-Net environment", title_justify="left", header_style="bold", show_edge=False)
@@ -158,16 +149,16 @@ def _render_resources(out, rep) -> None:
     t.add_column("setting that fits", overflow="fold")
     pre = r.get("preprocess")
     if pre:
-        t.add_row("preprocess, per worker", _size(pre.peak_bytes_per_worker),
+        t.add_row("preprocess, per worker", human_size(pre.peak_bytes_per_worker),
                   f"nnUNetv2_preprocess -np {pre.recommended_np}" if pre.recommended_np else "[red]-np 1 does not fit[/red]")
     tr = r.get("training")
     if tr:
-        t.add_row(f"training, {tr.n_proc_da} DA workers", _size(tr.workers_bytes),
-                  f"/dev/shm need about {_size(tr.shm_bytes)}")
+        t.add_row(f"training, {tr.n_proc_da} DA workers", human_size(tr.workers_bytes),
+                  f"/dev/shm need about {human_size(tr.shm_bytes)}")
     p = r.get("predict")
     if p:
-        t.add_row("predict, one case", _size(p.peak_bytes_per_case),
+        t.add_row("predict, one case", human_size(p.peak_bytes_per_case),
                   f"-npp {p.recommended_npp} -nps {p.recommended_nps}" if p.recommended_nps
                   else "[red]does not fit[/red]")
-        t.add_row("  of which export", _size(p.export_bytes), f"{p.classes} classes, original spacing")
+        t.add_row("  of which export", human_size(p.export_bytes), f"{p.classes} classes, original spacing")
     out.print(t)

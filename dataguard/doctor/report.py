@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..findings import Finding, Severity, finding
+from ..fsio import human_size
 from . import resources
 from .devices import Devices, check_devices, read_devices
 from .environment import EnvVar, check_env, duplicate_ids, int_env, read_env
@@ -85,7 +86,7 @@ def check_memory(mem: Memory) -> list[Finding]:
     n_da = da_workers(mem.cpus)
     if mem.shm_total is not None and mem.shm_total <= DOCKER_SHM_DEFAULT and n_da > 0:
         where = f" in this {mem.container} container" if mem.container else ""
-        out.append(finding("DG905", "/dev/shm", f"/dev/shm is {_size(mem.shm_total)}{where}: nnU-Net's {n_da} "
+        out.append(finding("DG905", "/dev/shm", f"/dev/shm is {human_size(mem.shm_total)}{where}: nnU-Net's {n_da} "
                            "data-augmentation workers pass batches through it and die (\"Some background workers "
                            "are no longer alive\")",
                            help="docker run --shm-size=8g (or --ipc=host), or export nnUNet_n_proc_DA=0"))
@@ -96,7 +97,7 @@ def check_memory(mem: Memory) -> list[Finding]:
             sev = Severity.WARNING
         else:
             continue
-        out.append(finding("DG907", var, f"{_size(d['free'])} free under {d['path']} ({var}), where nnU-Net "
+        out.append(finding("DG907", var, f"{human_size(d['free'])} free under {d['path']} ({var}), where nnU-Net "
                            "writes preprocessed data, checkpoints or predictions", severity=sev,
                            help=f"free space there, or point {var} at a larger disk"))
     return out
@@ -137,13 +138,13 @@ def estimate_all(preprocessed: Path, configuration: str, mem: Memory, *, plans: 
     ram_np = resources.fitting_workers(avail, pre.main_bytes, pre.peak_bytes_per_worker, 1 << 30)
     if cases and ram_np == 0:
         found.append(finding("DG904", "preprocess", f"preprocessing {configuration}: one worker peaks at about "
-                             f"{_size(pre.peak_bytes_per_worker)} (case {pre.largest_case}, {_shape(pre.largest_shape)} "
-                             f"-> {_shape(pre.target_shape)}), more than the {_size(avail)} available",
+                             f"{human_size(pre.peak_bytes_per_worker)} (case {pre.largest_case}, {_shape(pre.largest_shape)} "
+                             f"-> {_shape(pre.target_shape)}), more than the {human_size(avail)} available",
                              help="free memory or preprocess on a larger machine; -np 1 does not fit"))
     elif cases and ram_np < default_np:          # RAM, not the CPUs or the cases, is what limits -np
         found.append(finding("DG904", "preprocess", f"nnUNetv2_preprocess -c {configuration} runs {default_np} "
-                             f"workers by default, about {_size(pre.main_bytes + default_np * pre.peak_bytes_per_worker)}"
-                             f"; {_size(avail)} is available", severity=Severity.WARNING,
+                             f"workers by default, about {human_size(pre.main_bytes + default_np * pre.peak_bytes_per_worker)}"
+                             f"; {human_size(avail)} is available", severity=Severity.WARNING,
                              help=f"nnUNetv2_preprocess -d {_id(preprocessed)} -c {configuration} "
                                   f"-np {min(ram_np, pre.recommended_np or ram_np)}"))
     test = resources.image_infos(images, dj.get("file_ending", ".nii.gz")) if images is not None else cases
@@ -151,8 +152,8 @@ def estimate_all(preprocessed: Path, configuration: str, mem: Memory, *, plans: 
     out["predict"] = pred
     if test and pred.recommended_nps == 0:
         found.append(finding("DG904", "predict", f"predicting {configuration}: one case needs about "
-                             f"{_size(pred.peak_bytes_per_case)} (export of {pred.classes} classes: "
-                             f"{_size(pred.export_bytes)}), more than the {_size(avail)} available",
+                             f"{human_size(pred.peak_bytes_per_case)} (export of {pred.classes} classes: "
+                             f"{human_size(pred.export_bytes)}), more than the {human_size(avail)} available",
                              help="predict on a machine with more RAM, or fewer classes per model"))
     for case, factor in pred.growth:
         found.append(finding("DG904", case, f"{case}: resampling to the training spacing makes the array "
@@ -175,7 +176,7 @@ def training_findings(tr, mem: Memory) -> list[Finding]:
     fit_ram = resources.fitting_workers(avail, resources.BASE_PREDICT_MAIN, tr.worker_bytes, tr.n_proc_da)
     if fit_ram < tr.n_proc_da:
         out.append(finding("DG904", "nnUNet_n_proc_DA", f"{tr.n_proc_da} data-augmentation workers need about "
-                           f"{_size(tr.workers_bytes)}; {_size(avail)} is available",
+                           f"{human_size(tr.workers_bytes)}; {human_size(avail)} is available",
                            severity=Severity.ERROR if fit_ram == 0 else Severity.WARNING,
                            help=f"export nnUNet_n_proc_DA={fit_ram}"))
     if mem.shm_total is not None and tr.shm_bytes > mem.shm_total:
@@ -184,7 +185,7 @@ def training_findings(tr, mem: Memory) -> list[Finding]:
         while fit < tr.n_proc_da and (max(6, (fit + 1) // 2) + fit + 1) * per <= mem.shm_total:
             fit += 1
         out.append(finding("DG905", "/dev/shm", f"{tr.n_proc_da} data-augmentation workers keep about "
-                           f"{_size(tr.shm_bytes)} of batches in /dev/shm, which is {_size(mem.shm_total)}"
+                           f"{human_size(tr.shm_bytes)} of batches in /dev/shm, which is {human_size(mem.shm_total)}"
                            + (f" ({mem.container} container)" if mem.container else ""),
                            help=f"docker run --shm-size={_shm_advice(tr.shm_bytes)} (or --ipc=host), or export "
                                 f"nnUNet_n_proc_DA={fit}"))
@@ -232,8 +233,8 @@ def predict_workers(plans_file: Path, dataset_json_file: Path, configuration: st
         npp, nps = min(npp, 1), min(nps, 1)
     npp, nps = env_npp or npp, env_nps or nps
     fits = "does not fit even with 1 each" if not est.recommended_nps else "fits"
-    why = (f"export of {est.classes} classes peaks at about {_size(est.export_bytes)} per case; "
-           f"{_size(est.available_bytes or 0)} available, {fits}")
+    why = (f"export of {est.classes} classes peaks at about {human_size(est.export_bytes)} per case; "
+           f"{human_size(est.available_bytes or 0)} available, {fits}")
     return Workers(npp, nps, why, est)
 
 
@@ -249,16 +250,6 @@ def _shape(s) -> str:
 def _shm_advice(need: int) -> str:
     g = max(1, -(-need * 2 // GB))
     return f"{g}g"
-
-
-def _size(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def cpu_count() -> int:

@@ -25,6 +25,7 @@ from ..engine.layout import (
 )
 from ..errors import UsageError
 from ..findings import Finding, Fix, Severity
+from ..fsio import human_size
 from .checkpoints import UnsafeCheckpoint, safe_load
 from .logs import label_names_from
 
@@ -236,11 +237,11 @@ def _check_disk(pf: Preflight, plans: dict, configuration: str, per_label: bool,
     ckpt = estimate_checkpoint_bytes(plans, configuration)
     need = ckpt * (4 + n_labels) + reserve     # latest, best, final, the verified copy
     if free < need:
-        pf.refusals.append(Refusal(f"{_size(free)} free under {probe}; checkpoints need about {_size(need - reserve)} "
-                                   f"plus the {_size(reserve)} to keep free",
+        pf.refusals.append(Refusal(f"{human_size(free)} free under {probe}; checkpoints need about {human_size(need - reserve)} "
+                                   f"plus the {human_size(reserve)} to keep free",
                                    "free disk space, point nnUNet_results elsewhere, or lower --reserve-disk"))
     else:
-        pf.notes.append(f"disk: {_size(free)} free, checkpoints need about {_size(need - reserve)}")
+        pf.notes.append(f"disk: {human_size(free)} free, checkpoints need about {human_size(need - reserve)}")
 
 
 def _check_memory(pf: Preflight, preprocessed: Path, configuration: str, plans_name: str) -> None:
@@ -277,14 +278,6 @@ def _check_earlier_run(pf: Preflight, cont: bool, trust: tuple = ()) -> None:
     elif latest.is_file():
         pf.refusals.append(Refusal(f"an unfinished run is in {pf.fold_folder}: starting over would overwrite it",
                                    "--continue to resume it, or move that folder away"))
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def parse_size(text: str) -> int:
