@@ -39,6 +39,20 @@ def nnunet_failed(what: str, returncode: int, output: str, lines: int = 15, wher
     return NnUNetError(f"{what} failed (exit {returncode}){where}; nnU-Net's last output:\n{tail}")
 
 
+class UnsafeState(DataguardError):
+    """`.dataguard/` in a dataset is or holds a link or a special file, or a journal is not one
+    dataguard wrote: repair and restore stop before any change (exit 2)."""
+
+
+class OutsideError(DataguardError, OSError):
+    """A path that would leave its dataset, or pass through a link or a non-folder on the way
+    (an OSError too, so a reader's `except OSError` still holds)."""
+
+
+class JournalKeyError(DataguardError):
+    """The per-user journal key cannot be made, or others can read it (exit 2)."""
+
+
 # --- raised inside the checks, turned into findings there (they never reach a face) ---------
 class RawError(DataguardError):
     """A raw file cannot be read as an image (DG302)."""

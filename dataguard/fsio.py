@@ -20,36 +20,68 @@ import shutil
 import stat
 from pathlib import Path
 
+from .errors import OutsideError
+from .findings import display
+
 CHUNK = 1 << 20                   # bytes read at a time when hashing
 SMALL_FILE_LIMIT = 256 << 20      # dataset.json / plans / splits: MBs at most, never hundreds
 
 
 # --- reading ------------------------------------------------------------------------------------
-def open_nonblocking(path):
-    """A binary reader that cannot block: a file swapped for a FIFO between the caller's
-    stat and this open is opened without waiting for a writer (read then gives nothing)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | NOFOLLOW
+
+
+def what_is(mode: int) -> str:
+    """A file type in words, for messages: "a symbolic link", "a FIFO", ..."""
+    return ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a regular file" if stat.S_ISREG(mode) else "special")
+
+
+def open_nonblocking(path, follow_links: bool = False):
+    """A binary reader of a regular file that cannot block and follows no link.
+
+    O_NOFOLLOW refuses a symbolic link in the last place (ELOOP), O_NONBLOCK opens a FIFO
+    swapped in between the caller's lstat and this open without waiting for a writer, and
+    the open descriptor is fstat'ed: anything but a regular file is refused (OSError EINVAL,
+    "not a regular file (a FIFO)"), so a swap between check and use cannot slip through.
+    """
+    try:
+        fd = os.open(path, READ_FLAGS & ~NOFOLLOW if follow_links else READ_FLAGS)
+    except OSError as e:
+        if e.errno == errno.ELOOP or (e.errno == errno.EMLINK and NOFOLLOW):
+            raise OSError(errno.ELOOP, "a symbolic link: not followed", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({what_is(st.st_mode)})", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
     return os.fdopen(fd, "rb")
+
+
+open_regular = open_nonblocking
 
 
 def read_regular(path, limit: int = SMALL_FILE_LIMIT) -> bytes:
     """The bytes of a small regular file; OSError for anything else (never blocks).
 
-    A FIFO, socket, device or folder named like `dataset.json` would hang or flood a
-    plain `read_text()`; this stats first, opens with O_NONBLOCK and checks again on the
+    A FIFO, socket, device, folder or link named like `dataset.json` would hang, flood or
+    leave the dataset through a plain `read_text()`; this lstats first, opens with O_NONBLOCK and checks again on the
     open descriptor, so a file swapped between the two cannot slip through. OSError's
     strerror says why ("not a regular file (a FIFO)", "larger than ... bytes").
     """
     def refuse(st) -> None:
         if not stat.S_ISREG(st.st_mode):
-            what = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "special")
-            raise OSError(errno.EINVAL, f"not a regular file ({what})", str(path))
+            raise OSError(errno.EINVAL, f"not a regular file ({what_is(st.st_mode)})", str(path))
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
 
-    refuse(os.stat(path))
+    refuse(os.lstat(path))
     with open_nonblocking(path) as f:
         refuse(os.fstat(f.fileno()))
         data = f.read(limit + 1)
@@ -80,9 +112,10 @@ def hash_stream(f) -> str:
         h.update(buf)
 
 
-def blake3_file(path) -> str:
-    """blake3 of a whole file: what the manifest, journal, checkpoints and submissions record."""
-    with open(path, "rb") as f:
+def blake3_file(path, follow_links: bool = False) -> str:
+    """blake3 of a whole regular file (never through a link, never a FIFO): what the manifest,
+    journal, checkpoints and submissions record."""
+    with open_nonblocking(path, follow_links) as f:
         return hash_stream(f)
 
 
@@ -200,3 +233,104 @@ def human_size(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
+
+
+# --- paths inside a dataset ------------------------------------------------------------------------
+def check_rel(rel: str) -> str:
+    """`rel` when it is a relative, normalised POSIX path that stays inside its root; else
+    OutsideError. Journals and plans hold such paths: `..`, `.`, empty parts, an absolute
+    path or a drive never name a place inside the dataset."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise OutsideError(errno.EINVAL, "not a path", repr(rel))
+    parts = rel.split("/")
+    if (rel.startswith("/") or any(p in ("", ".", "..") for p in parts)
+            or (os.sep != "/" and ("\\" in rel or ":" in parts[0]))):
+        raise OutsideError(errno.EINVAL, "not a relative, normalised path inside the dataset", rel)
+    return rel
+
+
+def check_parents(root, rel: str) -> None:
+    """Every existing folder between `root` and `root/rel` is a real folder, not a link:
+    a move into or out of `rel` then stays inside `root`. The last part itself is not
+    looked at (it may be the link that is being quarantined)."""
+    check_rel(rel)
+    here = os.fspath(root)
+    for part in rel.split("/")[:-1]:
+        here = os.path.join(here, part)
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return                         # the rest does not exist yet: makedirs creates folders
+        if not stat.S_ISDIR(st.st_mode):
+            raise OutsideError(errno.ELOOP, f"{part!r} on the way is {what_is(st.st_mode)}, not a folder",
+                               here)
+
+
+def makedirs_inside(root, rel_folder: str) -> Path:
+    """Create root/rel_folder folder by folder, never through a link (each part is lstat'ed
+    after mkdir); the folder's path."""
+    here = Path(root)
+    if rel_folder in ("", "."):
+        return here
+    for part in check_rel(rel_folder).split("/"):
+        here = here / part
+        try:
+            os.mkdir(here, 0o777)
+        except FileExistsError:
+            pass
+        st = os.lstat(here)
+        if not stat.S_ISDIR(st.st_mode):
+            raise OutsideError(errno.ELOOP, f"{here} is {what_is(st.st_mode)}, not a folder", str(here))
+    return here
+
+
+def resolve_display(root, shown: str) -> str:
+    """The real relative path (OS bytes as surrogate-escaped str) of a path shown escaped
+    (`findings.display`): names with newlines or non-UTF-8 bytes are found by listing each
+    folder, never by using the escaped text as a path. OSError when none or several match."""
+    check_rel(shown)
+    real: list[str] = []
+    here = os.fspath(root)
+    for part in shown.split("/"):
+        if os.path.lexists(os.path.join(here, part)):
+            name = part
+        else:
+            with os.scandir(here) as it:
+                hits = [e.name for e in it if display(e.name) == part]
+            if len(hits) != 1:
+                raise OSError(errno.ENOENT if not hits else errno.EEXIST,
+                              "no such file" if not hits else "several files show as this name", shown)
+            name = hits[0]
+        real.append(name)
+        here = os.path.join(here, name)
+    return "/".join(real)
+
+
+def move_entry(src, dst) -> None:
+    """Rename a link, FIFO, socket or device itself (never copied: a copy would follow it);
+    a move across file systems is refused (EXDEV), the entry stays where it was."""
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+
+
+def create_secret(path, data: bytes) -> None:
+    """Write a new private file (mode 600) whole or not at all, never over an existing one
+    (a concurrent creator wins; FileExistsError is not raised: the caller reads what is there)."""
+    path = Path(path)
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)            # atomic, and never over a file another process just made
+        except FileExistsError:
+            pass
+        except OSError:                   # a file system without hard links
+            if not os.path.lexists(path):
+                os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)

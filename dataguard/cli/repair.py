@@ -156,6 +156,8 @@ def cmd_restore(args) -> int:
               f"{len(r.removed)} file(s) it wrote moved to quarantine")
         for p in r.problems:
             note(f"  problem: {p}")
+        for p in r.ignored:
+            note(f"  ignored: {p}")
     return ExitCode.FINDINGS if any(r.problems for r in reports) else ExitCode.CLEAN
 
 

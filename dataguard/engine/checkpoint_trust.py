@@ -59,7 +59,7 @@ def trust_store() -> Path:
 def record_trusted(path: str | Path, why: str, digest: str | None = None) -> str:
     """Append the checkpoint's blake3 to the trust store (one JSON line, O_APPEND: concurrent
     trainings never interleave a line). Returns the digest."""
-    digest = digest or blake3_file(path)
+    digest = digest or blake3_file(path, follow_links=True)
     store = trust_store()
     store.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"blake3": digest, "path": str(Path(path).resolve()), "why": why,
@@ -93,7 +93,7 @@ def vet(path: str | Path, trust: tuple = ()) -> str:
     On a torch with both fixes every checkpoint may be tried with `weights_only=True`; on an
     older one only those in the trust store or named in `trust` (`--trust-checkpoint`)."""
     path = Path(path)
-    digest = blake3_file(path)
+    digest = blake3_file(path, follow_links=True)
     if any(Path(t).resolve() == path.resolve() for t in trust):
         record_trusted(path, "--trust-checkpoint", digest)
         return digest

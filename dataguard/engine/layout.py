@@ -107,7 +107,7 @@ def find_config_dirs(pre: Path) -> list[Path]:
     except OSError:
         return out
     for c in children:
-        if not c.is_dir() or c.name in ("gt_segmentations", ".dataguard") or c.name == "__MACOSX":
+        if c.is_symlink() or not c.is_dir() or c.name in ("gt_segmentations", ".dataguard") or c.name == "__MACOSX":
             continue
         if c.name in declared:
             out.append(c)

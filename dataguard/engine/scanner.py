@@ -28,6 +28,7 @@ from .executors import on_cluster
 from .groups_store import groups_for, rule_digest
 from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest, gc_paused, gc_release, json_canonical
+from .own_state import foreign_state
 from .walk import list_files
 
 if TYPE_CHECKING:
@@ -537,10 +538,12 @@ def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progre
     rest = [ds for ds in dsets if ds.name not in hits]
     res = _full_scan(rest, manifest_dir, full, jobs, select, ignore, on_progress, write_manifest,
                      executor, cancel, force_parallel, pool) if rest else ScanResult(datasets=[], findings=[])
+    state = _state_findings(dsets, select, ignore)     # never in the index: .dataguard is not walked
     if not hits:
+        res.findings += state
         return res
     from_index = [ds for ds in dsets if ds.name in hits]
-    findings = list(res.findings)
+    findings = list(res.findings) + state
     stats = res.stats
     for name, hit in hits.items():
         findings += hit.findings
@@ -562,6 +565,17 @@ def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progre
     return ScanResult(datasets=sorted(rest + from_index, key=lambda d: order[d.name]),
                       findings=filter_findings(findings, select, ignore), stats=stats,
                       views=LazyViews(res.views, load_views), cancelled=res.cancelled)
+
+
+def _state_findings(dsets, select, ignore) -> list[Finding]:
+    """DG106 for each dataset folder whose `.dataguard/` is not this user's dataguard's."""
+    if not any(code_matches("DG106", [p]) for p in (select or ["DG"])) or (ignore and code_matches("DG106", ignore)):
+        return []
+    out = []
+    for ds in dsets:
+        for part, root in ds.roots().items():
+            out += [dataclasses.replace(f, dataset=ds.name) for f in foreign_state(Path(root), part)]
+    return out
 
 
 def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,

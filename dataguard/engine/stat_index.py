@@ -92,7 +92,7 @@ def _walk_lines(root: str, rel: str) -> list[str]:
     isdir, isreg = statmod.S_ISDIR, statmod.S_ISREG
     while stack:
         d, drel = stack.pop()
-        st = os.stat(d)
+        st = os.lstat(d)
         if (st.st_dev, st.st_ino) in seen:
             raise _Odd(d)
         seen.add((st.st_dev, st.st_ino))
@@ -101,7 +101,7 @@ def _walk_lines(root: str, rel: str) -> list[str]:
                 name = e.name
                 if not (name.isascii() and name.isprintable()):
                     raise _Odd(name)
-                est = e.stat()
+                est = e.stat(follow_symlinks=False)    # a link: the full walk reports it
                 mode = est.st_mode
                 if isreg(mode):
                     add(f"{drel}/{name}\t{est.st_size}\t{est.st_mtime_ns}\t{est.st_ino}")
@@ -130,7 +130,7 @@ def current_lines(ds) -> list[str] | None:
                 for e in it:
                     if not (e.name.isascii() and e.name.isprintable()):
                         return None
-                    st = e.stat()
+                    st = e.stat(follow_symlinks=False)
                     if statmod.S_ISDIR(st.st_mode):
                         if e.name != ".dataguard":
                             jobs.append((e.path, f"{part}/{e.name}"))

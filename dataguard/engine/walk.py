@@ -1,20 +1,23 @@
 """List the files of a dataset as FileTasks, without reading any of them.
 
-Follows symlinked folders (nnU-Net users link data around) but never twice into the
-same folder, so symlink loops end. Names that are not valid UTF-8 are kept as the OS
-gives them and shown with backslash escapes.
+Never follows a symbolic link, to a file or a folder: a dataset from someone else's machine
+could point anywhere (`imagesTr/sub -> /usr/share`, `proc -> /proc/self`). A link, a FIFO,
+a socket or a device is its own finding (DG105, told apart with lstat, never opened) and
+never a task. Names that are not valid UTF-8 are kept as the OS gives them and shown with
+backslash escapes.
 """
 from __future__ import annotations
 
 import os
 import re
 import stat as statmod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..checks.base import FileTask
 from ..checks.files import OS_JUNK, config_file_kind
-from ..findings import Finding, display, finding
+from ..findings import Finding, Fix, Severity, display, finding
+from ..fsio import what_is
 from ..fsio import read_json
 from ..spec import file_ending_of, parse_spec
 from .layout import Dataset
@@ -74,7 +77,7 @@ def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
         findings.append(finding("DG104", f"{prefix}/", f"folder cannot be entered: {e.strerror or e}"))
         return
     stack: list = [(os.fspath(root), (), prefix, st)]
-    isdir = statmod.S_ISDIR
+    isdir, isreg = statmod.S_ISDIR, statmod.S_ISREG
     while stack:
         d, parts, drel, st = stack.pop()
         where = drel if parts else f"{prefix}/"
@@ -95,7 +98,7 @@ def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
             dname = name if name.isascii() and name.isprintable() else display(name)
             sub = (*parts, name)
             try:
-                est = e.stat()              # follows symlinks, like os.stat
+                est = e.stat(follow_symlinks=False)     # lstat: a link is never followed
             except OSError as err:
                 est = None
                 try:
@@ -106,6 +109,9 @@ def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
                     findings.append(finding("DG104", f"{drel}/{dname}",
                                             f"folder cannot be entered: {err.strerror or err}"))
                     continue
+            if est is not None and not (isdir(est.st_mode) or isreg(est.st_mode)):
+                findings.append(link_or_special(e.path, root, f"{drel}/{dname}", est.st_mode))
+                continue
             if est is not None and isdir(est.st_mode):
                 if leaf is not None and leaf(sub):
                     yield e.path, f"{drel}/{dname}", sub, dname, est
@@ -113,6 +119,33 @@ def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
                     stack.append((e.path, sub, f"{drel}/{dname}", est))
             else:
                 yield e.path, f"{drel}/{dname}", sub, dname, est
+
+
+LINK_HELP = ("dataguard never follows a link out of a dataset: copy the file in (`cp -L`) to have it "
+             "checked, or `dataguard repair` moves the link itself to quarantine")
+
+
+def link_or_special(path: str, root, shown: str, mode: int) -> Finding:
+    """DG105 for a symbolic link (where it points; error when that is outside the dataset
+    root, warning inside) or a FIFO, socket or device (error): read with readlink and lstat
+    only, never opened."""
+    if not statmod.S_ISLNK(mode):
+        return finding("DG105", shown, f"{what_is(mode)}: never opened (reading it could hang or never end)",
+                       fix=Fix.QUARANTINE, severity=Severity.ERROR,
+                       help="a dataset holds regular files and folders only; quarantine it")
+    try:
+        target = os.readlink(path)
+    except OSError as err:
+        target = f"? ({err.strerror or err})"
+    # where the chain of links ends (readlink and lstat only: realpath opens nothing)
+    where = os.path.realpath(path)
+    base = os.path.realpath(root)
+    inside = where == base or where.startswith(base + os.sep)
+    gone = "" if os.path.lexists(where) else ", to nothing"
+    return finding("DG105", shown, f"symbolic link to {display(target)!r} "
+                   f"({'inside' if inside else 'outside'} the dataset{gone}): not followed",
+                   fix=Fix.QUARANTINE, severity=Severity.WARNING if inside else Severity.ERROR,
+                   help=LINK_HELP)
 
 
 def _entry_name(e: os.DirEntry) -> str:
@@ -158,6 +191,7 @@ def list_files(ds: Dataset) -> DatasetFiles:
             kind, case = _raw_kind(parts, ending, name)
             tasks.append(FileTask(path, rel, kind, "raw", case, labels))
             stats.append(st)
+        out.findings[:] = [_with_case(f, ending) for f in out.findings]
     if ds.preprocessed is not None:
         configs = {c.name for c in ds.config_dirs}
 
@@ -183,6 +217,16 @@ def list_files(ds: Dataset) -> DatasetFiles:
                 tasks.append(FileTask(path, rel, _junk_or(name, "unexpected"), "dataset"))
             stats.append(st)
     return out
+
+
+def _with_case(f: Finding, ending: str) -> Finding:
+    """A link in place of a raw image or label names its case: the case cannot be rebuilt
+    from raw (nnU-Net would read through the link)."""
+    parts = f.path.split("/")
+    if f.code != "DG105" or len(parts) != 3 or parts[1] not in RAW_DIRS:
+        return f
+    kind, case = _raw_kind(tuple(parts[1:]), ending, parts[2])
+    return replace(f, case=case) if kind in ("image", "label") else f
 
 
 def _junk_or(name: str, kind: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,9 +25,10 @@ from ..checks.consistency import profile, raw_channels
 from ..checks.files import check_file, config_file_kind
 from ..engine.layout import Dataset
 from ..engine.walk import declared_labels, load_dataset_json
-from ..errors import DataguardError
-from ..findings import Severity
-from ..fsio import read_json
+from ..engine.own_state import ensure_safe
+from ..errors import DataguardError, UnsafeState
+from ..findings import Severity, display
+from ..fsio import NOFOLLOW, OutsideError, check_parents, makedirs_inside, read_json, resolve_display
 from ..nnunet.preprocess_case import CasePreprocessor
 from ..spec import parse_spec
 from ..splits import folds as sp
@@ -90,13 +92,16 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
     report = RepairReport(run_id)
     by_name = {d.name: d for d in datasets}
     todo = [a for a in actions if not a.blocked]
+    for name in sorted({a.dataset for a in todo}):      # before any change: .dataguard must be ours
+        for root in _roots(by_name[name]).values():
+            ensure_safe(root)
     check_writable(todo, by_name)
     with contextlib.ExitStack() as stack:
         for name in sorted({a.dataset for a in todo}):
             for root in _roots(by_name[name]).values():
                 stack.enter_context(DatasetLock(root))
                 # staging left by a killed run: our own scratch, safe to drop under the lock
-                shutil.rmtree(root / DG_DIR / "tmp", ignore_errors=True)
+                _drop_scratch(root / DG_DIR / "tmp")
         preprocessors: dict[tuple[str, str], object] = {}
         staged_remotely = _stage_remotely(todo, by_name, run_id, executor) if executor is not None else {}
         emit = on_event or (lambda e: None)
@@ -127,9 +132,19 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
             log(f"{'done' if out.ok else 'FAILED'}: {a.kind} {a.target}: {out.detail}")
         for j in {j.staging for ds in datasets for j in
                   (Journal(r, run_id) for r in _roots(ds).values())}:
-            if j.is_dir():
-                shutil.rmtree(j, ignore_errors=True)   # our own scratch space, never user data
+            _drop_scratch(j)                           # our own scratch space, never user data
     return report
+
+
+def _drop_scratch(folder: Path) -> None:
+    """Remove dataguard's own staging folder: only a real folder (lstat), never through a link
+    (rmtree's fd-based walk does not follow links inside it either)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return
+    except OSError:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _rolled_back(a: Action, journals: dict[str, Journal], reason: str) -> Outcome:
@@ -156,16 +171,18 @@ def check_writable(todo: list[Action], by_name: dict[str, Dataset]) -> None:
     `.dataguard/` of every dataset folder (where the lock and journal go) and in every folder
     an action moves files out of or into. NotWritableError names the first that fails.
     """
-    folders: dict[Path, None] = {}
+    folders: dict[Path, Path] = {}
     for name in sorted({a.dataset for a in todo}):
         for root in _roots(by_name[name]).values():
-            folders[root / DG_DIR] = None
-    created = [f for f in folders if not f.is_dir()]
+            folders[root / DG_DIR] = root
+    created = [f for f in folders if not os.path.lexists(f)]
     for a in todo:
-        folders.update(dict.fromkeys(_folders_written(a, by_name[a.dataset])))
+        roots = list(_roots(by_name[a.dataset]).values())
+        for f in _folders_written(a, by_name[a.dataset]):
+            folders[f] = next((r for r in roots if f == r or r in f.parents), f)
     try:
-        for folder in folders:
-            _probe(folder)
+        for folder, root in folders.items():
+            _probe(folder, root)
     except NotWritableError:
         for f in created:                  # the empty .dataguard/ we just made: refused means untouched
             with contextlib.suppress(OSError):
@@ -193,43 +210,66 @@ def _existing(root: Path, folder: Path) -> Path:
     return folder
 
 
-def _probe(folder: Path) -> None:
-    """Create and remove a tiny file: the one test read-only mounts, ACLs and root all answer truly."""
+def _probe(folder: Path, root: Path) -> None:
+    """Create and remove a tiny file: the one test read-only mounts, ACLs and root all answer
+    truly. Only in a real folder inside the dataset: a linked folder on the way is refused."""
     probe = folder / f".dataguard-probe-{os.urandom(6).hex()}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)        # only ever .dataguard/: the others exist
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        if folder != root:
+            rel = folder.relative_to(root).as_posix()
+            check_parents(root, rel + "/probe")
+            if rel == DG_DIR:
+                makedirs_inside(root, DG_DIR)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600))
         os.unlink(probe)
-    except OSError as e:
+    except OutsideError as e:
+        raise UnsafeState(f"cannot repair: {e.filename}: {e.strerror}; nothing was changed") from None
+    except (OSError, ValueError) as e:
         raise NotWritableError(f"cannot repair: {folder}: {e.strerror or e}; nothing was changed") from None
 
 
 def _quarantine(a: Action, ds: Dataset, journals: dict[str, Journal]) -> Outcome:
-    part, rel = _split(a.target)
+    part, shown = _split(a.target)
     j = journals[part]
+    # the finding's path is escaped for the screen: the real name is found by listing
+    rel = resolve_display(j.root, shown)
     if a.findings and a.findings[0].code == "DG208":       # orphan case: every file of it
         folder = j.root / rel.rsplit("/", 1)[0]
         files = [p for p in sorted(folder.iterdir()) if config_file_kind(p.name)[1] == a.case]
         rels = [p.relative_to(j.root).as_posix() for p in files]
-    elif (j.root / rel).is_dir() and not (j.root / rel).is_symlink():     # a __MACOSX folder: every file in it
-        rels = sorted(p.relative_to(j.root).as_posix() for p in (j.root / rel).rglob("*")
-                      if p.is_symlink() or p.is_file())
+    elif stat.S_ISDIR(os.lstat(j.root / rel).st_mode):     # a __MACOSX folder: every file in it
+        rels = sorted(_files_below(j.root, rel))
     else:
         rels = [rel]
     moved = []
     for r in rels:
-        if (j.root / r).is_symlink() or (j.root / r).exists():
+        if os.path.lexists(j.root / r):
             j.quarantine_file(r, reason=a.codes)
-            moved.append(f"{part}/{r}")
+            moved.append(f"{part}/{display(r)}")
     return Outcome(a, True, f"{len(moved)} file(s) moved to {j.quarantine.relative_to(j.root)}", moved)
+
+
+def _files_below(root: Path, rel: str) -> list[str]:
+    """Relative paths of everything but folders below root/rel: files, links and special files
+    themselves (lstat; no link is followed into)."""
+    out, stack = [], [rel]
+    while stack:
+        d = stack.pop()
+        with os.scandir(root / d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(f"{d}/{e.name}")
+                else:
+                    out.append(f"{d}/{e.name}")
+    return out
 
 
 def case_files(folder: Path, case: str) -> list[Path]:
     """Every file of one case in a configuration folder (data, seg, unpacked arrays, properties)."""
     if not folder.is_dir():
         return []
-    return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("._")
-            and config_file_kind(p.name)[1] == case]
+    return [p for p in sorted(folder.iterdir()) if not p.is_symlink() and p.is_file()
+            and not p.name.startswith("._") and config_file_kind(p.name)[1] == case]
 
 
 def _verify_staged(files: list[Path], case: str, labels) -> list[str]:

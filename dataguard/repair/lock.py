@@ -6,9 +6,11 @@ when the holder is killed, so a SIGKILLed repair never leaves a stale lock behin
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-from ..errors import DataguardError
+from ..errors import DataguardError, UnsafeState
+from ..fsio import NOFOLLOW, makedirs_inside
 
 
 class LockedError(DataguardError):
@@ -21,8 +23,17 @@ class DatasetLock:
         self._f = None
 
     def __enter__(self) -> "DatasetLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+b")
+        makedirs_inside(self.path.parent.parent, ".dataguard")
+        try:       # never through a link: a planted repair.lock -> elsewhere would be truncated
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+                         | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as e:
+            raise UnsafeState(f"{self.path}: {e.strerror or e} (a link or a special file?); "
+                              "nothing was changed") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeState(f"{self.path} is not a regular file; nothing was changed")
+        f = os.fdopen(fd, "r+b")
         try:
             _lock(f)
         except OSError:

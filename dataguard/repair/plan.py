@@ -13,7 +13,7 @@ from ..checks.splits import is_predicted
 from ..findings import Finding, Fix, Severity, code_matches
 
 # raw problems that make re-preprocessing from raw pointless or impossible
-RAW_BLOCKERS = ("DG103", "DG302", "DG303", "DG304", "DG402")
+RAW_BLOCKERS = ("DG103", "DG105", "DG302", "DG303", "DG304", "DG402")
 
 
 @dataclass

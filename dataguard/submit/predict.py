@@ -79,8 +79,8 @@ def input_record(m: ModelSpec, images: list[Path], checkpoint: str, tta: bool, d
 
     return {"model": m.spec, "trainer": m.trainer, "plans": m.plans, "configuration": m.configuration,
             "folds": m.folds, "checkpoint": checkpoint, "tta": tta,
-            "checkpoints": {str(p): blake3_file(p) for p in checkpoint_files(m, checkpoint)},
-            "images": {p.name: blake3_file(p) for p in images}}
+            "checkpoints": {str(p): blake3_file(p, follow_links=True) for p in checkpoint_files(m, checkpoint)},
+            "images": {p.name: blake3_file(p, follow_links=True) for p in images}}
 
 
 @dataclass
