@@ -80,7 +80,10 @@ def _describe(event: str, args: tuple) -> str | None:
 
 def _caller() -> str:
     """file:line function of the code that ran the exec, for a failing test's message."""
-    f = sys._getframe(2)
+    try:
+        f = sys._getframe(2)
+    except ValueError:            # the top of a spawn worker's stack: fewer frames than that
+        return "?"
     while f is not None and f.f_code.co_filename == __file__:
         f = f.f_back
     while f is not None and f.f_back is not None and f.f_code.co_filename.startswith("<"):
@@ -93,20 +96,27 @@ def _hook(event: str, args: tuple) -> None:
         return
     _state.inside = True                      # our own work below must not record itself
     try:
-        what = _describe(event, args)
-        is_write, path = _is_write(event, args) if what is None else (False, None)
-        if what is None and not is_write:
-            return
-        for events, allowed in list(_active):
-            if is_write:
-                real = os.path.realpath(path) if path and path != "?" else "?"
-                if any(real == a or real.startswith(a + os.sep) for a in allowed):
-                    continue
-                events.append(f"write: {event} {path}")
-            else:
-                events.append(what)
+        _record(event, args)
+    except Exception as e:  # noqa: BLE001 - a hook that raises would break the audited code itself
+        for events, _ in list(_active):
+            events.append(f"audit hook error on {event}: {type(e).__name__}: {e}")
     finally:
         _state.inside = False
+
+
+def _record(event: str, args: tuple) -> None:
+    what = _describe(event, args)
+    is_write, path = _is_write(event, args) if what is None else (False, None)
+    if what is None and not is_write:
+        return
+    for events, allowed in list(_active):
+        if is_write:
+            real = os.path.realpath(path) if path and path != "?" else "?"
+            if any(real == a or real.startswith(a + os.sep) for a in allowed):
+                continue
+            events.append(f"write: {event} {path}")
+        else:
+            events.append(what)
 
 
 def _install() -> None:

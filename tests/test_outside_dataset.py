@@ -324,3 +324,20 @@ def test_junk_with_odd_bytes_in_its_name_is_really_moved(world, capsys, name):
     assert code == 0, err
     with open(path, "rb") as f:
         assert f.read() == APPLEDOUBLE
+
+
+# --- the audit hook itself ---------------------------------------------------------------------------
+def test_the_audit_hook_survives_the_top_of_a_spawn_workers_stack(tmp_path):
+    """sys._getframe(2) raises ValueError where the stack is shallower (a spawn worker's first
+    frames): the hook must say '?' and record, never raise into the audited code."""
+    import subprocess
+    import sys
+
+    here = Path(__file__).parent
+    code = ("import sys; sys.path.insert(0, %r); import audit\n"
+            "with audit.watch() as ev:\n"
+            "    exec(compile('x = 1', '<data>', 'exec'))\n"
+            "print(audit._caller()); print(len(ev))\n") % str(here)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["?", "1"]
