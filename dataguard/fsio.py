@@ -334,3 +334,16 @@ def create_secret(path, data: bytes) -> None:
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def read_open(f, limit: int, size: int | None = None) -> bytes:
+    """The bytes left in an already opened binary stream (the descriptor a caller checked and
+    hashed), at most `limit` of them: OSError EFBIG ("larger than ... bytes", as `read_regular`)
+    beyond, after reading no more than limit + 1, so a sparse file that claims gigabytes costs
+    nothing. `size`: what fstat said, to refuse before reading at all."""
+    if size is not None and size > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    return bytes(data)

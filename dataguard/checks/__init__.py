@@ -8,9 +8,13 @@ derive from this registry.
 """
 from __future__ import annotations
 
+import errno
+
+from ..findings import Fix, finding
+from ..fsio import read_open
 from .b2nd import check_b2nd
 from .files import empty_findings, junk_findings
-from .metadata import check_metadata_file
+from .metadata import METADATA_LIMIT, check_metadata_file
 from .npz import check_npy, check_npz
 from .pickles import check_pkl
 from .raw import check_image
@@ -34,6 +38,26 @@ from .registry import (
 VERIFY_CODES = ("DG701", "DG702", "DG703")
 SCAN_CODES = ("DG001",)      # any check that raises: reported by the scanner, never by a check
 DATA_KINDS = frozenset({"npz", "npy", "b2nd", "pkl", "image", "label"})
+PKL_LIMIT = 64 << 20         # nnU-Net's .pkl: ~1 MB (class_locations); beyond this it is not read
+
+
+def bounded_bytes(inp: FileInput, limit: int) -> bytes | None:
+    """The whole file, read from the stream the scanner opened (the bytes it hashed), when it
+    holds at most `limit` bytes; None when it holds more (fsio.read_open reads no more than
+    limit + 1 bytes, whatever the file claims: a sparse 2 GB file reads as gigabytes of zeros)."""
+    if inp.data is not None:
+        return inp.data if len(inp.data) <= limit else None
+    try:
+        return read_open(inp.src, limit, inp.size)
+    except OSError as e:
+        if e.errno == errno.EFBIG:
+            return None
+        raise
+
+
+def _too_large(inp: FileInput, limit: int) -> str:
+    return (f"{max(inp.size, limit + 1)} bytes, larger than the {limit >> 20} MB limit dataguard reads "
+            f"for such a file: not read")
 
 
 # --- per-file checks: thin adapters, the work lives in the family modules ----------------------
@@ -59,12 +83,16 @@ def _npy(inp: FileInput):
 
 def _b2nd(inp: FileInput):
 
-    return check_b2nd(inp.task, inp.data)
+    return check_b2nd(inp.task, inp.data, inp.size)
 
 
 def _pkl(inp: FileInput):
 
-    return check_pkl(inp.task, inp.data if inp.data is not None else inp.src.read())
+    data = bounded_bytes(inp, PKL_LIMIT)
+    if data is None:
+        return [finding("DG204", inp.task.rel, f"properties unreadable: {_too_large(inp, PKL_LIMIT)} "
+                        f"(nnU-Net writes about 1 MB)", case=inp.task.case, fix=Fix.REPREPROCESS)], {}
+    return check_pkl(inp.task, data)
 
 
 def _image(inp: FileInput):
@@ -74,7 +102,11 @@ def _image(inp: FileInput):
 
 def _metadata(inp: FileInput):
 
-    return check_metadata_file(inp.task, inp.data if inp.data is not None else inp.src.read())
+    data = bounded_bytes(inp, METADATA_LIMIT)
+    if data is None:
+        # nnU-Net's metadata files only (DG211); any other JSON is no check's business
+        return check_metadata_file(inp.task, None, _too_large(inp, METADATA_LIMIT))
+    return check_metadata_file(inp.task, data)
 
 
 def _dataset(module: str, fn: str):
@@ -167,4 +199,4 @@ def all_codes() -> set[str]:
 
 __all__ = ["DatasetCheck", "FileCheck", "FileInput", "Selection", "SetCheck", "all_checks", "all_codes",
            "dataset_checks", "file_checks", "get", "register", "set_checks", "unregister", "versions", "wanted",
-           "VERIFY_CODES", "DATA_KINDS"]
+           "VERIFY_CODES", "DATA_KINDS", "PKL_LIMIT", "bounded_bytes"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 
 from ..findings import Finding, finding
 from ..spec import parse_spec, short  # short: the one bounded repr, used by every check
@@ -19,6 +20,12 @@ from .base import FileTask
 
 DATASET_JSON, FINGERPRINT, SPLITS = "dataset.json", "dataset_fingerprint.json", "splits_final.json"
 NOT_PLANS = (DATASET_JSON, FINGERPRINT, SPLITS)
+# nnU-Net's metadata JSON (plans, the preprocessed dataset.json, the fingerprint) is KBs to a few
+# MB; beyond this a file is not read (parsing JSON takes several times its size in memory)
+METADATA_LIMIT = 32 << 20
+# a voxel size in mm nnU-Net can compute with: from a nanometre to thousands of kilometres;
+# outside it only a broken header or file, and products with shapes stay far from overflow
+SPACING_RANGE = (1e-10, 1e10)
 
 
 def role(rel: str) -> str | None:
@@ -41,11 +48,28 @@ def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def as_float(v) -> float | None:
+    """A real number (not a bool) as the finite float64 nnU-Net computes with; None for anything
+    else: NaN, inf, and an int too large for a float (2**33554432; json reads 10**400) included."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return None
+    try:
+        f = float(v)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def is_num(v) -> bool:
-    """A finite JSON number (json accepts NaN and Infinity; nnU-Net would compute with them)."""
-    if is_int(v):
-        return True
-    return isinstance(v, float) and math.isfinite(v)
+    """A finite JSON number (json accepts NaN, Infinity and ints beyond any float; nnU-Net would
+    compute with them, or fail to)."""
+    return (is_int(v) or isinstance(v, float)) and as_float(v) is not None
+
+
+def is_spacing(v) -> bool:
+    """A voxel size nnU-Net can use: a finite float64 within SPACING_RANGE (so positive)."""
+    f = as_float(v)
+    return f is not None and SPACING_RANGE[0] <= f <= SPACING_RANGE[1]
 
 
 def _list_of(pred, *, nonempty: bool = True):
@@ -56,7 +80,7 @@ def _list_of(pred, *, nonempty: bool = True):
 
 pos_int = lambda v: is_int(v) and v > 0            # noqa: E731
 nonneg_int = lambda v: is_int(v) and v >= 0        # noqa: E731
-pos_num = lambda v: is_num(v) and v > 0            # noqa: E731
+json_spacing = lambda v: is_num(v) and is_spacing(v)  # noqa: E731
 nonempty_str = lambda v: isinstance(v, str) and bool(v)  # noqa: E731
 
 
@@ -79,7 +103,7 @@ CONFIG_REQUIRED = ("data_identifier", "patch_size", "spacing", "batch_size")
 CONFIG_FIELDS = (
     ("data_identifier", nonempty_str, "a non-empty string (the folder of the preprocessed cases)"),
     ("patch_size", _list_of(pos_int), "a list of positive integers"),
-    ("spacing", _list_of(pos_num), "a list of positive numbers"),
+    ("spacing", _list_of(json_spacing), "a list of positive numbers"),
     ("batch_size", pos_int, "a positive integer"),
     ("normalization_schemes", _list_of(lambda x: isinstance(x, str)), "a list of strings"),
     ("use_mask_for_norm", _list_of(lambda x: isinstance(x, bool)), "a list of booleans"),
@@ -126,7 +150,7 @@ DATASET_FIELDS = (
     ("regions_class_order", _list_of(is_int), "a list of integers"),
 )
 FINGERPRINT_FIELDS = (
-    ("spacings", _list_of(_list_of(pos_num), nonempty=False), "a list of lists of positive numbers"),
+    ("spacings", _list_of(_list_of(json_spacing), nonempty=False), "a list of lists of positive numbers"),
     ("shapes_after_crop", _list_of(_list_of(nonneg_int), nonempty=False), "a list of lists of integers"),
     ("foreground_intensity_properties_per_channel", _dict_of_dicts,
      "an object mapping channel -> intensity statistics (objects)"),
@@ -180,7 +204,7 @@ def _config_problems(name: str, conf, configs: dict) -> list[str]:
         required = CONFIG_REQUIRED
     out += _fields(conf, CONFIG_FIELDS, required, prefix)
     patch, spacing = conf.get("patch_size"), conf.get("spacing")
-    if _list_of(pos_int)(patch) and _list_of(pos_num)(spacing) and len(patch) != len(spacing):
+    if _list_of(pos_int)(patch) and _list_of(json_spacing)(spacing) and len(patch) != len(spacing):
         out.append(f"{prefix}patch_size has {len(patch)} axes but {prefix}spacing has {len(spacing)}")
     norm, mask = conf.get("normalization_schemes"), conf.get("use_mask_for_norm")
     if isinstance(norm, list) and isinstance(mask, list) and len(norm) != len(mask):
@@ -250,12 +274,15 @@ def parse_json(data: bytes):
         return None, f"invalid JSON: {e}"
 
 
-def check_metadata_file(task: FileTask, data: bytes) -> tuple[list[Finding], dict]:
-    """DG211 for a JSON file directly in the preprocessed dataset folder; nothing for others."""
+def check_metadata_file(task: FileTask, data: bytes | None, unread: str | None = None) -> tuple[list[Finding], dict]:
+    """DG211 for a JSON file directly in the preprocessed dataset folder; nothing for others.
+    `data` None: the file was not read, `unread` says why (larger than METADATA_LIMIT)."""
     kind = role(task.rel) if task.where == "dataset" else None
     if kind is None:
         return [], {}
     name = task.rel.rsplit("/", 1)[-1]
+    if data is None:
+        return [finding("DG211", task.rel, f"{name}: {unread or 'not read'} (nnU-Net writes KBs to a few MB)")], {}
     value, err = parse_json(data)
     problems = [err] if err else _BY_ROLE[kind](value)
     return [finding("DG211", task.rel, f"{name}: {p}") for p in problems], {}

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import math
+import os
 
 from ..errors import RawError
 from ..findings import Finding, Fix, Severity, finding
 from .base import CHUNK, MAX_OUT, FileTask, ValueSummary
+from .metadata import SPACING_RANGE, is_spacing
 from .signature import ImageSignature, axcodes
 
 try:
@@ -27,16 +29,27 @@ NIFTI_ENDINGS = (".nii.gz", ".nii")
 
 
 def _gunzip_stream(f):
-    """Inflate a (possibly multi-member) gzip stream, verifying CRC and length."""
+    """Inflate a (possibly multi-member) gzip stream, verifying every member's CRC and length.
+
+    Members follow each other as gzip, nibabel and SimpleITK read them (bgzip writes thousands):
+    zero bytes between or after members are padding, anything else must start the next member.
+    One loop with one pushed-back buffer, whatever the number of members."""
+    pending = b""                                   # bytes read past the end of the last member
+
+    def more():
+        nonlocal pending
+        if pending:
+            buf, pending = pending, b""
+            return buf
+        return f.read(CHUNK)
+
     d = _z.decompressobj(31)
     while True:
         if d.unconsumed_tail:
             buf = d.unconsumed_tail
         else:
-            buf = f.read(CHUNK)
+            buf = more()
             if not buf:
-                if d.eof:
-                    return
                 out = d.decompress(b"", MAX_OUT)   # output zlib may still hold back
                 if out:
                     yield out
@@ -49,26 +62,14 @@ def _gunzip_stream(f):
         if out:
             yield out
         if d.eof:
-            rest = d.unused_data
-            if rest.strip(b"\x00"):                  # another gzip member follows
-                d = _z.decompressobj(31)
-                f = _Prefixed(rest, f)
-            elif not d.unconsumed_tail:
-                # trailing bytes after the last member are ignored, like gzip does
-                for _ in iter(lambda: f.read(CHUNK), b""):
-                    pass
-                return
-
-
-class _Prefixed:
-    def __init__(self, head: bytes, f):
-        self.head, self.f = head, f
-
-    def read(self, n):
-        if self.head:
-            out, self.head = self.head[:n], self.head[n:]
-            return out
-        return self.f.read(n)
+            rest = d.unused_data.lstrip(b"\x00")
+            while not rest:                         # padding up to the next member or the end
+                rest = f.read(CHUNK)
+                if not rest:
+                    return
+                rest = rest.lstrip(b"\x00")
+            pending = rest
+            d = _z.decompressobj(31)
 
 
 def _plain_stream(f):
@@ -77,21 +78,39 @@ def _plain_stream(f):
 
 
 class _Stream:
-    """Pull exact byte counts out of a chunk iterator."""
+    """Pull exact byte counts out of a chunk iterator; linear in the bytes pulled."""
     def __init__(self, chunks):
         self.it = iter(chunks)
         self.buf = b""
         self.total = 0
 
     def take(self, n: int) -> bytes:
-        while len(self.buf) < n:
+        parts, have = [self.buf], len(self.buf)
+        while have < n:
             nxt = next(self.it, None)
             if nxt is None:
                 break
             self.total += len(nxt)
-            self.buf += bytes(nxt)
-        out, self.buf = self.buf[:n], self.buf[n:]
+            parts.append(bytes(nxt))
+            have += len(nxt)
+        data = b"".join(parts)
+        out, self.buf = data[:n], data[n:]
         return out
+
+    def skip(self, n: int) -> int:
+        """Drop the next `n` bytes without keeping them; how many there were (fewer at the end)."""
+        dropped = min(n, len(self.buf))
+        self.buf = self.buf[dropped:]
+        while dropped < n:
+            nxt = next(self.it, None)
+            if nxt is None:
+                break
+            self.total += len(nxt)
+            if dropped + len(nxt) > n:
+                self.buf = bytes(nxt[n - dropped:])
+                return n
+            dropped += len(nxt)
+        return dropped
 
     def rest(self):
         if self.buf:
@@ -207,6 +226,18 @@ def _read_nifti(task: FileTask, f, is_label: bool):
         raise RawError(f"bad NIfTI header: {e}") from None
     if dtype.hasobject or dtype.itemsize == 0:
         raise RawError(f"unsupported voxel type {dtype}")
+    negative = [(i, d) for i, d in enumerate(shape, 1) if d < 0]
+    if negative:
+        i, d = negative[0]
+        raise RawError(f"bad NIfTI header: dim[{i}] = {d} is negative (nibabel cannot read it)")
+    lowest = int(getattr(hdr, "single_vox_offset", 352))
+    if offset < 0 or 0 < offset < lowest:            # 0 is nibabel's "right after the header fields"
+        raise RawError(f"bad NIfTI header: vox_offset {offset} lies inside the {lowest}-byte header "
+                       f"(nibabel cannot read it)")
+    most = _most_bytes(f, magic == GZIP_MAGIC)
+    if most is not None and offset > most:
+        raise RawError(f"vox_offset {offset} lies beyond the end of the voxel stream: a file of this size "
+                       f"holds at most {most} bytes")
     nbytes = dtype.itemsize * math.prod(shape)
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
@@ -219,7 +250,10 @@ def _read_nifti(task: FileTask, f, is_label: bool):
     sig = None if is_label else ImageSignature(dtype, shape, slope, inter)
     feeds = (summary.feed,) if sig is None else (summary.feed, sig.feed)
     if offset > len(head):
-        s.take(offset - len(head))
+        skipped = s.skip(offset - len(head))
+        if skipped < offset - len(head):
+            raise RawError(f"vox_offset {offset} lies beyond the end of the voxel stream "
+                           f"({len(head) + skipped} bytes)")
         seen = offset
     else:
         for feed in feeds:
@@ -239,6 +273,17 @@ def _read_nifti(task: FileTask, f, is_label: bool):
     if sig is not None:
         facts.update(sig.facts(), axcodes=axcodes(facts["direction"]))
     return facts, summary
+
+
+def _most_bytes(f, gzipped: bool) -> int | None:
+    """How many bytes the stream of file `f` can hold at most: its size, or for gzip what
+    deflate's largest ratio (1032:1) can expand it to; None for a stream that is no open file
+    (bytes in memory, a zip member): reading to the offset finds out, in linear time."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        return None
+    return size * 1032 + 1024 if gzipped else size
 
 
 def _read_sitk(task: FileTask, is_label: bool):
@@ -273,10 +318,10 @@ def _read_sitk(task: FileTask, is_label: bool):
 def _judge(task: FileTask, facts: dict, summary, is_label: bool) -> list[Finding]:
     out: list[Finding] = []
     sp = facts.get("spacing", [])
-    bad_sp = [x for x in sp if not (x > 0) or math.isinf(x)]
-    if bad_sp:
-        out.append(finding("DG306", task.rel, f"implausible spacing {tuple(sp)} (must be positive and finite)",
-                           case=task.case))
+    if not all(is_spacing(x) for x in sp):
+        lo, hi = SPACING_RANGE
+        out.append(finding("DG306", task.rel, f"implausible spacing {tuple(sp)} (must be positive and finite, "
+                                              f"from {lo:g} to {hi:g} mm)", case=task.case))
     if facts.get("direction"):
         import numpy as np
 

@@ -3,14 +3,14 @@ configuration) the resource model, with DG901-DG907 findings. Also the checks th
 submission gates run (`training_check`, `predict_workers`)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks.metadata import METADATA_LIMIT
 from ..findings import Finding, Severity, finding
-from ..fsio import human_size
+from ..fsio import human_size, read_json
 from . import resources
 from .devices import Devices, check_devices, read_devices
 from .environment import EnvVar, check_env, duplicate_ids, int_env, read_env
@@ -121,8 +121,8 @@ def estimate_all(preprocessed: Path, configuration: str, mem: Memory, *, plans: 
     out: dict = {}
     found: list[Finding] = []
     try:
-        plans_d = json.loads(plans_file.read_text("utf-8"))
-        dj = json.loads(dj_file.read_text("utf-8"))
+        plans_d = read_json(plans_file, METADATA_LIMIT)
+        dj = read_json(dj_file, METADATA_LIMIT)
         resources.config_of(plans_d, configuration)
     except (OSError, ValueError, KeyError) as e:
         found.append(finding("DG904", str(plans_file), f"no resource estimate: {e}", severity=Severity.WARNING,
@@ -196,8 +196,8 @@ def training_check(preprocessed: Path, configuration: str, plans: str = "nnUNetP
     """What `dataguard train`'s gate asks: do this configuration's augmentation workers fit?"""
     mem = read_memory(disk_vars=())
     try:
-        plans_d = json.loads((preprocessed / f"{plans}.json").read_text("utf-8"))
-        dj = json.loads((preprocessed / "dataset.json").read_text("utf-8"))
+        plans_d = read_json(preprocessed / f"{plans}.json", METADATA_LIMIT)
+        dj = read_json(preprocessed / "dataset.json", METADATA_LIMIT)
         tr = resources.training_estimate(plans_d, configuration, _channels(dj), da_workers(mem.cpus))
     except (OSError, ValueError, KeyError):
         return []
@@ -221,7 +221,7 @@ def predict_workers(plans_file: Path, dataset_json_file: Path, configuration: st
         return Workers(env_npp, env_nps, "from nnUNet_npp / nnUNet_nps")
     mem = read_memory(disk_vars=())
     try:
-        dj = json.loads(Path(dataset_json_file).read_text("utf-8"))
+        dj = read_json(dataset_json_file, METADATA_LIMIT)
         infos = resources.image_infos(images_dir, dj.get("file_ending", ".nii.gz"))
         est = resources.predict_estimate(plans_file, dataset_json_file, configuration, infos,
                                          available=mem.available or 0, cpus=mem.cpus)

@@ -17,6 +17,8 @@ import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..checks.metadata import METADATA_LIMIT
+from ..fsio import read_json
 from ..spec import parse_spec
 
 MB = 1 << 20
@@ -128,7 +130,7 @@ class PreprocessEstimate:
 
 def fingerprint_cases(preprocessed: Path) -> list[CaseShape]:
     """Training cases' shapes after cropping and spacings, from dataset_fingerprint.json."""
-    fp = json.loads((Path(preprocessed) / "dataset_fingerprint.json").read_text("utf-8"))
+    fp = read_json(Path(preprocessed) / "dataset_fingerprint.json", METADATA_LIMIT)
     shapes, spacings = fp.get("shapes_after_crop") or [], fp.get("spacings") or []
     channels = len(fp.get("foreground_intensity_properties_per_channel") or {"0": None})
     return [CaseShape(f"case {i}", tuple(s), tuple(sp), channels) for i, (s, sp) in enumerate(zip(shapes, spacings))]
@@ -139,7 +141,7 @@ def preprocess_estimate(preprocessed: Path, configuration: str, plans_name: str 
                         cpus: int | None = None) -> PreprocessEstimate:
     """Peak RSS of one `nnUNetv2_preprocess` worker (its largest case) and the largest `-np`
     whose workers, with the main process, fit in `available` bytes."""
-    plans = json.loads((Path(preprocessed) / f"{plans_name}.json").read_text("utf-8"))
+    plans = read_json(Path(preprocessed) / f"{plans_name}.json", METADATA_LIMIT)
     cases = fingerprint_cases(preprocessed) if cases is None else cases
     best = (0, None, (), ())
     for c in cases:
@@ -208,8 +210,8 @@ def predict_case_bytes(n_net: int, channels: int, classes: int) -> int:
 
 def predict_estimate(plans_file: Path, dataset_json_file: Path, configuration: str, images: list[CaseShape],
                      available: int | None = None, cpus: int | None = None) -> PredictEstimate:
-    plans = json.loads(Path(plans_file).read_text("utf-8"))
-    dj = json.loads(Path(dataset_json_file).read_text("utf-8"))
+    plans = read_json(plans_file, METADATA_LIMIT)
+    dj = read_json(dataset_json_file, METADATA_LIMIT)
     classes = num_classes(dj)
     main = pre = exp = 0
     largest, growth = None, []

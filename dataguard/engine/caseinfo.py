@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..checks.metadata import is_num
 from ..findings import Finding, Severity
 from ..splits.folds import SplitError, load_splits
 
@@ -84,7 +85,7 @@ def _config_facts(files: list[tuple[object, object]], plans: dict | None) -> Cas
     out = CaseFacts()
     conf = (plans or {}).get("configuration") or {}
     sp = conf.get("spacing")
-    if isinstance(sp, list) and all(isinstance(x, (int, float)) for x in sp):
+    if isinstance(sp, list) and all(is_num(x) for x in sp):     # DG211 reports any other spacing
         out.spacing = [float(x) for x in sp]
     for t, r in files:
         f = r.facts

@@ -11,14 +11,15 @@ validation batch) is never read as 0.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks.metadata import METADATA_LIMIT
 from ..errors import DataguardError
 from ..findings import Finding, finding
+from ..fsio import read_json
 from ..spec import parse_spec
 from ..visual import label_colour
 
@@ -164,7 +165,7 @@ def label_names_for(log: Path) -> tuple[list[str], str | None]:
     dataset = next((p for p in reversed(log.parts) if re.match(r"^Dataset\d{3}_", p)), None)
     for folder in (log.parent.parent, log.parent):
         try:
-            names = label_names_from(json.loads((folder / "dataset.json").read_text("utf-8")))
+            names = label_names_from(read_json(folder / "dataset.json", METADATA_LIMIT))
         except (OSError, ValueError):
             continue
         if names is not None:

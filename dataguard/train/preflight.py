@@ -8,13 +8,13 @@ refusal names the command that fixes it.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks.metadata import METADATA_LIMIT
 from ..doctor.report import training_check
 from ..engine.layout import (
     ENV_PRE,
@@ -25,7 +25,7 @@ from ..engine.layout import (
 )
 from ..errors import UsageError
 from ..findings import Finding, Fix, Severity
-from ..fsio import human_size
+from ..fsio import human_size, read_json
 from .checkpoints import UnsafeCheckpoint, safe_load
 from .logs import label_names_from
 
@@ -145,7 +145,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
         raise UsageError(f"{ds.name} is not preprocessed: run nnUNetv2_plan_and_preprocess -d {ds.id} first")
     plans_file = ds.preprocessed / f"{plans_name}.json"
     try:
-        plans = json.loads(plans_file.read_text("utf-8"))
+        plans = read_json(plans_file, METADATA_LIMIT)
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read the plans {plans_file}: {e}") from None
     ident = data_identifier(plans, configuration)
@@ -157,7 +157,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
         pf.notes.append(f"{ENV_RAW} is not set: the raw data is not checked (nnU-Net's training does not read it)")
 
     try:
-        pf.labels = label_names_from(json.loads((ds.preprocessed / "dataset.json").read_text("utf-8"))) or []
+        pf.labels = label_names_from(read_json(ds.preprocessed / "dataset.json", METADATA_LIMIT)) or []
     except (OSError, ValueError):
         pass
 
