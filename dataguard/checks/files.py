@@ -151,13 +151,15 @@ def check_file(task: FileTask) -> FileResult:
             if not statmod.S_ISREG(os.fstat(f.fileno()).st_mode):
                 res.by_check["read"] = [_unreadable(task, "not a regular file")]
                 return res
-            if st.st_size <= IN_MEMORY_LIMIT:
-                data = f.read()
+            # bounded even when the file grew since its stat: a bigger one is streamed instead
+            data = f.read(IN_MEMORY_LIMIT + 1) if st.st_size <= IN_MEMORY_LIMIT else None
+            if data is not None and len(data) <= IN_MEMORY_LIMIT:
                 from blake3 import blake3
 
                 res.blake3 = blake3(data).hexdigest()
                 src = MemoryReader(data)
             else:
+                f.seek(0)
                 data = None
                 res.blake3 = hash_stream(f)
                 f.seek(0)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataguardError
+from ..checks.metadata import METADATA_LIMIT
 from ..fsio import SMALL_FILE_LIMIT, open_nonblocking, read_json, read_regular  # noqa: F401 - re-exported
 
 DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
@@ -82,7 +83,7 @@ def planned_configurations(pre: Path) -> list[PlannedConfig]:
         if c.suffix != ".json" or c.name in NOT_PLANS or not c.is_file():
             continue
         try:
-            plans = read_json(c)
+            plans = read_json(c, METADATA_LIMIT)
         except (OSError, ValueError):
             continue
         if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):

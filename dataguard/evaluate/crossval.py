@@ -17,12 +17,12 @@ count nowhere: neither as reference, nor as prediction, nor as error.
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from ..fsio import read_json
 from ..submit.archive import run_checks
 from ..submit.predictions import PRED_ENDING
 from ..visual import label_colour
@@ -213,7 +213,7 @@ def worst_cases(ev: Evaluation, n: int) -> dict[int, list[CaseScore]]:
 def splits_of(preprocessed: Path) -> list[dict]:
     p = Path(preprocessed) / "splits_final.json"
     try:
-        return json.loads(p.read_text("utf-8"))
+        return read_json(p)
     except FileNotFoundError:
         raise UsageError(f"no {p.name} in {p.parent} (nnU-Net writes it at the first training): without it "
                          f"no prediction can be called 'validation'") from None
