@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # control characters (and Unicode line breaks) would break a table row, a CSV line or a
-# terminal: shown as escapes, like the non-UTF-8 bytes
+# terminal: shown as escapes, like the non-UTF-8 bytes. ESC among them, so no escape sequence
+# (colours, OSC 8 hyperlinks, cursor moves) from a name reaches a terminal; and the bidi
+# overrides and isolates, which would show a name in another order than it has
 _CONTROL_ESCAPES = {**{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f, *range(0x80, 0xa0))},
                     ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
-                    0x2028: "\\u2028", 0x2029: "\\u2029"}
+                    **{c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202a, 0x202f), *range(0x2066, 0x206a))}}
 
 
 def printable(text: str) -> str:

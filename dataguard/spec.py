@@ -18,11 +18,20 @@ other module can still use what is right.
   labels not written as JSON integers.
 - `ending` / `file_ending_of(doc)`: the file ending the walk matches names with (.nii.gz
   unless dataset.json gives a usable one).
+
+A dataset.json may hold millions of labels: `parse_spec` remembers the specs of the last few
+documents it parsed (by identity: the checks of one scan share one parsed `meta`), the derived
+views (`all_labels`, `classes`, ...) are computed once per spec, and the problems of many labels
+are summed up in one sentence with a count (`MAX_SAID`), so every reader stays linear in the
+file's size. A label value no integer label map can hold (1e308, 2**70) is a problem, not a value.
 """
 from __future__ import annotations
 
+import itertools
 import reprlib
+import threading
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from .fsio import read_json
@@ -31,6 +40,11 @@ Value = int | tuple[int, ...]
 DEFAULT_FILE_ENDING = ".nii.gz"     # nnU-Net's usual ending, used where dataset.json gives none
 V1_PROBLEM = ("this is an nnU-Net v1 dataset.json ('modality', 'training'): convert it with "
               "nnUNetv2_convert_old_nnUNet_dataset")
+
+# label values a label map can hold (int64, the widest integer voxel type numpy and nnU-Net's
+# readers give); anything beyond is a problem of the file, never a value (1e308 -> OverflowError)
+LABEL_MIN, LABEL_MAX = -(1 << 63), (1 << 63) - 1
+MAX_SAID = 10           # problems of labels said one by one; the rest are one sentence with a count
 
 _repr = reprlib.Repr()
 _repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 40, 40
@@ -66,24 +80,43 @@ def _json_label(v) -> bool:
     return _json_int(v) or (isinstance(v, (list, tuple)) and bool(v) and all(_json_int(x) for x in v))
 
 
-def _int(v) -> int | None:
-    """An integer label value (also a float or string holding one, as hand-written files do)."""
+def _integer(v) -> int | None:
+    """The integer `v` names (an int, a float or string holding one, as hand-written files do),
+    whatever its size; None for anything else. A digit string too long for any label map is
+    LABEL_MAX + 1 (never parsed: int() of 5,000 digits raises)."""
     if isinstance(v, bool):
         return None
     if isinstance(v, int):
         return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
+    if isinstance(v, float):
+        return int(v) if v.is_integer() else None
     if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        if len(v.strip()) > 40:
+            return LABEL_MAX + 1
         try:
             return int(v)
-        except ValueError:          # "--1", "²", 5,000 digits: isdigit() says yes, int() says no
+        except ValueError:          # "--1", "²": isdigit() says yes, int() says no
             return None
     return None
 
 
+def _int(v) -> int | None:
+    """An integer label value within what a label map can hold (LABEL_MIN..LABEL_MAX): 2.0 and
+    "2" are 2; 1e308 is None, as "abc" is."""
+    out = _integer(v)
+    return out if out is not None and LABEL_MIN <= out <= LABEL_MAX else None
+
+
+def _out_of_range(v) -> bool:
+    """`v` names an integer no label map can hold (1e308, 2**70, "9" * 30)."""
+    out = _integer(v)
+    return out is not None and not LABEL_MIN <= out <= LABEL_MAX
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
+    """The parsed dataset.json; its derived views are computed once (cached_property) and shared:
+    callers treat what they return as read-only."""
     labels: dict[str, Value] = field(default_factory=dict)
     channels: dict[int, str] = field(default_factory=dict)
     file_ending: str | None = None
@@ -96,16 +129,16 @@ class DatasetSpec:
     loose_labels: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
-    @property
+    @cached_property
     def ignore_label(self) -> int | None:
         v = self.labels.get("ignore")
         return v if isinstance(v, int) else None
 
-    @property
+    @cached_property
     def has_regions(self) -> bool:
         return any(isinstance(v, tuple) and len(v) > 1 for v in self.labels.values())
 
-    @property
+    @cached_property
     def all_labels(self) -> list[int]:
         """Every value named by a label or region, ignore left out (LabelManager.all_labels)."""
         out = set()
@@ -114,11 +147,11 @@ class DatasetSpec:
                 out |= set(v) if isinstance(v, tuple) else {v}
         return sorted(out)
 
-    @property
+    @cached_property
     def foreground(self) -> list[int]:
         return [v for v in self.all_labels if v != 0]
 
-    @property
+    @cached_property
     def regions(self) -> list[Value] | None:
         """Foreground regions in file order (LabelManager.foreground_regions); None without regions."""
         if not self.has_regions:
@@ -129,7 +162,7 @@ class DatasetSpec:
         return [(k, v) for k, v in self.labels.items()
                 if k != "ignore" and set(v if isinstance(v, tuple) else (v,)) != {0}]
 
-    @property
+    @cached_property
     def label_values(self) -> tuple[int, ...] | None:
         """Every value a label file may hold (regions flattened, ignore included). None when
         the labels are missing or any is not written as JSON integers: DG301/DG211 report
@@ -146,7 +179,7 @@ class DatasetSpec:
         """`file_ending` when usable, else .nii.gz (see file_ending_of)."""
         return _usable_ending(self.file_ending)
 
-    @property
+    @cached_property
     def dice_names(self) -> list[str]:
         """Foreground label or region names in the order nnU-Net reports Dice (its pseudo Dice
         in the training log): regions in file order, plain labels by value."""
@@ -155,18 +188,18 @@ class DatasetSpec:
         plain = ((v[0] if isinstance(v, tuple) else v, k) for k, v in self.labels.items() if k != "ignore")
         return [k for v, k in sorted(plain) if v > 0]
 
-    @property
+    @cached_property
     def names(self) -> dict[int, str]:
         """value -> name of each plain (non-region) label, background and ignore included."""
         return {v: k for k, v in self.labels.items() if isinstance(v, int)}
 
-    @property
+    @cached_property
     def foreground_names(self) -> dict[int, str]:
         """value -> name of each foreground label nnU-Net scores (no background, no ignore)."""
         ig = self.ignore_label
         return {v: k for v, k in sorted(self.names.items()) if v != 0 and v != ig}
 
-    @property
+    @cached_property
     def classes(self) -> dict[int, tuple[str, tuple[int, ...]]]:
         """What nnU-Net scores, in its order: key -> (name, label values). Plain labels are keyed
         by their value; regions by their 1-based position (LabelManager.foreground_regions), each
@@ -175,7 +208,7 @@ class DatasetSpec:
             return {i + 1: (k, v if isinstance(v, tuple) else (v,)) for i, (k, v) in enumerate(self._region_items())}
         return {v: (k, (v,)) for v, k in self.foreground_names.items()}
 
-    @property
+    @cached_property
     def class_names(self) -> dict[int, str]:
         """key -> name of every class (see `classes`): label names, or region names."""
         return {k: name for k, (name, _) in self.classes.items()}
@@ -191,8 +224,30 @@ class DatasetSpec:
         return len(self.channels)
 
 
+_PARSED: list[tuple[object, DatasetSpec]] = []     # (doc, its spec), newest first
+_PARSED_LOCK = threading.Lock()
+REMEMBERED = 4          # documents whose spec parse_spec keeps
+
+
 def parse_spec(doc) -> DatasetSpec:
-    """A DatasetSpec from a parsed dataset.json (any JSON value in, never an exception)."""
+    """A DatasetSpec from a parsed dataset.json (any JSON value in, never an exception).
+
+    Parsed once per document: the spec of each of the last REMEMBERED documents is kept with the
+    document itself (so its id cannot be reused), and a second call with the same object returns
+    the same spec. Callers treat `doc` as read-only once parsed (a scan never changes `meta`)."""
+    with _PARSED_LOCK:
+        for known, spec in _PARSED:
+            if known is doc:
+                return spec
+    spec = _parse(doc)
+    if isinstance(doc, dict) and doc:
+        with _PARSED_LOCK:
+            _PARSED.insert(0, (doc, spec))
+            del _PARSED[REMEMBERED:]
+    return spec
+
+
+def _parse(doc) -> DatasetSpec:
     if not isinstance(doc, dict):
         return DatasetSpec(problems=(f"dataset.json must be an object, not {type(doc).__name__}",))
     problems: list[str] = []            # all but those of labels and regions_class_order
@@ -230,42 +285,93 @@ def _labels(raw, version: int, problems: list[str]) -> tuple[dict[str, Value], t
     if not isinstance(raw, dict) or not raw:
         problems.append("'labels' must be a non-empty mapping name -> value")
         return {}, ()
-    loose = tuple(str(k) for k, v in raw.items() if not _json_label(v))
+    loose = tuple(str(k) for k, v in raw.items() if not (type(v) is int or _json_label(v)))
     if version == 1:                            # v1: {"0": "background", "1": "LV"}
         flipped = {}
         for k, v in raw.items():
             if _int(k) is not None and isinstance(v, str):
                 flipped[v] = _int(k)
         return flipped, loose
-    out: dict[str, Value] = {}
-    for name, v in raw.items():
-        value = _label_value(str(name), v, problems)
+    # while every label is a plain name -> JSON integer (the usual file), `raw` itself is the
+    # result: no copy of a 2M-label mapping, and no call per label
+    out: dict[str, Value] | None = None
+    said: list[str] = []
+    unsaid: list[str] = []                      # labels with a problem beyond the first MAX_SAID
+    for i, (name, v) in enumerate(raw.items()):
+        if type(v) is int and type(name) is str and LABEL_MIN <= v <= LABEL_MAX:
+            if out is not None:
+                out[name] = v
+            continue
+        if out is None:
+            out = dict(itertools.islice(raw.items(), i))
+        mine: list[str] = []
+        value = _label_value(str(name), v, mine)
+        if mine:
+            if len(said) < MAX_SAID:
+                said += mine
+            else:
+                unsaid.append(str(name))
         if value is not None:
             out[str(name)] = value
+    out = raw if out is None else out
+    problems += said
+    if unsaid:
+        problems.append(f"{len(unsaid)} more labels have such problems: {few(unsaid)}")
     if "background" not in out:
         problems.append("'labels' has no 'background' (it must be 0)")
     elif out["background"] != 0:
-        problems.append(f"'background' must be 0, not {out['background']!r}")
+        problems.append(f"'background' must be 0, not {short(out['background'])}")
     return out, loose
+
+
+def clip(text: str, n: int = 80) -> str:
+    """`text` cut to `n` characters ("..." where cut): a name in a sentence stays short."""
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def few(names, total: int | None = None, n: int = 5) -> str:
+    """The first `n` of a list of names, quoted and clipped, and how many more there are of
+    `total` (default: len(names)): "'a', 'b', 'c' and 99 more"."""
+    total = len(names) if total is None else total
+    shown = ", ".join(f"'{clip(str(x))}'" for x in names[:n])
+    return shown + (f" and {total - min(n, len(names))} more" if total > n else "")
+
+
+def bunched(items: list, one, many) -> list:
+    """Findings of one kind: `one(item)` for each while there are at most MAX_SAID items, else
+    the single finding `many(items)` (a count and the first names, see `few`): a file naming 2M
+    cases or an archive of 100k members gives one finding, not 2M rows and a 1 GB manifest."""
+    if len(items) <= MAX_SAID:
+        return [one(x) for x in items]
+    return [many(items)]
 
 
 def _label_value(name: str, v, problems: list[str]) -> Value | None:
     """One label's value, read leniently ("2", 2.0 -> 2, as nnU-Net's int() does) but with a
-    problem for anything not written as JSON integers; None when it names no integer at all."""
+    problem for anything not written as JSON integers; None when it names no integer at all,
+    or one no label map can hold (1e308)."""
     if isinstance(v, (list, tuple)):
+        if any(_out_of_range(x) for x in v):
+            problems.append(f"label '{clip(name)}': region {short(v)} holds a value beyond what a label map "
+                            f"can hold (64-bit integers)")
+            return None
         vals = tuple(_int(x) for x in v)
         if not vals or None in vals:
-            problems.append(f"label '{name}': a region must list integer values, got {short(v)}")
+            problems.append(f"label '{clip(name)}': a region must list integer values, got {short(v)}")
             return None
         value: Value = vals          # [3] stays a one-value region, as in nnU-Net
+    elif _out_of_range(v):
+        problems.append(f"label '{clip(name)}': value {short(v)} is beyond what a label map can hold "
+                        f"(64-bit integers): not a label value")
+        return None
     elif _int(v) is not None:
         value = _int(v)
     else:
-        problems.append(f"label '{name}': value {short(v)} is not an integer")
+        problems.append(f"label '{clip(name)}': value {short(v)} is not an integer")
         return None
     if not _json_label(v):
         fixed = list(value) if isinstance(value, tuple) else value
-        problems.append(f"label '{name}': write {short(v)} as JSON integers, {fixed}")
+        problems.append(f"label '{clip(name)}': write {short(v)} as JSON integers, {short(fixed)}")
     return value
 
 
@@ -273,14 +379,17 @@ def _channels(raw, problems: list[str]) -> dict[int, str]:
     if not isinstance(raw, dict) or not raw:
         problems.append("'channel_names' must be a non-empty mapping index -> name")
         return {}
-    out = {}
+    out, bad = {}, []
     for k, v in raw.items():
         if _int(k) is None or _int(k) < 0:
-            problems.append(f"channel index {short(k)} is not a non-negative integer")
+            bad.append(k)
             continue
-        out[_int(k)] = str(v)
+        out[_int(k)] = v if isinstance(v, str) else short(v)
+    problems += [f"channel index {short(k)} is not a non-negative integer" for k in bad[:MAX_SAID]]
+    if len(bad) > MAX_SAID:
+        problems.append(f"{len(bad) - MAX_SAID} more channel indices are not non-negative integers")
     if out and sorted(out) != list(range(len(out))):
-        problems.append(f"channel indices must be 0..{len(out) - 1}, got {sorted(out)}")
+        problems.append(f"channel indices must be 0..{len(out) - 1}, got {short(sorted(out))}")
     return dict(sorted(out.items()))
 
 
@@ -305,8 +414,8 @@ def _region_problems(spec: DatasetSpec, order) -> list[str]:
             named = set(spec.all_labels) - {0}
             stray = [v for v in spec.regions_class_order if v not in named]
             if stray:
-                out.append(f"'regions_class_order' writes {stray}, which no region contains "
-                           f"(the regions hold {sorted(named)})")
+                out.append(f"'regions_class_order' writes {short(stray)}, which no region contains "
+                           f"(the regions hold {short(sorted(named))})")
         ig = spec.ignore_label
         if ig is not None and any(ig in (v if isinstance(v, tuple) else (v,))
                                   for k, v in spec.labels.items() if k != "ignore"):
@@ -320,7 +429,7 @@ def _numbering_problems(spec: DatasetSpec) -> list[str]:
         return []
     plain = sorted(v[0] if isinstance(v, tuple) else v for k, v in spec.labels.items() if k != "ignore")
     if plain != list(range(len(plain))):
-        return [f"label values must be consecutive from 0, got {plain}"]
+        return [f"label values must be consecutive from 0, got {short(plain)}"]
     return []
 
 

@@ -15,7 +15,7 @@ import math
 import numbers
 
 from ..findings import Finding, finding
-from ..spec import parse_spec, short  # short: the one bounded repr, used by every check
+from ..spec import LABEL_MAX, LABEL_MIN, MAX_SAID, clip, few, short  # short: the one bounded repr, used by every check
 from .base import FileTask
 
 DATASET_JSON, FINGERPRINT, SPLITS = "dataset.json", "dataset_fingerprint.json", "splits_final.json"
@@ -230,15 +230,27 @@ def _inheritance_cycles(configs: dict) -> list[str]:
     return out
 
 
+def _label_problem(v) -> str | None:
+    """What is wrong with one label value of the preprocessed dataset.json, or None."""
+    if not is_label_value(v):
+        return f"must be an integer (or a list of integers for a region), got {short(v)}"
+    if not all(LABEL_MIN <= x <= LABEL_MAX for x in (v if isinstance(v, list) else (v,))):
+        return f"is {short(v)}, beyond what a label map can hold (64-bit integers)"
+    return None
+
+
 def dataset_problems(meta) -> list[str]:
     """Why the trainer would fail on this preprocessed dataset.json value (types only)."""
     if not isinstance(meta, dict):
         return [f"must hold a JSON object, got {_json_type(meta)}"]
     out = _fields(meta, DATASET_FIELDS, DATASET_REQUIRED, "")
     if isinstance(meta.get("labels"), dict):
-        loose = set(parse_spec(meta).loose_labels)
-        out += [f"labels.{k} must be an integer (or a list of integers for a region), got {short(v)}"
-                for k, v in meta["labels"].items() if str(k) in loose]
+        # DatasetSpec's reading of each label, without a whole spec; a file of 2M labels: one sentence
+        bad = [(k, why) for k, v in meta["labels"].items() if (why := _label_problem(v))]
+        out += [f"labels.{clip(str(k))} {why}" for k, why in bad[:MAX_SAID]]
+        if len(bad) > MAX_SAID:
+            out.append(f"{len(bad) - MAX_SAID} more labels are not usable integers either: "
+                       f"{few([k for k, _ in bad[MAX_SAID:]])}")
     if "channel_names" not in meta and "modality" not in meta:
         out.append("channel_names is missing (must be a non-empty object mapping channel index -> name)")
     return out

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from ..findings import Finding, Fix, finding
 from ..fsio import read_json
-from ..spec import DatasetSpec, parse_spec
+from ..spec import MAX_SAID, DatasetSpec, clip, few, parse_spec
 from . import cascades
 from .cases import DatasetView, case_labels
 from .metadata import is_int, short
@@ -48,6 +48,10 @@ def dataset_json(view: DatasetView) -> list[Finding]:
         return []
     if task is None:
         return [finding("DG301", "raw/dataset.json", "dataset.json is missing")]
+    if view.meta and view.preprocessed_root is None:
+        # the walk read raw/dataset.json (no preprocessed copy it could have come from): that
+        # object, not a second read and parse of what may be a 40 MB file
+        return _dataset_json(view, task, view.meta, view_spec(view))
     try:
         meta = read_json(task.path)
     except OSError as e:
@@ -58,15 +62,20 @@ def dataset_json(view: DatasetView) -> list[Finding]:
         return [finding("DG301", task.rel, f"dataset.json is not valid JSON: {e}")]
     if not isinstance(meta, dict):
         return [finding("DG301", task.rel, f"dataset.json must hold a JSON object, got {short(meta)}")]
-    spec = parse_spec(meta)
+    if meta == view.meta:           # the walk read this same file: parse it once (view_spec)
+        return _dataset_json(view, task, view.meta, view_spec(view))
+    return _dataset_json(view, task, meta, parse_spec(meta))
+
+
+def _dataset_json(view: DatasetView, task, meta: dict, spec: DatasetSpec) -> list[Finding]:
     problems = [f"'{k}' is missing" for k in ("channel_names", "labels", "numTraining", "file_ending")
                  if k not in meta]
     if "channel_names" in meta and (not isinstance(meta["channel_names"], dict) or not meta["channel_names"]):
         problems.append("'channel_names' must map channel index -> name, e.g. {\"0\": \"CT\"}")
     elif isinstance(meta.get("channel_names"), dict):
-        keys = sorted(meta["channel_names"], key=lambda k: (0, int(k)) if k.isascii() and k.isdigit() else (1, k))
+        keys = sorted(meta["channel_names"], key=lambda k: (0, len(k), k) if k.isascii() and k.isdigit() else (1, 0, k))
         if keys != [str(i) for i in range(len(keys))]:
-            problems.append(f"channel_names keys must be 0..{len(keys) - 1}, got {list(meta['channel_names'])}")
+            problems.append(f"channel_names keys must be 0..{len(keys) - 1}, got {short(list(meta['channel_names']))}")
     if "numTraining" in meta and not (is_int(meta["numTraining"]) and meta["numTraining"] >= 0):
         problems.append(f"'numTraining' must be a non-negative integer, got {short(meta['numTraining'])}")
     if "file_ending" in meta and spec.ending != meta["file_ending"]:     # what the walk cannot match by
@@ -79,8 +88,12 @@ def dataset_json(view: DatasetView) -> list[Finding]:
     if "dataset" in meta and not isinstance(meta["dataset"], dict):
         problems.append("'dataset' (explicit file list) must map case -> {images, label}")
     elif isinstance(meta.get("dataset"), dict):
-        problems += [f"'dataset' entry '{case}' must be {{\"images\": [paths], \"label\": path}}, got {short(entry)}"
-                     for case, entry in meta["dataset"].items() if _entry_files(entry) is None]
+        bad = [case for case, entry in meta["dataset"].items() if _entry_files(entry) is None]
+        problems += [f"'dataset' entry '{clip(case)}' must be {{\"images\": [paths], \"label\": path}}, got "
+                     f"{short(meta['dataset'][case])}" for case in bad[:MAX_SAID]]
+        if len(bad) > MAX_SAID:
+            problems.append(f"{len(bad) - MAX_SAID} more 'dataset' entries are malformed the same way: "
+                            f"{few(bad[MAX_SAID:])}")
     out = [finding("DG301", task.rel, f"dataset.json: {p}") for p in problems] + regions
     if spec.version == 1:
         return [cascades.v1_dataset_json(task.rel)] + out
@@ -377,14 +390,21 @@ def unused_labels(view: DatasetView) -> list[Finding]:
     if not present:
         return []
     seen = set().union(*present.values())
-    out = []
+    unused = []
     for name, v in labels.items():
         if name in ("background", "ignore"):
             continue
         vals = set(v) if isinstance(v, tuple) else {v}
         if not (vals & seen):
-            where = "raw/dataset.json" if view.has_raw else "preprocessed/dataset.json"
-            shown = short(list(v) if isinstance(v, tuple) else v)
-            out.append(finding("DG404", where, f"label '{name}' ({shown}) is declared but occurs in none of "
-                                               f"the {len(present)} training cases"))
+            unused.append(name)
+    where = "raw/dataset.json" if view.has_raw else "preprocessed/dataset.json"
+    if len(unused) > MAX_SAID:          # a dataset.json of 2M labels: one finding, not 2M
+        return [finding("DG404", where, f"{len(unused)} of the {len(labels)} labels declared are in none of the "
+                                        f"{len(present)} training cases: {few(unused)}")]
+    out = []
+    for name in unused:
+        v = labels[name]
+        shown = short(list(v) if isinstance(v, tuple) else v)
+        out.append(finding("DG404", where, f"label '{clip(name)}' ({shown}) is declared but occurs in none of "
+                                           f"the {len(present)} training cases"))
     return out

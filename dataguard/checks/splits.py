@@ -6,10 +6,12 @@ not a finding. The file is a few kB: reading it here costs nothing next to the s
 """
 from __future__ import annotations
 
+import heapq
 import json
 
 from ..findings import Finding, Fix, Severity, finding
 from ..fsio import read_regular
+from ..spec import MAX_SAID, bunched, clip, few
 from ..splits.folds import (
     NNUNET_FOLDS,
     SplitError,
@@ -129,54 +131,86 @@ def _content(path: str):
 
 
 def _duplicates(splits) -> list[Finding]:
-    out = []
+    twice = []                                          # (fold, part, case) per repeated entry
     for i, fold in enumerate(splits):
         for part in ("train", "val"):
             seen: set[str] = set()
             for c in fold[part]:
                 if c in seen:
-                    out.append(finding("DG501", PRE, f"fold {i} lists case '{c}' twice in '{part}'",
-                                       case=c, severity=Severity.WARNING, fix=Fix.REGENERATE_SPLITS))
+                    twice.append((i, part, c))
                 seen.add(c)
-    return out
+    return bunched(
+        twice,
+        lambda x: finding("DG501", PRE, f"fold {x[0]} lists case '{clip(x[2])}' twice in '{x[1]}'", case=x[2],
+                          severity=Severity.WARNING, fix=Fix.REGENERATE_SPLITS),
+        lambda xs: finding("DG501", PRE, f"{len(xs)} entries repeat a case already listed in the same fold's "
+                           f"list: {few([f'fold {i} {part} {c}' for i, part, c in xs[:5]], len(xs))}",
+                           severity=Severity.WARNING, fix=Fix.REGENERATE_SPLITS))
 
 
 def _leakage(splits) -> list[Finding]:
     """DG502: a case trained and validated in one fold, or validated in two folds."""
-    out = []
-    val_folds: dict[str, list[int]] = {}
+    both = []                                           # (fold, case): in train and val of one fold
+    first_val: dict[str, int] = {}                      # case -> the first fold validating it
+    again: dict[str, list[int]] = {}                    # case -> every fold validating it, if 2+
     for i, fold in enumerate(splits):
-        for c in sorted(set(fold["train"]) & set(fold["val"])):
-            out.append(finding("DG502", PRE, f"case '{c}' is in both train and val of fold {i}: that "
-                               f"fold validates on its own training data and its Dice is inflated",
-                               case=c, fix=Fix.REGENERATE_SPLITS))
-        for c in set(fold["val"]):
-            val_folds.setdefault(c, []).append(i)
-    for c, folds in sorted(val_folds.items()):
-        if len(folds) > 1:
-            out.append(finding("DG502", PRE, f"case '{c}' is in the validation sets of folds "
-                               f"{_join(folds)}: cross-validation predictions and the ensemble "
-                               f"choice count it twice", case=c, fix=Fix.REGENERATE_SPLITS))
+        val = set(fold["val"])
+        both += [(i, c) for c in sorted(set(fold["train"]) & val)]
+        for c in val:
+            j = first_val.setdefault(c, i)
+            if j != i:
+                again.setdefault(c, [j]).append(i)
+    out = bunched(
+        both,
+        lambda x: finding("DG502", PRE, f"case '{clip(x[1])}' is in both train and val of fold {x[0]}: that "
+                          f"fold validates on its own training data and its Dice is inflated",
+                          case=x[1], fix=Fix.REGENERATE_SPLITS),
+        lambda xs: finding("DG502", PRE, f"{len(xs)} cases are in both train and val of one fold (those folds "
+                           f"validate on their own training data and their Dice is inflated): "
+                           f"{few([f'{c} (fold {i})' for i, c in xs[:5]], len(xs))}", fix=Fix.REGENERATE_SPLITS))
+    twice = sorted(again.items())
+    out += bunched(
+        twice,
+        lambda x: finding("DG502", PRE, f"case '{clip(x[0])}' is in the validation sets of folds "
+                          f"{_join(x[1])}: cross-validation predictions and the ensemble "
+                          f"choice count it twice", case=x[0], fix=Fix.REGENERATE_SPLITS),
+        lambda xs: finding("DG502", PRE, f"{len(xs)} cases are in the validation sets of two or more folds "
+                           f"(cross-validation predictions and the ensemble choice count them twice): "
+                           f"{few([c for c, _ in xs])}", fix=Fix.REGENERATE_SPLITS))
     return out
 
 
 def _existence(splits, cases: set[str]) -> list[Finding]:
     """DG503: names that are not training cases; training cases never validated."""
-    out = []
-    where: dict[str, list[str]] = {}
-    for i, fold in enumerate(splits):
+    unknown: dict[str, None] = {}                       # names no training case has, in file order
+    for fold in splits:
         for part in ("train", "val"):
-            for c in dict.fromkeys(fold[part]):
+            for c in fold[part]:
                 if c not in cases:
-                    where.setdefault(c, []).append(f"fold {i} {part}")
-    for c, places in sorted(where.items()):
-        out.append(finding("DG503", PRE, f"case '{c}' ({', '.join(places)}) does not exist in the "
-                           f"dataset: nnU-Net fails when it loads it", case=c, fix=Fix.REGENERATE_SPLITS))
+                    unknown[c] = None
+    if len(unknown) <= MAX_SAID:
+        out = []
+        for c in sorted(unknown):
+            places = [f"fold {i} {part}" for i, fold in enumerate(splits) for part in ("train", "val")
+                      if c in fold[part]]
+            out.append(finding("DG503", PRE, f"case '{clip(c)}' ({', '.join(places)}) does not exist in the "
+                               f"dataset: nnU-Net fails when it loads it", case=c, fix=Fix.REGENERATE_SPLITS))
+    else:
+        first = heapq.nsmallest(5, unknown)
+        out = [finding("DG503", PRE, f"{len(unknown)} case names in the splits do not exist in the dataset "
+                       f"(nnU-Net fails when it loads them): {few(first, len(unknown))}",
+                       fix=Fix.REGENERATE_SPLITS)]
+    del unknown
     validated = {c for fold in splits for c in fold["val"]}
-    for c in sorted(cases - validated):
-        out.append(finding("DG503", PRE, f"training case '{c}' is in no fold's validation set: it is "
-                           f"never validated and cross-validation results leave it out",
-                           case=c, fix=Fix.REGENERATE_SPLITS))
+    never = sorted(cases - validated)
+    out += bunched(
+        never,
+        lambda c: finding("DG503", PRE, f"training case '{clip(c)}' is in no fold's validation set: it is "
+                          f"never validated and cross-validation results leave it out",
+                          case=c, fix=Fix.REGENERATE_SPLITS),
+        lambda cs: finding("DG503", PRE, f"{len(cs)} of the {len(cases)} training cases are in no fold's "
+                           f"validation set (never validated; cross-validation results leave them out): "
+                           f"{few(cs)}", fix=Fix.REGENERATE_SPLITS))
     return out
 
 

@@ -20,7 +20,7 @@ from .common import (
     workspace,
 )
 from .progress import CountProgress
-from .render import render_findings
+from .render import csv_row, render_findings
 
 EVAL_EPILOG = """\
 examples:
@@ -108,8 +108,9 @@ def cmd_evaluate(args) -> int:
         w = csv.writer(sys.stdout)
         w.writerow(["model", "fold", "case", "label", "dice", "ref_voxels", "pred_voxels", "status"])
         for s in ev.scores:
-            w.writerow([s.model, s.fold, s.case, ev.labels[s.label], "" if s.dice is None else f"{s.dice:.6f}",
-                        s.ref_voxels, s.pred_voxels, s.status])
+            dice = "" if s.dice is None else f"{s.dice:.6f}"
+            w.writerow(csv_row([s.model, s.fold, s.case, ev.labels[s.label], dice, s.ref_voxels, s.pred_voxels,
+                                s.status]))
     else:
         _tables(ev)
     if args.worst and args.format == "table":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..workspace import Workspace
 from .common import ExitCode, console, note
+from .render import csv_row
 
 EPILOG = """\
 examples:
@@ -55,8 +56,8 @@ def cmd_logs(args) -> int:
         for r in runs:
             d = r.to_dict()
             for name, s in d["labels"].items():
-                w.writerow([r.log, d["epochs"], d["best_epoch"], d["best_ema"], name, s["best"], s["best_epoch"],
-                            s["last"]])
+                w.writerow(csv_row([r.log, d["epochs"], d["best_epoch"], d["best_ema"], name, s["best"],
+                                    s["best_epoch"], s["last"]]))
     else:
         render_runs(runs)
     if args.follow:

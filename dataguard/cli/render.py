@@ -33,13 +33,36 @@ def render_json(result: ScanResult, out: TextIO | None = None) -> None:
     out.write("\n")
 
 
+# a cell a spreadsheet reads as a formula (or DDE command) when it starts with one of these
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """One CSV cell as every CSV writer of the CLI writes it: names from someone else's files
+    printable (control characters, ESC and line breaks as backslash escapes, so `cat out.csv`
+    runs no escape sequence), and text a spreadsheet would run as a formula (`=cmd|...`,
+    `+`, `-`, `@`, tab, CR first) prefixed with `'`. None is empty; numbers stay numbers. For the
+    face only: never read an escaped name back as a path."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = printable(str(value))
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def csv_row(values) -> list:
+    """A row of `csv_cell`s, for csv.writer."""
+    return [csv_cell(v) for v in values]
+
+
 def render_csv(result: ScanResult, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     w = csv.DictWriter(out, fieldnames=list(FIELDS),
                        lineterminator="\n")
     w.writeheader()
     for f in result.findings:
-        w.writerow({k: ("" if v is None else v) for k, v in f.to_dict().items()})
+        w.writerow({k: csv_cell(v) for k, v in f.to_dict().items()})
 
 
 NARROW = 100      # below this many columns the table folds case and fix into the message cell

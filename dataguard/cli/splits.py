@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from ..errors import SplitError
+from ..findings import printable
+from ..spec import few
 from .common import ExitCode, UsageError, add_engine_args, add_group_args, progress, shown, workspace
 from .common import console as _console
 from .common import note as _note
@@ -104,9 +106,11 @@ def cmd_show(args) -> int:
         print(json.dumps(doc, indent=2))
     else:
         console = _console()
-        console.print(Text(title, style="bold"), soft_wrap=True)     # a path stays one line
+        # Text(printable(...)) for every name from the dataset (labels, cases, paths): no rich
+        # markup is interpreted, no escape sequence or CR reaches the terminal
+        console.print(Text(printable(title), style="bold"), soft_wrap=True)     # a path stays one line
         if about:
-            console.print(Text(about, style="dim"), soft_wrap=True)
+            console.print(Text(printable(about), style="dim"), soft_wrap=True)
         console.print(_rich_table(ctx, table, None))
         _print_findings(console, ctx.findings)
     return ExitCode.CLEAN
@@ -202,6 +206,9 @@ def _context(args):
     if ctx.unknown:
         _note(f"{len(ctx.unknown)} training case(s) have no label information (label file or .pkl "
               f"unreadable): counted as containing no label")
+    if ctx.unseen:
+        _note(f"{len(ctx.unseen)} declared {ctx.kind}s occur in no training case and are left out of the "
+              f"table (DG404): {few(ctx.unseen)}")
     if ctx.errors:
         _note(f"the scan also found {ctx.errors} error(s) outside the splits in {ctx.dataset.name}; "
               f"`dataguard scan` lists them")
@@ -234,11 +241,12 @@ def _rich_table(ctx, table, title: str | None):
     from rich.text import Text
 
     doc = _table_doc(ctx, table)
-    t = Table(title=Text(title, style="bold") if title else None, title_justify="left", header_style="bold")
+    t = Table(title=Text(printable(title), style="bold") if title else None, title_justify="left",
+              header_style="bold")
     for col in ("fold", "train", "val"):
         t.add_column(col, justify="right")
-    for lab in doc["labels"]:
-        t.add_column(f"{ctx.heading(int(lab))}\ntrain/val", justify="right")
+    for lab in doc["labels"]:            # a label name is text, never markup: "[red]x" shows as typed
+        t.add_column(Text(f"{printable(ctx.heading(int(lab)))}\ntrain/val"), justify="right")
     for fold in doc["folds"]:
         cells = [Text(f"{c['train']}/{c['val']}", style="bold red" if c["val"] == 0 else "")
                  for c in fold["labels"].values()]
@@ -255,4 +263,4 @@ def _print_findings(console, findings) -> None:
     if not findings:
         console.print(Text("No split findings (DG501-DG504)."))
     for f in findings:                    # one line per finding, whatever the width: grep finds it
-        console.print(Text(f"{f.severity} {f.code} {f.path}: {f.message}"), soft_wrap=True)
+        console.print(Text(printable(f"{f.severity} {f.code} {f.path}: {f.message}")), soft_wrap=True)

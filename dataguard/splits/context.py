@@ -13,6 +13,7 @@ from ..checks.rawset import view_spec
 from ..checks.splits import training_cases
 from ..engine.layout import Dataset
 from ..findings import Severity
+from ..spec import MAX_SAID
 from .folds import (
     NNUNET_FOLDS,
     SPLITS_NAME,
@@ -45,6 +46,9 @@ class SplitContext:
     # regions (a case contains one when it holds any of its values); else plain label values.
     regions: dict[int, tuple[int, ...]] = field(default_factory=dict)
     groups: dict[str, str] | None = None                 # case -> patient (a remembered rule), for DG506
+    # declared classes no training case holds, left out of `names` when there are more than a few
+    # (a dataset.json of 2M labels: a table of 2M columns, a DataFrame of 10M rows)
+    unseen: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)       # what the last rebalance had to give up
 
     # the fold arithmetic on this dataset, so that a face needs nothing but this object
@@ -108,11 +112,16 @@ def context_from_result(result, dataset: Dataset) -> SplitContext:
     known = case_labels(view)                     # label values per case
     spec = view_spec(view)
     classes = case_classes({c: known.get(c, set()) for c in cases}, spec)
+    names, unseen = spec.class_names, []
+    held = set().union(*classes.values()) if classes else set()
+    if sum(1 for k in names if k not in held) > MAX_SAID:
+        unseen = [name for k, name in names.items() if k not in held]
+        names = {k: name for k, name in names.items() if k in held}
     mine = [f for f in result.findings if f.dataset == dataset.name]
     return SplitContext(
         dataset=dataset, splits_path=Path(dataset.preprocessed) / SPLITS_NAME, cases=cases,
-        case_labels=classes, names=spec.class_names,
-        regions={k: vals for k, (_, vals) in spec.classes.items()} if spec.has_regions else {},
+        case_labels=classes, names=names, unseen=unseen,
+        regions={k: vals for k, (_, vals) in spec.classes.items() if k in names} if spec.has_regions else {},
         unknown=[c for c in cases if c not in known], groups=view.groups,
         findings=[f for f in mine if f.code.startswith("DG5")],
         errors=sum(1 for f in mine if f.severity == Severity.ERROR and not f.code.startswith("DG5")))

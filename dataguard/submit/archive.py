@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import set_checks
+from ..checks.predictions import castable_cases
 from ..errors import DataguardError
 from ..findings import Finding, Severity
 from ..fsio import atomic_write_text, blake3_file, commit
@@ -79,7 +80,7 @@ def build_archive(ps, out_zip: Path, images_dir: Path, dataset_json: Path | None
     out_zip = Path(out_zip)
     tmp = out_zip.with_name(out_zip.name + ".partial")
     report = ArchiveReport(out_zip)
-    castable = {f.case for f in run_checks(ps) if f.code == "DG601" and f.fix is not None}
+    castable = castable_cases(ps)
     src = Path(ps.source)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:

@@ -9,7 +9,6 @@ probability files whatever their naming (`case.npz`, `case.nii.gz.npz`).
 """
 from __future__ import annotations
 
-import io
 import re
 import stat
 import zipfile
@@ -24,6 +23,7 @@ from ..checks.rawset import _geometry_problems
 from ..errors import UsageError
 from ..findings import finding
 from ..spec import DatasetSpec, load_spec
+from .members import MemberReader, data_ends, member_problem
 
 PRED_ENDING = ".nii.gz"
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})\.nii\.gz$")
@@ -74,11 +74,11 @@ def image_geometry(path: Path) -> dict:
             **geometry_from_affine(hdr.get_best_affine(), hdr.get_zooms())}
 
 
-def declared_labels(dataset_json: Path | None) -> dict[int, str] | None:
+def declared_labels(dataset_json: Path | None, spec: DatasetSpec | None = None) -> dict[int, str] | None:
+    """value -> name of every declared label (regions flattened); `spec`: the file's, when read already."""
     if dataset_json is None:
         return None
-
-    spec = load_spec(dataset_json)
+    spec = spec or load_spec(dataset_json)
     if not spec.labels:
         raise UsageError(f"{dataset_json}: no usable labels ({'; '.join(spec.problems)})")
     out = {}
@@ -109,8 +109,8 @@ def load_prediction_set(source: Path, images_dir: Path, dataset_json: Path | Non
     """Read a prediction folder or zip against its test images (see the module docstring)."""
     source = Path(source)
     ps = PredictionSet(str(source), is_zip=source.is_file() and zipfile.is_zipfile(source))
-    ps.labels = declared_labels(dataset_json)
     ps.spec = load_spec(dataset_json) if dataset_json is not None else None
+    ps.labels = declared_labels(dataset_json, ps.spec)
     ps.common = dict(common or {})
     for case, files in test_images(images_dir).items():
         try:
@@ -137,35 +137,48 @@ def load_prediction_set(source: Path, images_dir: Path, dataset_json: Path | Non
 def _read_zip(ps: PredictionSet, path: Path, on_case) -> None:
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+    except Exception as e:              # noqa: BLE001 - a hostile central directory fails in many ways
         ps.archive_error = f"unreadable zip: {e}"
         return
     seen: set[str] = set()
     with zf:
+        ends = data_ends(zf)
         for info in zf.infolist():
             ps.members.append(info.filename)
             if info.filename in seen:
                 ps.duplicates.append(info.filename)
                 continue
             seen.add(info.filename)
+            why = member_problem(info)
             if is_symlink(info):                      # DG606, not a case: there is no file to read
-                ps.symlinks[info.filename] = _link_target(zf, info)
+                ps.symlinks[info.filename] = f"(unreadable: {why})" if why else _link_target(zf, info)
                 if on_case and info.filename.endswith(PRED_ENDING):
                     on_case(info.filename)
                 continue
             if info.is_dir() or not info.filename.endswith(PRED_ENDING):
                 continue
-            try:
-                data = zf.read(info)                  # reading to the end checks the CRC
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                pc = PredictedCase(case=info.filename.rsplit("/", 1)[-1][: -len(PRED_ENDING)], member=info.filename,
-                                   error=f"unreadable member: {e}")
+            case = info.filename.rsplit("/", 1)[-1][: -len(PRED_ENDING)]
+            if why:
+                pc = PredictedCase(case=case, member=info.filename, error=why)
             else:
-                pc = read_label_map(io.BytesIO(data), info.filename)
+                pc = _read_member(zf, info, ends.get(info.header_offset), case)
             if "/" not in info.filename:             # nested members are DG606, not cases
                 ps.cases[pc.case] = pc
             if on_case:
                 on_case(info.filename)
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, end: int | None, case: str) -> PredictedCase:
+    """A member streamed through the NIfTI reader in bounded pieces (submit.members): never held
+    whole, never inflated past its declared size or what its header's shape can hold, read to
+    its end so that its size and CRC are checked against what inflated."""
+    try:
+        with MemberReader(zf, info, end) as f:
+            return read_label_map(f, info.filename)
+    except RawError as e:
+        return PredictedCase(case=case, member=info.filename, error=str(e))
+    except Exception as e:              # noqa: BLE001 - a hostile member must be a finding, never exit 3
+        return PredictedCase(case=case, member=info.filename, error=f"unreadable member: {type(e).__name__}: {e}")
 
 
 def is_symlink(info: zipfile.ZipInfo) -> bool:
@@ -176,9 +189,9 @@ def is_symlink(info: zipfile.ZipInfo) -> bool:
 def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int = 512) -> str:
     """The target a symlink member names (at most `limit` bytes: a target is a path, not data)."""
     try:
-        with zf.open(info) as f:
+        with MemberReader(zf, info) as f:
             raw = f.read(limit + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    except Exception as e:              # noqa: BLE001 - an unreadable link is said, not raised
         return f"(unreadable: {e})"
     text = raw[:limit].decode("utf-8", errors="replace")
     return text + ("..." if len(raw) > limit else "")
