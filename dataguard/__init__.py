@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _PUBLIC = {
     "Workspace": "workspace", "RepairRun": "workspace", "CaseInfo": "engine.caseinfo",
