@@ -221,3 +221,124 @@ def object_npy(marker) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.array([_Reduce(os.system, (f"touch {marker}",))], dtype=object), allow_pickle=True)
     return buf.getvalue()
+
+
+# --- small files that blow up a naive loader (issue 27, "Readers a small file can crash") -----------
+def _get(i: int) -> bytes:
+    """Push memo entry i (BINGET or LONG_BINGET)."""
+    return pickle.BINGET + bytes([i]) if i < 256 else pickle.LONG_BINGET + i.to_bytes(4, "little")
+
+
+def props_prefix(value=None) -> bytes:
+    """A valid nnU-Net properties pickle (protocol 2: no frames, explicit memo indices) without
+    its STOP: a stream can go on with the dict on the stack (`+ su(key) + <value> + SETITEM`)."""
+    from conftest import props
+
+    data = pickle.dumps(props() if value is None else value, protocol=2)
+    assert data.endswith(pickle.STOP)
+    return data[:-1]
+
+
+def with_junk(value_ops: bytes, value=None) -> bytes:
+    """Valid properties with one more key, 'junk', whose value `value_ops` pushes."""
+    return props_prefix(value) + su("junk") + value_ops + pickle.SETITEM + pickle.STOP
+
+
+def memo_count(prefix: bytes) -> int:
+    """How many memo entries a protocol-2 prefix made (its BINPUT/LONG_BINPUT indices are 0..n-1)."""
+    import pickletools
+
+    return 1 + max(arg for op, arg, _ in pickletools.genops(prefix + pickle.STOP)
+                   if op.name in ("BINPUT", "LONG_BINPUT", "PUT"))
+
+
+def deep_tuple_bomb(depth: int = 10 ** 6) -> bytes:
+    """The issue's segfault: a dict keyed by a million-deep tuple (hashing it recurses in C)."""
+    return b"\x80\x04}" + b")" + b"\x85" * depth + b"K\x00s."
+
+
+def bytearray_copies_bomb(size: int = 8 << 20, copies: int = 250) -> bytes:
+    """Valid properties plus 'junk': one `size`-byte payload copied `copies` times by
+    builtins.bytearray (~size * copies bytes built from a file of ~size bytes)."""
+    prefix = props_prefix()
+    m = memo_count(prefix)
+    ops = (sg("builtins", "bytearray") + pickle.MEMOIZE + pickle.POP
+           + pickle.BINBYTES + size.to_bytes(4, "little") + b"\x07" * size + pickle.MEMOIZE + pickle.POP
+           + pickle.MARK + (_get(m) + _get(m + 1) + pickle.TUPLE1 + pickle.REDUCE) * copies + pickle.LIST)
+    return prefix + su("junk") + ops + pickle.SETITEM + pickle.STOP
+
+
+def frozenset_work_bomb(items: int = 100_000, times: int = 300_000) -> bytes:
+    """Valid properties plus 'junk': frozenset() of one `items`-long list, built `times` times
+    (each result popped: little memory, items * times hash operations)."""
+    prefix = props_prefix()
+    m = memo_count(prefix)
+    big = (pickle.EMPTY_LIST + pickle.MEMOIZE + pickle.MARK
+           + b"".join(pickle.BININT + i.to_bytes(4, "little") for i in range(items)) + pickle.APPENDS + pickle.POP)
+    ops = (sg("builtins", "frozenset") + pickle.MEMOIZE + pickle.POP + big
+           + (_get(m) + _get(m + 1) + pickle.TUPLE1 + pickle.REDUCE + pickle.POP) * times + pickle.NONE)
+    return prefix + su("junk") + ops + pickle.SETITEM + pickle.STOP
+
+
+def bombs() -> dict[str, bytes]:
+    return {"deep-tuple": deep_tuple_bomb(), "bytearray-copies": bytearray_copies_bomb(),
+            "frozenset-work": frozenset_work_bomb()}
+
+
+# --- pickles pickletools and CPython's C unpickler read differently (issue 27, section 3) -------------
+def _ops_at(data: bytes):
+    """(name, arg, start, end) of each opcode."""
+    import pickletools
+
+    ops = list(pickletools.genops(data))
+    ends = [pos for _, _, pos in ops[1:]] + [len(data)]
+    return [(op.name, arg, pos, end) for (op, arg, pos), end in zip(ops, ends)]
+
+
+def replace_ops(data: bytes, pick, new, count: int | None = None) -> bytes:
+    """`data` with every opcode for which pick(name, arg) holds replaced by new(name, arg) (bytes).
+    Only for unframed pickles (protocols 0-3): nothing in them counts bytes across opcodes."""
+    out, last, n = [], 0, 0
+    for name, arg, start, end in _ops_at(data):
+        if pick(name, arg):
+            out += [data[last:start], new(name, arg)]
+            last, n = end, n + 1
+    assert n and (count is None or n == count), (n, count)
+    return b"".join(out) + data[last:]
+
+
+def text_int(text: str):
+    """A replacement opcode: INT with this exact text (protocol 0)."""
+    return lambda name, arg: pickle.INT + text.encode() + b"\n"
+
+
+def c_unpickler_mismatches() -> dict[str, tuple[bytes, str, object]]:
+    """Properties files that pickletools' decoder (what the safe loader read) and pickle.loads read
+    differently: {name: (data, what pickle.loads does, the value the decoder reads or None)}. Each is
+    valid properties to the decoder; 'fails': pickle.loads raises, 'differs': it returns another value."""
+    from conftest import props
+
+    out: dict[str, tuple[bytes, str, object]] = {}
+    body = props_prefix() + pickle.STOP
+    out["frame-past-end"] = (P4 + pickle.FRAME + (10 ** 6).to_bytes(8, "little") + body[2:], "fails", None)
+    out["proto-99"] = (pickle.PROTO + bytes([99]) + body[2:], "fails", None)
+    out["global-escape"] = (replace_ops(body, lambda n, a: n == "GLOBAL" and a.endswith(" scalar"),
+                                        lambda n, a: pickle.GLOBAL + a.split(" ")[0].encode() + b"\nsc\\x61lar\n"),
+                            "fails", None)
+    out["float-1e500"] = (with_junk(pickle.FLOAT + b"1e500\n"), "fails", None)
+    out["long-010L"] = (with_junk(pickle.LONG + b"010L\n"), "fails", None)
+    out["long-binput-huge"] = (with_junk(pickle.NONE + pickle.LONG_BINPUT + (0xFFFFFFF0).to_bytes(4, "little")),
+                               "fails", None)
+    label = {**props(), "class_locations": {10: np.zeros((2, 4), np.int64)}}
+    out["int-leading-zero-label"] = (replace_ops(pickle.dumps(label, protocol=2),
+                                                 lambda n, a: n == "BININT1" and a == 10, text_int("010"), count=1),
+                                     "differs", label)
+    shape = {**props(), "shape_before_cropping": (12, 60, 60)}
+    out["int-leading-zero-shape"] = (replace_ops(pickle.dumps(shape, protocol=2),
+                                                 lambda n, a: n == "BININT1" and a in (12, 60),
+                                                 lambda n, a: pickle.INT + b"0%d\n" % a, count=3), "differs", shape)
+    dtype = {**props(), "junk": np.dtype("S12")}
+    out["int-leading-zero-dtype-size"] = (replace_ops(pickle.dumps(dtype, protocol=2),
+                                                      lambda n, a: n == "BININT1" and a == 12, text_int("012"),
+                                                      count=1), "differs", dtype)
+    return out

@@ -2,7 +2,10 @@
 
 `safe_pickle` runs only the data opcodes and an exact allow-list of (module, name) pairs
 with checked arguments. Anything else stops the load and is reported as DG205, naming what
-the file asked for; the referenced callable is never imported, let alone called.
+the file asked for; the referenced callable is never imported, let alone called. A file the
+safe loader cannot read is a DG204 that says why: garbage, one of its limits reached (nesting,
+bytes built, work: "limit reached: ..."), or a form CPython's pickle.loads, nnU-Net's reader,
+would read otherwise than dataguard did.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import sys
 from ..findings import Finding, Fix, finding
 from .base import FileTask
 from .metadata import short
-from .safe_pickle import Array, NeedNumpy, Refused, loads, loads_numpy
+from .safe_pickle import Array, Malformed, NeedNumpy, Refused, loads, loads_numpy
 
 REQUIRED_KEYS = ("spacing", "shape_before_cropping", "bbox_used_for_cropping",
                  "shape_after_cropping_and_before_resampling", "class_locations")
@@ -113,21 +116,32 @@ def present_labels(props) -> list[int] | None:
     return sorted({int(k) for k, v in locs.items() if _is_int(k) and _count(v) > 0})
 
 
-def check_pkl(task: FileTask, data: bytes) -> tuple[list[Finding], dict]:
+def _read(task: FileTask, data: bytes, load) -> tuple[object, list[Finding]]:
+    """(value, []) or (None, [the finding that says why the file cannot be read])."""
     try:
-        props = loads(data)
+        return load(data), []
     except Refused as e:
-        return [finding("DG205", task.rel, f"{e} (it is not plain data)", case=task.case, fix=Fix.QUARANTINE)], {}
-    except Exception as e:  # truncated or garbage pickles raise many different errors
-        return [finding("DG204", task.rel, f"properties unreadable: {type(e).__name__}: {e}",
-                        case=task.case, fix=Fix.REPREPROCESS)], {}
+        return None, [finding("DG205", task.rel, f"{e} (it is not plain data)", case=task.case, fix=Fix.QUARANTINE)]
+    except Malformed as e:  # garbage, a safe loader's limit reached, a form pickle.loads would read otherwise
+        return None, [finding("DG204", task.rel, f"properties unreadable: {e}", case=task.case,
+                              fix=Fix.REPREPROCESS)]
+    except Exception as e:  # noqa: BLE001 - truncated or garbage pickles raise many different errors
+        return None, [finding("DG204", task.rel, f"properties unreadable: {type(e).__name__}: {e}",
+                              case=task.case, fix=Fix.REPREPROCESS)]
+
+
+def check_pkl(task: FileTask, data: bytes) -> tuple[list[Finding], dict]:
+    props, bad = _read(task, data, loads)
+    if bad:
+        return bad, {}
     if not isinstance(props, dict):
         return [finding("DG204", task.rel, f"properties are a {type(props).__name__}, not a dict",
                         case=task.case, fix=Fix.REPREPROCESS)], {}
     try:
         return _judge(task, props)
     except NeedNumpy:      # a stand-in met a question only numpy can answer: ask numpy
-        return _judge(task, loads_numpy(data))
+        props, bad = _read(task, data, loads_numpy)
+        return (bad, {}) if bad else _judge(task, props)
 
 
 def _judge(task: FileTask, props: dict) -> tuple[list[Finding], dict]:

@@ -24,8 +24,24 @@ parser: it executes nothing) and `_Machine` runs a fixed subset of them:
   NEXT_BUFFER, READONLY_BUFFER) refuses the file.
 
 Everything that is refused raises `Refused`, whose message names what the file asked for
-and says that it was not executed. Memory is bounded by the file: no guard allocates more
-than the bytes the pickle itself carries.
+and says that it was not executed.
+
+A load is bounded by its file (`_run`, the limits below): containers nest at most MAX_DEPTH deep
+(CPython hashes a tuple recursively, without a guard: a million-deep one as a dict key killed the
+process), what the opcodes build stays under BYTES_PER_FILE_BYTE times the file (at least
+MIN_BYTES), and the work beyond one step per opcode (items copied by a call, keys hashed and
+compared, keys of equal hash included) under WORK_PER_OPCODE per opcode read (plus MIN_WORK). A
+limit reached is a `Malformed` whose message starts "limit reached:" and names it.
+
+A value this module returns is the one CPython's C unpickler (`pickle.load`, what nnU-Net runs)
+gives for the same bytes (with `loads`, numpy's values as the stand-ins below model them). Where pickletools' decoder and the C unpickler read a file differently,
+it is refused as `Malformed` ("... CPython's pickle.loads ... would not read it as dataguard
+did"): text numbers in any form but the one Python's pickler writes (`I010` is 10 to one and
+8 to the other), non-finite text floats, unknown protocols, frames that run past the data or
+that an opcode runs past, memo indices far above the values memoized so far, escapes in a GLOBAL
+name, Python 2 strings outside ASCII, `__builtin__` names at protocol 3 and above (pickle.loads
+maps them only below 3), numpy states numpy's own __setstate__ refuses. tests/test_pickle_bounds.py
+checks this against pickle.loads on generated opcode streams.
 
 Two back ends build the numpy values: `numpy` (real arrays, for code that hands them to
 nnU-Net) and `light` (stand-ins with a shape and, when short, their items), which lets a
@@ -42,12 +58,17 @@ reference path (pickletools' decoder, the whole file), which gives the verdict a
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
+import io
+import itertools
 import math
 import pickle
 import pickletools
 import re
+import reprlib
 import struct
+import sys
 
 from ..errors import ForbiddenGlobal, Malformed, Refused
 
@@ -82,10 +103,10 @@ class _Skipped:
     """A byte payload `walk` did not copy: `_raw` takes it as an array's data, by its length.
     Whatever would look inside it (hash, compare, len, truth, repr) raises Unsure instead."""
 
-    __slots__ = ("nbytes",)
+    __slots__ = ("nbytes", "kind")
 
-    def __init__(self, nbytes: int):
-        self.nbytes = nbytes
+    def __init__(self, nbytes: int, kind: str = "bytes"):
+        self.nbytes, self.kind = nbytes, kind       # kind: "bytes" or "bytearray", what the opcode pushes
 
     def _inspected(self, *args):
         raise Unsure("a skipped payload was used as a value")
@@ -154,6 +175,14 @@ class _Global:
     def __repr__(self) -> str:
         return f"{self.module}.{self.name}"
 
+    # pickle.loads gives one object for every spelling of a name (numpy.core/_core, __builtin__):
+    # as a dict key or a set member the tokens must be equal where those objects are
+    def __eq__(self, other) -> bool:
+        return type(other) is _Global and (other.role, other.name) == (self.role, self.name)
+
+    def __hash__(self) -> int:
+        return hash((self.role, self.name))
+
 
 def _kind(x) -> str:
     """How a message names a value the file tried to use: the global it is, or its type."""
@@ -169,13 +198,29 @@ def _is_int(x) -> bool:
 
 
 def _shape(token: _Global, shape) -> tuple[int, ...]:
-    if not (type(shape) in (tuple, list) and len(shape) <= _MAX_DIMS and all(_is_int(n) and n >= 0 for n in shape)):
-        raise _hostile(token, f"a shape that is not a tuple of sizes ({_brief(shape)})")
-    return tuple(shape)
+    if type(shape) in (tuple, list) and len(shape) <= _MAX_DIMS:
+        for n in shape:
+            if type(n) is not int or n < 0:
+                break
+        else:
+            return tuple(shape)
+    raise _hostile(token, f"a shape that is not a tuple of sizes ({_brief(shape)})")
+
+
+class _BriefRepr(reprlib.Repr):
+    """repr for messages: bounded in depth, width and time whatever the value (a huge int is its size)."""
+
+    def repr_int(self, x, level):
+        return repr(x) if x.bit_length() <= 128 else f"<int of {x.bit_length()} bits>"
+
+
+_BRIEF = _BriefRepr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 3, 60, 60
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = _BRIEF.maxfrozenset = 6
 
 
 def _brief(x) -> str:
-    r = type(x).__name__ if isinstance(x, (bytes, bytearray)) and len(x) > 32 else repr(x)
+    r = type(x).__name__ if isinstance(x, (bytes, bytearray)) and len(x) > 32 else _BRIEF.repr(x)
     return r if len(r) <= 60 else r[:57] + "..."
 
 
@@ -184,7 +229,7 @@ def _dtype_state(token: _Global, state, kind: str):
     if not (type(state) is tuple and len(state) == 8 and _is_int(state[0]) and state[0] in (3, 4)
             and type(state[1]) is str and state[1] in ("<", ">", "|", "=")
             and state[2] is None and state[3] is None and state[4] is None
-            and all(_is_int(v) for v in state[5:8])):
+            and type(state[5]) is int and type(state[6]) is int and type(state[7]) is int):
         raise Refused(f"a dtype state numpy's plain dtypes never have ({_brief(state)})")
     size = state[5]
     if kind in "SU" and not (0 <= size <= _MAX_TEXT and (kind == "S" or size % 4 == 0)):
@@ -263,11 +308,16 @@ _BUILTINS = {
 
 
 
-def _raw(token: _Global, raw, shape, itemsize: int) -> bytes:
+def _raw(token: _Global, raw, shape, itemsize: int, buffer: bool = False) -> bytes:
+    """An array's or a scalar's data, exactly prod(shape) * itemsize bytes: a bytes object (numpy's
+    __setstate__ and scalar() take nothing else), or for `buffer` (_frombuffer) a bytearray too."""
     if type(raw) is _Skipped:             # only `walk` makes these, for the light back end
-        if raw.nbytes != math.prod(shape) * itemsize or (len(shape) <= 1 and math.prod(shape) <= _SHORT_ITEMS):
+        if raw.nbytes != math.prod(shape) * itemsize or (len(shape) <= 1 and math.prod(shape) <= _SHORT_ITEMS) or (
+                raw.kind != "bytes" and not buffer):
             raise Unsure("a skipped payload that is not a long array's data")
         return raw
+    if type(raw) is bytearray and not buffer:
+        raise _differently(f"{token!r} data in a bytearray (numpy reads only bytes there)")
     if type(raw) not in (bytes, bytearray):
         what = "an object array" if type(raw) is list else f"array data of type {type(raw).__name__}"
         raise Refused(f"{what} (numpy would need pickle to build it)")
@@ -278,15 +328,17 @@ def _raw(token: _Global, raw, shape, itemsize: int) -> bytes:
 
 def _is_reconstruct_call(args, token) -> None:
     if not (len(args) == 3 and type(args[0]) is _Global and args[0].role == "ndarray"
-            and type(args[1]) is tuple and args[1] == (0,) and type(args[2]) in (bytes, str) and args[2] in (b"b", "b")):
+            and type(args[1]) is tuple and args[1] == (0,) and type(args[1][0]) is int and type(args[2]) in (bytes, str) and args[2] in (b"b", "b")):
         raise _hostile(token, f"arguments numpy never writes ({_brief(args)})")
 
 
 def _array_state(token: _Global, state):
-    """(shape, dtype, fortran, raw) from an ndarray's pickled state (version 1 or the old 4-tuple)."""
-    if type(state) is tuple and len(state) == 5 and _is_int(state[0]):
+    """(shape, dtype, fortran, raw) from an ndarray's pickled state (version 0 or 1, or the old 4-tuple:
+    numpy's __setstate__ takes no other version, a shape that is not a tuple, nor a flag past a C int)."""
+    if type(state) is tuple and len(state) == 5 and _is_int(state[0]) and state[0] in (0, 1):
         state = state[1:]
-    if not (type(state) is tuple and len(state) == 4 and type(state[2]) in (bool, int)):
+    if not (type(state) is tuple and len(state) == 4 and type(state[0]) is tuple
+            and (type(state[2]) is bool or _is_int(state[2]) and -(2 ** 31) <= state[2] < 2 ** 31)):
         raise Refused(f"an array state numpy never writes ({_brief(state)})")
     return state
 
@@ -332,7 +384,7 @@ class _NumpyBackend:
                 raise _hostile(token, f"arguments numpy never writes ({_brief(args)})")
             dt = self._plain(token, args[1])
             shape = _shape(token, args[2])
-            raw = _raw(token, args[0], shape, dt.itemsize)
+            raw = _raw(token, args[0], shape, dt.itemsize, buffer=True)
             return np.frombuffer(raw, dtype=dt).reshape(shape, order=args[3]).copy(order=args[3])
         return _BUILTINS[role](token, args)
 
@@ -395,6 +447,8 @@ class Array:
     def ndim(self) -> int:
         return len(self.shape)
 
+    __hash__ = None            # numpy's arrays are unhashable: one as a key fails in pickle.loads too
+
     def __len__(self) -> int:
         if not self.shape:
             raise TypeError("len() of unsized object")
@@ -409,6 +463,16 @@ class Array:
         if self._items is not None and self.ndim == 1:
             return f"array({self._items!r})"
         return f"array(shape={self.shape}, dtype={self.dtype.spec if self.dtype else None})"
+
+
+_NATIVE_ORDERS = ("=", "<" if sys.byteorder == "little" else ">")
+
+
+def _native(dt: Dtype) -> None:
+    """Arrays of a non-native byte order: numpy converts some on the way in (which, by protocol and
+    version, is numpy's business), so only numpy models them."""
+    if dt.order not in _NATIVE_ORDERS and dt.itemsize > 1:
+        raise NeedNumpy("an array of non-native byte order")
 
 
 class _LightBackend:
@@ -433,7 +497,8 @@ class _LightBackend:
                 raise _hostile(token, f"arguments numpy never writes ({_brief(args)})")
             shape = _shape(token, args[2])
             a = Array()
-            a.set(shape, args[1], _raw(token, args[0], shape, args[1].itemsize))
+            _native(args[1])
+            a.set(shape, args[1], _raw(token, args[0], shape, args[1].itemsize, buffer=True))
             return a
         return _BUILTINS[role](token, args)
 
@@ -450,9 +515,93 @@ class _LightBackend:
             shape = _shape(token, shape)
             if type(dt) is not Dtype:
                 raise _hostile(token, f"a dtype this pickle did not build from a plain spec ({_brief(dt)})")
+            _native(dt)
             inst.set(shape, dt, _raw(token, raw, shape, dt.itemsize))
             return
         raise Refused(f"the state of {_kind(inst)} to be set (BUILD)")
+
+
+# --- limits -----------------------------------------------------------------------------------------------
+# A pickle is a program, and a few KB of it can nest a million deep (CPython's tuple hash recurses until
+# the process dies), copy one payload a thousand times, or build one big set a million times. `_run`
+# keeps three counts and stops at the first limit reached, with a `Malformed` that names it (DG204):
+MAX_DEPTH = 100            # containers in containers: nnU-Net's properties nest 4 deep, and 100 keeps
+                           # CPython's recursion (hash, ==, repr) and every recursive reader far from its end
+BYTES_PER_FILE_BYTE = 16   # memory built, per byte of the file: nnU-Net's properties (arrays, a few small
+MIN_BYTES = 64 << 20       # containers) build 2-3x their size; a floor, so a small file never fails on an estimate
+WORK_PER_OPCODE = 8        # steps (an item copied, a key hashed or compared) per opcode read so far: plain data
+MIN_WORK = 1_000_000       # takes 1-3 (each item is pushed by an opcode of its own); a floor for tiny files
+MEMO_SLACK = 4096          # a memo index above the values memoized so far + this: pickle.loads allocates to it
+
+_LIMIT = "limit reached:"
+
+
+def _too_deep() -> Malformed:
+    return Malformed(f"{_LIMIT} nesting deeper than {MAX_DEPTH}")
+
+
+# --- what pickle.loads reads differently ------------------------------------------------------------------
+# pickletools decodes text numbers with int()/float() and undoes escapes in GLOBAL names; CPython's C
+# unpickler (what nnU-Net's pickle.load runs) uses strtol(base 0), PyLong_FromString(base 0) and the raw
+# name. So '010' is 10 to one and 8 to the other. Only the forms Python's own pickler writes pass:
+_TEXT_FORMS = {
+    "INT": (re.compile(rb"(?:0|00|01|-?[1-9][0-9]*)\n"), "a plain decimal (a leading 0 is octal to pickle.loads)"),
+    "LONG": (re.compile(rb"(?:0|-?[1-9][0-9]*)L?\n"), "a plain decimal (pickle.loads reads it in base 0)"),
+    "FLOAT": (re.compile(rb"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\n"), "a plain decimal number"),
+    "PUT": (re.compile(rb"(?:0|[1-9][0-9]*)\n"), "a plain memo index"),
+    "GET": (re.compile(rb"(?:0|[1-9][0-9]*)\n"), "a plain memo index"),
+}
+_MAX_DIGITS = 4300            # CPython's own limit on int(str) (sys.int_info.default_max_str_digits)
+_CHECKED_ARGS = frozenset({*_TEXT_FORMS, "STRING", "GLOBAL", "BINSTRING", "SHORT_BINSTRING"})
+
+
+def _differently(what: str) -> Malformed:
+    return Malformed(f"{what}: CPython's pickle.loads (nnU-Net's reader) would not read it as dataguard did")
+
+
+def _shown(raw: bytes) -> str:
+    text = raw.rstrip(b"\n").replace(b"\n", b" ")
+    return repr(text[:40])[1:] + ("..." if len(text) > 40 else "")
+
+
+def _check_text(name: str, arg, raw: bytes) -> None:
+    """Refuse a text opcode (protocol 0) whose argument pickle.loads could read otherwise."""
+    if name in ("BINSTRING", "SHORT_BINSTRING"):           # Python 2's str: pickle.loads decodes it as ASCII
+        if not arg.isascii():
+            raise _differently(f"{name} {_brief(arg)} with bytes outside ASCII (pickle.loads decodes it as ASCII)")
+        return
+    if name == "STRING":
+        if len(raw) < 3:                                   # a lone quote: '' to pickletools, an error to pickle
+            raise _differently(f"STRING {_shown(raw)} with a single quote")
+        return
+    if name == "GLOBAL":
+        # escapes are undone by pickletools, never by pickle.loads; an allowed pair is plain ASCII identifiers,
+        # so its two lines must be exactly its names (anything else not allowed is refused by name later)
+        module, _, gname = arg.partition(" ")
+        if (module, gname) in ALLOWED and raw != f"{module}\n{gname}\n".encode():
+            raise _differently(f"text GLOBAL {_shown(raw)}, not the plain names {module} {gname}")
+        return
+    pattern, plain = _TEXT_FORMS[name]
+    if len(raw) > _MAX_DIGITS + 2 or not pattern.fullmatch(raw):
+        raise _differently(f"text {name} {_shown(raw)} that is not {plain}")
+    if name == "FLOAT" and not math.isfinite(arg):
+        raise _differently(f"text FLOAT {_shown(raw)}, not a finite number")
+
+
+def _c_pair(module: str, name: str, proto: int) -> tuple[str, str]:
+    """The (module, name) pickle.loads imports for a global: below protocol 3 it maps Python 2's names."""
+    if proto < 3:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            return _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return module, name
+
+
+# the allowed pairs pickle.loads resolves to the same object, below protocol 3 and from 3 on (`__builtin__`
+# names exist only through the mapping; a Python 2 module name is no module at all in Python 3)
+_USABLE = tuple({pair: role for pair, role in ALLOWED.items()
+                 if _c_pair(*pair, proto)[0] not in _compat_pickle.IMPORT_MAPPING
+                 and ALLOWED.get(_c_pair(*pair, proto)) == role} for proto in (0, 3))
 
 
 # --- the machine ----------------------------------------------------------------------------------------
@@ -472,13 +621,194 @@ _REFUSED_OPCODES = {
     "PERSID": "PERSID (the loader's persistent-id hook)", "BINPERSID": "BINPERSID (the loader's persistent-id hook)",
     "NEXT_BUFFER": "NEXT_BUFFER (an out-of-band buffer)", "READONLY_BUFFER": "READONLY_BUFFER (an out-of-band buffer)",
 }
+# `_run` dispatches on these small numbers (one dict lookup per opcode, then int compares), the most
+# frequent first
+_KIND = {
+    **dict.fromkeys(_PUSH_ARG, 0), "MEMOIZE": 1, **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), 2),
+    **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), 3), "MARK": 4, **dict.fromkeys(_CONSTANTS, 5),
+    **dict.fromkeys(_EMPTY, 6), "APPEND": 7, "APPENDS": 8, "SETITEM": 9, "SETITEMS": 9, "ADDITEMS": 10, "LIST": 11,
+    "TUPLE": 12, "FROZENSET": 12, "TUPLE1": 13, "TUPLE2": 13, "TUPLE3": 13, "DICT": 14, "POP": 15, "POP_MARK": 16,
+    "DUP": 17, "GLOBAL": 18, "STACK_GLOBAL": 18, "REDUCE": 19, "BUILD": 20, "PROTO": 21, "FRAME": 22, "STOP": 23,
+}
+# what the empty containers take (CPython 64-bit, rounded up); payloads take sys.getsizeof
+_EMPTY_BYTES = {"EMPTY_LIST": 64, "EMPTY_TUPLE": 0, "EMPTY_DICT": 72, "EMPTY_SET": 224}
+_SIZED = (str, bytes, bytearray, list, tuple, set, frozenset, dict, collections.OrderedDict)
 
 
-def _run(ops, backend):
-    """Run (opcode name, argument) pairs on `backend`; the value at STOP."""
+def _length(x) -> int:
+    """len() of a payload or container; a skipped payload's length; 0 for anything else."""
+    t = type(x)
+    if t is _Skipped:
+        return x.nbytes
+    return len(x) if t in _SIZED else 0
+
+
+_COPIES = {"list": 8, "tuple": 8, "set": 48, "frozenset": 48, "dict": 64, "OrderedDict": 128}   # bytes per item
+
+
+def _call_cost(role: str, args: tuple):
+    """(bytes, steps, keys to hash) of calling an allowed global on `args`, known before the call."""
+    per_item = _COPIES.get(role)
+    if per_item is None:
+        if role in ("bytearray", "bytes", "encode"):
+            return 64 + (_length(args[0]) if args else 0), 0, None
+        if role == "_frombuffer":                   # the data is copied once or twice on the way in
+            return 128 + 2 * (_length(args[0]) if args else 0), 0, None
+        if role == "scalar":
+            return 64 + (_length(args[1]) if len(args) > 1 else 0), 0, None
+        return 128, 1, None                         # a dtype, an empty array, a slice, a complex number
+    first = args[0] if args else None
+    n = _length(first)
+    keys = None
+    if role in ("set", "frozenset") and type(first) in (list, tuple):
+        keys = first
+    elif role in ("dict", "OrderedDict") and type(first) in (list, tuple):
+        keys = [p[0] for p in first if type(p) in (list, tuple) and len(p) == 2]
+    return 224 + per_item * n, n, keys
+
+
+def _container_depths(value) -> int:
+    """The deepest nesting of lists, tuples, dicts and sets in `value`, without recursion (shared parts
+    counted once, a cycle cut where it closes); stops early past MAX_DEPTH."""
+    kinds = (list, tuple, dict, collections.OrderedDict, set, frozenset)
+    if type(value) not in kinds:
+        return 0
+    depth: dict[int, int] = {}
+    path: set[int] = set()
+    todo = [(value, False)]
+    while todo:
+        v, done = todo.pop()
+        i = id(v)
+        if done:
+            path.discard(i)
+            below = 0
+            for c in (itertools.chain(v.keys(), v.values()) if type(v) in (dict, collections.OrderedDict) else v):
+                if type(c) in kinds:
+                    below = max(below, depth.get(id(c), 0))
+            depth[i] = below + 1
+            if below + 1 > MAX_DEPTH:
+                return below + 1
+            continue
+        if i in depth or i in path:
+            continue
+        path.add(i)
+        if len(path) > MAX_DEPTH:
+            return len(path)
+        todo.append((v, True))
+        for c in (itertools.chain(v.keys(), v.values()) if type(v) in (dict, collections.OrderedDict) else v):
+            if type(c) in kinds and id(c) not in depth and id(c) not in path:
+                todo.append((c, False))
+    return depth.get(id(value), 0)
+
+
+def _over(built: int, max_bytes: int, size: int, n_ops: int) -> Malformed:
+    """The limit a load passed: bytes built, or steps of work after `n_ops` opcodes."""
+    if built > max_bytes:
+        return Malformed(f"{_LIMIT} builds more than {max_bytes:,} bytes ({BYTES_PER_FILE_BYTE} times the file's "
+                         f"{size:,}, at least {MIN_BYTES >> 20} MiB)")
+    return Malformed(f"{_LIMIT} more than {MIN_WORK + WORK_PER_OPCODE * n_ops:,} steps of work ({WORK_PER_OPCODE} "
+                     f"per opcode read, {n_ops:,} so far, + {MIN_WORK:,})")
+
+
+class _Keys:
+    """What hashing keys into dicts and sets costs in one load, charged before CPython does it: a tuple's
+    hash and == recurse through its items (the hash without a guard: a million-deep tuple kills the
+    process), shared parts are hashed once per use, and keys of equal hash (ints equal modulo 2**61-1,
+    crafted complex numbers and tuples) make every insertion compare against all the earlier ones."""
+    __slots__ = ("shapes", "hashes")
+
+    def __init__(self):
+        self.shapes: dict[int, tuple] = {}   # id -> (tuple or frozenset, depth, weight); holds them alive
+        self.hashes: dict[int, list] = {}    # hash -> [first key, keys seen with it]
+
+    def weigh(self, x) -> int:
+        """How long hashing or comparing `x` takes: its items, counted through shared parts."""
+        t = type(x)
+        if t is int:
+            return 1 + (x.bit_length() >> 10)
+        if t is not tuple and t is not frozenset:
+            return 1
+        known = self.shapes.get(id(x))
+        return known[2] if known is not None and known[0] is x else self.measure(x)
+
+    def measure(self, x) -> int:
+        """Depth and weight of a tuple or frozenset and of those inside it not measured yet, without
+        recursion; refuses one nested deeper than MAX_DEPTH."""
+        shapes = self.shapes
+        path = [(x, iter(x))]
+        while path:
+            v, items = path[-1]
+            for c in items:
+                tc = type(c)
+                if tc is tuple or tc is frozenset:
+                    known = shapes.get(id(c))
+                    if known is None or known[0] is not c:
+                        if len(path) >= MAX_DEPTH:
+                            raise _too_deep()
+                        path.append((c, iter(c)))
+                        break
+            else:
+                path.pop()
+                depth = weight = 1
+                for c in v:
+                    tc = type(c)
+                    if tc is tuple or tc is frozenset:
+                        _, d, w = shapes[id(c)]
+                        depth = max(depth, d + 1)
+                        weight += w
+                    else:
+                        weight += 1 + (c.bit_length() >> 10) if tc is int else 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep()
+                shapes[id(v)] = (v, depth, weight)
+        return shapes[id(x)][2]
+
+    def charge(self, keys, work: int, n_ops: int) -> int:
+        """`work` plus hashing `keys` into a dict or set; refuses before a hash that would pass the limit."""
+        allowance = MIN_WORK + WORK_PER_OPCODE * n_ops
+        hashes = self.hashes
+        for k in keys:
+            t = type(k)
+            if t is str or t is bytes:              # hashed once, with this process's own key: no collisions
+                work += 1
+                continue
+            if t is Dtype:                          # numpy's dtypes hash and compare by value
+                raise NeedNumpy("a dtype as a key")
+            if t is _Global and k.role == "dtype-class":
+                raise _differently(f"the dtype class {k!r} as a key or set member (which of numpy's names "
+                                   f"are one class, IntDType and Int32DType, depends on numpy and the platform)")
+            work += self.weigh(k)
+            if work > allowance:
+                raise _over(0, 1, 0, n_ops)
+            h = hash(k)
+            seen = hashes.get(h)
+            if seen is None:
+                hashes[h] = [k, 1]
+            elif seen[0] is not k and (type(seen[0]) is not t or not seen[0] == k):
+                seen[1] += 1
+                work += seen[1]
+        if work > allowance:
+            raise _over(0, 1, 0, n_ops)
+        return work
+
+
+def _run(ops, backend, size: int):
+    """Run (kind, opcode name, argument) triples on `backend` (kind: `_KIND[name]`, -1 for an opcode
+    it does not run); the value at STOP. `size`: the file's bytes.
+
+    Counts, as it goes, the bytes it builds, the steps of work beyond the opcodes themselves, and how
+    many containers it made (no value nests deeper than that: only past MAX_DEPTH is the value walked
+    at STOP). Not counted: what an opcode pushes of its own (a number, a string or bytes from the file,
+    a stack slot, a memo reference), at most ~20 bytes per byte of the file in CPython; counted: every
+    object an opcode makes out of nothing or out of others (containers, memo entries, globals, copies).
+    """
     stack: list = []
     metastack: list[list] = []
     memo: dict = {}
+    proto = 0
+    max_bytes = max(MIN_BYTES, BYTES_PER_FILE_BYTE * size)
+    built = work = containers = 0
+    keys = _Keys()
 
     def pop_mark() -> list:
         nonlocal stack
@@ -494,85 +824,150 @@ def _run(ops, backend):
             raise Refused(f"{what} on {_kind(stack[-1])}")
         return stack[-1]
 
-    for name, arg in ops:
-        if name in _PUSH_ARG:
+    for n_ops, (k, name, arg) in enumerate(ops, 1):
+        if k == 0:                                     # a number, a string, bytes
             stack.append(arg)
-        elif name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+        elif k == 1:                                   # MEMOIZE
+            if not stack:
+                raise Malformed("MEMOIZE on an empty stack")
+            built += 80
+            if built > max_bytes:
+                raise _over(built, max_bytes, size, n_ops)
+            memo[len(memo)] = stack[-1]
+        elif k == 2:                                   # PUT, BINPUT, LONG_BINPUT
             if not stack:
                 raise Malformed(f"{name} on an empty stack")
-            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if not 0 <= arg <= len(memo) + MEMO_SLACK:
+                raise _differently(f"{name} {arg} with {len(memo)} values memoized (pickle.loads allocates up "
+                                   f"to the index)")
+            built += 80
+            if built > max_bytes:
+                raise _over(built, max_bytes, size, n_ops)
+            memo[arg] = stack[-1]
+        elif k == 3:                                   # GET, BINGET, LONG_BINGET
             if arg not in memo:
                 raise Malformed(f"memo key {arg} is not set")
             stack.append(memo[arg])
-        elif name == "MARK":
+        elif k == 4:                                   # MARK
+            containers += 1                  # the list LIST makes of it
+            built += 72
+            if built > max_bytes:
+                raise _over(built, max_bytes, size, n_ops)
             metastack.append(stack)
             stack = []
-        elif name in _CONSTANTS:
+        elif k == 5:                                   # NONE, NEWTRUE, NEWFALSE
             stack.append(_CONSTANTS[name])
-        elif name in _EMPTY:
+        elif k == 6:                                   # EMPTY_LIST, _TUPLE, _DICT, _SET
+            containers += 1
+            built += _EMPTY_BYTES[name]
+            if built > max_bytes:
+                raise _over(built, max_bytes, size, n_ops)
             stack.append(_EMPTY[name]())
-        elif name == "APPEND":
+        elif k == 7:                                   # APPEND
             v = stack.pop()
             top((list,), "APPEND").append(v)
-        elif name == "APPENDS":
+        elif k == 8:                                   # APPENDS
             items = pop_mark()
+            built, work = built + 8 * len(items), work + len(items)
+            if built > max_bytes or work > MIN_WORK + WORK_PER_OPCODE * n_ops:
+                raise _over(built, max_bytes, size, n_ops)
             top((list,), "APPENDS").extend(items)
-        elif name in ("SETITEM", "SETITEMS"):
+        elif k == 9:                                   # SETITEM, SETITEMS
             items = [stack.pop(-2), stack.pop()] if name == "SETITEM" else pop_mark()
             if len(items) % 2:
                 raise Malformed(f"{name} with an odd number of items")
             d = top((dict, collections.OrderedDict), name)
+            built, work = built + 40 * len(items), work + len(items)
+            if built > max_bytes or work > MIN_WORK + WORK_PER_OPCODE * n_ops:
+                raise _over(built, max_bytes, size, n_ops)
+            work = keys.charge(items[0::2], work, n_ops)
             for i in range(0, len(items), 2):
                 d[items[i]] = items[i + 1]
-        elif name == "ADDITEMS":
+        elif k == 10:                                  # ADDITEMS
             items = pop_mark()
-            top((set,), "ADDITEMS").update(items)
-        elif name == "LIST":
+            s = top((set,), "ADDITEMS")
+            built, work = built + 48 * len(items), work + len(items)
+            if built > max_bytes or work > MIN_WORK + WORK_PER_OPCODE * n_ops:
+                raise _over(built, max_bytes, size, n_ops)
+            work = keys.charge(items, work, n_ops)
+            s.update(items)
+        elif k == 11:                                  # LIST
             items = pop_mark()               # before `stack` is read: pop_mark rebinds it
             stack.append(items)
-        elif name in ("TUPLE", "FROZENSET"):
+        elif k == 12:                                  # TUPLE, FROZENSET
             items = pop_mark()
-            stack.append(tuple(items) if name == "TUPLE" else frozenset(items))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            containers += 1
+            if name == "TUPLE":
+                built, work = built + 64 + 8 * len(items), work + len(items)
+                if built > max_bytes or work > MIN_WORK + WORK_PER_OPCODE * n_ops:
+                    raise _over(built, max_bytes, size, n_ops)
+                value = tuple(items)
+            else:
+                built, work = built + 224 + 48 * len(items), work + len(items)
+                if built > max_bytes or work > MIN_WORK + WORK_PER_OPCODE * n_ops:
+                    raise _over(built, max_bytes, size, n_ops)
+                work = keys.charge(items, work, n_ops)
+                value = frozenset(items)
+            if containers > MAX_DEPTH:       # else it cannot nest that deep: measuring it would cost time
+                keys.weigh(value)
+            stack.append(value)
+        elif k == 13:                                  # TUPLE1, TUPLE2, TUPLE3
             n = int(name[-1])
             if len(stack) < n:
                 raise Malformed(f"{name} on a stack of {len(stack)}")
             items = tuple(stack[-n:])
             del stack[-n:]
+            containers += 1
+            built += 72
+            if built > max_bytes:
+                raise _over(built, max_bytes, size, n_ops)
+            if containers > MAX_DEPTH:
+                keys.weigh(items)
             stack.append(items)
-        elif name == "DICT":
+        elif k == 14:                                  # DICT
             items = pop_mark()
             if len(items) % 2:
                 raise Malformed("DICT with an odd number of items")
+            containers += 1
+            built, work = built + 80 + 40 * len(items), work + len(items)
+            if built > max_bytes or work > MIN_WORK + WORK_PER_OPCODE * n_ops:
+                raise _over(built, max_bytes, size, n_ops)
+            work = keys.charge(items[0::2], work, n_ops)
             stack.append({items[i]: items[i + 1] for i in range(0, len(items), 2)})
-        elif name == "POP":
+        elif k == 15:                                  # POP
             if stack:
                 stack.pop()
             else:
                 pop_mark()
-        elif name == "POP_MARK":
+        elif k == 16:                                  # POP_MARK
             pop_mark()
-        elif name == "DUP":
+        elif k == 17:                                  # DUP
             if not stack:
                 raise Malformed("DUP on an empty stack")
             stack.append(stack[-1])
-        elif name in ("GLOBAL", "STACK_GLOBAL"):
+        elif k == 18:                                  # GLOBAL, STACK_GLOBAL
             if name == "GLOBAL":
                 module, sep, gname = arg.partition(" ")
                 if not sep or " " in gname:
-                    raise Refused(f"the global {arg!r}")
+                    raise Refused(f"the global {_brief(arg)}")
             else:
                 if len(stack) < 2:
                     raise Malformed("STACK_GLOBAL on a short stack")
                 module, gname = stack.pop(-2), stack.pop()
                 if type(module) is not str or type(gname) is not str:
                     raise Refused(f"a global named by a {type(module).__name__} and a {type(gname).__name__}")
-            role = ALLOWED.get((module, gname))
+            role = _USABLE[proto >= 3].get((module, gname))
             if role is None:
-                raise ForbiddenGlobal(module, gname)
+                if (module, gname) not in ALLOWED:
+                    raise ForbiddenGlobal(module, gname)
+                c_module, c_name = _c_pair(module, gname, proto)
+                raise _differently(f"the global {module}.{gname} in a protocol {proto} pickle (pickle.loads "
+                                   f"looks up {c_module}.{c_name})")
+            built += 80
+            if built > max_bytes:
+                raise _over(built, max_bytes, size, n_ops)
             stack.append(_Global(module, gname, role))
-        elif name == "REDUCE":
+        elif k == 19:                                  # REDUCE
             if len(stack) < 2:
                 raise Malformed("REDUCE on a short stack")
             args, func = stack.pop(), stack.pop()
@@ -580,17 +975,38 @@ def _run(ops, backend):
                 raise Refused(f"a call of {_kind(func)} (REDUCE)")
             if type(args) is not tuple:
                 raise _hostile(func, f"arguments that are a {type(args).__name__}, not a tuple")
-            stack.append(backend.call(func, args))
-        elif name == "BUILD":
+            nbytes, steps, hashed = _call_cost(func.role, args)
+            built, work = built + nbytes, work + steps
+            if built > max_bytes or work > MIN_WORK + WORK_PER_OPCODE * n_ops:
+                raise _over(built, max_bytes, size, n_ops)
+            if hashed is not None:
+                work = keys.charge(hashed, work, n_ops)
+            value = backend.call(func, args)
+            if type(value) in _SIZED:
+                containers += 1
+                if containers > MAX_DEPTH:
+                    keys.weigh(value)
+            stack.append(value)
+        elif k == 20:                                  # BUILD
             if len(stack) < 2:
                 raise Malformed("BUILD on a short stack")
             state = stack.pop()
+            if type(state) is tuple and state:
+                built += 2 * _length(state[-1])    # an array's data, copied in
+                if built > max_bytes or work > MIN_WORK + WORK_PER_OPCODE * n_ops:
+                    raise _over(built, max_bytes, size, n_ops)
             backend.build(stack[-1], state)
-        elif name in ("PROTO", "FRAME"):
-            pass
-        elif name == "STOP":
+        elif k == 21:                                  # PROTO
+            if arg > pickle.HIGHEST_PROTOCOL:
+                raise _differently(f"protocol {arg} (pickle.loads knows 0-{pickle.HIGHEST_PROTOCOL})")
+            proto = arg
+        elif k == 22:                                  # FRAME
+            pass                                          # checked where the bytes are: the op readers
+        elif k == 23:                                  # STOP
             if len(stack) != 1 or metastack:
                 raise Malformed("STOP with a stack that does not hold exactly one value")
+            if containers > MAX_DEPTH and _container_depths(stack[0]) > MAX_DEPTH:    # else none can be
+                raise _too_deep()
             return stack[0]
         elif name in _REFUSED_OPCODES:
             raise Refused(f"the opcode {_REFUSED_OPCODES[name]}")
@@ -604,7 +1020,8 @@ def loads(data: bytes):
 
     `walk` first; the reference path wherever it is unsure. Falls back to real numpy for
     values the stand-ins cannot model. Raises `Refused` for anything outside plain data, and
-    `pickle.UnpicklingError` / `ValueError` for garbage.
+    `pickle.UnpicklingError` / `ValueError` for garbage (`Malformed`: also a limit reached, or
+    a form CPython's pickle.loads would read otherwise).
     """
     try:
         return walk(data)
@@ -622,19 +1039,35 @@ def loads_numpy(data: bytes):
 
 
 def _reference_ops(data: bytes):
-    """pickletools' own decoder (a parser: it runs nothing), as (name, argument) pairs."""
-    for op, arg, _pos in pickletools.genops(data):
-        yield op.name, arg
+    """pickletools' own decoder (a parser: it runs nothing), as `_run`'s (kind, name, argument) triples;
+    text arguments and frames checked on the file's own bytes (what pickle.loads reads)."""
+    f = io.BytesIO(data)
+    frame_end = 0
+    for op, arg, pos in pickletools.genops(f):
+        end = f.tell()
+        name = op.name
+        if pos < frame_end < end:
+            raise _differently(f"{name} at byte {pos} running past the end of its FRAME (byte {frame_end})")
+        if name == "FRAME":
+            if pos < frame_end:
+                raise _differently(f"a FRAME at byte {pos} inside the frame that ends at byte {frame_end}")
+            if arg > len(data) - end:
+                raise _differently(f"a FRAME of {arg:,} bytes where {len(data) - end:,} remain")
+            frame_end = end + arg
+        elif name in _CHECKED_ARGS:
+            _check_text(name, arg, data[pos + 1:end])
+        yield _KIND.get(name, -1), name, arg
 
 
 def _checked(data: bytes, backend):
+    data = bytes(data)
     try:
-        return _run(_reference_ops(bytes(data)), backend)
+        return _run(_reference_ops(data), backend, len(data))
     except (Refused, NeedNumpy, pickle.UnpicklingError):
         raise
     except (IndexError, KeyError, TypeError, ValueError, EOFError, OverflowError, MemoryError,
             UnicodeDecodeError, struct.error, RecursionError) as e:
-        raise Malformed(f"{type(e).__name__}: {e}") from None
+        raise Malformed(f"{type(e).__name__}: {_brief(str(e))}") from None
 
 
 # --- the fast walk ----------------------------------------------------------------------------------------
@@ -662,48 +1095,64 @@ def _reader(spec):
     return how, st.unpack_from, st.size
 
 
-_FAST_OPS = {op.code.encode("latin-1")[0]: (op.name, *_reader(_ARG_READERS[op.name]))
+_FAST_OPS = {op.code.encode("latin-1")[0]: (_KIND[op.name], op.name, *_reader(_ARG_READERS[op.name]))
              for op in pickletools.opcodes if op.name in _ARG_READERS}
 
 
 def _fast_ops(data: bytes):
-    """(name, argument) pairs as pickletools decodes them, except that byte payloads of SKIP
-    bytes or more are `_Skipped` (their length only). Raises Unsure on anything else."""
+    """`_run`'s (kind, name, argument) triples as pickletools decodes them, except that byte payloads of SKIP
+    bytes or more are `_Skipped` (their length only). Raises Unsure on anything else, a frame
+    that runs past the data or an opcode past its frame's end included."""
     pos, end = 0, len(data)
+    frame_end = 0
     ops = _FAST_OPS
     while pos < end:
         entry = ops.get(data[pos])
         if entry is None:
             raise Unsure(f"opcode {data[pos]:#x} at {pos}")
-        name, how, unpack, size = entry
-        pos += 1
-        if how is None:
-            yield name, None
+        kind, name, how, unpack, size = entry
+        if how is None:                         # one byte: never past a frame's end
+            pos += 1
+            yield kind, name, None
             if name == "STOP":
                 return
             continue
+        start = pos
+        pos += 1
         if how == "u1":
             arg = data[pos]
             pos += 1
         elif how == "fixed":
             (arg,) = unpack(data, pos)
             pos += size
+            if name == "FRAME":
+                if start < frame_end or arg > end - pos:
+                    raise Unsure("a FRAME inside a frame, or longer than the data")
+                frame_end = pos + arg
         else:
             (n,) = unpack(data, pos)
             pos += size
             if n < 0 or pos + n > end:
                 raise Unsure(f"{name} runs past the end of the data")
             if n >= SKIP and how in ("bytes", "bytearray"):
-                arg = _Skipped(n)
+                arg = _Skipped(n, how)
             else:
                 raw = data[pos:pos + n]
                 arg = (int.from_bytes(raw, "little", signed=True) if how == "long"
                        else str(raw, "utf-8", "surrogatepass") if how == "text"
-                       else raw.decode("latin-1") if how == "latin1"
+                       else _ascii(raw) if how == "latin1"
                        else bytearray(raw) if how == "bytearray" else raw)
             pos += n
-        yield name, arg
+        if start < frame_end < pos:
+            raise Unsure(f"{name} runs past the end of its frame")
+        yield kind, name, arg
     raise Unsure("no STOP")
+
+
+def _ascii(raw: bytes) -> str:
+    if not raw.isascii():                   # pickle.loads would fail: the reference path says why
+        raise Unsure("a Python 2 string outside ASCII")
+    return raw.decode("ascii")
 
 
 def walk(data: bytes):
@@ -714,7 +1163,7 @@ def walk(data: bytes):
     """
     data = data if type(data) is bytes else bytes(data)
     try:
-        value = _run(_fast_ops(data), _LightBackend())
+        value = _run(_fast_ops(data), _LightBackend(), len(data))
     except Exception as e:          # noqa: BLE001 - a refusal, garbage, NeedNumpy, Unsure: not ours to judge
         raise Unsure(f"{type(e).__name__}: {e!s:.200}") from None
     if _holds_skipped(value):
