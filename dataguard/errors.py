@@ -1,9 +1,9 @@
 """One base class for every error a user can cause or fix; faces catch `DataguardError`.
 
 Anything else escaping the engine is a bug (exit 3 in the CLI). Every exception class the
-package defines is a DataguardError named here: defined below, or beside the code that raises
-it and re-exported (`_ELSEWHERE`, loaded on first use like dataguard's public names, so this
-module imports nothing of the engine). tests/test_small_fixes.py walks them all.
+package defines is a DataguardError defined here, and only here: the module that raises one
+imports it from here (and re-exports it, so `from dataguard.splits.folds import SplitError`
+still works). This module imports nothing of dataguard. tests/test_small_fixes.py walks them all.
 """
 from __future__ import annotations
 
@@ -81,29 +81,50 @@ class ForbiddenGlobal(Refused):
         self.module, self.name = module, name
 
 
-# --- defined beside the code that raises them; `from dataguard.errors import X` works too -----
-_ELSEWHERE = {
-    "LayoutError": "dataguard.engine.layout",
-    "ManifestError": "dataguard.engine.manifest",
-    "SliceError": "dataguard.engine.slices",
-    "UnsafeCheckpoint": "dataguard.engine.checkpoint_trust",
-    "LockedError": "dataguard.repair.lock",
-    "RepairError": "dataguard.repair.apply",
-    "NotWritableError": "dataguard.repair.apply",
-    "RestoreError": "dataguard.repair.restore",
-    "SplitError": "dataguard.splits.folds",
-    "SubmissionError": "dataguard.submit.archive",
-    "LogError": "dataguard.train.logs",
-}
+# --- raised by the engine and the features (each module imports its own from here) ----------
+class LayoutError(DataguardError):
+    """The user named something that is not an nnU-Net folder or dataset (exit 2)."""
 
 
-def __getattr__(name: str):
-    if name in _ELSEWHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+class ManifestError(DataguardError):
+    """The manifest cannot be used (exit 2 with a one-line message)."""
 
 
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_ELSEWHERE])
+class SliceError(DataguardError):
+    """The case or its files cannot be found or read as arrays."""
+
+
+class UnsafeCheckpoint(DataguardError):
+    """The checkpoint holds objects outside the plain types an nnU-Net checkpoint needs, or this
+    torch cannot load a checkpoint of unknown origin safely. `fix` says what to do."""
+    def __init__(self, message: str, fix: str = "move the checkpoint away; dataguard never unpickles code"):
+        super().__init__(message)
+        self.fix = fix
+
+
+class LockedError(DataguardError):
+    """Another repair holds the dataset (exit 2)."""
+
+
+class RepairError(DataguardError):
+    """A repair step failed in a way the user must hear about (nothing was lost)."""
+
+
+class NotWritableError(RepairError):
+    """A folder the plan must write cannot be written (read-only mount, no permission): exit 2."""
+
+
+class RestoreError(DataguardError):
+    """Nothing to restore, unknown run, or a file that no longer matches (exit 2)."""
+
+
+class SplitError(DataguardError):
+    """Splits cannot be read, or cannot be made as asked (the CLI exits 2 with the message)."""
+
+
+class SubmissionError(DataguardError):
+    """The archive failed its own verification (it was not kept)."""
+
+
+class LogError(DataguardError):
+    """No training log where the user pointed."""

@@ -20,19 +20,11 @@ import re
 import time
 from pathlib import Path
 
-from ..errors import DataguardError
+from ..errors import UnsafeCheckpoint  # noqa: F401 - defined in errors
 from ..fsio import blake3_file
 
 SOUND_TORCH = (2, 10)          # the first torch with both weights_only fixes
 ADVISORIES = "CVE-2025-32434 (fixed in torch 2.6.0) and CVE-2026-24747 (fixed in torch 2.10.0)"
-
-
-class UnsafeCheckpoint(DataguardError):
-    """The checkpoint holds objects outside the plain types an nnU-Net checkpoint needs, or this
-    torch cannot load a checkpoint of unknown origin safely. `fix` says what to do."""
-    def __init__(self, message: str, fix: str = "move the checkpoint away; dataguard never unpickles code"):
-        super().__init__(message)
-        self.fix = fix
 
 
 def torch_version() -> str:

@@ -11,16 +11,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataguardError
+from ..errors import LayoutError  # noqa: F401 - defined in errors
 from ..checks.metadata import METADATA_LIMIT
 from ..fsio import SMALL_FILE_LIMIT, open_nonblocking, read_json, read_regular  # noqa: F401 - re-exported
 
 DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
 ENV_RAW, ENV_PRE, ENV_RES = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
-
-
-class LayoutError(DataguardError):
-    """The user named something that is not an nnU-Net folder or dataset (exit 2)."""
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks.base import FileResult, FileTask
-from ..errors import DataguardError
+from ..errors import ManifestError  # noqa: F401 - defined in errors
 from ..findings import Finding
 from ..fsio import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
 
@@ -278,7 +278,3 @@ class Manifest:
         if not self.files_sorted:
             self.files, self.files_sorted = data["files"], True
         return True
-
-
-class ManifestError(DataguardError):
-    """The manifest cannot be used (exit 2 with a one-line message)."""

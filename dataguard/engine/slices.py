@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataguardError
-
-
-class SliceError(DataguardError):
-    """The case or its files cannot be found or read as arrays."""
+from ..errors import SliceError  # noqa: F401 - defined in errors
 
 
 def _pick(shape: tuple[int, ...], axis: int, index: int | None) -> int:

@@ -26,7 +26,8 @@ from ..checks.files import check_file, config_file_kind
 from ..engine.layout import Dataset
 from ..engine.walk import declared_labels, load_dataset_json
 from ..engine.own_state import ensure_safe
-from ..errors import DataguardError, UnsafeState
+from ..errors import UnsafeState
+from ..errors import RepairError, NotWritableError  # noqa: F401 - defined in errors
 from ..findings import Severity, display
 from ..fsio import NOFOLLOW, OutsideError, check_parents, makedirs_inside, read_json, resolve_display
 from ..nnunet.preprocess_case import CasePreprocessor
@@ -57,14 +58,6 @@ class RepairReport:
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
-
-
-class RepairError(DataguardError):
-    """A repair step failed in a way the user must hear about (nothing was lost)."""
-
-
-class NotWritableError(RepairError):
-    """A folder the plan must write cannot be written (read-only mount, no permission): exit 2."""
 
 
 def _roots(ds: Dataset) -> dict[str, Path]:

@@ -9,12 +9,9 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import DataguardError, UnsafeState
+from ..errors import UnsafeState
+from ..errors import LockedError  # noqa: F401 - defined in errors
 from ..fsio import NOFOLLOW, makedirs_inside
-
-
-class LockedError(DataguardError):
-    """Another repair holds the dataset (exit 2)."""
 
 
 class DatasetLock:

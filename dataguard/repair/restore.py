@@ -20,6 +20,7 @@ from pathlib import Path
 from ..engine.layout import Dataset
 from ..engine.own_state import NOT_OURS, confined, ensure_safe, load_key, verified_records
 from ..errors import DataguardError
+from ..errors import RestoreError  # noqa: F401 - defined in errors
 from ..fsio import OutsideError, check_parents, makedirs_inside
 from .journal import (
     DG_DIR,
@@ -33,10 +34,6 @@ from .journal import (
     without_rolled_back,
 )
 from .lock import DatasetLock
-
-
-class RestoreError(DataguardError):
-    """Nothing to restore, unknown run, or a file that no longer matches (exit 2)."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataguardError
+from ..errors import SplitError  # noqa: F401 - defined in errors
 from ..fsio import atomic_write_bytes, atomic_write_text, read_regular
 from ..repair.journal import Journal, new_run_id
 from ..repair.lock import DatasetLock
@@ -26,10 +26,6 @@ from ..spec import parse_spec
 SPLITS_NAME = "splits_final.json"
 MILP_TIME_LIMIT = 30.0       # seconds; a safety net, the node limit below normally ends first
 MILP_NODE_LIMIT = 2000       # deterministic work limit (a time limit alone is not reproducible)
-
-
-class SplitError(DataguardError):
-    """Splits cannot be read, or cannot be made as asked (the CLI exits 2 with the message)."""
 
 
 # --- reading and validating ------------------------------------------------------------------

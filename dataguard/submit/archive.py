@@ -17,14 +17,10 @@ from pathlib import Path
 
 from ..checks import set_checks
 from ..checks.predictions import castable_cases
-from ..errors import DataguardError
+from ..errors import SubmissionError  # noqa: F401 - defined in errors
 from ..findings import Finding, Severity
 from ..fsio import atomic_write_text, blake3_file, commit
 from .predictions import load_prediction_set
-
-
-class SubmissionError(DataguardError):
-    """The archive failed its own verification (it was not kept)."""
 
 
 def run_checks(obj, scope: str = "predictions") -> list[Finding]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks.metadata import METADATA_LIMIT
-from ..errors import DataguardError
+from ..errors import LogError  # noqa: F401 - defined in errors
 from ..findings import Finding, finding
 from ..fsio import read_json
 from ..spec import parse_spec
@@ -32,10 +32,6 @@ _NUMBER = re.compile(r"np\.float(?:16|32|64)\(\s*([^)]*)\)|(nan|[-+]?(?:\d+\.?\d
 # >= HOLD x their mean at the collapsed label's best epoch
 LEARNT, NEAR_ZERO, COLLAPSE_EPOCHS, HOLD = 0.2, 0.02, 10, 0.5
 DEFAULT_PATIENCE = 50
-
-
-class LogError(DataguardError):
-    """No training log where the user pointed."""
 
 
 @dataclass
