@@ -82,7 +82,7 @@ def test_exdev_without_a_mount(tmp_path, monkeypatch):
 
 def test_quarantine_across_file_systems_keeps_the_bytes(tmp_path, monkeypatch):
     """The journal's quarantine move is fsio's: a corrupted copy never costs the original."""
-    from dataguard.repair.journal import Journal
+    from dataguard.engine.journal import Journal
 
     root = tmp_path / "ds"
     root.mkdir()

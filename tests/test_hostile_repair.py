@@ -21,7 +21,7 @@ import dataguard
 from conftest import codes, make_tiny_pre
 from dataguard.cli import main
 from dataguard.findings import Severity
-from dataguard.repair import journal as journal_mod
+from dataguard.engine import journal as journal_mod
 from dataguard.repair.restore import quarantine_list, restore
 from dataguard.workspace import Workspace
 

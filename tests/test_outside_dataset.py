@@ -21,7 +21,7 @@ from conftest import make_tiny_pre
 from dataguard.cli import main
 from dataguard.engine import own_state
 from dataguard.fsio import OutsideError, check_rel
-from dataguard.repair.journal import Journal
+from dataguard.engine.journal import Journal
 
 CFG = "nnUNetPlans_3d_fullres"
 APPLEDOUBLE = b"\x00\x05\x16\x07" + bytes(60)

@@ -15,8 +15,8 @@ import pytest
 
 import dataguard
 from conftest import codes
-from dataguard.repair.journal import read_journal
-from dataguard.repair.lock import DatasetLock, LockedError
+from dataguard.engine.journal import read_journal
+from dataguard.engine.lock import DatasetLock, LockedError
 from dataguard.repair.restore import RestoreError, quarantine_list, restore
 from dataguard.workspace import Workspace
 

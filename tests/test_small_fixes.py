@@ -265,7 +265,7 @@ NOT_DATAGUARD_ERRORS = {
     "dataguard.checks.safe_pickle.Unsure": "a signal, not an error: loads() catches it and runs the reference path",
     "dataguard.fsio.CopyMismatch": "an OSError on purpose: every `except OSError` treats a copy that differs "
                                    "from its source as failed I/O, and the source stays",
-    "dataguard.repair.journal.RollbackProblem": "caught where it is raised (with OSError) and reported as a "
+    "dataguard.engine.journal.RollbackProblem": "caught where it is raised (with OSError) and reported as a "
                                                 "line of the rollback, never raised out of the journal",
 }
 

@@ -34,8 +34,8 @@ from ..nnunet.preprocess_case import CasePreprocessor
 from ..spec import parse_spec
 from ..splits import folds as sp
 from ..splits.context import context_from_result
-from .journal import DG_DIR, Journal, blake3_file, new_run_id
-from .lock import DatasetLock
+from ..engine.journal import DG_DIR, Journal, blake3_file, new_run_id
+from ..engine.lock import DatasetLock
 from .plan import Action
 
 Log = Callable[[str], None]

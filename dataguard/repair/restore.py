@@ -22,7 +22,7 @@ from ..engine.own_state import NOT_OURS, confined, ensure_safe, load_key, verifi
 from ..errors import DataguardError
 from ..errors import RestoreError  # noqa: F401 - defined in errors
 from ..fsio import OutsideError, check_parents, makedirs_inside
-from .journal import (
+from ..engine.journal import (
     DG_DIR,
     Journal,
     _ident_of,
@@ -33,7 +33,7 @@ from .journal import (
     read_journal,
     without_rolled_back,
 )
-from .lock import DatasetLock
+from ..engine.lock import DatasetLock
 
 
 @dataclass

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..errors import SplitError  # noqa: F401 - defined in errors
 from ..fsio import atomic_write_bytes, atomic_write_text, read_regular
-from ..repair.journal import Journal, new_run_id
-from ..repair.lock import DatasetLock
+from ..engine.journal import Journal, new_run_id
+from ..engine.lock import DatasetLock
 from ..spec import parse_spec
 
 SPLITS_NAME = "splits_final.json"
