@@ -392,8 +392,6 @@ def test_plans_spacing_no_float_can_hold_is_dg211(spacing, tmp_path):
     assert "configurations.3d_fullres.spacing must be a list of positive numbers" in f["message"], f
 
 
-@pytest.mark.xfail(reason="checks/pickles.py _finite_positive accepts any positive int (its owner: use "
-                          "checks.metadata.is_spacing)", strict=False)
 def test_pkl_spacing_no_float_can_hold_is_dg204(tmp_path):
     warm = make_tiny_pre(tmp_path / "warm")
     ds = make_tiny_pre(tmp_path / "hostile")

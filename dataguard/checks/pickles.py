@@ -9,13 +9,12 @@ would read otherwise than dataguard did.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import sys
 
 from ..findings import Finding, Fix, finding
 from .base import FileTask
-from .metadata import short
+from .metadata import is_spacing, short
 from .safe_pickle import Array, Malformed, NeedNumpy, Refused, loads, loads_numpy
 
 REQUIRED_KEYS = ("spacing", "shape_before_cropping", "bbox_used_for_cropping",
@@ -65,12 +64,9 @@ def _seq(v) -> list | None:
 
 
 def _finite_positive(x) -> bool:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        return False
-    try:
-        return math.isfinite(float(x)) and x > 0
-    except (OverflowError, ValueError, TypeError):
-        return _is_int(x) and x > 0
+    """A voxel size nnU-Net can compute with: a finite float64 in metadata's SPACING_RANGE
+    (2**33554432 is a positive int no float can hold)."""
+    return is_spacing(x)
 
 
 def type_problems(props: dict) -> list[str]:
@@ -78,7 +74,7 @@ def type_problems(props: dict) -> list[str]:
     out = []
     sp = _seq(props.get("spacing"))
     if sp is None or not 2 <= len(sp) <= 3 or not all(_finite_positive(x) for x in sp):
-        out.append(f"'spacing' must be 2-3 positive finite numbers, got {short(props.get('spacing'))}")
+        out.append(f"'spacing' must be 2-3 positive finite numbers (a float64, 1e-10 to 1e10 mm), got {short(props.get('spacing'))}")
     for key in ("shape_before_cropping", "shape_after_cropping_and_before_resampling"):
         sh = _seq(props.get(key))
         if sh is None or not sh or not all(_is_int(x) and x >= 0 for x in sh):
