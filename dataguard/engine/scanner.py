@@ -1,5 +1,8 @@
 """Scan orchestration: discover → manifest decides what to read → checks → ScanResult.
 
+Where the per-file checks run (in-process, threads, a spawn pool, Dask) and how workers
+are tuned is `engine/executors.py`'s job; its names are re-exported here for old imports.
+
 The one engine behind the CLI, the TUI and the gates. It never prints; progress goes
 to an optional callback `on_progress(done_bytes, total_bytes, current_rel)`.
 """
@@ -24,7 +27,26 @@ from ..checks.files import check_batch
 from ..findings import Finding, Severity, code_matches, finding
 from . import stat_index
 from .caseinfo import summary, view_cases
-from .executors import on_cluster
+from .executors import (  # noqa: F401  (re-exported: executor choice used to live here)
+    BATCH_BYTES,
+    BATCH_FILES,
+    CLUSTER_BATCH_BYTES,
+    DECODED_KINDS,
+    PARALLEL_MIN_AVG_BYTES,
+    PARALLEL_MIN_BYTES,
+    PARALLEL_MIN_FILES,
+    PROCESS_MIN_BYTES,
+    PROCESS_MIN_FILES,
+    THREAD_BATCH_BYTES,
+    THREAD_VARS,
+    _one_thread_per_worker,
+    _tune_malloc,
+    batches,
+    choose_pool,
+    default_jobs,
+    make_executor,
+    on_cluster,
+)
 from .groups_store import groups_for, rule_digest
 from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest, gc_paused, gc_release, json_canonical
@@ -35,26 +57,6 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
 ProgressFn = Callable[[int, int, str], None]
-# The default executor is a thread pool: inflating, hashing and numpy's summaries release
-# the GIL and threads cost nothing to start. Measured on 2 cores, 200 legacy .npz cases
-# (300 MB) as whole processes: threads 1.51 s, a spawn pool 1.6-1.9 s (workers import
-# numpy/isal/blake3: +0.5 CPU-s). Threads only pay when most of the work is GIL-free, so
-# below these sizes the checks run in the calling thread: 30,000 files of ~0.7 KB took
-# 16.1 s in-process, 19.3 s on 2 threads (a spawn pool: 10.3 s, see make_executor).
-# With pool="auto" (the CLI's `--executor local`), big scans get a spawn pool instead:
-# blosc2 and the pickle walk hold the GIL, so threads never overlap them. Measured on 2 cores,
-# 200 real nnunetv2 cases (2d, 0.9 MB .pkl each) as whole processes: .b2nd 1.42 s in a spawn
-# pool vs 1.69 s in threads (1.22 s with one thread: two threads fight over the GIL); legacy
-# .npz 1.06 s vs 1.22 s. A pool costs ~0.3 s of start-up per worker, so only past these sizes.
-PROCESS_MIN_BYTES = 96 << 20     # of arrays to decode (DECODED_KINDS)
-PROCESS_MIN_FILES = 5000
-PARALLEL_MIN_BYTES = 24 << 20
-PARALLEL_MIN_FILES = 8
-PARALLEL_MIN_AVG_BYTES = 64 << 10
-BATCH_BYTES = 4 << 20      # files smaller than this travel to a worker in batches ...
-BATCH_FILES = 64           # ... of at most this many files / BATCH_BYTES bytes
-THREAD_BATCH_BYTES = 256 << 10   # the same for the scan's own thread pool (no IPC to save)
-CLUSTER_BATCH_BYTES = 16 << 20   # a Dask task costs milliseconds of scheduling: fewer, larger ones
 
 
 @dataclass
@@ -123,50 +125,6 @@ def filter_findings(findings: Iterable[Finding], select: list[str] | None,
     return sorted(out, key=lambda f: (f.dataset or "", f.path, f.code, f.message))
 
 
-def default_jobs() -> int:
-    return max(1, os.cpu_count() or 1)
-
-
-def make_executor(kind: str = "thread", jobs: int | None = None) -> Executor:
-    """An executor for per-file checks: "thread" (inflate, blake3 and numpy release the GIL;
-    no start-up cost; the default) or "process" (a spawn pool, the same on every OS: ~0.5 s
-    to start, worth it when many small files make the work Python-bound; the calling
-    script needs an `if __name__ == "__main__":` guard)."""
-    jobs = jobs or default_jobs()
-    if kind == "thread":
-        from concurrent.futures import ThreadPoolExecutor
-
-        return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="dataguard-check")
-    if kind == "process":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_one_thread_per_worker)
-    raise ValueError(f"executor kind must be 'thread' or 'process', not {kind!r}")
-
-
-def batches(order: list[int], sizes: list[int], batch_bytes: int = BATCH_BYTES,
-            batch_files: int = BATCH_FILES) -> list[list[int]]:
-    """Group task indices (already biggest first) so that small files travel together."""
-    out: list[list[int]] = []
-    cur: list[int] = []
-    cur_bytes = 0
-    for i in order:
-        if sizes[i] >= batch_bytes:
-            out.append([i])
-            continue
-        cur.append(i)
-        cur_bytes += sizes[i]
-        if cur_bytes >= batch_bytes or len(cur) >= batch_files:
-            out.append(cur)
-            cur, cur_bytes = [], 0
-    if cur:
-        out.append(cur)
-    return out
-
-
-DECODED_KINDS = frozenset({"npz", "npy", "b2nd", "image", "label"})   # whole arrays decoded
 
 
 def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
@@ -198,20 +156,10 @@ def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
             on_progress(done, total, tasks[group[-1]].rel)
 
     jobs = jobs or default_jobs()
-    # what threads can overlap is decoding (inflate, blake3, numpy release the GIL); the .pkl
-    # walk holds it: 200 real .pkl label walks took 0.21 s in-process, 0.24 s on 2 threads
-    decoded = sum(n for t, n in zip(tasks, sizes) if t.kind in DECODED_KINDS)
-    parallel = executor is not None or (jobs > 1 and len(tasks) > 1 and (
-        force_parallel or (decoded >= PARALLEL_MIN_BYTES and len(tasks) >= PARALLEL_MIN_FILES
-                           and total >= PARALLEL_MIN_AVG_BYTES * len(tasks))))
-    own = executor is None
-    kind = "process" if (own and parallel and pool == "auto" and
-                         (decoded >= PROCESS_MIN_BYTES or len(tasks) >= PROCESS_MIN_FILES)) else "thread"
-    # batches save round trips to other processes; our own threads need none, and single
-    # files balance the last seconds better (a batch is 4 MiB of work)
-    cluster = on_cluster(executor)
-    groups = batches(order, sizes, *((THREAD_BATCH_BYTES, BATCH_FILES) if own and kind == "thread" else
-                                     (CLUSTER_BATCH_BYTES, BATCH_FILES) if cluster else ()))
+    choice = choose_pool([t.kind for t in tasks], sizes, executor=executor, jobs=jobs,
+                         force_parallel=force_parallel, pool=pool)
+    parallel, kind, own = choice.parallel, choice.kind, choice.own
+    groups = batches(order, sizes, *choice.batch)
     if not parallel:
         for g in groups:
             if cancel is not None and cancel.is_set():
@@ -243,28 +191,6 @@ def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
     return results
 
 
-_MALLOC_TUNED = False
-
-
-def _tune_malloc() -> None:
-    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so glibc hands every
-    freed multi-MB inflate buffer back to the OS and page-faults it in again for the next
-    file: checks ran 1.6x slower on a worker than in the client (measured). Raise the trim
-    and mmap thresholds once per worker process (glibc only; elsewhere nothing happens)."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 256 << 20)      # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 64 << 20)       # M_MMAP_THRESHOLD: inflate buffers stay on the heap
-    except (OSError, AttributeError):
-        pass
-
-
 def remote_check_batch(tasks: list[FileTask]) -> list[FileResult]:
     """check_batch on a Dask worker: a file it cannot read is tagged with the worker's host."""
     import socket
@@ -291,26 +217,6 @@ def _blame_the_worker(task: FileTask, res: FileResult) -> None:
         f, code="DG001", fix=None,
         message=f"a Dask worker cannot read this file but the client can: the workers' mounts or permissions "
                 f"differ from the client's ({f.message})") for f in res.by_check["read"]]
-
-
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-
-
-def _one_thread_per_worker() -> None:
-    """Workers are the parallelism: keep numpy's BLAS pools from starting N threads each.
-
-    Runs in a fresh spawn worker (never in the caller) before it imports numpy, which is
-    when BLAS reads these variables; measured on 16 cores: start-up 0.89 s -> 0.52 s.
-    """
-    for var in THREAD_VARS:
-        os.environ.setdefault(var, "1")
-    import atexit
-
-    # A worker's results travel through a SimpleQueue (written synchronously), so when the pool
-    # says goodbye there is nothing left to flush: skip the interpreter's teardown of numpy,
-    # blosc2 and nibabel, which the caller's shutdown() otherwise waits for (0.16 s of a 0.9 s
-    # scan of 200 real cases). Registered last, so it runs first.
-    atexit.register(os._exit, 0)
 
 
 def _plans_by_config(ds: Dataset) -> dict[str, dict]:
@@ -448,27 +354,54 @@ def _context_keys(tasks: list[FileTask]):
     return key
 
 
-def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = None,
-         manifest_dir: Path | str = DEFAULT_DIR, full: bool = False, jobs: int | None = None,
-         select: list[str] | None = None, ignore: list[str] | None = None,
-         on_progress: ProgressFn | None = None, write_manifest: bool = True,
-         executor: Executor | None = None, cancel: threading.Event | None = None,
-         force_parallel: bool = False, pool: str = "thread") -> ScanResult:
-    """Scan datasets and return every finding. Reads only what the manifest cannot vouch for.
+@dataclass(frozen=True)
+class ScanOptions:
+    """How to scan (everything but what): the keyword options of `scan`.
 
-    targets: paths or dataset ids as on the command line (None: the nnU-Net env vars).
+    manifest_dir: where the per-dataset manifests live.
     full: ignore recorded results and re-read every file a selected check covers.
+    jobs: workers for the per-file checks (None: one per CPU).
     select/ignore: codes or prefixes; checks whose codes are all excluded do not run, and
     files no remaining check covers are not read.
+    on_progress: `on_progress(done_bytes, total_bytes, current_rel)`.
     write_manifest: False leaves every file on disk as it was, the manifest included.
-    The manifest is only rewritten when something in it changed.
+    executor: any concurrent.futures.Executor (a Dask client's, say); None: our own.
     cancel: a threading.Event; when set, the scan stops between files, records what it
     finished and returns a result with `cancelled=True` (no dataset-level checks).
-    pool: "thread", or "auto" for a spawn pool on big scans (see run_file_checks).
+    force_parallel: use the pool even for small work (tests, benchmarks).
+    pool: "thread", or "auto" for a spawn pool on big scans (see engine.executors.choose_pool).
     """
+    manifest_dir: Path | str = DEFAULT_DIR
+    full: bool = False
+    jobs: int | None = None
+    select: list[str] | None = None
+    ignore: list[str] | None = None
+    on_progress: ProgressFn | None = None
+    write_manifest: bool = True
+    executor: Executor | None = None
+    cancel: threading.Event | None = None
+    force_parallel: bool = False
+    pool: str = "thread"
+
+
+def scan(targets: list[str] | None = None, *, datasets: list[Dataset] | None = None,
+         options: ScanOptions | None = None, **kw) -> ScanResult:
+    """Scan datasets and return every finding. Reads only what the manifest cannot vouch for.
+
+    targets: paths or dataset ids as on the command line (None: the nnU-Net env vars);
+    datasets: already discovered `Dataset`s instead. How to scan is a `ScanOptions`, given
+    whole (`options=`) or field by field as keywords (`scan(t, full=True, jobs=2)`); keywords
+    override the fields of `options`. An unknown keyword is a TypeError.
+    The manifest is only rewritten when something in it changed.
+    """
+    opts = options if options is not None else ScanOptions()
+    if kw:
+        unknown = sorted(set(kw) - {f.name for f in dataclasses.fields(ScanOptions)})
+        if unknown:
+            raise TypeError(f"scan() got unexpected keyword argument(s): {', '.join(unknown)}")
+        opts = dataclasses.replace(opts, **kw)
     try:
-        return _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progress,
-                     write_manifest, executor, cancel, force_parallel, pool)
+        return _scan(targets, datasets, opts)
     finally:
         gc_release()
 
@@ -522,9 +455,10 @@ class LazyViews(dict):
         return super().values()
 
 
-def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progress,
-          write_manifest, executor, cancel, force_parallel, pool="thread") -> ScanResult:
+def _scan(targets, datasets, opts: ScanOptions) -> ScanResult:
     """Datasets the stat index vouches for are answered from it; the rest are scanned."""
+    manifest_dir, full, select, ignore = opts.manifest_dir, opts.full, opts.select, opts.ignore
+    write_manifest, cancel = opts.write_manifest, opts.cancel
     t0 = time.perf_counter()
     dsets = datasets if datasets is not None else discover(targets)
     hits: dict[str, object] = {}
@@ -536,8 +470,7 @@ def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progre
             if hit is not None:
                 hits[ds.name] = hit
     rest = [ds for ds in dsets if ds.name not in hits]
-    res = _full_scan(rest, manifest_dir, full, jobs, select, ignore, on_progress, write_manifest,
-                     executor, cancel, force_parallel, pool) if rest else ScanResult(datasets=[], findings=[])
+    res = _full_scan(rest, opts) if rest else ScanResult(datasets=[], findings=[])
     state = _state_findings(dsets, select, ignore)     # never in the index: .dataguard is not walked
     if not hits:
         res.findings += state
@@ -558,8 +491,9 @@ def _scan(targets, datasets, manifest_dir, full, jobs, select, ignore, on_progre
     stats.seconds = time.perf_counter() - t0
 
     def load_views() -> dict:
-        return _full_scan(from_index, manifest_dir, False, jobs, select, ignore, None, False,
-                          executor, None, False).views
+        return _full_scan(from_index, dataclasses.replace(
+            opts, full=False, on_progress=None, write_manifest=False, cancel=None, force_parallel=False,
+            pool="thread")).views
 
     order = {ds.name: i for i, ds in enumerate(dsets)}
     return ScanResult(datasets=sorted(rest + from_index, key=lambda d: order[d.name]),
@@ -578,8 +512,10 @@ def _state_findings(dsets, select, ignore) -> list[Finding]:
     return out
 
 
-def _full_scan(dsets, manifest_dir, full, jobs, select, ignore, on_progress,
-               write_manifest, executor, cancel, force_parallel, pool="thread") -> ScanResult:
+def _full_scan(dsets, opts: ScanOptions) -> ScanResult:
+    manifest_dir, full, jobs, select, ignore = opts.manifest_dir, opts.full, opts.jobs, opts.select, opts.ignore
+    on_progress, write_manifest, executor, cancel = opts.on_progress, opts.write_manifest, opts.executor, opts.cancel
+    force_parallel, pool = opts.force_parallel, opts.pool
 
     t0 = time.perf_counter()
     sel = Selection.of(select, ignore)
