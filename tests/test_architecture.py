@@ -57,6 +57,8 @@ def import_graph(packages: bool = False) -> dict[str, set[str]]:
                     stem = node.module or ""
                 # `from . import x` may name a submodule
                 targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in mods else stem for a in node.names]
+            elif isinstance(node, ast.Call):
+                targets = _import_module_names(node, mod, pkg)
             for t in targets:
                 while t and t not in mods:
                     t = t.rsplit(".", 1)[0] if "." in t else ""
@@ -70,6 +72,49 @@ def import_graph(packages: bool = False) -> dict[str, set[str]]:
                         if parent in mods and not (mod == parent or mod.startswith(parent + ".")):
                             graph[mod].add(parent)
     return graph
+
+
+def _import_module_names(call: ast.Call, mod: str, pkg: str) -> list[str]:
+    """`importlib.import_module("dataguard.x")`, or `(".x", __name__)` / `(".x", __package__)`:
+    the module a string literal names (a name computed at run time cannot be read here)."""
+    fn = call.func
+    if not (isinstance(fn, ast.Attribute) and fn.attr == "import_module"
+            or isinstance(fn, ast.Name) and fn.id == "import_module"):
+        return []
+    if not call.args or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str):
+        return []
+    name = call.args[0].value
+    if not name.startswith("."):
+        return [name]
+    anchor = call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "package"), None)
+    if isinstance(anchor, ast.Name) and anchor.id in ("__name__", "__package__"):
+        base = mod if anchor.id == "__name__" else pkg
+    elif isinstance(anchor, ast.Constant) and isinstance(anchor.value, str):
+        base = anchor.value
+    else:
+        return []
+    level = len(name) - len(name.lstrip("."))
+    parts = base.split(".")
+    parts = parts[: len(parts) - (level - 1)]
+    return [".".join(parts + ([name.lstrip(".")] if name.lstrip(".") else []))]
+
+
+def package_of(mod: str) -> str:
+    """`dataguard.checks.splits` -> `dataguard.checks`; a top-level module stays itself."""
+    parts = mod.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and (PKG / parts[1]).is_dir()):
+        return ".".join(parts[:2])
+    return mod
+
+
+def package_graph() -> dict[str, set[str]]:
+    """The module graph collapsed to dataguard's packages and top-level modules."""
+    out: dict[str, set[str]] = {}
+    for m, ts in import_graph().items():
+        out.setdefault(package_of(m), set()).update(package_of(t) for t in ts)
+    for p, ts in out.items():
+        ts.discard(p)
+    return out
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -107,8 +152,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_the_packages_an_import_initialises():
     graph = import_graph(packages=True)
-    # `from ..repair.journal import ...` runs dataguard/repair/__init__.py first
-    assert "dataguard.repair" in graph["dataguard.splits.folds"]
+    # `from ..engine.journal import ...` runs dataguard/engine/__init__.py first
+    assert "dataguard.engine" in graph["dataguard.splits.folds"]
 
 
 def test_every_module_imports_in_a_fresh_interpreter():
@@ -126,8 +171,31 @@ def test_every_module_imports_in_a_fresh_interpreter():
 
 def test_the_graph_sees_lazy_imports():
     graph = import_graph()
-    assert "dataguard.workspace" in graph["dataguard.cli.common"]       # imported inside a function
+    src = (PKG / "cli" / "tui.py").read_text()
+    assert "from ..tui.app import" in src.split("\ndef ", 1)[1]         # imported inside a function
+    assert "dataguard.tui.app" in graph["dataguard.cli.tui"]
     assert "dataguard.engine.scanner" in graph["dataguard.workspace"]
+
+
+def test_the_graph_sees_import_module_names():
+    call = ast.parse('importlib.import_module("dataguard.splits.folds")').body[0].value
+    assert _import_module_names(call, "dataguard.x", "dataguard") == ["dataguard.splits.folds"]
+    call = ast.parse('importlib.import_module(".folds", __name__)').body[0].value
+    assert _import_module_names(call, "dataguard.splits", "dataguard.splits") == ["dataguard.splits.folds"]
+    call = ast.parse('import_module("..engine.journal", package=__package__)').body[0].value
+    assert _import_module_names(call, "dataguard.splits.folds", "dataguard.splits") == ["dataguard.engine.journal"]
+    call = ast.parse('importlib.import_module(f".{name}", __name__)').body[0].value
+    assert _import_module_names(call, "dataguard", "dataguard") == []       # computed: cannot be read
+
+
+def test_no_package_imports_another_in_a_loop():
+    """Collapsed to packages (`dataguard.checks.x` -> `dataguard.checks`; a top-level module is
+    itself), with function-level imports and `importlib.import_module` names counted, no two
+    packages reach each other."""
+    graph = package_graph()
+    loops = _cycles(graph)
+    edges = [f"{a} -> {b}" for comp in loops for a in comp for b in sorted(graph[a] & set(comp))]
+    assert loops == [], "package loops: " + "; ".join(edges)
 
 
 FACES = ("dataguard.__main__", "dataguard.cli", "dataguard.tui", "dataguard.report", "dataguard.demo")
@@ -191,15 +259,13 @@ LAYERS = [
     ("engine", ("dataguard.engine",), "finding datasets, walking, scanning, the manifest; knows no feature"),
     ("checks", ("dataguard.checks",), "pure checks of one file or one dataset view; know no engine"),
     ("vocabulary", ("dataguard", "dataguard.findings", "dataguard.errors", "dataguard.fsio", "dataguard.spec",
-                    "dataguard.visual"),
-     "words every layer may use: findings, errors, file I/O, the dataset.json model, label colours"),
+                    "dataguard.folds", "dataguard.visual"),
+     "words every layer may use: findings, errors, file I/O, the dataset.json and splits_final.json "
+     "models, label colours"),
 ]
 # Arrows that still run up a layer, each with the reason it is not fixed yet. The test fails when
 # a new one appears, and also when one of these disappears (then delete its line): the list only shrinks.
-KNOWN_UPWARD = {
-    ("dataguard.checks.splits", "dataguard.splits.folds"): "the split checks use the fold arithmetic",
-    ("dataguard.engine.caseinfo", "dataguard.splits.folds"): "a case's validation fold from splits_final.json",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def layer_of(mod: str) -> int:

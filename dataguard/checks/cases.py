@@ -10,8 +10,12 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from ..errors import SplitError
 from ..findings import Finding, Fix, finding
+from ..folds import SPLITS_NAME, load_splits
 from .base import FileResult, FileTask
+
+SPLITS_REL = f"preprocessed/{SPLITS_NAME}"
 
 
 @dataclass
@@ -32,6 +36,19 @@ class DatasetView:
     # results of the case groupings below, computed once per view: several dataset checks ask
     # (30,000 files: ~50 ms each time). Callers treat them as read-only.
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def splits(self) -> list[dict[str, list[str]]] | SplitError | None:
+        """The dataset's preprocessed/splits_final.json, read and validated once per view (the
+        split check, the case list and the faces all ask): its folds, the SplitError that says
+        why nnU-Net cannot use it, or None when the scan found none."""
+        if "splits" not in self._memo:
+            path = next((t.path for t in self.tasks if t.rel == SPLITS_REL), None)
+            try:
+                self._memo["splits"] = None if path is None else load_splits(path)
+            except SplitError as e:
+                self._memo["splits"] = e
+        return self._memo["splits"]
 
     def config_cases(self) -> dict[str, dict[str, list[FileTask]]]:
         """config folder -> case -> its files (files with a result only). Cached: read-only."""

@@ -12,14 +12,8 @@ import json
 from ..findings import Finding, Fix, Severity, finding
 from ..fsio import read_regular
 from ..spec import MAX_SAID, bunched, clip, few
-from ..splits.folds import (
-    NNUNET_FOLDS,
-    SplitError,
-    case_classes,
-    label_counts,
-    load_splits,
-    nnunet_default_split,
-)
+from ..errors import SplitError
+from ..folds import NNUNET_FOLDS, case_classes, label_counts, nnunet_default_split
 from .cases import DatasetView, case_labels
 from .groups import patient_leaks
 from .rawset import complete_cases, view_spec
@@ -48,10 +42,9 @@ def check_splits(view: DatasetView) -> list[Finding]:
     out = _raw_copy(files)
     if PRE not in files:
         return out + _predicted(view)
-    try:
-        splits = load_splits(files[PRE])
-    except SplitError as e:
-        return out + [finding("DG501", PRE, f"malformed: {e}; nnU-Net cannot train from it",
+    splits = view.splits                  # read once per scan, shared with the case list
+    if isinstance(splits, SplitError):
+        return out + [finding("DG501", PRE, f"malformed: {splits}; nnU-Net cannot train from it",
                               fix=Fix.REGENERATE_SPLITS)]
     out += _duplicates(splits) + _leakage(splits)
     if view.groups:
@@ -217,7 +210,7 @@ def _existence(splits, cases: set[str]) -> list[Finding]:
 def _imbalance(splits, view: DatasetView, cases: set[str]) -> list[Finding]:
     """DG504: a label missing from a fold's val/train set, or far from its dataset share.
 
-    Counted per class (`splits.folds.case_classes`): plain labels by value, the ignore label
+    Counted per class (`folds.case_classes`): plain labels by value, the ignore label
     left out; with regions, a case contains a region when it holds any of its values.
     Only cases with known labels count (a case whose .pkl is unreadable is not assumed
     empty). A label in fewer cases than folds cannot be in every validation set: one

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from ..checks.metadata import is_num
 from ..findings import Finding, Severity
-from ..splits.folds import SplitError, load_splits
+from ..errors import SplitError
+from ..folds import SPLITS_NAME, load_splits
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,18 @@ def _config_facts(files: list[tuple[object, object]], plans: dict | None) -> Cas
     return out
 
 
-def val_folds_of(ds) -> dict[str, int]:
-    """case -> index of the fold whose validation set holds it (from splits_final.json)."""
-    if ds is None or ds.preprocessed is None:
-        return {}
-    try:
-        splits = load_splits(ds.preprocessed / "splits_final.json")
-    except (SplitError, OSError):
+def val_folds_of(ds, view=None) -> dict[str, int]:
+    """case -> index of the fold whose validation set holds it (from splits_final.json): the
+    scan's own reading of it (`view.splits`), read here only where the scan found none."""
+    splits = view.splits if view is not None else None
+    if splits is None:
+        if ds is None or ds.preprocessed is None:
+            return {}
+        try:
+            splits = load_splits(ds.preprocessed / SPLITS_NAME)
+        except (SplitError, OSError):
+            return {}
+    if isinstance(splits, SplitError):
         return {}
     out: dict[str, int] = {}
     for i, fold in enumerate(splits):
@@ -153,7 +159,7 @@ def view_cases(name: str, view, findings: list[Finding], ds) -> list[CaseInfo]:
         if source is None:
             continue
         groups.setdefault(t.case, {}).setdefault(source, []).append((t, r))
-    folds = val_folds_of(ds)
+    folds = val_folds_of(ds, view)
     out = []
     for case in sorted(groups):
         sources = groups[case]
