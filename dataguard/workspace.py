@@ -13,82 +13,34 @@ Faces never reach past it into scanner, repair or layout internals.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from .checks.consistency import profile, raw_channels
-from .checks.consistency import summary as consistency_summary
 from .engine import (
     scanner,  # scanner.scan at call time: tests and tools may wrap it
     stat_index,
 )
 from .engine.caseinfo import case_infos, from_summary
 from .engine.executors import as_executor, check_mounts, connect, is_dask_client
-from .engine.groups_store import save_rule
 from .engine.layout import discover
 from .engine.manifest import DEFAULT_DIR
-from .engine.slices import SliceError, config_slice, raw_slice
 from .engine.verifier import verify
 from .doctor.report import run_doctor
-from .engine.walk import file_ending, load_dataset_json
 from .errors import UsageError
-from .evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
-from .evaluate.region_weights import RegionReducer, region_rule, search_regions
-from .evaluate.validation import run_validation, validation_calls
-from .evaluate.weights import check_weights, load_oof, search
 from .findings import Finding
-from .nnunet import plan_and_preprocess
-from .repair.apply import apply_plan
-from .repair.plan import Action, plan_repairs
+from .handles.dataset import DatasetHandle
+from .handles.evaluate import Evaluation
+from .handles.repair import RepairRun, Repairs
+from .handles.scope import deprecated
+from .handles.splits import Splits
+from .handles.submit import Submission
+from .handles.train import Training
 from .repair.restore import quarantine_list, restore
-from .spec import load_spec, parse_spec
-from .splits.context import context_from_result
-from .splits.folds import (
-    NNUNET_FOLDS,
-    SplitError,
-    class_shares,
-    label_table,
-    load_splits,
-    nnunet_default_split,
-    write_splits,
-)
-from .submit.archive import build_archive, run_checks, write_manifest
-from .submit.ensemble import Weights, ensemble_folders, nnunet_meta, writer_for
-from .submit.pipeline import predict_and_ensemble
-from .submit.predict import parse_model, predict_model
-from .submit.predictions import (
-    check_test_images,
-    load_prediction_set,
-    load_probability_inputs,
-    test_images,
-)
-from .train.logs import DEFAULT_PATIENCE, load_runs, plot_runs
-from .train.session import prepare, train
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-EventFn = Callable[[dict], None]
-
-
-@dataclass
-class RepairRun:
-    """What `Workspace.apply` / `Workspace.repair` did."""
-    plan: list                                   # list[Action]
-    reports: list = field(default_factory=list)  # list[RepairReport], one per run id
-    before: object | None = None                 # ScanResult the plan came from
-    after: object | None = None                  # ScanResult after applying (None: nothing applied)
-    declined: bool = False
-    cancelled: bool = False
-
-    @property
-    def failed(self) -> list:
-        return [o for r in self.reports for o in r.failed]
-
-    @property
-    def run_ids(self) -> list[str]:
-        return [r.run_id for r in self.reports]
+__all__ = ["Workspace", "RepairRun", "DatasetHandle"]
 
 
 class Workspace:
@@ -118,8 +70,13 @@ class Workspace:
             self._datasets = discover(self.targets)
         return self._datasets
 
-    def dataset(self, name: str | None = None):
-        """One dataset by name; with None, the only one (DataguardError when ambiguous)."""
+    def dataset(self, name: str | None = None) -> DatasetHandle:
+        """One dataset, by name or id; with None, the only one (UsageError when ambiguous or
+        unknown). Its `.splits`, `.repair`, `.train`, `.evaluate`, `.submit` work on it."""
+        return DatasetHandle(self, self._layout(name))
+
+    def _layout(self, name: str | None = None):
+        """The layout.Dataset `dataset(name)` is for."""
         ds = self.datasets
         if name is None:
             if len(ds) != 1:
@@ -191,70 +148,12 @@ class Workspace:
                 return c
         raise UsageError(f"no case {case!r} in {dataset}")
 
-    def load_slice(self, dataset: str, case: str, axis: int = 0, index: int | None = None,
-                   source: str = "raw", config: str | None = None):
-        """(image_2d float32, label_2d int or None) in (z, y, x) order; middle slice by default.
-
-        source: "raw" (imagesTr channel 0 + labelsTr) or "preprocessed" (config: the
-        configuration folder, default the first one holding the case).
-        """
-        ds = self.dataset(dataset)
-        if source == "raw":
-            if ds.raw is None:
-                raise SliceError(f"{ds.name} has no raw folder")
-
-            return raw_slice(ds.raw, case, file_ending(load_dataset_json(ds)), axis, index)
-        if source != "preprocessed":
-            raise SliceError("source must be 'raw' or 'preprocessed'")
-        folders = [c for c in ds.config_dirs if config is None or c.name == config]
-        for folder in folders:
-            if any(folder.glob(f"{case}.*")):
-                return config_slice(folder, case, axis, index)
-        raise SliceError(f"case {case} not found in {config or 'any configuration folder'} of {ds.name}")
-
     # --- repair ------------------------------------------------------------------------------
-    def plan(self, select=None, cases=None) -> list:
-        """Repair actions for the latest scan's findings (scans first if needed); touches nothing."""
-        return plan_repairs(self._result(), select=select, cases=cases)
-
-    def apply(self, plan: list, on_event: EventFn | None = None, cancel: threading.Event | None = None,
-              on_progress=None, log: Callable[[str], None] | None = None) -> RepairRun:
-        """Carry out a plan (journalled, locked, undoable), then rescan once.
-
-        on_event gets {"event": "started"|"done"|"failed"|"cancelled", "index", "total",
-        "action", "detail"} per action. cancel stops between actions; what was done stays
-        done and journalled (`restore` undoes it).
-        """
-        before = self._result()
-        run = RepairRun(plan=plan, before=before)
-        todo = [a for a in plan if not a.blocked]
-        if not todo:
-            return run
-        with self._lock:
-            report = apply_plan(todo, self.datasets, log=log or (lambda m: None), scan_result=before,
-                                on_event=on_event, cancel=cancel,
-                                executor=self.executor if self.client is not None else None)
-        run.reports.append(report)
-        run.cancelled = report.cancelled
-        run.after = self.scan(on_progress=on_progress)
-        return run
-
-    def repair(self, select=None, cases=None, dry_run: bool = False,
-               confirm: Callable[[list], bool] = lambda plan: True, on_event: EventFn | None = None,
-               cancel: threading.Event | None = None, on_progress=None,
-               log: Callable[[str], None] | None = None) -> RepairRun:
-        """Scan, plan, confirm, apply, rescan: one scan before and one after."""
-        before = self.scan(on_progress=on_progress)
-        plan = self.plan(select=select, cases=cases)
-        run = RepairRun(plan=plan, before=before)
-        if dry_run or not [a for a in plan if not a.blocked]:
-            return run
-        if not confirm(plan):
-            run.declined = True
-            return run
-        done = self.apply(plan, on_event=on_event, cancel=cancel, on_progress=on_progress, log=log)
-        done.before = before
-        return done
+    @property
+    def repair(self) -> Repairs:
+        """Repairs of every dataset here: `.plan()`, `.apply(plan)`, `.run()` (scan, plan,
+        confirm, apply, rescan). `ws.dataset(name).repair` is the same for one dataset."""
+        return Repairs(self)
 
     def restore(self, run_id: str | None = None) -> list:
         """Undo a repair run (default: the latest on these datasets), byte for byte."""
@@ -266,273 +165,32 @@ class Workspace:
         """What repairs moved aside, per run (repair.restore.Held)."""
         return quarantine_list(self.datasets)
 
-    def label_names(self, dataset: str | None = None) -> dict[int, str]:
-        """{label value: name} from the dataset's dataset.json (region labels by first value)."""
-        return parse_spec(load_dataset_json(self.dataset(dataset)) or {}).foreground_names
+    # --- the features, for the whole workspace (a method that needs a dataset takes the only one)
+    @property
+    def train(self) -> Training:
+        """Training (`ws.train.runs(path)`, `.plot`, `.run`, `.prepare`); per dataset:
+        `ws.dataset(name).train`."""
+        return Training(self)
 
-    # --- splits ------------------------------------------------------------------------------
-    def plan_rebalance(self, dataset: str | None = None) -> list:
-        """The one action that writes stratified splits for a dataset (apply it like any plan)."""
-        ds = self.dataset(dataset)
-        if ds.preprocessed is None:
+    @property
+    def evaluate(self) -> Evaluation:
+        """Evaluation and ensemble weights; per dataset: `ws.dataset(name).evaluate`."""
+        return Evaluation(self)
 
-            raise UsageError(f"{ds.name} has no preprocessed folder: splits_final.json lives there")
-        return [Action(kind="regenerate-splits", dataset=ds.name, target="preprocessed/splits_final.json",
-                       files=["preprocessed/splits_final.json"])]
-
-    def splits_context(self, dataset: str | None = None):
-        """Training cases and their labels for one dataset, from the latest scan (no second scan)."""
-        ds = self.dataset(dataset)
-        return context_from_result(self._result(), ds)
-
-    def write_splits(self, dataset: str | None, splits, dry_run: bool = False):
-        """The one splits writer (`splits rebalance` and repair both use splits.write_splits)."""
-        ds = self.dataset(dataset)
-        backup = write_splits(Path(ds.preprocessed) / "splits_final.json", splits, dry_run=dry_run)
-        if not dry_run:
-            self.last = None
-        return backup
-
-    # --- predictions, ensembles and submissions ---------------------------------------------
-    def label_shares(self, dataset: str | None = None) -> dict[int, float]:
-        """Share of training cases that contain each class (DG605's reference): foreground
-        labels, or regions (a case has a region when it holds any of its values); never ignore."""
-        spec = parse_spec(load_dataset_json(self.dataset(dataset)) or {})
-        return class_shares(({int(lab) for lab, n in c.labels.items() if n} for c in self.cases(dataset)
-                             if c.labels is not None), spec)
-
-    def test_images(self, images_dir: Path) -> dict:
-        """Test cases of a folder: case -> its channel files (case_0000.nii.gz, ...)."""
-        return test_images(Path(images_dir))
-
-    def check_test_images(self, images_dir: Path, dataset: str | None = None) -> list:
-        """The raw-data checks on a folder of test images (`case_0000.nii.gz`, ...); with a
-        dataset, also against its training images (DG308-DG310)."""
-        training = self.training_profile(dataset) if dataset is not None else None
-        return check_test_images(Path(images_dir), training)
-
-    def set_groups(self, file: Path | str | None = None, regex: str | None = None,
-                   dataset: str | None = None) -> dict:
-        """Remember a case -> patient rule (a CSV/JSON file, or a regex over case ids) for a
-        dataset (default: every dataset of this Workspace); later scans, splits and training
-        gates use it (DG506, `splits rebalance` keeps patients together)."""
-        names = [self.dataset(dataset).name] if dataset is not None else [d.name for d in self.datasets]
-        rule = {}
-        for name in names:
-            rule = save_rule(self.manifest_dir, name, file=file, regex=regex)
-        self.last = None
-        return rule
-
-    def groups(self, dataset: str | None = None) -> dict[str, str] | None:
-        """case -> patient of a dataset's training cases, from its remembered rule (None: none)."""
-        ds = self.dataset(dataset)
-        view = self._scan_dataset(ds).views.get(ds.name)
-        return None if view is None else view.groups
-
-    def consistency(self, dataset: str | None = None) -> dict | None:
-        """Orientation, per-channel intensity and test-vs-training spacing of a raw dataset, as
-        the report draws them (checks.consistency.summary); None without raw images."""
-        ds = self.dataset(dataset)
-        if ds.raw is None:
-            return None
-        view = self._scan_dataset(ds).views.get(ds.name)
-        return None if view is None else consistency_summary(view)
-
-    def training_profile(self, dataset: str | None = None):
-        """What a dataset's raw training images look like (consistency.TrainingProfile: axis
-        codes, spacing, intensity ranges, voxel hashes), from an incremental scan; None
-        without raw data."""
-        ds = self.dataset(dataset)
-        if ds.raw is None:
-            return None
-        res = self._scan_dataset(ds)
-        view = res.views.get(ds.name)
-        if view is None:
-            return None
-        spec = parse_spec(view.meta or {})
-        return profile([f for f in raw_channels(view, spec.ending) if f.split == "Tr"], spec.channels)
-
-    def check_predictions(self, source: Path, images_dir: Path, dataset_json: Path | None = None,
-                          dataset: str | None = None, on_case=None):
-        """A prediction folder or zip against its test images: (PredictionSet, DG601-DG606 findings)."""
-        common = self.label_shares(dataset) if dataset is not None else {}
-        ps = load_prediction_set(Path(source), Path(images_dir), dataset_json, common, on_case=on_case)
-        return ps, run_checks(ps)
-
-    def package_submission(self, ps, out_zip: Path, images_dir: Path, dataset_json: Path | None = None, *,
-                           fix_dtype: bool = False, on_member=None, **provenance):
-        """Write, verify and describe the archive: (ArchiveReport, manifest path)."""
-        report = build_archive(ps, Path(out_zip), Path(images_dir), dataset_json, fix_dtype=fix_dtype,
-                               common=ps.common, on_member=on_member)
-        return report, write_manifest(report, source=ps.source, **provenance)
-
-    def check_probabilities(self, folders: dict, expected: set | None = None):
-        """An ensemble's inputs: (ProbabilityInputs, DG607 findings)."""
-        pi = load_probability_inputs({k: Path(v) for k, v in folders.items()}, expected)
-        return pi, run_checks(pi, "probabilities")
-
-    def ensemble(self, pi, out_dir: Path, weights, postprocess: str = "none", on_case=None):
-        """Weighted per-label ensemble of checked probability inputs into label maps."""
-        return ensemble_folders(pi.folders, Path(out_dir), weights, postprocess, files=pi.files, on_case=on_case)
-
-    def predict(self, model, dataset: str, images_dir: Path, work: Path, **kw):
-        """One model's probabilities through nnUNetv2_predict (reused when nothing changed)."""
-        return predict_model(model, dataset, Path(images_dir), Path(work), **kw)
-
-    def predict_and_ensemble(self, models: list, images_dir: Path, work: Path, weights, postprocess: str = "none",
-                             dataset: str | None = None, **kw):
-        """`submit --model` up to the archive: check the test images, predict with every model,
-        check the probabilities, ensemble (submit.pipeline.PipelineResult says where it stopped)."""
-        name = self.dataset(dataset).name
-        kw.setdefault("training", self.training_profile(name))
-        return predict_and_ensemble(models, name, Path(images_dir), Path(work), weights, postprocess, **kw)
-
-    def dataset_json(self, dataset: str | None = None) -> Path | None:
-        """The dataset.json that declares a dataset's labels: raw's, else preprocessed's."""
-        ds = self.dataset(dataset)
-        for root in (ds.raw, ds.preprocessed):
-            if root is not None and (Path(root) / "dataset.json").is_file():
-                return Path(root) / "dataset.json"
-        return None
-
-    # --- evaluation and ensemble weights -----------------------------------------------------
-    def models(self, specs: list[str] | None = None, dataset: str | None = None) -> list:
-        """Trained models of a dataset (predict.ModelSpec), by `--model` spec; None: every
-        cross-validation model under $nnUNet_results/<dataset>."""
-        import os
-
-
-        ds = self.dataset(dataset)
-        results = os.environ.get("nnUNet_results")
-        if not results:
-            raise UsageError("nnUNet_results is not set: it says where the trained models are")
-        root = Path(results) / ds.name
-        if specs:
-            return [parse_model(s, root) for s in specs]
-        out = []
-        for d in sorted(root.glob("*__*__*")) if root.is_dir() else []:
-            trainer, plans, config = d.name.split("__", 2)
-            if any(p.name[5:].isdigit() for p in d.glob("fold_*")):
-                short = parse_model(config, root)
-                spec = config if short.folder == d else f"{config}:all:{trainer}:{plans}"
-                out.append(parse_model(spec, root))
-        if not out:
-            raise UsageError(f"no trained cross-validation model under {root}")
-        return out
-
-    def evaluate(self, specs: list[str] | None = None, pred_dir: Path | None = None, fold: int | None = None,
-                 dataset: str | None = None, on_case=None):
-        """Per case, fold and label Dice of models' validation predictions (or one loose folder
-        given as fold `fold`), with DG802 on their case sets."""
-        ds = self.dataset(dataset)
-        if ds.preprocessed is None:
-            raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
-        splits = splits_of(ds.preprocessed)
-        spec = load_spec(Path(ds.preprocessed) / "dataset.json")
-        labels = foreground_labels(spec)
-        if pred_dir is not None:
-            if fold is None:
-                raise UsageError("a loose PRED_DIR needs --fold K: which fold's validation it claims to be")
-            sources = fold_sources(str(pred_dir), {fold: Path(pred_dir)}, splits)
-        else:
-            sources = []
-            for m in self.models(specs, ds.name):
-                folds = {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
-                sources += fold_sources(m.spec, folds, splits)
-        return evaluate(ds.name, Path(ds.preprocessed) / "gt_segmentations", labels, sources, jobs=self.jobs,
-                        on_case=on_case, spec=spec)
-
-    def out_of_fold(self, specs: list[str], dataset: str | None = None, on_case=None):
-        """Out-of-fold probabilities of the models on the cases they share, and the references."""
-        ds = self.dataset(dataset)
-        models = self.models(specs, ds.name)
-        spec = load_spec(Path(ds.preprocessed) / "dataset.json")
-        labels = foreground_labels(spec)
-        dj, plans = nnunet_meta(models[0].folder)
-        reader = writer_for(plans, dj)()
-        folds = {m.spec: {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
-                 for m in models}
-        rule = region_rule(spec)
-        oof = load_oof(folds, Path(ds.preprocessed) / "gt_segmentations", labels, reader, on_case,
-                       jobs=self.jobs, ignore=spec.ignore_label, reduce=None if rule is None else RegionReducer(rule),
-                       executor=self.executor if self.client is not None else None)
-        oof.rule = rule
-        return models, oof
-
-    def load_weights(self, path: Path | None, models: list[str]):
-        """An ensemble weights file (submit.ensemble.Weights); None: equal weights."""
-        return Weights.load(path, models)
-
-    def suggest_weights(self, oof, step: float = 0.1):
-        """Per-label ensemble weights from out-of-fold probabilities, and DG803 on them:
-        (evaluate.weights.Suggestion, findings)."""
-        sug = search(oof, step=step) if oof.rule is None else search_regions(oof, oof.rule, step=step)
-        single = {m: sug.single[m] for m in sug.models}
-        found = check_weights(Weights.parse(sug.weights_file(), sug.models), single, oof.labels, "suggested weights")
-        return sug, found
-
-    def validation_calls(self, models: list, missing: dict, dataset: str | None = None) -> list:
-        """nnU-Net's `--val --npz` call for each fold without out-of-fold probabilities:
-        [(model, fold, TrainCall)]."""
-        return validation_calls(self.dataset(dataset).name, models, missing)
-
-    def run_validation(self, calls: list, trust: tuple = (), on_call=None) -> None:
-        """Run those calls, each checkpoint proven plain data first."""
-        run_validation(calls, trust, on_call)
-
-    def check_weights(self, weights, specs: list[str], source: str, dataset: str | None = None):
-        """DG803: weights against each model's out-of-fold Dice per label (from evaluate)."""
-        ev = self.evaluate(specs, dataset=dataset)
-        oof = {m: {lab: v["mean_dice"] for lab, v in ev.per_label(m).items()} for m in ev.models()}
-        return check_weights(weights, oof, ev.labels, source)
-
-    # --- training ------------------------------------------------------------------------
-    @staticmethod
-    def plan_and_preprocess(raw: Path, preprocessed: Path, dataset_id: int, configurations=("2d",)) -> None:
-        """nnU-Net's own nnUNetv2_plan_and_preprocess of one raw dataset (how the demo makes its data)."""
-        plan_and_preprocess(Path(raw), Path(preprocessed), dataset_id, tuple(configurations))
-
-    def prepare_training(self, dataset: str, configuration: str, fold: int | str, **kw):
-        """The gate (scanning through this Workspace) and nnU-Net's training call:
-        (train.preflight.Preflight, train.launch.TrainCall). See train.session.prepare."""
-        return prepare(dataset, configuration, fold, scan=self._scan_dataset, **kw)
+    @property
+    def submit(self) -> Submission:
+        """Test images, predictions, ensembles, the archive, judged without a dataset; per
+        dataset (against its training images and label shares): `ws.dataset(name).submit`."""
+        return Submission(self)
 
     def _scan_dataset(self, ds, on_progress=None):
-        """A scan of one layout.Dataset with this Workspace's manifest folder and executor."""
-        other = Workspace(datasets=[ds], manifest_dir=self.manifest_dir, jobs=self.jobs,
-                          executor=self.client or self.executor)
-        other.pool = self.pool
-        return other.scan(on_progress=on_progress)
-
-    def train(self, preflight, call, patience: int | None = None, on_event=None):
-        """Run a prepared training to its end and judge it (train.session.TrainResult)."""
-        return train(preflight, call, patience, on_event)
-
-    def training_runs(self, path: Path, patience: int | None = None) -> list:
-        """Every training run under `path` read from nnU-Net's logs (train.logs.Run), judged
-        (collapses, wasted epochs) with that patience."""
-        return load_runs(Path(path), patience=DEFAULT_PATIENCE if patience is None else patience)
-
-    def plot_training(self, runs: list, path: Path) -> Path:
-        """Per-label pseudo Dice of runs as a PNG."""
-        return plot_runs(runs, path)
-
-    def folds_view(self, dataset: str | None = None):
-        """The folds x labels table every face shows: of splits_final.json, or of the split
-        nnU-Net will write when there is none yet. (context, splits or None, table or None, note)."""
-        ctx = self.splits_context(dataset)
-        note = None
-        if not ctx.splits_path.exists():
-            splits = nnunet_default_split(ctx.cases) if len(ctx.cases) >= NNUNET_FOLDS else None
-            note = (f"no {ctx.splits_path.name} yet: shown is the unstratified split nnU-Net will write "
-                    f"at the first training")
-        else:
-            try:
-                splits = load_splits(ctx.splits_path)
-            except (SplitError, OSError) as e:
-                splits, note = None, f"{ctx.splits_path.name} is unusable: {e}"
-        table = label_table(splits, ctx.case_labels, ctx.names) if splits else None
-        return ctx, splits, table, note
+        """A scan of one layout.Dataset with this Workspace's manifest folder and executor (not
+        remembered as `last`: that is the scan of every dataset)."""
+        if self.client is not None:
+            check_mounts(self.client, [r for r in (ds.raw, ds.preprocessed)])
+        return scanner.scan(datasets=[ds], manifest_dir=self.manifest_dir, full=False, jobs=self.jobs,
+                            select=None, ignore=None, on_progress=on_progress, write_manifest=True,
+                            executor=self.executor, cancel=None, pool=self.pool)
 
     def doctor(self, configuration: str | None = None, plans: str = "nnUNetPlans", images: Path | None = None,
                device: str | None = None):
@@ -541,9 +199,98 @@ class Workspace:
         (peak RSS per preprocessing worker, the -np / -npp / -nps that fit)."""
         pre = None
         if self.targets and configuration:
-            ds = self.dataset()
+            ds = self._layout()
             if ds.preprocessed is None:
                 raise UsageError(f"{ds.name} is not preprocessed (no plans): run nnUNetv2_plan_experiment -d "
                                  f"{ds.id} first")
             pre = ds.preprocessed
         return run_doctor(pre, configuration, plans=plans, images=images, device=device)
+
+    # --- the 0.3 methods, kept one release (DeprecationWarning; CHANGELOG 0.3.0) -----------------
+    def __getattr__(self, name: str):
+        old = _DEPRECATED.get(name)
+        if old is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        new, fn = old
+
+        def alias(*args, **kw):
+            deprecated(f"{name}()", new)
+            return fn(self, *args, **kw)
+        alias.__name__ = name
+        return alias
+
+
+def _scoped(ws: Workspace, dataset: str | None):
+    """What a 0.3 method meant with `dataset=`: None the workspace, else that dataset."""
+    return ws if dataset is None else ws.dataset(dataset)
+
+
+# old name -> (what to call now, the old signature mapped onto it)
+_DEPRECATED = {
+    "load_slice": ("ws.dataset(name).load_slice(case, ...)",
+                   lambda ws, dataset, case, *a, **kw: ws.dataset(dataset).load_slice(case, *a, **kw)),
+    "plan": ("ws.repair.plan()", lambda ws, *a, **kw: ws.repair.plan(*a, **kw)),
+    "apply": ("ws.repair.apply(plan)", lambda ws, *a, **kw: ws.repair.apply(*a, **kw)),
+    "label_names": ("ws.dataset(name).label_names()", lambda ws, dataset=None: ws.dataset(dataset).label_names()),
+    "plan_rebalance": ("ws.dataset(name).splits.plan_rebalance()",
+                       lambda ws, dataset=None: ws.dataset(dataset).splits.plan_rebalance()),
+    "splits_context": ("ws.dataset(name).splits.context()",
+                       lambda ws, dataset=None: ws.dataset(dataset).splits.context()),
+    "write_splits": ("ws.dataset(name).splits.write(splits)",
+                     lambda ws, dataset, splits, dry_run=False: ws.dataset(dataset).splits.write(splits, dry_run)),
+    "folds_view": ("ws.dataset(name).splits.folds_view()",
+                   lambda ws, dataset=None: ws.dataset(dataset).splits.folds_view()),
+    "groups": ("ws.dataset(name).splits.groups()", lambda ws, dataset=None: ws.dataset(dataset).splits.groups()),
+    "set_groups": ("ws.dataset(name).splits.set_groups(file, regex)",
+                   lambda ws, file=None, regex=None, dataset=None:
+                   (Splits(ws) if dataset is None else ws.dataset(dataset).splits).set_groups(file, regex)),
+    "consistency": ("ws.dataset(name).consistency()", lambda ws, dataset=None: ws.dataset(dataset).consistency()),
+    "dataset_json": ("ws.dataset(name).dataset_json()",
+                     lambda ws, dataset=None: ws.dataset(dataset).dataset_json()),
+    "label_shares": ("ws.dataset(name).submit.label_shares()",
+                     lambda ws, dataset=None: ws.dataset(dataset).submit.label_shares()),
+    "training_profile": ("ws.dataset(name).submit.training_profile()",
+                         lambda ws, dataset=None: ws.dataset(dataset).submit.training_profile()),
+    "test_images": ("ws.submit.test_images(images_dir)", lambda ws, images_dir: ws.submit.test_images(images_dir)),
+    "check_test_images": ("ws.dataset(name).submit.check_test_images(images_dir)",
+                          lambda ws, images_dir, dataset=None:
+                          _scoped(ws, dataset).submit.check_test_images(images_dir)),
+    "check_predictions": ("ws.dataset(name).submit.check_predictions(...)",
+                          lambda ws, source, images_dir, dataset_json=None, dataset=None, on_case=None:
+                          _scoped(ws, dataset).submit.check_predictions(source, images_dir, dataset_json,
+                                                                         on_case=on_case)),
+    "package_submission": ("ws.submit.package(...)", lambda ws, *a, **kw: ws.submit.package(*a, **kw)),
+    "check_probabilities": ("ws.submit.check_probabilities(folders)",
+                            lambda ws, *a, **kw: ws.submit.check_probabilities(*a, **kw)),
+    "ensemble": ("ws.submit.ensemble(...)", lambda ws, *a, **kw: ws.submit.ensemble(*a, **kw)),
+    "predict": ("ws.dataset(name).submit.predict(model, images_dir, work)",
+                lambda ws, model, dataset, images_dir, work, **kw:
+                ws.dataset(dataset).submit.predict(model, images_dir, work, **kw)),
+    "predict_and_ensemble": ("ws.dataset(name).submit.predict_and_ensemble(...)",
+                             lambda ws, models, images_dir, work, weights, postprocess="none", dataset=None, **kw:
+                             _scoped(ws, dataset).submit.predict_and_ensemble(models, images_dir, work, weights,
+                                                                              postprocess, **kw)),
+    "models": ("ws.dataset(name).evaluate.models(specs)",
+               lambda ws, specs=None, dataset=None: _scoped(ws, dataset).evaluate.models(specs)),
+    "out_of_fold": ("ws.dataset(name).evaluate.out_of_fold(specs)",
+                    lambda ws, specs, dataset=None, on_case=None:
+                    _scoped(ws, dataset).evaluate.out_of_fold(specs, on_case=on_case)),
+    "load_weights": ("ws.evaluate.load_weights(path, models)",
+                     lambda ws, *a, **kw: ws.evaluate.load_weights(*a, **kw)),
+    "suggest_weights": ("ws.evaluate.suggest_weights(oof)",
+                        lambda ws, *a, **kw: ws.evaluate.suggest_weights(*a, **kw)),
+    "validation_calls": ("ws.dataset(name).evaluate.validation_calls(models, missing)",
+                         lambda ws, models, missing, dataset=None:
+                         _scoped(ws, dataset).evaluate.validation_calls(models, missing)),
+    "run_validation": ("ws.evaluate.run_validation(calls)", lambda ws, *a, **kw: ws.evaluate.run_validation(*a, **kw)),
+    "check_weights": ("ws.dataset(name).evaluate.check_weights(weights, specs, source)",
+                      lambda ws, weights, specs, source, dataset=None:
+                      _scoped(ws, dataset).evaluate.check_weights(weights, specs, source)),
+    "prepare_training": ("ws.dataset(name).train.prepare(configuration, fold)",
+                         lambda ws, dataset, configuration, fold, **kw:
+                         ws.train.prepare(configuration, fold, dataset=dataset, **kw)),
+    "training_runs": ("ws.train.runs(path)", lambda ws, *a, **kw: ws.train.runs(*a, **kw)),
+    "plot_training": ("ws.train.plot(runs, path)", lambda ws, *a, **kw: ws.train.plot(*a, **kw)),
+    "plan_and_preprocess": ("ws.train.plan_and_preprocess(...)",
+                            lambda ws, *a, **kw: Training.plan_and_preprocess(*a, **kw)),
+}

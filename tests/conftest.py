@@ -219,7 +219,7 @@ def region_model(tmp_path_factory):
     meta = json.loads((ds / "dataset.json").read_text())
     meta.update(labels=REGION_LABELS, regions_class_order=REGION_ORDER)
     (ds / "dataset.json").write_text(json.dumps(meta, indent=2))
-    Workspace.plan_and_preprocess(raw_root.resolve(), pre_root.resolve(), 903, ("2d",))
+    Workspace(datasets=[]).train.plan_and_preprocess(raw_root.resolve(), pre_root.resolve(), 903, ("2d",))
     env = train_env(root)
     pre = subprocess.run([str(Path(sys.executable).with_name("nnUNetv2_preprocess")), "-d", "903", "-c", "3d_fullres",
                           "-np", "1"], env=env, capture_output=True, text=True, timeout=600)

@@ -187,10 +187,10 @@ def test_submit_images_are_checked_against_training_before_anything_is_predicted
     shutil.copy(raw / "imagesTr" / "heart_001_0000.nii.gz", images / "t_leak_0000.nii.gz")
     ws = dataguard.Workspace([str(raw)], manifest_dir=tmp_path / "m")
     name = ws.datasets[0].name
-    found = {(f.code, f.case) for f in ws.check_test_images(images, name)}
+    found = {(f.code, f.case) for f in ws.dataset(name).submit.check_test_images(images)}
     assert found == {("DG308", "t_flipped"), ("DG310", "t_leak")}
-    assert not [f for f in ws.check_test_images(images) if f.code in ("DG308", "DG310")]   # no training: no judgement
-    res = ws.predict_and_ensemble([], images, tmp_path / "work", Weights(), dataset=name)
+    assert not [f for f in ws.submit.check_test_images(images) if f.code in ("DG308", "DG310")]   # no training: no judgement
+    res = ws.dataset(name).submit.predict_and_ensemble([], images, tmp_path / "work", Weights())
     assert res.stage == "images" and {f.code for f in res.findings} == {"DG308", "DG310"}
 
 
@@ -225,7 +225,7 @@ def test_repair_reorients_a_flipped_case_and_restore_undoes_it(raw, tmp_path):
     ws = dataguard.Workspace([str(raw)], manifest_dir=tmp_path / "m")
     [f] = [f for f in ws.scan().findings if f.code == "DG308"]
     assert str(f.fix) == "reorient" and "dataguard repair" in f.help
-    run = ws.repair()
+    run = ws.repair.run()
     assert not run.failed, run.failed
     after = ws.scan(full=True).findings
     assert not [f for f in after if f.code in ("DG308", "DG304")], after

@@ -204,7 +204,7 @@ def test_repair_quarantines_a_macosx_folder(project, tmp_path):
     _macosx(project)
     ws = dataguard.Workspace([str(project.parent.parent)], manifest_dir=tmp_path / "m", jobs=1)
     before = sorted(p.relative_to(project) for p in (project / "__MACOSX").rglob("._*"))
-    run = ws.repair()
+    run = ws.repair.run()
     assert not run.failed, run.failed
     assert before and not any((project / "__MACOSX").rglob("._*"))
     ws.restore()                                   # undone byte for byte, like any quarantine

@@ -362,11 +362,11 @@ def test_train_gate_refuses_when_the_augmentation_workers_do_not_fit_in_shm(real
     monkeypatch.setenv("nnUNet_n_proc_DA", "8")
     _fake_statvfs(monkeypatch, 1 << 20)           # the demo's 2d batches are 0.1 MB: 8 workers keep 1.4 MB
     ws = dataguard.Workspace(manifest_dir=tmp_path / "m", jobs=1)
-    pf, _ = ws.prepare_training("901", "2d", 1, device="cpu")
+    pf, _ = ws.train.prepare("2d", 1, dataset="901", device="cpu")
     [r] = [r for r in pf.refusals if r.code == "DG905"]
     assert "/dev/shm" in r.what and "nnUNet_n_proc_DA=" in r.fix
     _fake_statvfs(monkeypatch, 64 << 30)
-    pf, _ = ws.prepare_training("901", "2d", 1, device="cpu")
+    pf, _ = ws.train.prepare("2d", 1, dataset="901", device="cpu")
     assert not [r for r in pf.refusals if r.code in ("DG904", "DG905")]
 
 

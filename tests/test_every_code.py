@@ -377,13 +377,13 @@ def test_set_code_is_triggered(code, tmp_path):
         a, b = tmp_path / "a", tmp_path / "b"
         a.mkdir(), b.mkdir()
         np.savez(a / "t0.npz", probabilities=np.zeros((2, 1, 1, 1), np.float32))
-        _, found = ws.check_probabilities({"a": a, "b": b})
+        _, found = ws.submit.check_probabilities({"a": a, "b": b})
     else:
         images, pred, dj = _pred_base(tmp_path)
-        _, clean = ws.check_predictions(pred, images, dj)
+        _, clean = ws.submit.check_predictions(pred, images, dj)
         assert clean == []
         source = SET_TRIGGERS[code](images, pred) or pred
-        _, found = ws.check_predictions(source, images, dj)
+        _, found = ws.submit.check_predictions(source, images, dj)
     assert sorted({f.code for f in found}) == [code], [f.to_dict() for f in found]
 
 

@@ -122,14 +122,14 @@ def test_dg506_from_a_remembered_regex_and_a_file(grouped_raw, tmp_path):
     (pre / "splits_final.json").write_text(json.dumps(splits))
     ws = dataguard.Workspace([str(grouped_raw.parent.parent)], manifest_dir=tmp_path / "m")
     assert not [f for f in ws.scan().findings if f.code == "DG506"]          # no rule: nothing to judge
-    ws.set_groups(regex=r"(pt\d+)_")
+    ws.dataset().splits.set_groups(regex=r"(pt\d+)_")
     found = [f for f in ws.scan().findings if f.code == "DG506"]
     assert len(found) == 2 and all("patient pt0" in f.message for f in found)
     again = dataguard.Workspace([str(grouped_raw.parent.parent)], manifest_dir=tmp_path / "m")
     assert [f.code for f in again.scan().findings if f.code == "DG506"] == ["DG506", "DG506"]   # remembered
     table = tmp_path / "patients.csv"
     table.write_text("case,patient\n" + "".join(f"{c},{c}\n" for c in cases))      # every case its own patient
-    again.set_groups(file=table)
+    again.dataset().splits.set_groups(file=table)
     assert not [f for f in again.scan().findings if f.code == "DG506"]
     table.write_text("case,patient\npt0_a,X\npt0_b,X\n")                          # the file edited: read again
     assert len([f for f in again.scan().findings if f.code == "DG506"]) == 2
@@ -153,4 +153,4 @@ def test_splits_rebalance_with_a_group_regex_keeps_patients_together(grouped_raw
         assert not pats_val & pats_train
     # remembered: a plain scan now judges the written splits by patient, and finds nothing
     ws = dataguard.Workspace([str(tmp_path)], manifest_dir=tmp_path / "m")
-    assert not [f for f in ws.scan().findings if f.code == "DG506"] and ws.groups()["pt3_b"] == "pt3"
+    assert not [f for f in ws.scan().findings if f.code == "DG506"] and ws.dataset().splits.groups()["pt3_b"] == "pt3"

@@ -111,7 +111,7 @@ def test_manifests_record_each_datasets_own_results(two, tmp_path, monkeypatch, 
 def test_repair_plan_touches_only_the_broken_dataset(two, tmp_path, monkeypatch, how):
     root, a, b = two
     ws = dataguard.Workspace(_targets(how, root, a, b, monkeypatch), manifest_dir=tmp_path / "m")
-    plan = ws.plan()
+    plan = ws.repair.plan()
     assert plan and {act.dataset for act in plan} == {B}
     kinds = {(act.kind, act.target) for act in plan}
     assert ("quarantine", "preprocessed/nnUNetPlans_3d_fullres/case_2.pkl") in kinds

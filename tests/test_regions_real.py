@@ -45,7 +45,7 @@ def test_evaluate_scores_regions_as_nnunet_does(region_model, tmp_path):
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2
 
     ws = _ws(region_model, tmp_path)
-    ev = ws.evaluate(["2d"])
+    ev = ws.evaluate.run(["2d"])
     assert ev.labels == {1: "heart", 2: "left_heart", 3: "left_ventricle"}
     folder = region_model["dirs"]["2d"] / "fold_0" / "validation"
     pre = region_model["preprocessed"]
@@ -77,9 +77,9 @@ def test_equal_weight_ensemble_is_voxel_identical_to_nnunetv2_ensemble(region_mo
 
     ws = _ws(region_model, tmp_path)
     ours = tmp_path / "ours"
-    pi, findings = ws.check_probabilities(inputs)
+    pi, findings = ws.submit.check_probabilities(inputs)
     assert not findings, findings                 # region probabilities are not "missing a class"
-    ws.ensemble(pi, ours, Weights())
+    ws.submit.ensemble(pi, ours, Weights())
     theirs = tmp_path / "theirs"
     exe = str(Path(sys.executable).with_name("nnUNetv2_ensemble"))
     proc = subprocess.run([exe, "-i", *map(str, inputs.values()), "-o", str(theirs), "-np", "1"],
@@ -97,9 +97,9 @@ def test_equal_weight_ensemble_is_voxel_identical_to_nnunetv2_ensemble(region_mo
 
 def test_suggest_on_real_region_probabilities_never_loses_to_nnunets_candidates(region_model, tmp_path):
     ws = _ws(region_model, tmp_path)
-    models, oof = ws.out_of_fold(["2d", "3d_fullres"])
+    models, oof = ws.evaluate.out_of_fold(["2d", "3d_fullres"])
     assert oof.rule is not None and oof.cases
-    sug, _ = ws.suggest_weights(oof, step=0.25)
+    sug, _ = ws.evaluate.suggest_weights(oof, step=0.25)
     assert set(sug.weights) == {1, 2, 3}
     assert sug.chosen_mean >= max(c.mean for c in sug.candidates) - 1e-12
 

@@ -176,7 +176,7 @@ def test_ignore_label_is_no_column(ignore, tmp_path, capsys):
 def test_rebalance_covers_every_region(regions, tmp_path):
     ws = dataguard.Workspace([str(regions["pre"])], manifest_dir=tmp_path / "m", jobs=1)
     ws.scan()
-    ctx = ws.splits_context()
+    ctx = ws.dataset().splits.context()
     assert ctx.names == {1: "whole_tumor", 2: "tumor_core", 3: "enhancing"}
     assert ctx.heading(2) == "tumor_core [2,3]"
     splits = ctx.rebalanced(folds=5)

@@ -81,20 +81,20 @@ def test_load_slice(ws, source, dataset):
     ws.scan()
     c = ws.case(dataset, "heart_001")
     shape = c.facts["raw" if source == "raw" else "nnUNetPlans_2d"].shape
-    img, lab = ws.load_slice(dataset, "heart_001", source=source)
+    img, lab = ws.dataset(dataset).load_slice("heart_001", source=source)
     assert img.dtype == np.float32 and img.shape == tuple(shape[1:])
     assert lab.shape == img.shape and np.issubdtype(lab.dtype, np.integer)
     assert set(np.unique(lab)) <= {-1, 0, 1, 2, 3} and lab.max() > 0       # middle slice crosses the heart
-    img0, _ = ws.load_slice(dataset, "heart_001", axis=1, index=0, source=source)
+    img0, _ = ws.dataset(dataset).load_slice("heart_001", axis=1, index=0, source=source)
     assert img0.shape == (shape[0], shape[2])
     with pytest.raises(SliceError):
-        ws.load_slice(dataset, "heart_001", index=10_000, source=source)
+        ws.dataset(dataset).load_slice("heart_001", index=10_000, source=source)
 
 
 def test_raw_and_preprocessed_slices_show_the_same_labels(ws):
     ws.scan()
-    _, raw = ws.load_slice(M, "heart_002", source="raw")
-    _, pre = ws.load_slice(M, "heart_002", source="preprocessed")
+    _, raw = ws.dataset(M).load_slice("heart_002", source="raw")
+    _, pre = ws.dataset(M).load_slice("heart_002", source="preprocessed")
     assert set(np.unique(raw)) - {0} == set(np.unique(pre)) - {0, -1}
 
 
@@ -125,7 +125,7 @@ def test_scan_and_repair_never_write_os_environ(ws, real_project, monkeypatch):
     monkeypatch.setattr(os.environ.__class__, "__setitem__", spy)
     (real_project / "nnUNet_preprocessed" / M / "nnUNetPlans_2d" / "heart_001.pkl").unlink()
     ws.scan()
-    run = ws.repair()
+    run = ws.repair.run()
     assert not run.failed and not codes(run.after)
     assert seen == []
 
@@ -146,7 +146,7 @@ def test_repair_is_one_scan_before_and_one_after(ws, real_project, monkeypatch):
     (cfg / "._heart_003.b2nd").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
     ws.jobs = 1
     events = []
-    run = ws.repair(on_event=events.append)
+    run = ws.repair.run(on_event=events.append)
     assert len(calls) == 2 and calls == [1, 1]
     assert not run.failed and not codes(run.after)
     kinds = sorted((a.kind, a.target) for a in run.plan)
@@ -159,7 +159,7 @@ def test_apply_stops_between_actions_when_cancelled(ws, real_project):
     for n in ("._heart_001.b2nd", "._heart_002.b2nd", "._heart_003.b2nd"):
         (cfg / n).write_bytes(b"\x00\x05\x16\x07" + bytes(60))
     ws.scan()
-    plan = ws.plan()
+    plan = ws.repair.plan()
     assert len(plan) == 3
     stop = threading.Event()
 
@@ -167,7 +167,7 @@ def test_apply_stops_between_actions_when_cancelled(ws, real_project):
         if e["event"] == "done":
             stop.set()
 
-    run = ws.apply(plan, on_event=after_first, cancel=stop)
+    run = ws.repair.apply(plan, on_event=after_first, cancel=stop)
     assert run.cancelled and len(run.reports[0].outcomes) == 1
     assert len(codes(run.after, "DG101")) == 2               # the rest is still there, consistent
     ws.restore()
@@ -176,7 +176,7 @@ def test_apply_stops_between_actions_when_cancelled(ws, real_project):
 
 def test_quarantine_lists_what_repair_moved(ws, real_project):
     (real_project / "nnUNet_preprocessed" / M / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    ws.repair()
+    ws.repair.run()
     held = ws.quarantine()
     assert [h.path for h in held] == ["preprocessed/.DS_Store"] and held[0].dataset == M
 

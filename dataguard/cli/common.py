@@ -97,7 +97,8 @@ def workspace(args, target_list: list[str] | None = None):
                    executor=getattr(args, "executor", None) or os.environ.get(EXECUTOR_ENV) or "local")
     file, regex = getattr(args, "groups", None), getattr(args, "group_regex", None)
     if (file is not None or regex is not None) and ws.targets:      # train names its dataset itself
-        ws.set_groups(file=file, regex=regex)
+        for ds in ws.datasets:
+            ws.dataset(ds.name).splits.set_groups(file=file, regex=regex)
     return ws
 
 

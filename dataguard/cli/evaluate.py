@@ -100,7 +100,7 @@ def cmd_evaluate(args) -> int:
     if args.pred_dir is not None and args.model:
         raise UsageError("give PRED_DIR --fold K or --model, not both")
     ws = _ws(args)
-    ev = ws.evaluate(args.model or None, args.pred_dir, args.fold)
+    ev = ws.evaluate.run(args.model or None, args.pred_dir, args.fold)
     if args.format == "json":
         json.dump(ev.to_dict(), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -182,18 +182,18 @@ def cmd_suggest(args) -> int:
         out = console()
         out.print("[bold red]no out-of-fold probabilities[/] for: "
                   + "; ".join(f"{m} fold {', '.join(f)}" for m, f in oof.missing.items()))
-        for _m, _fold, call in ws.validation_calls(models, oof.missing):
+        for _m, _fold, call in ws.evaluate.validation_calls(models, oof.missing):
             out.print(f"  {call.shell()}", soft_wrap=True, highlight=False, markup=False)
         out.print("(or rerun with --predict-missing)")
         return ExitCode.FINDINGS
     names = [m.spec for m in models]
     if args.check:
-        weights = ws.load_weights(args.check, names)
-        found = ws.check_weights(weights, names, str(args.check))
+        weights = ws.evaluate.load_weights(args.check, names)
+        found = ws.evaluate.check_weights(weights, names, str(args.check))
         _dg803(found)
         if len(args.model) < 2:
             return ExitCode.CLEAN
-    sug, findings = ws.suggest_weights(oof, step=args.step)
+    sug, findings = ws.evaluate.suggest_weights(oof, step=args.step)
     if args.output:
         atomic_write_text(args.output, json.dumps(sug.weights_file(), indent=2) + "\n")
     if args.format == "json":
@@ -211,7 +211,7 @@ def cmd_suggest(args) -> int:
 def _out_of_fold(ws, args):
     """Every case read once, reduced to what the weight search needs, with a progress bar."""
     with CountProgress("reading out-of-fold probabilities") as bar:
-        return ws.out_of_fold(args.model, on_case=bar.tick)
+        return ws.evaluate.out_of_fold(args.model, on_case=bar.tick)
 
 
 def _dg803(findings) -> None:
@@ -275,5 +275,5 @@ def _suggest_table(sug) -> None:
 
 
 def _predict_missing(ws, args, models, oof) -> None:
-    ws.run_validation(ws.validation_calls(models, oof.missing), tuple(args.trust_checkpoint or ()),
-                      on_call=lambda call: note(f"running: {call.shell()}"))
+    ws.evaluate.run_validation(ws.evaluate.validation_calls(models, oof.missing), tuple(args.trust_checkpoint or ()),
+                               on_call=lambda call: note(f"running: {call.shell()}"))

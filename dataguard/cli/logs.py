@@ -43,9 +43,9 @@ def add_parser(sub) -> None:
 
 def cmd_logs(args) -> int:
     ws = Workspace()
-    runs = ws.training_runs(args.path, patience=args.patience)
+    runs = ws.train.runs(args.path, patience=args.patience)
     if args.plot:
-        ws.plot_training(runs, args.plot)
+        ws.train.plot(runs, args.plot)
         note(f"wrote {args.plot}")
     if args.format == "json":
         json.dump({"runs": [r.to_dict() for r in runs]}, sys.stdout, indent=2)
@@ -101,7 +101,7 @@ def _follow(ws, args, seen: dict) -> None:
     try:
         while args.follow_for is None or time.monotonic() - start < args.follow_for:
             time.sleep(0.5 if args.follow_for else 2.0)
-            for r in ws.training_runs(args.path, patience=args.patience):
+            for r in ws.train.runs(args.path, patience=args.patience):
                 n, msgs = shown.get(r.log, (0, set()))
                 for e, row, ema in list(zip(r.epochs, r.dice, r.ema))[n:]:
                     vals = "  ".join(f"{name} {'nan' if v != v else f'{v:.3f}'}" for name, v in zip(r.labels, row))

@@ -107,9 +107,9 @@ def cmd_repair(args) -> int:
     ws = workspace(args)
     prog = progress(args)
     with prog or contextlib.nullcontext():
-        result = ws.repair(select=split_codes(args.select), cases=args.case or None, dry_run=args.dry_run,
-                           confirm=confirm_after_showing, log=note,
-                           on_progress=prog.update if prog else None)
+        result = ws.repair.run(select=split_codes(args.select), cases=args.case or None, dry_run=args.dry_run,
+                               confirm=confirm_after_showing, log=note,
+                               on_progress=prog.update if prog else None)
     if not shown["plan"]:
         _show_plan(result.plan, args, out)
     if args.format == "json":

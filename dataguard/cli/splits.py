@@ -160,7 +160,7 @@ def cmd_rebalance(args) -> int:
             _note(f"moved {len(swept)} leftover temp file(s) of an interrupted splits write to quarantine "
                   f"(`dataguard quarantine list` shows them): {', '.join(swept)}")
     unchanged = before == after
-    backup = None if unchanged else ws.write_splits(ctx.dataset.name, after, dry_run=args.dry_run)
+    backup = None if unchanged else ws.dataset(ctx.dataset.name).splits.write(after, dry_run=args.dry_run)
     tables = {"before": ctx.table(before) if before else None, "after": ctx.table(after)}
     _render_rebalance(args, ctx, tables)
     if unchanged:
@@ -200,7 +200,7 @@ def _context(args):
     with prog or contextlib.nullcontext():
         ws.scan(on_progress=prog.update if prog else None)
     try:
-        ctx = ws.splits_context()
+        ctx = ws.dataset().splits.context()
     except SplitError as e:
         raise UsageError(str(e)) from None
     if ctx.unknown:

@@ -117,7 +117,7 @@ def _labels(args, ws) -> Path | None:
         if not args.labels.is_file():
             raise UsageError(f"--labels {args.labels}: no such file")
         return args.labels
-    found = ws.dataset_json() if args.dataset else None
+    found = ws.dataset().dataset_json() if args.dataset else None
     if found is None:
         note("no --labels or -d: label values are not checked (DG602)")
     return found
@@ -126,7 +126,7 @@ def _labels(args, ws) -> Path | None:
 def _images(ws, path: Path) -> Path:
     if not path.is_dir():
         raise UsageError(f"--images {path}: not a folder")
-    if not ws.test_images(path):
+    if not ws.submit.test_images(path):
         raise UsageError(f"--images {path}: no test images named case_0000.nii.gz")
     return path
 
@@ -142,10 +142,10 @@ def _show(findings, title: str) -> None:
 
 
 def _validate_and_package(ws, args, source: Path, images: Path, labels: Path | None, **provenance) -> int:
-    n = len(ws.test_images(images))
+    n = len(ws.submit.test_images(images))
     with CountProgress("reading predictions", n) as bar:
-        ps, findings = ws.check_predictions(source, images, labels, dataset=ws.dataset().name if args.dataset else None,
-                                            on_case=bar.tick)
+        ps, findings = (ws.dataset() if args.dataset else ws).submit.check_predictions(source, images, labels,
+                                                                                        on_case=bar.tick)
     blocking = _blocking(findings, args.fix_dtype)
     _show(findings, f"predictions {source}")
     out = console()
@@ -157,7 +157,7 @@ def _validate_and_package(ws, args, source: Path, images: Path, labels: Path | N
         out.print(f"[green]checks passed[/]: {len(ps.cases)} predictions for {n} test cases (dry run: no archive)")
         return ExitCode.CLEAN
     with CountProgress("writing the archive", len(ps.cases)) as bar:
-        report, manifest = ws.package_submission(ps, args.output, images, labels, fix_dtype=args.fix_dtype,
+        report, manifest = ws.submit.package(ps, args.output, images, labels, fix_dtype=args.fix_dtype,
                                                  on_member=bar.tick, **provenance)
     cast = f", {len(report.cast)} cast to uint8" if report.cast else ""
     out.print(f"[bold green]wrote {shown(args.output)}[/]: {len(report.members)} members{cast}, re-opened and verified "
@@ -188,27 +188,27 @@ def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
     if not args.dataset:
         raise UsageError("--model needs -d DATASET")
     ds = ws.dataset()
-    models = ws.models(args.model)
+    models = ds.evaluate.models(args.model)
     names = [m.spec for m in models]
     if len(set(names)) != len(names):
         raise UsageError("the same --model twice")
-    weights = ws.load_weights(args.weights, names)
+    weights = ds.evaluate.load_weights(args.weights, names)
     if args.weights:                  # DG803: weight on a model that never got this label right
         try:
-            _show(ws.check_weights(weights, names, str(args.weights)), f"weights {args.weights}")
+            _show(ds.evaluate.check_weights(weights, names, str(args.weights)), f"weights {args.weights}")
         except UsageError as e:       # no splits or validation folders: nothing to judge against
             note(f"weights not judged against out-of-fold Dice: {e}")
     work = args.work_dir or args.output.with_name(args.output.name + ".work")
-    n = len(ws.test_images(images))
+    n = len(ws.submit.test_images(images))
 
     def ran(run):
         note(f"model {run.model.spec}: " + ("probabilities reused (checkpoints and images unchanged)" if run.reused
                                             else f"predicted {n} cases in {run.seconds:.0f} s"))
 
     with CountProgress() as bar:
-        res = ws.predict_and_ensemble(models, images, work, weights, args.postprocess, checkpoint=args.checkpoint,
-                                      tta=not args.no_tta, trust=tuple(args.trust_checkpoint), device=args.device,
-                                      on_event=bar.event, on_run=ran)
+        res = ds.submit.predict_and_ensemble(models, images, work, weights, args.postprocess, checkpoint=args.checkpoint,
+                                             tta=not args.no_tta, trust=tuple(args.trust_checkpoint), device=args.device,
+                                             on_event=bar.event, on_run=ran)
     if res.stage == "images":
         _show(res.findings, f"test images {images}")
         console().print("[bold red]the test images have errors[/]: nothing predicted")
@@ -225,7 +225,7 @@ def cmd_check(args) -> int:
     ws = _workspace(args)
     images = _images(ws, args.images)
     labels = _labels(args, ws)
-    ps, findings = ws.check_predictions(args.archive, images, labels, dataset=ws.dataset().name if args.dataset else None)
+    ps, findings = (ws.dataset() if args.dataset else ws).submit.check_predictions(args.archive, images, labels)
     _show(findings, f"submission {args.archive}")
     errors = [f for f in findings if f.severity >= Severity.ERROR]
     out = console()
@@ -247,13 +247,13 @@ def cmd_ensemble(args) -> int:
             raise UsageError(f"two inputs named {name}")
         names[name] = folder
     ws = workspace(args, [])
-    weights = ws.load_weights(args.weights, list(names))
-    pi, missing = ws.check_probabilities(names)
+    weights = ws.evaluate.load_weights(args.weights, list(names))
+    pi, missing = ws.submit.check_probabilities(names)
     if missing:
         _show(missing, "probability files")
         return ExitCode.FINDINGS
     n = len(set.intersection(*[set(v) for v in pi.files.values()]))
     with CountProgress("ensembling", n) as bar:
-        rep = ws.ensemble(pi, args.output, weights, args.postprocess, on_case=bar.tick)
+        rep = ws.submit.ensemble(pi, args.output, weights, args.postprocess, on_case=bar.tick)
     console().print(f"wrote {len(rep.written)} label maps to {shown(args.output)} (post-processing {args.postprocess})")
     return ExitCode.CLEAN

@@ -113,10 +113,10 @@ def cmd_train(args) -> int:
                 "val_mirroring": not args.no_val_mirroring}
     ws = workspace(args, [])
     if args.groups is not None or args.group_regex is not None:
-        ws.set_groups(file=args.groups, regex=args.group_regex, dataset=args.dataset)
-    pf, call = ws.prepare_training(args.dataset, args.configuration, fold, trainer=args.trainer, plans=args.plans,
-                                   device=args.device, npz=args.npz, cont=args.cont, allow=allow,
-                                   reserve=args.reserve_disk, trust=tuple(args.trust_checkpoint), settings=settings)
+        ws.dataset(args.dataset).splits.set_groups(file=args.groups, regex=args.group_regex)
+    pf, call = ws.train.prepare(args.configuration, fold, dataset=args.dataset, trainer=args.trainer, plans=args.plans,
+                                device=args.device, npz=args.npz, cont=args.cont, allow=allow,
+                                reserve=args.reserve_disk, trust=tuple(args.trust_checkpoint), settings=settings)
     _report(pf, call, args)
     if not pf.ok:
         return ExitCode.FINDINGS
@@ -165,7 +165,7 @@ def _train(ws, pf, call, args) -> int:
     title = f"{pf.dataset}  {pf.configuration}  fold {args.fold}  ·  {call.argv[call.argv.index('-tr') + 1]}  ·  {args.device}"
     view = LiveView(title)
     try:
-        result = ws.train(pf, call, args.patience, on_event=view)
+        result = ws.train.run(pf, call, args.patience, on_event=view)
     finally:
         view.close()
     outcome = result.outcome

@@ -51,7 +51,7 @@ def build_clean(root: Path, n_cases: int = 10, log: Callable[[str], None] = prin
     log(f"writing {n_cases} synthetic cardiac cases (myocardium, LV, RV) to {raw_root}")
     write_raw_dataset(raw_root, MODERN[0], MODERN[1], n_cases=n_cases)
     log("running nnUNetv2_plan_and_preprocess -c 2d (real nnunetv2, CPU) ...")
-    Workspace.plan_and_preprocess(raw_root.resolve(), pre_root.resolve(), MODERN[0], ("2d",))
+    Workspace(datasets=[]).train.plan_and_preprocess(raw_root.resolve(), pre_root.resolve(), MODERN[0], ("2d",))
     log("making a legacy-layout copy (.npz + .pkl, nnU-Net <= 2.5)")
     _legacy_copy(raw_root, pre_root)
 

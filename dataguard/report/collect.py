@@ -92,7 +92,7 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
 
 def _consistency(ws, dataset: str, images: bool) -> list[dict]:
     """The consistency section of one dataset: orientation table, intensity strip, test spacing."""
-    s = ws.consistency(dataset)
+    s = ws.dataset(dataset).consistency()
     if not s:
         return []
     codes = ("DG307", "DG308", "DG309", "DG310")
@@ -144,7 +144,7 @@ def _cases(ws, cases, n_clean: int, images: bool) -> list[dict]:
 
 def _folds(ws, dataset: str) -> dict | None:
     try:
-        ctx, splits, table, note = ws.folds_view(dataset)
+        ctx, splits, table, note = ws.dataset(dataset).splits.folds_view()
     except Exception as e:                                         # noqa: BLE001
         return {"dataset": dataset, "error": f"{type(e).__name__}: {e}"}
     if table is None:
@@ -173,7 +173,7 @@ def _training(ws, dataset: str) -> list[dict]:
     if not results or not (Path(results) / dataset).is_dir():
         return []
     try:
-        runs = ws.training_runs(Path(results) / dataset)
+        runs = ws.train.runs(Path(results) / dataset)
     except LogError:
         return []
     out = []
@@ -182,7 +182,7 @@ def _training(ws, dataset: str) -> list[dict]:
         by_trainer.setdefault(Path(r.log).parent.parent.name, []).append(r)
     for trainer, rs in sorted(by_trainer.items()):
         with tempfile.TemporaryDirectory() as d:
-            uri = file_uri(ws.plot_training(rs, Path(d) / "runs.png"))
+            uri = file_uri(ws.train.plot(rs, Path(d) / "runs.png"))
         out.append({"dataset": dataset, "trainer": trainer, "plot": uri,
                     "runs": [{**r.to_dict(), "fold": Path(r.log).parent.name} for r in rs]})
     return out
@@ -195,7 +195,7 @@ def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | 
     why = _no_cv(ws, dataset)
     if why is None:
         try:
-            ev = ws.evaluate(dataset=dataset)
+            ev = ws.dataset(dataset).evaluate.run()
         except DataguardError as e:
             why = str(e)
     if why is not None:
@@ -225,7 +225,7 @@ def _no_cv(ws, dataset: str) -> str | None:
     """Why a dataset has no cross-validation yet, in the words of what to do next (None: it
     may have one), so the page never shows an errno for the usual first-day state."""
     try:
-        ws.models(dataset=dataset)
+        ws.dataset(dataset).evaluate.models()
     except DataguardError:
         return (f"no trained models under $nnUNet_results/{dataset} yet (run `dataguard train {dataset} "
                 f"CONFIG FOLD` for each fold)")

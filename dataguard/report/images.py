@@ -42,7 +42,7 @@ def case_thumbnail(ws, dataset: str, case: str) -> str | None:
     """Middle axial slice with the label overlaid (the TUI preview's renderer), or None."""
     for source in ("raw", "preprocessed"):
         try:
-            image, label = ws.load_slice(dataset, case, source=source)
+            image, label = ws.dataset(dataset).load_slice(case, source=source)
         except Exception:                              # noqa: BLE001 - a broken case has no picture
             continue
         return png_uri(_resize(slice_rgb(image, label)))

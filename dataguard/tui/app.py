@@ -385,7 +385,7 @@ class DataguardApp(App):
     @work(thread=True, exclusive=True, group="plan")
     def plan_and_confirm(self, rows: list[Row] | None) -> None:
         try:
-            plan = self.ws.plan()
+            plan = self.ws.repair.plan()
         except Exception as e:  # noqa: BLE001
             self.call_from_thread(self.fail, "cannot plan a repair", e)
             return
@@ -419,7 +419,7 @@ class DataguardApp(App):
                                       e["index"] + 1, e["total"])
 
         try:
-            run = self.ws.apply(plan, on_event=event, cancel=self.repair_cancel)
+            run = self.ws.repair.apply(plan, on_event=event, cancel=self.repair_cancel)
             rows = rows_for(self.ws.cases(), run.after.findings if run.after else [])
         except Exception as e:  # noqa: BLE001
             self.repairing = False

@@ -170,9 +170,9 @@ class CaseScreen(Screen):
         try:
             if self.info is not None:
                 info = self.ws.case(self.row.dataset, self.row.case)
-            plan = [a for a in self.ws.plan() if a.dataset == self.row.dataset and (
+            plan = [a for a in self.ws.repair.plan() if a.dataset == self.row.dataset and (
                 (info is not None and a.case == info.case) or a.target in {f.path for f in self.row.findings})]
-            names = self.ws.label_names(self.row.dataset)
+            names = self.ws.dataset(self.row.dataset).label_names()
         except Exception as e:  # noqa: BLE001 - shown on screen, never a traceback
             err = e
         self.app.call_from_thread(self.show_case, info, plan, names, err)
@@ -247,9 +247,9 @@ class CaseScreen(Screen):
         info = self.info
         facts = info.facts.get(source) if info is not None else None
         try:
-            img, lab = self.ws.load_slice(self.row.dataset, self.row.case, axis=axis, index=index,
-                                          source="raw" if source == "raw" else "preprocessed",
-                                          config=None if source == "raw" else source)
+            img, lab = self.ws.dataset(self.row.dataset).load_slice(self.row.case, axis=axis, index=index,
+                                                                    source="raw" if source == "raw" else "preprocessed",
+                                                                    config=None if source == "raw" else source)
         except Exception as e:  # noqa: BLE001 - a broken file is said, not drawn
             msg = Text(f"cannot draw {source}: {e}", style="bold red")
             self.app.call_from_thread(self.show_slice, msg, Text(), source, axis, None, None)
@@ -348,7 +348,7 @@ class SplitsScreen(Screen):
     @work(thread=True, exclusive=True, group="splits")
     def load(self) -> None:
         try:
-            ctx, splits, table, note = self.ws.folds_view(self.dataset)
+            ctx, splits, table, note = self.ws.dataset(self.dataset).splits.folds_view()
             if note and not ctx.splits_path.exists():
                 note += "; `b` writes a stratified one now"
         except Exception as e:  # noqa: BLE001
@@ -392,7 +392,7 @@ class SplitsScreen(Screen):
         before = (matrix_text(self.ctx.table(self.splits), self.ctx.heading) if self.splits
                   else Text("no usable splits_final.json"))
         body.add_row(before, matrix_text(self.ctx.table(after), self.ctx.heading))
-        plan = self.ws.plan_rebalance(self.dataset)
+        plan = self.ws.dataset(self.dataset).splits.plan_rebalance()
         wrapper = Table.grid()
         wrapper.add_row(body)
         wrapper.add_row(plan_table(plan))
@@ -406,7 +406,7 @@ class SplitsScreen(Screen):
     @work(thread=True, exclusive=True, group="repair")
     def apply(self, plan) -> None:
         try:
-            run = self.ws.apply(plan)
+            run = self.ws.repair.apply(plan)
         except Exception as e:  # noqa: BLE001
             self.app.call_from_thread(self.app.notify, f"{type(e).__name__}: {e}", severity="error")
             return
