@@ -61,6 +61,19 @@ class Fix(str, enum.Enum):
         return self.value
 
 
+class ActionKind(str, enum.Enum):
+    """What one repair action does: each kind has one registered handler module
+    (`dataguard.repair.actions.HANDLERS`); the strings are those of plans and JSON."""
+    QUARANTINE = "quarantine"
+    REPREPROCESS = "re-preprocess"
+    CAST = "cast"
+    REORIENT = "reorient"
+    REGENERATE_SPLITS = "regenerate-splits"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 FIELDS = ("code", "severity", "dataset", "path", "case", "message", "fix", "help")
 
 
