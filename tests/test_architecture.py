@@ -252,7 +252,8 @@ def test_internal_imports_sit_at_the_top():
 LAYERS = [
     ("faces", ("dataguard.__main__", "dataguard.cli", "dataguard.tui", "dataguard.report", "dataguard.demo"),
      "what a person runs or reads: they render findings and call the Workspace"),
-    ("workspace", ("dataguard.workspace",), "the one door: every face goes through it"),
+    ("workspace", ("dataguard.workspace", "dataguard.handles"),
+     "the one door, and the dataset handles it hands out: every face goes through it"),
     ("features", ("dataguard.repair", "dataguard.nnunet", "dataguard.splits", "dataguard.train", "dataguard.submit",
                   "dataguard.evaluate", "dataguard.doctor"),
      "work built on scans: repair, splits, training, submission, evaluation, the environment and resources"),
