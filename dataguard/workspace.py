@@ -1,14 +1,18 @@
 """Workspace: the one API every face calls (CLI, TUI, train/submit gates, report).
 
 A Workspace is a set of datasets (found once from paths, ids or the nnU-Net env vars),
-a manifest folder and an executor. It scans, lists cases with their state, shows a
-slice of a case, plans and applies repairs, restores them, and lists the quarantine.
-Faces never reach past it into scanner, repair or layout internals.
+a manifest folder and an executor. It keeps what every face needs: it scans and verifies,
+lists cases with their state, restores repairs and lists the quarantine. Everything else
+hangs off a dataset handle (`dataset(name)`, handles/dataset.py), whose `.splits`,
+`.repair`, `.train`, `.evaluate` and `.submit` own their methods; `repair`, `train`,
+`evaluate` and `submit` here are the same for the whole workspace. Faces never reach past
+it into scanner, repair or layout internals.
 
     ws = dataguard.Workspace(["/data/nnUNet_preprocessed/Dataset001_Heart"])
     res = ws.scan()
     for c in ws.cases():
         print(c.case, c.status, c.val_fold)
+    ws.dataset("Dataset001_Heart").splits.folds_view()
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`dataguard repair`, `restore` and `quarantine list`: faces of Workspace.plan/apply/restore."""
+"""`dataguard repair`, `restore` and `quarantine list`: faces of ws.repair.plan/apply/run, ws.restore and ws.quarantine."""
 from __future__ import annotations
 
 import argparse
