@@ -10,34 +10,25 @@ Library use (no CLI needed); `Workspace` is the API every face (CLI, TUI, gates,
     for case in ws.cases():
         print(case.case, case.status, case.val_fold)
 
-Importing this package is cheap: the public names below load on first use, and numpy,
-blosc2, torch, nnunetv2, SimpleITK and pandas only where a check needs them
-(tests/test_hygiene.py). `dataguard --help` stays fast that way.
+The public names are plain imports (no import hooks). Importing the package loads the
+Workspace and the engine (~0.2 s, what `dataguard --help` loads anyway) but never numpy,
+blosc2, torch, nnunetv2, SimpleITK or pandas: those load only where a check needs them
+(tests/test_hygiene.py).
 """
 from __future__ import annotations
 
-import importlib
+from .engine.caseinfo import CaseInfo
+from .engine.layout import Dataset, discover
+from .engine.scanner import ScanResult, make_executor, scan
+from .engine.verifier import verify
+from .errors import DataguardError
+from .findings import ExitCode, Finding, Fix, Severity, verdict
+from .spec import DatasetSpec
+from .version import __version__
+from .workspace import RepairRun, Workspace
 
-__version__ = "0.3.0"
-
-_PUBLIC = {
-    "Workspace": "workspace", "RepairRun": "workspace", "CaseInfo": "engine.caseinfo",
-    "scan": "engine.scanner", "ScanResult": "engine.scanner", "make_executor": "engine.scanner",
-    "verify": "engine.verifier", "discover": "engine.layout", "Dataset": "engine.layout",
-    "DatasetSpec": "spec",
-    "Finding": "findings", "Fix": "findings", "Severity": "findings", "ExitCode": "findings",
-    "verdict": "findings", "DataguardError": "errors",
-}
-__all__ = [*_PUBLIC, "__version__"]
-
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dataguard' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_PUBLIC])
+__all__ = [
+    "Workspace", "RepairRun", "CaseInfo", "scan", "ScanResult", "make_executor", "verify", "discover",
+    "Dataset", "DatasetSpec", "Finding", "Fix", "Severity", "ExitCode", "verdict", "DataguardError",
+    "__version__",
+]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .. import __version__
+from ..version import __version__
 from ..checks import Selection, versions
 from ..checks import get as get_check
 from ..checks.base import FileResult, FileTask

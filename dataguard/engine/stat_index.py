@@ -18,7 +18,7 @@ import stat as statmod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 from ..findings import Finding
 from ..fsio import atomic_write_bytes, hash_stream, open_nonblocking
 from .manifest import json_dumps, json_loads
