@@ -150,7 +150,7 @@ def case_set(ps) -> list[Finding]:
 def content(ps) -> list[Finding]:
     """DG605 (warning): an empty prediction, or one that lacks a class (label, or region) most
     training cases have. `ps.common` is keyed like `DatasetSpec.classes` (plain labels by value,
-    regions by position; `splits.folds.class_shares`); the ignore label is never a class."""
+    regions by position; `folds.class_shares`); the ignore label is never a class."""
     spec = ps.spec
     regions = spec.classes if spec is not None and spec.has_regions else {}
     ig = spec.ignore_label if spec is not None else None
