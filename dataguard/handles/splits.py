@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..engine.groups_store import save_rule
 from ..errors import SplitError, UsageError
+from ..findings import ActionKind
 from ..folds import NNUNET_FOLDS, label_table, load_splits, nnunet_default_split
 from ..repair.plan import Action
 from ..splits.context import context_from_result
@@ -24,7 +25,7 @@ class Splits(Scoped):
         ds = self._ds()
         if ds.preprocessed is None:
             raise UsageError(f"{ds.name} has no preprocessed folder: splits_final.json lives there")
-        return [Action(kind="regenerate-splits", dataset=ds.name, target="preprocessed/splits_final.json",
+        return [Action(kind=ActionKind.REGENERATE_SPLITS, dataset=ds.name, target="preprocessed/splits_final.json",
                        files=["preprocessed/splits_final.json"])]
 
     def write(self, splits, dry_run: bool = False):
