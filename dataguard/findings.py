@@ -31,6 +31,35 @@ def display(name: str) -> str:
     return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
+def path_lines(path: str, width: int) -> str:
+    """A path broken after its slashes into lines of at most `width`, for a table cell:
+    'preprocessed/\nnnUNetPlans_3d_fullres/\n._case_0.npz'. A name that does not fit on the
+    line starts a new one; a name longer than `width` breaks after its underscores
+    (heart_002_/0000.nii.gz), never in the middle of a word; a piece still longer is left to
+    the table's folding. Give it a printable() path."""
+    lines, line = [], ""
+    for part in path.replace("/", "/\0").split("\0"):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        if len(part) <= width:
+            line += part
+            continue
+        for piece in part.replace("_", "_\0").split("\0"):
+            if line and len(line) + len(piece) > width:
+                lines.append(line)
+                line = ""
+            line += piece
+    return "\n".join(lines + [line])
+
+
+def name_breaks(text: str, width: int) -> str:
+    """Prose for a table cell of `width` columns: a word (a case or folder name) longer than
+    the cell is broken by path_lines (after its slashes and underscores), so the table's
+    folding never cuts a name mid-word; the rest is left to the table's word wrapping."""
+    return " ".join(path_lines(w, width) if len(w) > width else w for w in text.split(" "))
+
+
 class Severity(enum.IntEnum):
     """Ordered so that `finding.severity >= Severity.WARNING` reads naturally."""
     INFO = 10

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from ..findings import FIELDS, Severity, printable
+from ..findings import FIELDS, Severity, name_breaks, path_lines, printable
 
 if TYPE_CHECKING:
     from ..engine.scanner import ScanResult
@@ -86,20 +86,10 @@ def message_cell(f, narrow: bool = False):
 
 
 def _path_lines(path: str, width: int) -> str:
-    """A path broken after its slashes into lines of at most `width` (a long part is left to
-    the table's folding): 'preprocessed/\nnnUNetPlans_3d_fullres/\n._case_0.npz'."""
-    lines, line = [], ""
-    parts = []
-    for part in path.replace("/", "/\0").split("\0"):
-        # a name longer than the column breaks after its underscores (heart_002_/0000.nii.gz),
-        # not in the middle of a word
-        parts += part.replace("_", "_\0").split("\0") if len(part) > width else [part]
-    for part in parts:
-        if line and len(line) + len(part) > width:
-            lines.append(line)
-            line = ""
-        line += part
-    return "\n".join(lines + [line])
+    """A path broken after its slashes (and a long name after its underscores) into lines of
+    at most `width`: findings.path_lines, shared with the repair plan, the quarantine list and
+    the TUI."""
+    return path_lines(path, width)
 
 
 def _table(title: str, findings, console):
@@ -145,3 +135,93 @@ def render_table(result: ScanResult, console) -> None:
 def render_findings(findings, title: str, console) -> None:
     """One findings table (severity, code, case, path, message, fix) under a title."""
     console.print(_table(title, findings, console))
+
+
+def _by_dataset(items) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for it in items:
+        out.setdefault(it.dataset or "", []).append(it)
+    return out
+
+
+def _codes_cell(codes: str):
+    """One code per line ("DG201\nDG205"): a code is never broken (other text as it is)."""
+    from rich.text import Text
+
+    parts = [c.strip() for c in codes.split(",") if c.strip()]
+    if parts and all(len(c) <= 6 and c[:2] == "DG" for c in parts):
+        return Text("\n".join(parts))
+    return Text(printable(codes) or "-")
+
+
+def plan_tables(plan, title: str, console) -> None:
+    """The repair plan as `scan` shows findings: a heading, then one table per dataset (codes,
+    target, action, files touched). On a console narrower than NARROW the files touched go
+    under the action (when they are more than the target itself) and every path breaks after
+    its slashes and underscores, never inside a name."""
+    from rich.table import Table
+    from rich.text import Text
+
+    width = getattr(console, "width", None) or 80
+    narrow = width < NARROW
+    path_width = max(16, width // 3)
+    action_width = max(20, width - path_width - 5 - 10)     # codes 5, borders and padding 10
+    console.print(Text(printable(title), style="bold"))
+    for name, actions in _by_dataset(plan).items():
+        table = Table(title=Text(printable(name), style="bold"), title_justify="left", header_style="bold")
+        table.add_column("codes", no_wrap=True, min_width=5)
+        table.add_column("target", overflow="fold", max_width=path_width if narrow else None)
+        table.add_column("action", overflow="fold")
+        if not narrow:
+            table.add_column("files touched", overflow="fold")
+        for a in actions:
+            action = Text(name_breaks(printable(a.describe()), action_width)) if not a.blocked else \
+                Text(name_breaks(f"no action: {printable(a.blocked)}", action_width), style="yellow")
+            files = [printable(f) for f in a.files]
+            if narrow:
+                target = Text(path_lines(printable(a.target), path_width))
+                if files and files != [printable(a.target)]:
+                    action.append("\nfiles touched:", style="dim")
+                    for f in files:
+                        action.append("\n" + path_lines(f, action_width), style="dim")
+                table.add_row(_codes_cell(a.codes), target, action)
+            else:
+                table.add_row(_codes_cell(a.codes), Text(printable(a.target)), action,
+                              Text("\n".join(files) or "-"))
+        console.print(table)
+
+
+def quarantine_tables(held, console) -> None:
+    """`quarantine list`: one table per dataset, rows by repair run (the run id once per run,
+    never broken), original path, where it is held, size and reason. On a narrow console the
+    held-at path goes under the original one, and paths break only after slashes/underscores."""
+    from rich.table import Table
+    from rich.text import Text
+
+    width = getattr(console, "width", None) or 80
+    narrow = width < NARROW
+    run_width = max((len(h.run_id) for h in held), default=3)
+    for name, rows in _by_dataset(held).items():
+        table = Table(title=Text(printable(name), style="bold"), title_justify="left", header_style="bold",
+                      show_lines=narrow)      # a rule between rows of several lines each
+        table.add_column("run", no_wrap=True, min_width=run_width)
+        # run, bytes (<= 12), reason (5) and 13 of borders and padding: the rest is the path's
+        path_width = max(16, width - run_width - 12 - 5 - 13)
+        table.add_column("original path" + (" / held at" if narrow else ""), overflow="fold")
+        if not narrow:
+            table.add_column("held at", overflow="fold")
+        table.add_column("bytes", justify="right", no_wrap=True)
+        table.add_column("reason", min_width=5)
+        last_run = None
+        for h in rows:
+            run = printable(h.run_id) if h.run_id != last_run else ""
+            last_run = h.run_id
+            if narrow:
+                where = Text(path_lines(printable(h.path), path_width))
+                where.append("\n→ " + path_lines(printable(h.stored), path_width - 2).replace("\n", "\n  "),
+                             style="dim")
+                table.add_row(run, where, str(h.size), _codes_cell(h.reason))
+            else:
+                table.add_row(run, Text(printable(h.path)), Text(printable(h.stored)), str(h.size),
+                              _codes_cell(h.reason))
+        console.print(table)

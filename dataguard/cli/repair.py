@@ -70,20 +70,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _plan_table(plan, title: str):
-    from rich.table import Table
-    from rich.text import Text
-
-    t = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold")
-    for col in ("dataset", "codes", "target", "action", "files touched"):
-        t.add_column(col, overflow="fold")
-    for a in plan:
-        action = Text(a.describe()) if not a.blocked else Text(f"no action: {a.blocked}", style="yellow")
-        files = "\n".join(a.files) or "-"
-        t.add_row(Text(a.dataset), a.codes, Text(a.target), action, Text(files))
-    return t
-
-
 def _confirm_from_terminal(plan) -> bool:
     n = len([a for a in plan if not a.blocked])
     if not sys.stdin or not sys.stdin.isatty():
@@ -115,7 +101,7 @@ def cmd_repair(args) -> int:
     if args.format == "json":
         doc = {"plan": [_action_doc(a) for a in result.plan],
                "runs": result.run_ids,
-               "outcomes": [{"target": o.action.target, "action": o.action.kind, "ok": o.ok, "detail": o.detail,
+               "outcomes": [{"target": o.action.target, "action": str(o.action.kind), "ok": o.ok, "detail": o.detail,
                              "touched": o.touched} for r in result.reports for o in r.outcomes],
                "after": result.after.to_dict() if result.after is not None else None}
         json.dump(doc, sys.stdout, indent=2)
@@ -141,11 +127,11 @@ def _show_plan(plan, args, console) -> None:
     if not plan:
         console.print("Nothing to repair.")
         return
-    console.print(_plan_table(plan, "repair plan" + (" (dry run)" if args.dry_run else "")))
+    report.plan_tables(plan, "repair plan" + (" (dry run)" if args.dry_run else ""), console)
 
 
 def _action_doc(a) -> dict:
-    return {"kind": a.kind, "dataset": a.dataset, "target": a.target, "case": a.case, "config": a.config,
+    return {"kind": str(a.kind), "dataset": a.dataset, "target": a.target, "case": a.case, "config": a.config,
             "codes": a.codes.split(",") if a.codes else [], "blocked": a.blocked, "files": a.files}
 
 
@@ -167,19 +153,13 @@ def cmd_quarantine_list(args) -> int:
         json.dump([h.__dict__ for h in held], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return ExitCode.CLEAN
-    from rich.table import Table
     from rich.text import Text
 
     out = console()
     if not held:
         out.print("Quarantine is empty.")
         return ExitCode.CLEAN
-    t = Table(header_style="bold")
-    for col in ("dataset", "run", "original path", "held at", "bytes", "reason"):
-        t.add_column(col, overflow="fold")
-    for h in held:
-        t.add_row(Text(h.dataset), h.run_id, Text(h.path), Text(h.stored), str(h.size), Text(h.reason))
-    out.print(t)
+    report.quarantine_tables(held, out)
     total = sum(h.size for h in held)
     out.print(Text(f"{len(held)} file(s), {total / 1e6:.1f} MB; `dataguard restore --run RUN` puts a run back"))
     return ExitCode.CLEAN

@@ -1,6 +1,7 @@
 """The TUI's screens: a case (files, findings, slice preview), the folds, the modals, help."""
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -11,7 +12,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ..errors import SplitError
-from ..findings import catalogue
+from ..findings import catalogue, name_breaks, path_lines, printable
 from ..visual import WINDOWS, fit, label_colour, slice_rgb
 from .halfblock import to_text
 from .rows import STATUS_STYLE
@@ -25,15 +26,38 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def plan_table(plan) -> Table:
-    """codes -> action -> files touched; blocked actions say why (yellow)."""
-    t = Table(expand=True, header_style="bold")
-    for col, ratio in (("dataset", 2), ("codes", 1), ("target", 3), ("action", 3), ("files touched", 3)):
-        t.add_column(col, ratio=ratio, overflow="fold")
+def plan_table(plan, width: int = 58):
+    """The repair plan as scan groups findings: one table per dataset (its name the title),
+    codes (one per line, never split) -> target -> action with the files it touches under it;
+    blocked actions say why (yellow). width: the columns the plan gets (58 in the modal on an
+    80-column terminal); paths break after slashes and underscores only."""
+    path_width = max(16, (width - 15) // 2)        # codes 5, borders and padding 10
+    tables = []
+    for name, actions in _by_dataset(plan).items():
+        t = Table(title=Text(printable(name), style="bold"), title_justify="left", expand=True,
+                  header_style="bold")
+        t.add_column("codes", no_wrap=True, min_width=5)
+        t.add_column("target", ratio=1, overflow="fold")
+        t.add_column("action", ratio=1, overflow="fold")
+        for a in actions:
+            action = Text(name_breaks(printable(a.describe()), path_width)) if not a.blocked else \
+                Text(name_breaks(f"blocked: {printable(a.blocked)}", path_width), style="yellow")
+            files = [printable(f) for f in a.files]
+            if files and files != [printable(a.target)]:
+                action.append("\nfiles touched:", style="dim")
+                for f in files:
+                    action.append("\n" + path_lines(f, path_width), style="dim")
+            codes = "\n".join(c for c in a.codes.split(",") if c) or "-"
+            t.add_row(codes, Text(path_lines(printable(a.target), path_width)), action)
+        tables.append(t)
+    return Group(*tables)
+
+
+def _by_dataset(plan) -> dict[str, list]:
+    out: dict[str, list] = {}
     for a in plan:
-        action = Text(a.describe()) if not a.blocked else Text(f"blocked: {a.blocked}", style="yellow")
-        t.add_row(a.dataset, a.codes or "-", a.target, action, "\n".join(a.files) or "-")
-    return t
+        out.setdefault(a.dataset, []).append(a)
+    return out
 
 
 class ConfirmModal(ModalScreen[bool]):
@@ -46,6 +70,8 @@ class ConfirmModal(ModalScreen[bool]):
     ConfirmModal VerticalScroll { height: auto; max-height: 30; }
     ConfirmModal .hint { color: $text-muted; margin-top: 1; }
     """
+    HINT = "y / enter: yes    escape: no"
+
     def __init__(self, question, body=None):
         super().__init__()
         self.question, self.body = question, body
@@ -56,7 +82,7 @@ class ConfirmModal(ModalScreen[bool]):
             if self.body is not None:
                 with VerticalScroll():
                     yield Static(self.body)
-            yield Static("y / enter: yes    escape: no", classes="hint")
+            yield Static(self.HINT, classes="hint")
 
     def action_yes(self) -> None:
         self.dismiss(True)
@@ -66,12 +92,22 @@ class ConfirmModal(ModalScreen[bool]):
 
 
 class PlanModal(ConfirmModal):
-    """The repair plan: what each action does and the files it touches; confirm to apply."""
+    """The repair plan: what each action does and the files it touches; `y` or `enter` applies it."""
+    HINT = "y / enter: apply the plan    escape / n: cancel, nothing changes"
+
     def __init__(self, plan):
         n = len([a for a in plan if not a.blocked])
         blocked = len(plan) - n
-        q = f"Apply {n} repair action(s)?" + (f" ({blocked} blocked, shown in yellow)" if blocked else "")
+        q = f"Apply {n} repair action(s)? Press y or enter to apply, escape to cancel." + \
+            (f" ({blocked} blocked, shown in yellow)" if blocked else "")
         super().__init__(q + "  Nothing is deleted; `u` undoes the run.", plan_table(plan))
+        self.plan = plan
+
+    def compose(self) -> ComposeResult:
+        # the plan's paths break to the modal's width: 80% of the terminal (at most 100), less
+        # the border and padding
+        self.body = plan_table(self.plan, min(100, self.app.size.width * 4 // 5) - 6)
+        yield from super().compose()
 
 
 class HelpScreen(ModalScreen[None]):
