@@ -114,7 +114,6 @@ def test_atomic_write_leaves_no_temp_on_failure(tmp_path, monkeypatch):
 ALLOWED_RAW_WRITES = {
     "demo/project.py": "builds the demo's own fresh folder (synthetic data, no user file)",
     "demo/synthetic.py": "writes synthetic cases into a fresh demo folder",
-    "repair/apply.py": "copies into its private staging folder; the copy is verified before the swap",
 }
 
 

@@ -2,14 +2,15 @@
 then swapped in (old files to quarantine; gt_segmentations refreshed)."""
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 from ...checks.base import FileTask
 from ...checks.files import check_file, config_file_kind
-from ...engine.journal import Journal, blake3_file
+from ...engine.journal import Journal, blake3_file, matches
 from ...engine.walk import declared_labels, load_dataset_json
 from ...findings import ActionKind, Severity
+from ...fsio import copy_verified
 from ...nnunet.preprocess_case import CasePreprocessor
 from . import quarantine
 from .base import ApplyContext, Outcome, no_payload
@@ -97,12 +98,12 @@ def _refresh_gt(a, j: Journal, pp) -> list[str]:
     dst = j.root / dst_rel
     if not (j.root / "gt_segmentations").is_dir():
         return []
-    if dst.exists() and blake3_file(dst) == blake3_file(src):
+    if matches(dst, {"blake3": blake3_file(src)}):
         return []
     staged = j.staging / "gt_segmentations" / src.name
     staged.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, staged)
-    if dst.exists() or dst.is_symlink():
+    copy_verified(src, staged)              # into our private staging folder, verified by blake3
+    if os.path.lexists(dst):
         j.quarantine_file(dst_rel, reason=a.codes)
     j.place_file(staged, dst_rel)
     return [f"preprocessed/{dst_rel}"]
