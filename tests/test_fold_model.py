@@ -20,10 +20,11 @@ def _count_reads(monkeypatch) -> list[str]:
     import dataguard.checks.cases
     import dataguard.checks.splits
     import dataguard.engine.caseinfo
+    import dataguard.handles.splits
     import dataguard.splits.folds
 
     for mod in (folds_mod, dataguard.checks.cases, dataguard.checks.splits, dataguard.engine.caseinfo,
-                dataguard.splits.folds):
+                dataguard.splits.folds, dataguard.handles.splits):
         if hasattr(mod, "load_splits"):
             monkeypatch.setattr(mod, "load_splits", counting)
     return calls
@@ -38,6 +39,8 @@ def test_a_scan_and_its_cases_read_splits_final_json_once(tmp_path, monkeypatch)
     ws.scan()
     cases = ws.cases()
     assert {c.case: c.val_fold for c in cases} == {"case_0": 1, "case_1": None, "case_2": 0}
+    _, splits, table, note = ws.dataset().splits.folds_view()     # the faces' folds table too
+    assert len(splits) == 2 and note is None
     assert len(calls) == 1, calls
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..repair.apply import apply_plan
-from ..repair.plan import plan_repairs
+from ..repair.plan import plan_repairs, prepare
 from .scope import Scoped, deprecated
 
 EventFn = Callable[[dict], None]
@@ -57,8 +57,9 @@ class Repairs(Scoped):
         todo = [a for a in plan if not a.blocked]
         if not todo:
             return run
+        prepare([a for a in todo if not a.payload], before)     # hand-built actions: what handlers need
         with ws._lock:
-            report = apply_plan(todo, ws.datasets, log=log or (lambda m: None), scan_result=before,
+            report = apply_plan(todo, ws.datasets, log=log or (lambda m: None),
                                 on_event=on_event, cancel=cancel,
                                 executor=ws.executor if ws.client is not None else None)
         run.reports.append(report)

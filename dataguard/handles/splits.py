@@ -1,13 +1,14 @@
 """`ws.dataset(name).splits`: the folds view, stratified rebalancing, the splits writer, groups."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..engine.groups_store import save_rule
 from ..errors import SplitError, UsageError
 from ..findings import ActionKind
-from ..folds import NNUNET_FOLDS, label_table, load_splits, nnunet_default_split
-from ..repair.plan import Action
+from ..folds import NNUNET_FOLDS, label_table, nnunet_default_split
+from ..repair.plan import Action, prepare
 from ..splits.context import context_from_result
 from ..splits.folds import write_splits
 from .scope import Scoped
@@ -25,8 +26,10 @@ class Splits(Scoped):
         ds = self._ds()
         if ds.preprocessed is None:
             raise UsageError(f"{ds.name} has no preprocessed folder: splits_final.json lives there")
-        return [Action(kind=ActionKind.REGENERATE_SPLITS, dataset=ds.name, target="preprocessed/splits_final.json",
-                       files=["preprocessed/splits_final.json"])]
+        actions = [Action(kind=ActionKind.REGENERATE_SPLITS, dataset=ds.name, target="preprocessed/splits_final.json",
+                          files=["preprocessed/splits_final.json"])]
+        prepare(actions, self._ws._result())        # the plan carries the case labels its handler needs
+        return actions
 
     def write(self, splits, dry_run: bool = False):
         """The one splits writer (`splits rebalance` and repair both use splits.write_splits)."""
@@ -41,15 +44,18 @@ class Splits(Scoped):
         nnU-Net will write when there is none yet. (context, splits or None, table or None, note)."""
         ctx = self.context()
         note = None
-        if not ctx.splits_path.exists():
+        view = self._ws._result().views.get(self._ds().name)
+        parsed = view.splits if view is not None else None      # read once per scan, by the view
+        if parsed is None and not os.path.lexists(ctx.splits_path):
             splits = nnunet_default_split(ctx.cases) if len(ctx.cases) >= NNUNET_FOLDS else None
             note = (f"no {ctx.splits_path.name} yet: shown is the unstratified split nnU-Net will write "
                     f"at the first training")
+        elif parsed is None:
+            splits, note = None, f"{ctx.splits_path.name} is not a regular file: not read (see DG105)"
+        elif isinstance(parsed, SplitError):
+            splits, note = None, f"{ctx.splits_path.name} is unusable: {parsed}"
         else:
-            try:
-                splits = load_splits(ctx.splits_path)
-            except (SplitError, OSError) as e:
-                splits, note = None, f"{ctx.splits_path.name} is unusable: {e}"
+            splits = parsed
         table = label_table(splits, ctx.case_labels, ctx.names) if splits else None
         return ctx, splits, table, note
 
