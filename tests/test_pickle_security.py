@@ -435,3 +435,31 @@ def test_no_module_unpickles_with_the_standard_loaders():
                         isinstance(kws["weights_only"], ast.Constant) and kws["weights_only"].value is True):
                     bad.append(f"{rel}:{node.lineno} weights_only not True")
     assert bad == [], bad
+
+
+def test_ensemble_reads_a_properties_file_bounded(trained_models, tmp_path, capsys):
+    """A sparse 2.2 GB `.pkl` beside probabilities is refused by its size (exit 2, named), never
+    read whole; a FIFO named so is no properties file (never opened, so no wait for a writer)."""
+    import os
+    import resource
+
+    fold = trained_models["trainer_dir"] / "fold_1" / "validation"
+    a = tmp_path / "a"
+    shutil.copytree(fold, a)
+    for f in ("dataset.json", "plans.json"):
+        shutil.copy(trained_models["trainer_dir"] / f, a / f)
+    victim = sorted(a.glob("*.pkl"))[0]
+    victim.unlink()
+    with open(victim, "wb") as f:
+        f.truncate(2200 << 20)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with watch(allow_writes=[tmp_path / "ens"]) as events:
+        rc = dataguard.cli.main(["ensemble", "-i", str(a), "-i", str(a), "-o", str(tmp_path / "ens")])
+    err = capsys.readouterr().err
+    assert events == [] and rc == 2 and "not nnU-Net's properties" in err and victim.name in err, err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1 << 20      # KB: far below 2.2 GB
+    if hasattr(os, "mkfifo"):
+        victim.unlink()
+        os.mkfifo(victim)
+        rc = dataguard.cli.main(["ensemble", "-i", str(a), "-i", str(a), "-o", str(tmp_path / "ens")])
+        assert rc == 2 and "no properties file" in capsys.readouterr().err      # not opened, no hang

@@ -28,10 +28,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks import PKL_LIMIT
 from ..checks.base import expected_nbytes, parse_npy_header
+from ..checks.metadata import METADATA_LIMIT
 from ..checks.npz import member_bytes
 from ..checks.safe_pickle import Refused, loads_numpy
 from ..errors import MemberError, UnsafeInput, UsageError
+from ..fsio import open_nonblocking, read_json
 from ..spec import parse_spec
 from .predictions import find_probabilities
 
@@ -219,8 +222,12 @@ def _read_probabilities_numpy(path: Path):
 
 def read_properties(path: Path) -> dict:
     """A case's `.pkl` (nnU-Net's properties) through the safe unpickler: no code runs."""
+    with open_nonblocking(path, follow_links=True) as f:     # never a FIFO; bounded like the scan's read
+        data = f.read(PKL_LIMIT + 1)
+    if len(data) > PKL_LIMIT:
+        raise UsageError(f"{path}: larger than {PKL_LIMIT >> 20} MB: not nnU-Net's properties; not read")
     try:
-        props = loads_numpy(Path(path).read_bytes())
+        props = loads_numpy(data)
     except Refused as e:
         raise UnsafeInput(f"{path}: {e}") from None
     if not isinstance(props, dict):
@@ -233,7 +240,10 @@ def nnunet_meta(folder: Path) -> tuple[dict, dict]:
     for d in (folder, folder.parent, folder.parent.parent):
         dj, pj = d / "dataset.json", d / "plans.json"
         if dj.is_file() and pj.is_file():
-            return json.loads(dj.read_text("utf-8")), json.loads(pj.read_text("utf-8"))
+            try:
+                return read_json(dj, METADATA_LIMIT), read_json(pj, METADATA_LIMIT)
+            except (OSError, ValueError) as e:
+                raise UsageError(f"cannot read {dj.name} / {pj.name} in {d}: {e}") from None
     raise UsageError(f"no dataset.json + plans.json in or above {folder}: nnU-Net writes them beside its "
                      f"predictions; they say how to write the label maps")
 
