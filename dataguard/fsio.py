@@ -64,8 +64,6 @@ def open_nonblocking(path, follow_links: bool = False):
     return os.fdopen(fd, "rb")
 
 
-open_regular = open_nonblocking
-
 
 def read_regular(path, limit: int = SMALL_FILE_LIMIT) -> bytes:
     """The bytes of a small regular file; OSError for anything else (never blocks).

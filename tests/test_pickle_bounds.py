@@ -42,7 +42,20 @@ MAX_RSS_MB = 500         # the child's peak: interpreter, numpy, dataguard, the 
 
 
 # --- running a scan in a child: a crash fails the test, time and peak memory are measured ---------------
-_SCAN_CHILD = r"""
+# the child's own peak (VmHWM, reset at exec): ru_maxrss of RUSAGE_SELF keeps the peak of the forked
+# parent (pytest, 1+ GB once models are trained) across exec
+_PEAK = r"""
+import resource
+def _hwm_kb():
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+_SCAN_CHILD = _PEAK + r"""
 import contextlib, io, json, resource, sys, time
 sys.path[:0] = [sys.argv[1]]
 from audit import watch
@@ -56,16 +69,6 @@ t = time.perf_counter()
 with watch(allow_writes=[man]) as events, contextlib.redirect_stdout(out):
     rc = dataguard.cli.main(["scan", ds, "--manifest-dir", man, *args])
 seconds = time.perf_counter() - t
-def _hwm_kb():
-    # this process's own peak (VmHWM, reset at exec): ru_maxrss of RUSAGE_SELF keeps the peak of
-    # the forked parent (pytest, 1+ GB once models are trained) across exec
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rss = max(_hwm_kb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({"rc": rc, "events": events, "seconds": seconds, "rss_mb": rss / 1024,
                   "findings": json.loads(out.getvalue())["findings"]}))
@@ -121,7 +124,7 @@ def test_a_frozenset_built_300000_times_is_a_finding_not_a_hang(tmp_path):
 
 
 # --- more of each family, straight at the loader (a child each: a regression must not hang pytest) -------
-_LOAD_CHILD = r"""
+_LOAD_CHILD = _PEAK + r"""
 import json, resource, sys, time
 from dataguard.checks import safe_pickle
 data = open(sys.argv[1], "rb").read()
@@ -131,16 +134,6 @@ try:
     verdict = "accepted"
 except Exception as e:
     verdict = f"{type(e).__name__}: {e}"
-def _hwm_kb():
-    # this process's own peak (VmHWM, reset at exec): ru_maxrss of RUSAGE_SELF keeps the peak of
-    # the forked parent (pytest, 1+ GB once models are trained) across exec
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"verdict": verdict, "seconds": time.perf_counter() - t, "rss_mb": _hwm_kb() / 1024}))
 """
 

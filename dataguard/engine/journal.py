@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .own_state import DG_DIR, load_key, read_records, sign, verified_records
+from .own_state import DG_DIR, journal_paths, load_key, read_records, sign, verified_records
 from ..fsio import (  # noqa: F401 - apply/restore import blake3_file and move_durably from here
     NOFOLLOW,
     blake3_file,
@@ -262,13 +262,5 @@ def read_journal(path: Path) -> list[dict]:
 
 
 def journals(root: Path) -> list[Path]:
-    """The journal files of a dataset folder, never through a link (.dataguard or journal/ that
-    is a link lists nothing; `own_state.ensure_safe` refuses it by name)."""
-    d = Path(root) / DG_DIR / "journal"
-    try:
-        if not (stat.S_ISDIR(os.lstat(d.parent).st_mode) and stat.S_ISDIR(os.lstat(d).st_mode)):
-            return []
-        names = os.listdir(d)
-    except OSError:
-        return []
-    return sorted(d / n for n in names if n.endswith(".jsonl") and stat.S_ISREG(os.lstat(d / n).st_mode))
+    """The journal files of a dataset folder (regular files only), never through a link."""
+    return [p for p in journal_paths(root) if stat.S_ISREG(os.lstat(p).st_mode)]

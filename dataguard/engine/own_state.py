@@ -143,17 +143,24 @@ def confined(rec: dict, run_id: str) -> str | None:
 
 
 # --- the folder as a whole ---------------------------------------------------------------------------
+def journal_paths(root: Path) -> list[Path]:
+    """Every `*.jsonl` entry of `root/.dataguard/journal/`, sorted, listed without following a
+    link (a `.dataguard` or `journal/` that is a link lists nothing: `ensure_safe` names it).
+    Entries are not opened; what is not a regular file is the caller's to refuse or report."""
+    d = Path(root) / DG_DIR / "journal"
+    try:
+        if not (stat.S_ISDIR(os.lstat(d.parent).st_mode) and stat.S_ISDIR(os.lstat(d).st_mode)):
+            return []
+        return sorted(d / n for n in os.listdir(d) if n.endswith(".jsonl"))
+    except OSError:
+        return []
+
+
 def _quarantined_odd(root: Path, key: bytes | None) -> set[str]:
     """Relative paths of links and special files that verified quarantine records put there."""
     out: set[str] = set()
-    jdir = root / DG_DIR / "journal"
-    try:
-        names = sorted(os.listdir(jdir))
-    except OSError:
-        return out
-    for name in names:
-        p = jdir / name
-        if not name.endswith(".jsonl") or not stat.S_ISREG(os.lstat(p).st_mode):
+    for p in journal_paths(root):
+        if not stat.S_ISREG(os.lstat(p).st_mode):
             continue
         try:
             good, _ = verified_records(p, key)
@@ -227,14 +234,10 @@ def foreign_state(root: Path, part: str) -> list[Finding]:
            for b in odd_entries(Path(root), key)[:20]]
     if out:
         return out
-    jdir = top / "journal"
-    try:
-        names = sorted(n for n in os.listdir(jdir) if n.endswith(".jsonl"))
-    except OSError:
-        names = []
-    for name in names:
+    for path in journal_paths(Path(root)):
+        name = path.name
         try:
-            good, bad = verified_records(jdir / name, key)
+            good, bad = verified_records(path, key)
         except (OSError, UnsafeState) as e:
             out.append(finding("DG106", f"{part}/{DG_DIR}/journal/{display(name)}", str(e)))
             continue

@@ -503,13 +503,11 @@ def _scan(targets, datasets, opts: ScanOptions) -> ScanResult:
 
 def _state_findings(dsets, select, ignore) -> list[Finding]:
     """DG106 for each dataset folder whose `.dataguard/` is not this user's dataguard's."""
-    if not any(code_matches("DG106", [p]) for p in (select or ["DG"])) or (ignore and code_matches("DG106", ignore)):
-        return []
     out = []
     for ds in dsets:
         for part, root in ds.roots().items():
             out += [dataclasses.replace(f, dataset=ds.name) for f in foreign_state(Path(root), part)]
-    return out
+    return filter_findings(out, select, ignore)
 
 
 def _full_scan(dsets, opts: ScanOptions) -> ScanResult:

@@ -87,22 +87,23 @@ def restore(datasets: list[Dataset], run_id: str | None = None) -> list[RestoreR
         for _, root in _roots(ds):
             ensure_safe(root)
     out = []
+    foreign = {ds.name: foreign_journals(ds) for ds in datasets}     # verified once, named below
     for ds in datasets:
         available = runs(ds)
         rid = run_id or (available[-1] if available else None)
         if rid is None:
             continue
         if run_id and rid not in available:
-            planted = [j for j in foreign_journals(ds) if j.endswith(f"/{rid}.jsonl")]
+            planted = [j for j in foreign[ds.name] if j.endswith(f"/{rid}.jsonl")]
             if planted:
                 raise RestoreError(f"{ds.name}: journal {planted[0]} {NOT_OURS}")
             continue
         report = _restore_dataset(ds, rid)
-        report.ignored += [f"{j}: {NOT_OURS}" for j in foreign_journals(ds)]
+        report.ignored += [f"{j}: {NOT_OURS}" for j in foreign[ds.name]]
         out.append(report)
     if not out:
         which = f"run {run_id}" if run_id else "any repair run"
-        planted = [j for ds in datasets for j in foreign_journals(ds)]
+        planted = [j for names in foreign.values() for j in names]
         extra = f" ({len(planted)} journal(s) {NOT_OURS.split(':')[0]}: {', '.join(planted[:3])})" if planted else ""
         raise RestoreError(f"nothing to restore: no journal of {which} in "
                            f"{', '.join(d.name for d in datasets)}{extra}")
