@@ -138,12 +138,14 @@ def _action_doc(a) -> dict:
 def cmd_restore(args) -> int:
     reports = workspace(args).restore(run_id=args.run)
     for r in reports:
-        print(f"restored run {r.run_id}: {len(r.restored)} file(s) back, "
+        print(f"restored run {r.run_id}:\n  {len(r.restored)} file(s) back, "
               f"{len(r.removed)} file(s) it wrote moved to quarantine")
         for p in r.problems:
             note(f"  problem: {p}")
-        for p in r.ignored:
-            note(f"  ignored: {p}")
+        if r.ignored:            # one reason, then one journal a line: each fits 80 columns
+            note("  ignored, not written by dataguard for this user (not restored):")
+            for p in r.ignored:
+                note(f"    {p}")
     return ExitCode.FINDINGS if any(r.problems for r in reports) else ExitCode.CLEAN
 
 

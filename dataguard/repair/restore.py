@@ -42,7 +42,7 @@ class RestoreReport:
     restored: list[str] = field(default_factory=list)    # put back from quarantine
     removed: list[str] = field(default_factory=list)     # written by the run, moved away
     problems: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)     # journals this user's dataguard did not write
+    ignored: list[str] = field(default_factory=list)     # journals (part/path) this user's dataguard did not write
 
 
 def _roots(ds: Dataset) -> list[tuple[str, Path]]:
@@ -99,7 +99,7 @@ def restore(datasets: list[Dataset], run_id: str | None = None) -> list[RestoreR
                 raise RestoreError(f"{ds.name}: journal {planted[0]} {NOT_OURS}")
             continue
         report = _restore_dataset(ds, rid)
-        report.ignored += [f"{j}: {NOT_OURS}" for j in foreign[ds.name]]
+        report.ignored += foreign[ds.name]
         out.append(report)
     if not out:
         which = f"run {run_id}" if run_id else "any repair run"
