@@ -24,41 +24,51 @@ from .render import csv_row, render_findings
 
 EVAL_EPILOG = """\
 examples:
-  dataguard evaluate -d 1                                  every trained model's cross-validation
-  dataguard evaluate -d 1 --model 2d --model 3d_fullres:0,1 --plot cv.png --worst 5
-  dataguard evaluate -d 1 my_preds/ --fold 2               a loose folder, judged as fold 2's validation
+  dataguard evaluate -d 1                 every trained model's cross-validation
+  dataguard evaluate -d 1 --model 2d --model 3d_fullres:0,1 --plot cv.png \\
+      --worst 5
+  dataguard evaluate -d 1 my_preds/ --fold 2
+                                          a loose folder, as fold 2's validation
   dataguard evaluate -d 1 --format json > cv.json
 
-A label absent from a case's reference is not scored as Dice 0: "absent" when the prediction
-is empty too, a false positive otherwise; means are over the cases that have the label, and
-each fold shows how many of its validation cases do (1/10 says the fold barely measures it).
-DG802: a validation folder must hold exactly that fold's validation cases (a training case,
-a missing case or another fold's case is an error). exit codes: 0 ok, 1 DG802, 2 usage
+A label absent from a case's reference is not scored as Dice 0: "absent" when
+the prediction is empty too, a false positive otherwise; means are over the
+cases that have the label, and each fold shows how many of its validation cases
+do (1/10 says the fold barely measures it). Finished folds only (with
+checkpoint_final.pth); the others are named (DG806) unless --include-unfinished.
+DG802: a validation folder must hold exactly that fold's validation cases (a
+training case, a missing case or another fold's case is an error).
+exit codes: 0 ok, 1 DG802, 2 usage
 """
 
 SUGGEST_EPILOG = """\
   dataguard ensemble suggest -d 1 --model 2d --model 3d_fullres -o weights.json
-  dataguard ensemble suggest -d 1 --model 2d --model 3d_fullres --check weights.json
+  dataguard ensemble suggest -d 1 --model 2d --model 3d_fullres \\
+      --check weights.json
 
-Out-of-fold probabilities come from fold_X/validation/*.npz (train with --npz). The search is
-coordinate ascent over labels on a simplex grid of weights (the argmax couples labels): each
-step sets one label's weights to maximise the mean foreground Dice with the others fixed,
-starting from equal weights, so it never ends below equal weights on these cases.
+Out-of-fold probabilities come from fold_X/validation/*.npz (train with --npz)
+of finished folds (DG806 names the others), made by --checkpoint (final unless
+asked; the weights file records it and submit checks it). The search is
+coordinate ascent over labels on a simplex grid of weights (the argmax couples
+labels): each step sets one label's weights to maximise the mean foreground
+Dice with the others fixed, starting from equal weights, so it never ends below
+equal weights on these cases.
 DG803 (warning): weight for a model whose out-of-fold Dice for that label is ~0.
 """
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="per-label cross-validation Dice, empty references, case-set checks",
-                       description="Evaluate each model's cross-validation predictions (fold_X/validation) against "
-                       "gt_segmentations: Dice and voxel counts per case and label, per-fold label coverage, "
-                       "DG802 for wrong case sets.", epilog=EVAL_EPILOG,
+                       description="Evaluate each model's cross-validation predictions (fold_X/validation)\n"
+                       "against gt_segmentations: Dice and voxel counts per case and label, per-fold\n"
+                       "label coverage, DG802 for wrong case sets.", epilog=EVAL_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pred_dir", nargs="?", type=Path, metavar="PRED_DIR", help="a loose prediction folder (with --fold)")
     p.add_argument("-d", "--dataset", required=True, metavar="ID", help="dataset id or name")
     p.add_argument("--model", action="append", default=[], metavar="CONFIG[:FOLDS[:TRAINER[:PLANS]]]",
                    help="models to evaluate (default: every trained model of the dataset)")
     p.add_argument("--fold", type=int, metavar="K", help="the fold a loose PRED_DIR claims to validate")
+    _fold_args(p)
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="fold x label heatmap and per-case Dice strips")
     p.add_argument("--worst", type=int, default=0, metavar="N",
@@ -84,8 +94,25 @@ def add_suggest_parser(ensemble_sub) -> None:
                    help="load this checkpoint on a torch older than 2.10 although dataguard did not write it "
                         "(only for files whose origin you know)")
     s.add_argument("--format", choices=("table", "json"), default="table")
+    _fold_args(s)
     add_engine_args(s)
     s.set_defaults(func=cmd_suggest)
+
+
+def _fold_args(p) -> None:
+    p.add_argument("--checkpoint", choices=("final", "best"), default="final",
+                   help="whose out-of-fold predictions: checkpoint_final (the default, what training's own "
+                        "validation uses) or checkpoint_best (made with --predict-missing)")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="also use folds whose training did not finish (no checkpoint_final.pth)")
+
+
+def wrapped(text: str, width: int = 80) -> str:
+    """A message broken at spaces to fit `width` columns (a long path stays whole)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False)) or text
 
 
 def _ws(args):
@@ -100,7 +127,10 @@ def cmd_evaluate(args) -> int:
     if args.pred_dir is not None and args.model:
         raise UsageError("give PRED_DIR --fold K or --model, not both")
     ws = _ws(args)
-    ev = ws.evaluate.run(args.model or None, args.pred_dir, args.fold)
+    ev = ws.evaluate.run(args.model or None, args.pred_dir, args.fold, include_unfinished=args.include_unfinished,
+                         checkpoint=args.checkpoint)
+    for line in ev.used:
+        note(wrapped("folds: " + line))
     if args.format == "json":
         json.dump(ev.to_dict(), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -119,7 +149,11 @@ def cmd_evaluate(args) -> int:
         ev.plot(args.plot)
         note(f"wrote {args.plot}")
     if ev.findings and args.format == "table":
-        render_findings(ev.findings, "case sets", console())
+        unfinished = [f for f in ev.findings if f.code == "DG806"]
+        if unfinished:
+            render_findings(unfinished, "unfinished folds", console())
+        if len(unfinished) < len(ev.findings):
+            render_findings([f for f in ev.findings if f.code != "DG806"], "case sets", console())
     return ExitCode.FINDINGS if any(f.severity >= Severity.ERROR for f in ev.findings) else ExitCode.CLEAN
 
 
@@ -178,18 +212,28 @@ def cmd_suggest(args) -> int:
     if oof.missing and args.predict_missing:
         _predict_missing(ws, args, models, oof)
         models, oof = _out_of_fold(ws, args)
+    for m in models:
+        note(wrapped("folds: " + m.describe()))
+    unfinished = [f for m in models for f in m.fold_findings()]
+    if unfinished and args.format == "table":
+        render_findings(unfinished, "unfinished folds", console())
     if oof.missing:
         out = console()
-        out.print("[bold red]no out-of-fold probabilities[/] for: "
-                  + "; ".join(f"{m} fold {', '.join(f)}" for m, f in oof.missing.items()))
-        for _m, _fold, call in ws.evaluate.validation_calls(models, oof.missing):
+        out.print(f"[bold red]no out-of-fold probabilities of checkpoint_{args.checkpoint}[/] for: "
+                  + "; ".join(f"{m} fold {k}" + (f" ({oof.why[f'{m} fold {k}']})" if f"{m} fold {k}" in oof.why
+                                                  else "") for m, f in oof.missing.items() for k in f))
+        for _m, _fold, call in ws.evaluate.validation_calls(models, oof.missing, args.checkpoint):
             out.print(f"  {call.shell()}", soft_wrap=True, highlight=False, markup=False)
         out.print("(or rerun with --predict-missing)")
         return ExitCode.FINDINGS
     names = [m.spec for m in models]
     if args.check:
         weights = ws.evaluate.load_weights(args.check, names)
-        found = ws.evaluate.check_weights(weights, names, str(args.check))
+        if weights.tuned_on != args.checkpoint:
+            note(f"{args.check} was tuned on checkpoint_{weights.tuned_on}; judged here on checkpoint_"
+                 f"{args.checkpoint}")
+        found = ws.evaluate.check_weights(weights, names, str(args.check), checkpoint=args.checkpoint,
+                                          include_unfinished=args.include_unfinished)
         _dg803(found)
         if len(args.model) < 2:
             return ExitCode.CLEAN
@@ -211,7 +255,8 @@ def cmd_suggest(args) -> int:
 def _out_of_fold(ws, args):
     """Every case read once, reduced to what the weight search needs, with a progress bar."""
     with CountProgress("reading out-of-fold probabilities") as bar:
-        return ws.evaluate.out_of_fold(args.model, on_case=bar.tick)
+        return ws.evaluate.out_of_fold(args.model, on_case=bar.tick, include_unfinished=args.include_unfinished,
+                                       checkpoint=args.checkpoint)
 
 
 def _dg803(findings) -> None:
@@ -275,5 +320,6 @@ def _suggest_table(sug) -> None:
 
 
 def _predict_missing(ws, args, models, oof) -> None:
-    ws.evaluate.run_validation(ws.evaluate.validation_calls(models, oof.missing), tuple(args.trust_checkpoint or ()),
+    ws.evaluate.run_validation(ws.evaluate.validation_calls(models, oof.missing, args.checkpoint),
+                               tuple(args.trust_checkpoint or ()),
                                on_call=lambda call: note(f"running: {call.shell()}"))

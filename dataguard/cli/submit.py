@@ -14,41 +14,57 @@ from .common import (
     shown,
     workspace,
 )
-from .evaluate import add_suggest_parser
+from .evaluate import add_suggest_parser, wrapped
 from .progress import CountProgress
 from .render import render_findings
 
 SUBMIT_EPILOG = """\
 two ways in:
-  1. predictions that exist:  dataguard submit PRED_DIR --images imagesTs -o sub.zip --labels dataset.json
-  2. through nnU-Net:         dataguard submit -d 1 --images imagesTs -o sub.zip \\
-                                  --model 2d:0,1 --model 3d_fullres --weights w.json --postprocess lcc
+  1. predictions that exist:
+     dataguard submit PRED_DIR --images imagesTs -o sub.zip \\
+         --labels dataset.json
+  2. through nnU-Net:
+     dataguard submit -d 1 --images imagesTs -o sub.zip --model 2d:0,1 \\
+         --model 3d_fullres --weights w.json --postprocess lcc
 
-checks before any archive exists: DG601 float labels (--fix-dtype casts values within 1e-3 of an
-integer to uint8), DG602 values outside the labels, DG603 geometry vs the test image, DG604 a test
-case without prediction or a prediction without test case, DG605 (warning) empty or missing a label
-most training cases have. The zip is flat (case.nii.gz members), re-opened and verified member by
-member, and described in OUT.zip.manifest.json (case hashes, models, checkpoints, weights, versions).
-A model's probabilities are reused while its checkpoints and the test images are unchanged, so a
-second run with a new --weights file runs no inference.
+checks before any archive exists: DG601 float labels (--fix-dtype casts values
+within 1e-3 of an integer to uint8), DG602 values outside the labels, DG603
+geometry vs the test image, DG604 a test case without prediction or a prediction
+without test case, DG605 (warning) empty or missing a label most training cases
+have. The test images are checked too (orientation, duplicates, intensities;
+against the training data with -d), either way in.
+The zip is flat (case.nii.gz members), re-opened and verified member by member,
+and described in OUT.zip.manifest.json (case hashes, models, folds, checkpoint,
+weights, versions). A model's probabilities are reused while its checkpoints
+and the test images are unchanged: a new --weights file runs no inference.
+A model uses its finished folds (with checkpoint_final.pth) and names those it
+skips (DG806); --include-unfinished takes the others too (with --checkpoint
+best), and the manifest says so. Weights from `ensemble suggest` must be tuned
+on the checkpoint submit predicts with (checkpoint_final by default).
 exit codes: 0 archive written, 1 findings stopped it, 2 usage error
 """
 
 ENSEMBLE_EPILOG = """\
-weights from out-of-fold predictions instead of trial uploads:  dataguard ensemble suggest -h
-weights file: {"labels": {"3": {"2d": 1.0, "3d": 0.0}}, "default": {"2d": 0.5, "3d": 0.5}}
-  models are named by input folder name; for each class c (background 0 included)
-  P_c = sum_m w_mc p_mc / sum_m w_mc with w from labels[c], else default, else equal weights
-  (what nnUNetv2_ensemble does); the label map is argmax_c P_c. Probability files may be named
-  case.npz (nnU-Net) or case.nii.gz.npz (older scripts).
+weights from out-of-fold predictions instead of trial uploads:
+  dataguard ensemble suggest -h
+weights file:
+  {"labels": {"3": {"2d": 1.0, "3d": 0.0}}, "default": {"2d": 0.5, "3d": 0.5},
+   "checkpoint": "final"}
+  models are named by input folder name; for each class c (background 0
+  included) P_c = sum_m w_mc p_mc / sum_m w_mc with w from labels[c], else
+  default, else equal weights (what nnUNetv2_ensemble does); the label map is
+  argmax_c P_c. Probability files may be named case.npz (nnU-Net) or
+  case.nii.gz.npz (older scripts). "checkpoint": whose out-of-fold
+  probabilities tuned the weights (absent: final).
 """
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("submit", help="check predictions, (predict and ensemble,) write a verified submission zip",
-                       description="Validate predictions against the test images and write a flat, verified zip "
-                       "with a manifest; or produce them first through nnU-Net with per-label weighted ensembling "
-                       "and post-processing.", epilog=SUBMIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description="Validate predictions against the test images and write a flat, verified\n"
+                       "zip with a manifest; or produce them first through nnU-Net with per-label\n"
+                       "weighted ensembling and post-processing.", epilog=SUBMIT_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pred_dir", nargs="?", type=Path, metavar="PRED_DIR", help="existing predictions (case.nii.gz)")
     p.add_argument("--images", type=Path, required=True, metavar="DIR", help="the test images (case_0000.nii.gz ...)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.zip", help="the archive to write")
@@ -60,8 +76,14 @@ def add_parser(sub) -> None:
     p.add_argument("--postprocess", choices=("none", "lcc", "lcc+fill"), default="none",
                    help="largest connected component per label (+ fill enclosed background holes)")
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster)")
-    p.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda")
-    p.add_argument("--checkpoint", choices=("best", "final"), default="best")
+    p.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda",
+                   help="where nnU-Net predicts (default cuda; checked before predicting)")
+    p.add_argument("--checkpoint", choices=("final", "best"), default="final",
+                   help="checkpoint_final.pth (the default, as nnUNetv2_predict) or checkpoint_best.pth of "
+                        "each fold; --weights must be tuned on the same one")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="also predict with folds whose training did not finish (no checkpoint_final.pth; "
+                        "with --checkpoint best); recorded in the manifest")
     p.add_argument("--trust-checkpoint", action="append", type=Path, default=[], metavar="PATH",
                    help="predict with this checkpoint on a torch older than 2.10 although dataguard did not "
                         "write it (only for files whose origin you know); every checkpoint must still load "
@@ -83,15 +105,15 @@ def add_parser(sub) -> None:
     c.set_defaults(func=cmd_check)
 
     e = sub.add_parser("ensemble", help="per-label weighted ensemble of nnU-Net probability folders",
-                       description="Combine probability folders as nnUNetv2_ensemble does, with per-label weights, "
-                       "naming-robust file discovery and optional post-processing.", epilog=ENSEMBLE_EPILOG,
+                       description="Combine probability folders as nnUNetv2_ensemble does, with per-label\n"
+                       "weights, naming-robust file discovery and optional post-processing.", epilog=ENSEMBLE_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _combine_args(e, required=False)            # `dataguard ensemble -i A -i B -o OUT` is `ensemble combine`
     e.set_defaults(func=cmd_ensemble)
     group = e.add_subparsers(dest="ensemble_command", metavar="{combine,suggest}")
     comb = group.add_parser("combine", help="combine probability folders (the default without a subcommand)",
-                            description="Combine probability folders as nnUNetv2_ensemble does, with per-label "
-                            "weights and optional post-processing.", epilog=ENSEMBLE_EPILOG,
+                            description="Combine probability folders as nnUNetv2_ensemble does, with\n"
+                            "per-label weights and optional post-processing.", epilog=ENSEMBLE_EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     _combine_args(comb, required=True)
     comb.set_defaults(func=cmd_ensemble)
@@ -180,22 +202,49 @@ def cmd_submit(args) -> int:
     if not args.model:
         if args.weights or args.postprocess != "none":
             raise UsageError("--weights and --postprocess apply to --model runs (or use `dataguard ensemble`)")
+        if args.include_unfinished or args.checkpoint != "final":
+            raise UsageError("--include-unfinished and --checkpoint apply to --model runs")
+        found = (ws.dataset() if args.dataset else ws).submit.check_test_images(images)
+        if _test_images_stop(found, images):
+            return ExitCode.FINDINGS
         return _validate_and_package(ws, args, args.pred_dir, images, labels)
     return _predict_and_submit(ws, args, images, labels)
+
+
+def _test_images_stop(found, images: Path) -> bool:
+    """Show the test images' findings; True when errors among them stop the submission."""
+    _show(found, f"test images {images}")
+    if any(f.severity >= Severity.ERROR for f in found):
+        console().print("[bold red]the test images have errors[/]: no archive written")
+        return True
+    return False
+
+
+def folds_used(models) -> None:
+    """Which folds each model uses and which it skips (DG806 for the unfinished ones)."""
+    for m in models:
+        note(wrapped("folds: " + m.describe()))
+    _show([f for m in models for f in m.fold_findings()], "unfinished folds")
 
 
 def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
     if not args.dataset:
         raise UsageError("--model needs -d DATASET")
     ds = ws.dataset()
-    models = ds.evaluate.models(args.model)
+    models = ds.evaluate.models(args.model, include_unfinished=args.include_unfinished)
     names = [m.spec for m in models]
     if len(set(names)) != len(names):
         raise UsageError("the same --model twice")
     weights = ds.evaluate.load_weights(args.weights, names)
+    if args.weights and weights.tuned_on != args.checkpoint:
+        raise UsageError(f"{args.weights} was tuned on out-of-fold probabilities of checkpoint_{weights.tuned_on}, "
+                         f"this run predicts with checkpoint_{args.checkpoint}: use --checkpoint "
+                         f"{weights.tuned_on}, or tune again with ensemble suggest --checkpoint {args.checkpoint}")
+    folds_used(models)
     if args.weights:                  # DG803: weight on a model that never got this label right
         try:
-            _show(ds.evaluate.check_weights(weights, names, str(args.weights)), f"weights {args.weights}")
+            _show(ds.evaluate.check_weights(weights, names, str(args.weights), checkpoint=args.checkpoint,
+                                            include_unfinished=args.include_unfinished), f"weights {args.weights}")
         except UsageError as e:       # no splits or validation folders: nothing to judge against
             note(f"weights not judged against out-of-fold Dice: {e}")
     work = args.work_dir or args.output.with_name(args.output.name + ".work")
@@ -217,7 +266,8 @@ def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
         _show(res.findings, "probability files")
         return ExitCode.FINDINGS
     note(f"ensembled {res.written} cases from {len(res.runs)} model(s), post-processing {args.postprocess}")
-    provenance = res.provenance(weights, args.postprocess, args.manifest_dir / f"{ds.name}.json")
+    provenance = res.provenance(weights, args.postprocess, ws.manifest_path(ds.name),
+                                include_unfinished=args.include_unfinished)
     return _validate_and_package(ws, args, res.merged, images, labels, **provenance)
 
 

@@ -66,6 +66,7 @@ class Evaluation:
     findings: list = field(default_factory=list)
     values: dict[int, tuple[int, ...]] = field(default_factory=dict)   # class -> the label values it is
     ignore: int | None = None                    # the reference value nnU-Net masks out
+    used: list[str] = field(default_factory=list)    # per model: the folds used, those skipped and why
 
     def models(self) -> list[str]:
         return list(dict.fromkeys(s.model for s in self.sources))

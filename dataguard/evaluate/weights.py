@@ -179,6 +179,8 @@ class OOF:
     reduced: "VoxelStore | None" = None
     ignore: int | None = None        # reference value that counts nowhere
     rule: object | None = None       # region_weights.RegionRule for a region-based dataset
+    checkpoint: str = "final"        # the checkpoint that made these probabilities
+    why: dict[str, str] = field(default_factory=dict)     # "model fold K" -> why it counts as missing
 
     def store(self, prune: bool = True) -> "VoxelStore":
         """The reduced cases (made here from `probs`/`refs` when the OOF was built in memory)."""
@@ -417,6 +419,7 @@ class Suggestion:
     start: str = ""                                        # the candidate the ascent started from
     voxels: int = 0
     contested: int = 0
+    checkpoint: str = "final"                              # whose out-of-fold probabilities: submit checks it
 
     @property
     def best_candidate(self) -> Candidate:
@@ -433,7 +436,8 @@ class Suggestion:
 
     def weights_file(self) -> dict:
         return {"labels": {str(lab): {m: round(w, 4) for m, w in zip(self.models, ws)}
-                           for lab, ws in sorted(self.weights.items())}}
+                           for lab, ws in sorted(self.weights.items())},
+                "checkpoint": self.checkpoint}
 
     def to_dict(self) -> dict:
         return {"models": self.models, "cases": self.cases, "rounds": self.rounds,

@@ -8,67 +8,118 @@ from ..errors import UsageError
 from ..evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
 from ..evaluate.region_weights import RegionReducer, region_rule, search_regions
 from ..evaluate.validation import run_validation, validation_calls
-from ..evaluate.weights import check_weights, load_oof, search
+from ..evaluate.weights import OOF, check_weights, load_oof, search
 from ..spec import load_spec
 from ..submit.ensemble import Weights, nnunet_meta, writer_for
 from ..submit.predict import parse_model
+from ..submit.trained import fold_names, validation_checkpoint
 from .scope import Scoped, deprecated
+
+
+def wrong_checkpoint(models: list, checkpoint: str) -> list[tuple[str, str, str]]:
+    """(model, fold, checkpoint) of each used fold whose validation folder another checkpoint made."""
+    out = []
+    for m in models:
+        for k in m.folds:
+            made = validation_checkpoint(m.folder / f"fold_{k}")
+            if made != checkpoint:
+                out.append((m.spec, k, made))
+    return out
 
 
 class Evaluation(Scoped):
     """A dataset's trained models: their validation Dice, out-of-fold probabilities, weights."""
 
-    def models(self, specs: list[str] | None = None) -> list:
+    def models(self, specs: list[str] | None = None, include_unfinished: bool = False) -> list:
         """Trained models (predict.ModelSpec), by `--model` spec; None: every cross-validation
-        model under $nnUNet_results/<dataset>."""
+        model under $nnUNet_results/<dataset>. Each uses its finished folds only (unfinished ones
+        too with `include_unfinished`); `m.fold_findings()` says which it skipped (DG806)."""
+        return self._models(specs, include_unfinished)[0]
+
+    def _results(self) -> Path:
         ds = self._ds()
         results = os.environ.get("nnUNet_results")
         if not results:
             raise UsageError("nnUNet_results is not set: it says where the trained models are")
-        root = Path(results) / ds.name
+        return Path(results) / ds.name
+
+    def _models(self, specs, include_unfinished: bool = False) -> tuple[list, list]:
+        """(models with a usable fold, models found without one): the second only when
+        discovering (a named model without a finished fold is refused)."""
+        root = self._results()
         if specs:
-            return [parse_model(s, root) for s in specs]
-        out = []
+            return [parse_model(s, root, include_unfinished) for s in specs], []
+        out, dropped = [], []
         for d in sorted(root.glob("*__*__*")) if root.is_dir() else []:
             trainer, plans, config = d.name.split("__", 2)
-            if any(p.name[5:].isdigit() for p in d.glob("fold_*")):
-                short = parse_model(config, root)
-                spec = config if short.folder == d else f"{config}:all:{trainer}:{plans}"
-                out.append(parse_model(spec, root))
+            if d.is_symlink() or not any(k.isdigit() for k in fold_names(d)):
+                continue
+            short = parse_model(config, root, require_finished=False)
+            spec = config if short.folder == d else f"{config}:all:{trainer}:{plans}"
+            m = parse_model(spec, root, include_unfinished, require_finished=False)
+            (out if m.folds else dropped).append(m)
         if not out:
-            raise UsageError(f"no trained cross-validation model under {root}")
-        return out
+            why = "; ".join(m.describe() for m in dropped)
+            raise UsageError(f"no trained cross-validation model under {root}"
+                             + (f" with a finished fold ({why})" if why else ""))
+        return out, dropped
 
     def run(self, specs: list[str] | None = None, pred_dir: Path | None = None, fold: int | None = None,
-            on_case=None):
+            on_case=None, include_unfinished: bool = False, checkpoint: str = "final"):
         """Per case, fold and label Dice of models' validation predictions (or one loose folder
-        given as fold `fold`), with DG802 on their case sets."""
+        given as fold `fold`), with DG802 on their case sets and DG806 on unfinished folds
+        (skipped unless `include_unfinished`). A fold whose validation another checkpoint made
+        than `checkpoint` is refused: the Dice would describe other weights."""
         ds = self._ds()
         if ds.preprocessed is None:
             raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
         splits = splits_of(ds.preprocessed)
         spec = load_spec(Path(ds.preprocessed) / "dataset.json")
         labels = foreground_labels(spec)
+        notes = []
         if pred_dir is not None:
             if fold is None:
                 raise UsageError("a loose PRED_DIR needs --fold K: which fold's validation it claims to be")
             sources = fold_sources(str(pred_dir), {fold: Path(pred_dir)}, splits)
+            models = []
         else:
             sources = []
-            for m in self.models(specs):
+            models, dropped = self._models(specs, include_unfinished)
+            for m in models + dropped:
+                notes += m.fold_findings()
+            other = wrong_checkpoint(models, checkpoint)
+            if other:
+                raise UsageError(f"validation made with another checkpoint than checkpoint_{checkpoint}: "
+                                 + "; ".join(f"{spec} fold {k} ({c})" for spec, k, c in other)
+                                 + f" (make it with: dataguard ensemble suggest ... --checkpoint {checkpoint} "
+                                   f"--predict-missing)")
+            for m in models:
                 folds = {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
                 sources += fold_sources(m.spec, folds, splits)
-        return evaluate(ds.name, Path(ds.preprocessed) / "gt_segmentations", labels, sources, jobs=self._ws.jobs,
-                        on_case=on_case, spec=spec)
+        ev = evaluate(ds.name, Path(ds.preprocessed) / "gt_segmentations", labels, sources, jobs=self._ws.jobs,
+                      on_case=on_case, spec=spec)
+        ev.findings = notes + ev.findings
+        ev.used = [m.describe() for m in models]
+        return ev
 
-    def out_of_fold(self, specs: list[str], on_case=None):
-        """Out-of-fold probabilities of the models on the cases they share, and the references."""
+    def out_of_fold(self, specs: list[str], on_case=None, include_unfinished: bool = False,
+                    checkpoint: str = "final"):
+        """Out-of-fold probabilities of the models on the cases they share, and the references.
+        Finished folds only (unless `include_unfinished`); a fold whose validation another
+        checkpoint made counts as missing (`oof.why` says so)."""
         ws, ds = self._ws, self._ds()
-        models = self.models(specs)
+        models = self.models(specs, include_unfinished)
         spec = load_spec(Path(ds.preprocessed) / "dataset.json")
         labels = foreground_labels(spec)
         dj, plans = nnunet_meta(models[0].folder)
         reader = writer_for(plans, dj)()
+        other = wrong_checkpoint(models, checkpoint)
+        if other:
+            oof = OOF([m.spec for m in models], labels, [], checkpoint=checkpoint)
+            for m, k, c in other:
+                oof.missing.setdefault(m, []).append(k)
+                oof.why[f"{m} fold {k}"] = f"its validation was made with checkpoint_{c}"
+            return models, oof
         folds = {m.spec: {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
                  for m in models}
         rule = region_rule(spec)
@@ -76,6 +127,7 @@ class Evaluation(Scoped):
                        jobs=ws.jobs, ignore=spec.ignore_label, reduce=None if rule is None else RegionReducer(rule),
                        executor=ws.executor if ws.client is not None else None)
         oof.rule = rule
+        oof.checkpoint = checkpoint
         return models, oof
 
     @staticmethod
@@ -88,23 +140,26 @@ class Evaluation(Scoped):
         """Per-label ensemble weights from out-of-fold probabilities, and DG803 on them:
         (evaluate.weights.Suggestion, findings)."""
         sug = search(oof, step=step) if oof.rule is None else search_regions(oof, oof.rule, step=step)
+        sug.checkpoint = oof.checkpoint
         single = {m: sug.single[m] for m in sug.models}
         found = check_weights(Weights.parse(sug.weights_file(), sug.models), single, oof.labels, "suggested weights")
         return sug, found
 
-    def validation_calls(self, models: list, missing: dict) -> list:
-        """nnU-Net's `--val --npz` call for each fold without out-of-fold probabilities:
+    def validation_calls(self, models: list, missing: dict, checkpoint: str = "final") -> list:
+        """nnU-Net's `--val --npz` call for each fold without out-of-fold probabilities (from
+        `checkpoint`), with the device and settings its run was started with:
         [(model, fold, TrainCall)]."""
-        return validation_calls(self._ds().name, models, missing)
+        return validation_calls(self._ds().name, models, missing, checkpoint)
 
     @staticmethod
     def run_validation(calls: list, trust: tuple = (), on_call=None) -> None:
         """Run those calls, each checkpoint proven plain data first."""
         run_validation(calls, trust, on_call)
 
-    def check_weights(self, weights, specs: list[str], source: str):
+    def check_weights(self, weights, specs: list[str], source: str, checkpoint: str = "final",
+                      include_unfinished: bool = False):
         """DG803: weights against each model's out-of-fold Dice per label (from `run`)."""
-        ev = self.run(specs)
+        ev = self.run(specs, checkpoint=checkpoint, include_unfinished=include_unfinished)
         oof = {m: {lab: v["mean_dice"] for lab, v in ev.per_label(m).items()} for m in ev.models()}
         return check_weights(weights, oof, ev.labels, source)
 

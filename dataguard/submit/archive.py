@@ -125,7 +125,8 @@ def versions() -> dict[str, str]:
 
 def write_manifest(report: ArchiveReport, *, models: list[dict] | None = None, weights: dict | None = None,
                    postprocess: str | None = None, training_manifest: Path | None = None,
-                   source: str | None = None) -> Path:
+                   source: str | None = None, checkpoint: str | None = None,
+                   include_unfinished: bool | None = None) -> Path:
     """`OUT.zip.manifest.json`: which cases (blake3), models, checkpoints, weights, versions and
     training data made this upload."""
     doc = {
@@ -137,6 +138,8 @@ def write_manifest(report: ArchiveReport, *, models: list[dict] | None = None, w
         "cast_to_uint8": report.cast,
         "source": source,
         "models": models or [],
+        "checkpoint": checkpoint,                   # checkpoint_<this>.pth of every fold (None: not predicted here)
+        "include_unfinished": include_unfinished,   # --include-unfinished: unfinished folds taken on purpose
         "weights": weights,
         "postprocess": postprocess,
         "versions": versions(),

@@ -45,6 +45,12 @@ POSTPROCESS = ("none", "lcc", "lcc+fill")
 class Weights:
     per_label: dict[int, dict[str, float]] = field(default_factory=dict)
     default: dict[str, float] | None = None
+    checkpoint: str | None = None       # the checkpoint whose out-of-fold probabilities tuned them (None: final)
+
+    @property
+    def tuned_on(self) -> str:
+        """checkpoint_<this>.pth made the probabilities these weights were tuned on."""
+        return self.checkpoint or "final"
 
     @classmethod
     def load(cls, path: Path | None, models: list[str]) -> "Weights":
@@ -58,9 +64,12 @@ class Weights:
 
     @classmethod
     def parse(cls, raw, models: list[str], where: str = "weights") -> "Weights":
-        if not isinstance(raw, dict) or not set(raw) <= {"labels", "default"}:
+        if not isinstance(raw, dict) or not set(raw) <= {"labels", "default", "checkpoint"}:
             raise UsageError(f"{where}: expected {{\"labels\": {{label: {{model: weight}}}}, \"default\": "
-                             f"{{model: weight}}}}")
+                             f"{{model: weight}}, \"checkpoint\": \"final\"}}")
+        checkpoint = raw.get("checkpoint")
+        if checkpoint is not None and checkpoint not in ("final", "best"):
+            raise UsageError(f"{where}: \"checkpoint\" is \"final\" or \"best\", not {checkpoint!r}")
 
         def entry(d, what):
             if not isinstance(d, dict):
@@ -90,7 +99,7 @@ class Weights:
                 raise UsageError(f"{where}: label keys are label values (\"3\"), not {k!r}") from None
             per[lab] = entry(d, f"label {lab}")
         default = entry(raw["default"], "default") if raw.get("default") is not None else None
-        return cls(per, default)
+        return cls(per, default, checkpoint)
 
     def matrix(self, models: list[str], n_classes: int, regions: bool = False):
         """weights[m, c] as a numpy array (models x probability channels). With regions,
@@ -105,7 +114,8 @@ class Weights:
         return w
 
     def to_dict(self) -> dict:
-        return {"labels": {str(k): v for k, v in sorted(self.per_label.items())}, "default": self.default}
+        return {"labels": {str(k): v for k, v in sorted(self.per_label.items())}, "default": self.default,
+                "checkpoint": self.checkpoint}
 
 
 def combine(probabilities: list, weights, region_order: tuple[int, ...] | None = None):

@@ -34,18 +34,29 @@ class PipelineResult:
     def ok(self) -> bool:
         return self.stage == "ensembled"
 
-    def provenance(self, weights: Weights, postprocess: str, training_manifest: Path | None) -> dict:
-        """What the archive's manifest records about how its label maps were made."""
+    def provenance(self, weights: Weights, postprocess: str, training_manifest: Path | None,
+                   include_unfinished: bool = False) -> dict:
+        """What the archive's manifest records about how its label maps were made: per model the
+        folds used, those skipped (unfinished) and those used although unfinished."""
+        def skipped(m):
+            return [{"fold": s.fold, "why": s.why} for s in (m.choice.skipped if m.choice else [])]
+
+        def unfinished(m):
+            return [s.fold for s in (m.choice.unfinished_used if m.choice else [])]
+
         return {"models": [{"model": r.model.spec, "trainer": r.model.trainer, "plans": r.model.plans,
                             "configuration": r.model.configuration, "folds": r.model.folds,
+                            "folds_skipped": skipped(r.model), "unfinished_folds_used": unfinished(r.model),
                             "checkpoint": r.record["checkpoint"], "checkpoints_blake3": r.record["checkpoints"],
                             "tta": r.record["tta"], "reused": r.reused} for r in self.runs],
+                "checkpoint": self.runs[0].record["checkpoint"] if self.runs else None,
+                "include_unfinished": include_unfinished,
                 "weights": weights.to_dict(), "postprocess": postprocess,
                 "training_manifest": training_manifest}
 
 
 def predict_and_ensemble(models: list[ModelSpec], dataset: str, images: Path, work: Path, weights: Weights,
-                         postprocess: str = "none", *, checkpoint: str = "best", tta: bool = True,
+                         postprocess: str = "none", *, checkpoint: str = "final", tta: bool = True,
                          trust: tuple = (), device: str = "cuda", on_event: EventFn | None = None,
                          on_run: Callable[[PredictRun], None] | None = None,
                          training=None) -> PipelineResult:
