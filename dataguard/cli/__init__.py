@@ -73,13 +73,101 @@ SIGPIPE_EXIT = 128 + 13          # what a shell reports for a writer its reader 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a reader that went away (`| head`) ends it quietly, for every command."""
+    was_pipe = _is_pipe(sys.stdout)
     try:
         code = _main(argv)
         sys.stdout.flush()          # inside the guard: a closed pipe shows here, not at exit
-        return code
     except BrokenPipeError:
         _stdout_to_devnull()
         return SIGPIPE_EXIT
+    except SystemExit as e:
+        # rich's Console.on_broken_pipe points stdout at devnull and raises SystemExit(1):
+        # that 1 would read as "findings" when the reader of the pipe merely left
+        if e.code == 1 and was_pipe and _is_devnull(sys.stdout):
+            return SIGPIPE_EXIT
+        if e.code in (0, None):            # argparse's exit after --help: was it read?
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _stdout_to_devnull()
+                return SIGPIPE_EXIT
+            if _reader_left(sys.stdout):
+                _stdout_to_devnull()
+                return SIGPIPE_EXIT
+        raise
+    if code != SIGPIPE_EXIT and _reader_left(sys.stdout):
+        # the output fitted the pipe buffer, so no write failed, but the reader went away
+        # (`| head -1`): say so as `yes | head -1` does, not "clean" or "findings"
+        _stdout_to_devnull()
+        return SIGPIPE_EXIT
+    return code
+
+
+READER_GRACE_S = 0.25       # how long a pipe's reader gets to read what is left in it ...
+HANGUP_GRACE_S = 0.05       # ... and then to close it (head exits right after its read)
+
+
+def _reader_left(stream) -> bool:
+    """True when `stream` is a pipe whose reader has gone, asked at the end of a command.
+
+    A write into a pipe succeeds as long as the pipe buffer has room, whatever the reader does;
+    only poll() tells that the read end is closed (POLLERR). A reader such as `head -1` reads
+    and then exits a moment after we wrote, so wait (bounded) while the pipe still holds unread
+    bytes, then briefly for the hang-up. A reader that stays (a terminal, a file, `| less`,
+    `| cat`, a test's capture) costs at most HANGUP_GRACE_S, and only on a pipe."""
+    import select
+    import time
+
+    if not _is_pipe(stream):
+        return False
+    try:
+        fd = stream.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+    except (AttributeError, OSError, ValueError):
+        return False
+
+    def gone(timeout_s: float) -> bool:
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(int(timeout_s * 1000)))
+
+    deadline = time.monotonic() + READER_GRACE_S
+    while _unread(fd) and time.monotonic() < deadline:
+        if gone(0.01):
+            return True
+    return gone(HANGUP_GRACE_S)
+
+
+def _is_pipe(stream) -> bool:
+    import os
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _is_devnull(stream) -> bool:
+    import os
+
+    try:
+        return os.path.samestat(os.fstat(stream.fileno()), os.stat(os.devnull))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _unread(fd: int) -> int:
+    """Bytes written to the pipe `fd` that its reader has not read yet (0 where unknown)."""
+    try:
+        import array
+        import fcntl
+        import termios
+
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, buf, True)
+        return buf[0]
+    except (ImportError, OSError, AttributeError):
+        return 0
 
 
 def _closed(stream) -> bool:

@@ -13,6 +13,7 @@ from .common import (
     add_target_args,
     console,
     note,
+    plain,
     progress,
     split_codes,
     verdict,
@@ -138,8 +139,8 @@ def _action_doc(a) -> dict:
 def cmd_restore(args) -> int:
     reports = workspace(args).restore(run_id=args.run)
     for r in reports:
-        print(f"restored run {r.run_id}:\n  {len(r.restored)} file(s) back, "
-              f"{len(r.removed)} file(s) it wrote moved to quarantine")
+        print(plain(f"{r.dataset or 'restored'}: run {r.run_id} undone\n  {len(r.restored)} file(s) back, "
+                    f"{len(r.removed)} file(s) it wrote moved to quarantine"))
         for p in r.problems:
             note(f"  problem: {p}")
         if r.ignored:            # one reason, then one journal a line: each fits 80 columns

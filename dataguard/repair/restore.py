@@ -43,6 +43,7 @@ class RestoreReport:
     removed: list[str] = field(default_factory=list)     # written by the run, moved away
     problems: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)     # journals (part/path) this user's dataguard did not write
+    dataset: str = ""                                     # whose run it was (a run id spans datasets)
 
 
 def _roots(ds: Dataset) -> list[tuple[str, Path]]:
@@ -124,7 +125,7 @@ def _refusal(e: dict, rid: str, root: Path) -> str | None:
 
 
 def _restore_dataset(ds: Dataset, rid: str) -> RestoreReport:
-    report = RestoreReport(rid)
+    report = RestoreReport(rid, dataset=ds.name)
     undo_id = new_run_id()
     with contextlib.ExitStack() as stack:
         for _, root in _roots(ds):
