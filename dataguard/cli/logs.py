@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..workspace import Workspace
 from .common import ExitCode, console, note
-from .render import csv_row
+from ..findings import printable
+from .render import csv_row, fit_lines
 
 EPILOG = """\
 examples:
@@ -77,19 +78,21 @@ def render_runs(runs) -> None:
     out = console()
     for r in runs:
         d = r.to_dict()
-        out.print(Text(r.log, style="bold"), soft_wrap=True)
+        out.print(Text(fit_lines(printable(str(r.log)), out.width), style="bold"), soft_wrap=True)
         t = Table(header_style="bold")
         for col in ("label", "best", "at epoch", "last"):
             t.add_column(col)
         for name, s in d["labels"].items():
             last = Text(_fmt(s["last"]), style="bold red" if s["best"] and s["last"] is not None
                         and s["best"] >= 0.2 and s["last"] <= 0.02 else "")
-            t.add_row(name, _fmt(s["best"]), str(s["best_epoch"]), last)
+            t.add_row(name, _fmt(s["best"]), "-" if s["best_epoch"] is None else str(s["best_epoch"]), last)
         out.print(t)
-        out.print(f"{d['epochs']} epochs{' (finished)' if d['finished'] else ''}; best EMA {_fmt(d['best_ema'])} "
-                  f"at epoch {d['best_epoch']}")
+        best = (f"best EMA {_fmt(d['best_ema'])} at epoch {d['best_epoch']}" if d["best_ema"] is not None
+                else "no best EMA yet (no epoch finished, or every pseudo Dice was NaN)")
+        out.print(f"{d['epochs']} epochs{' (finished)' if d['finished'] else ''}; {best}")
         for f in r.findings:
-            out.print(Text(f"{f.code} {f.severity}: {f.message}", style="yellow" if f.code == "DG801" else "cyan"))
+            out.print(Text(fit_lines(printable(f"{f.code} {f.severity}: {f.message}"), out.width, "  "),
+                           style="yellow" if f.code == "DG801" else "cyan"))
         out.print()
 
 

@@ -27,6 +27,43 @@ def summary_line(result: ScanResult) -> str:
             f"in {s['seconds']:.2f} s")
 
 
+def screen_width() -> int:
+    """Columns for text on stderr or stdout: $COLUMNS, the terminal's, else 80."""
+    import shutil
+
+    return shutil.get_terminal_size(fallback=(80, 24)).columns or 80
+
+
+def fit_lines(text: str, width: int, indent: str = "") -> str:
+    """`text` in lines of at most `width`: wrapped at spaces, continuation lines indented by
+    `indent`; a word still too long (a path) breaks after its slashes and underscores
+    (findings.path_lines), never inside a name. Existing line breaks are kept."""
+    import textwrap
+
+    out: list[str] = []
+    for para in text.split("\n"):
+        if len(para) <= width:
+            out.append(para)
+            continue
+        lead = para[: len(para) - len(para.lstrip())]
+        cont = lead + indent
+        for i, line in enumerate(textwrap.wrap(para, width=width, subsequent_indent=cont, break_long_words=False,
+                                               break_on_hyphens=False)):
+            if len(line) <= width:
+                out.append(line)
+                continue
+            pre = line[: len(line) - len(line.lstrip())]
+            words = line.split(" ")
+            long = words[-1] if len(pre) + len(words[-1]) <= width else None
+            head = " ".join(words[:-1]) if long is not None else ""
+            if head.strip():
+                out.append(head)
+                pre = cont
+            piece = long if long is not None else line.strip()
+            out.extend(pre + p for p in path_lines(piece, max(16, width - len(pre))).split("\n"))
+    return "\n".join(out)
+
+
 def render_json(result: ScanResult, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     json.dump(result.to_dict(), out, indent=2)

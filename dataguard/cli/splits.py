@@ -15,7 +15,12 @@ from ..findings import printable
 from ..spec import few
 from .common import ExitCode, UsageError, add_engine_args, add_group_args, progress, shown, workspace
 from .common import console as _console
-from .common import note as _note
+from .common import note
+from .render import fit_lines, screen_width
+
+
+def _note(msg: str) -> None:
+    note(fit_lines(msg, screen_width(), "  "))
 
 SPLITS_EPILOG = """\
 examples:
@@ -108,9 +113,10 @@ def cmd_show(args) -> int:
         console = _console()
         # Text(printable(...)) for every name from the dataset (labels, cases, paths): no rich
         # markup is interpreted, no escape sequence or CR reaches the terminal
-        console.print(Text(printable(title), style="bold"), soft_wrap=True)     # a path stays one line
+        # wrapped at words, a path after its slashes: 80 columns, no name broken
+        console.print(Text(fit_lines(printable(title), console.width, "  "), style="bold"), soft_wrap=True)
         if about:
-            console.print(Text(printable(about), style="dim"), soft_wrap=True)
+            console.print(Text(fit_lines(printable(about), console.width), style="dim"), soft_wrap=True)
         console.print(_rich_table(ctx, table, None))
         _print_findings(console, ctx.findings)
     return ExitCode.CLEAN
@@ -262,5 +268,6 @@ def _print_findings(console, findings) -> None:
 
     if not findings:
         console.print(Text("No split findings (DG501-DG504)."))
-    for f in findings:                    # one line per finding, whatever the width: grep finds it
-        console.print(Text(printable(f"{f.severity} {f.code} {f.path}: {f.message}")), soft_wrap=True)
+    for f in findings:                    # one finding a paragraph, its code first: grep DG504 finds it
+        console.print(Text(fit_lines(printable(f"{f.severity} {f.code} {f.path}: {f.message}"), console.width,
+                                     "  ")), soft_wrap=True)

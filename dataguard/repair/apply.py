@@ -107,11 +107,31 @@ def apply_plan(actions: list[Action], datasets: list[Dataset], *, run_id: str | 
             report.outcomes.append(out)
             emit({"event": "done" if out.ok else "failed", "index": i, "total": len(todo), "action": a,
                   "detail": out.detail})
-            log(f"{'done' if out.ok else 'FAILED'}: {a.kind} {a.target}: {out.detail}")
+            log(outcome_lines(a, out))
         for j in {j.staging for ds in datasets for j in
                   (Journal(r, run_id) for r in _roots(ds).values())}:
             _drop_scratch(j)                           # our own scratch space, never user data
     return report
+
+
+LOG_WIDTH = 80
+
+
+def outcome_lines(a, out, width: int = LOG_WIDTH) -> str:
+    """"done: quarantine <target>" and, indented under it, what was done: lines of at most
+    `width` (a path breaks after its slashes/underscores, text at words)."""
+    import textwrap
+
+    from ..findings import path_lines
+
+    head = f"{'done' if out.ok else 'FAILED'}: {a.kind} "
+    target = str(a.target)
+    lines = [head + target] if len(head) + len(target) <= width else \
+        [head.rstrip()] + ["  " + p for p in path_lines(target, width - 2).split("\n")]
+    if out.detail:
+        lines += textwrap.wrap(str(out.detail), width=width, initial_indent="  ", subsequent_indent="  ",
+                               break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def _drop_scratch(folder: Path) -> None:
