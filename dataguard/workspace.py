@@ -1,7 +1,9 @@
 """Workspace: the one API every face calls (CLI, TUI, train/submit gates, report).
 
-A Workspace is a set of datasets (found once from paths, ids or the nnU-Net env vars),
-a manifest folder and an executor. It keeps what every face needs: it scans and verifies,
+A Workspace is a set of datasets (found once from paths, ids, the nnU-Net env vars or the
+project folder it runs in: engine.layout), where their manifests live (this user's state
+folder, one folder per dataset, unless `manifest_dir` names one folder for all) and an
+executor. It keeps what every face needs: it scans and verifies,
 lists cases with their state, restores repairs and lists the quarantine. Everything else
 hangs off a dataset handle (`dataset(name)`, handles/dataset.py), whose `.splits`,
 `.repair`, `.train`, `.evaluate` and `.submit` own their methods; `repair`, `train`,
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .engine import (
     scanner,  # scanner.scan at call time: tests and tools may wrap it
@@ -26,11 +28,12 @@ from .engine import (
 )
 from .engine.caseinfo import case_infos, from_summary
 from .engine.executors import as_executor, check_mounts, connect, is_dask_client
-from .engine.layout import discover
+from .engine.layout import discover, planned_configurations
+from .engine import manifest_home
 from .engine.manifest import DEFAULT_DIR
 from .engine.verifier import verify
 from .doctor.report import run_doctor
-from .errors import UsageError
+from .errors import LayoutError, UsageError
 from .findings import Finding
 from .handles.dataset import DatasetHandle
 from .handles.evaluate import Evaluation
@@ -39,6 +42,7 @@ from .handles.scope import deprecated
 from .handles.splits import Splits
 from .handles.submit import Submission
 from .handles.train import Training
+from .names import unknown
 from .repair.restore import quarantine_list, restore
 
 if TYPE_CHECKING:
@@ -48,11 +52,15 @@ __all__ = ["Workspace", "RepairRun", "DatasetHandle"]
 
 
 class Workspace:
-    def __init__(self, targets: list[str] | None = None, manifest_dir: Path | str = DEFAULT_DIR,
-                 jobs: int | None = None, executor: Executor | None = None, *, datasets=None):
+    def __init__(self, targets: list[str] | None = None, manifest_dir: Path | str | None = DEFAULT_DIR,
+                 jobs: int | None = None, executor: Executor | None = None, *, datasets=None,
+                 on_note: Callable[[str], None] | None = None):
         self.targets = list(targets) if targets else None
-        self.manifest_dir = Path(manifest_dir)
+        # None: each dataset's own folder in this user's state folder (engine.manifest_home)
+        self.manifest_dir = Path(manifest_dir) if manifest_dir is not None else None
         self.jobs = jobs
+        self.notes: list[str] = []          # what a face should tell (an old ./manifests adopted)
+        self._on_note = on_note
 
         # "local" (as --executor takes it): this machine, threads or, for big scans, a spawn
         # pool (the calling script needs a main guard); None: threads only; or dask://host:port
@@ -64,6 +72,27 @@ class Workspace:
         self._datasets = datasets
         self.last = None            # the latest ScanResult (cases() and plan() reuse it)
         self._lock = threading.Lock()
+
+    # --- where each dataset's manifest lives ---------------------------------------------------
+    def _manifest_home(self, ds) -> Path:
+        """The folder of a dataset's manifest, stat index and groups rule (a layout.Dataset or
+        its name): `manifest_dir` when one was given, else the dataset's state folder (an old
+        `./manifests/<name>.json` of it is adopted there once, with a note)."""
+        if isinstance(ds, str):
+            ds = self._layout(ds)
+        if self.manifest_dir is not None:
+            return self.manifest_dir
+        return manifest_home.state_dir(ds, note=self._note)
+
+    def _note(self, msg: str) -> None:
+        if msg not in self.notes:
+            self.notes.append(msg)
+            if self._on_note is not None:
+                self._on_note(msg)
+
+    def _manifests(self):
+        """What scanner and verifier take as `manifest_dir`: the folder, or a function of the dataset."""
+        return self.manifest_dir if self.manifest_dir is not None else self._manifest_home
 
     # --- datasets and scanning ---------------------------------------------------------------
     @property
@@ -89,7 +118,7 @@ class Workspace:
         for d in ds:
             if d.name == name or (name.isdigit() and d.id == int(name)):
                 return d
-        raise UsageError(f"no dataset {name!r} here (have: {', '.join(d.name for d in ds)})")
+        raise UsageError(unknown("dataset", name, [d.name for d in ds], "here"))
 
     def _check_mounts(self) -> None:
         """With a Dask cluster: a smoke task first, so a missing mount is one clear error."""
@@ -103,7 +132,7 @@ class Workspace:
         """Scan every dataset (incrementally, unless full). Returns and remembers a ScanResult."""
         self._check_mounts()
 
-        res = scanner.scan(datasets=self.datasets, manifest_dir=self.manifest_dir, full=full, jobs=self.jobs,
+        res = scanner.scan(datasets=self.datasets, manifest_dir=self._manifests(), full=full, jobs=self.jobs,
                    select=select, ignore=ignore, on_progress=on_progress, write_manifest=write_manifest,
                    executor=self.executor, cancel=cancel, pool=self.pool)
         if not res.cancelled and not select and not ignore:
@@ -114,7 +143,7 @@ class Workspace:
         """Re-hash every file against the manifest (DG701-DG703); never updates it."""
         self._check_mounts()
 
-        return verify(datasets=self.datasets, manifest_dir=self.manifest_dir, jobs=self.jobs,
+        return verify(datasets=self.datasets, manifest_dir=self._manifests(), jobs=self.jobs,
                       select=select, ignore=ignore, on_progress=on_progress, executor=self.executor,
                       cancel=cancel)
 
@@ -123,7 +152,7 @@ class Workspace:
         when). Cases come without their file lists; a face shows these at once, then scans."""
         cases, findings, when = [], [], None
         for ds in self.datasets:
-            got = stat_index.recorded(self.manifest_dir / f"{ds.name}.json")
+            got = stat_index.recorded(manifest_home.manifest_file(self._manifest_home(ds), ds.name))
             if got is None:
                 continue
             doc, mtime = got
@@ -160,10 +189,30 @@ class Workspace:
         return Repairs(self)
 
     def restore(self, run_id: str | None = None) -> list:
-        """Undo a repair run (default: the latest on these datasets), byte for byte."""
-        reports = restore(self.datasets, run_id=run_id)
+        """Undo a repair run (default: the latest on these datasets), byte for byte. With a run
+        id and no dataset named, the run's dataset is found: among the datasets of the roots
+        (env vars, the project folder it runs in), else by the manifests this user keeps."""
+        reports = restore(self._restore_datasets(run_id), run_id=run_id)
         self.last = None
         return reports
+
+    def _restore_datasets(self, run_id: str | None) -> list:
+        if self.targets is not None or not run_id:
+            return self.datasets
+        try:
+            here = [d for d in self.datasets if manifest_home.holds_run(d.roots().values(), run_id)]
+        except LayoutError:
+            here = []
+        if here:
+            return here
+        found = manifest_home.find_run(run_id, self.manifest_dir)
+        if not found:
+            where = (f"the manifests in {self.manifest_dir}" if self.manifest_dir is not None
+                     else "the datasets dataguard has scanned")
+            raise UsageError(f"no repair run {run_id!r} in the datasets here or in {where}:\n"
+                             f"  name its dataset: dataguard restore PATH --run {run_id}")
+        dsets = discover([r for roots in found for r in roots.values() if Path(r).is_dir()])
+        return [d for d in dsets if manifest_home.holds_run(d.roots().values(), run_id)]
 
     def quarantine(self) -> list:
         """What repairs moved aside, per run (repair.restore.Held)."""
@@ -192,7 +241,7 @@ class Workspace:
         remembered as `last`: that is the scan of every dataset)."""
         if self.client is not None:
             check_mounts(self.client, [r for r in (ds.raw, ds.preprocessed)])
-        return scanner.scan(datasets=[ds], manifest_dir=self.manifest_dir, full=False, jobs=self.jobs,
+        return scanner.scan(datasets=[ds], manifest_dir=self._manifests(), full=False, jobs=self.jobs,
                             select=None, ignore=None, on_progress=on_progress, write_manifest=True,
                             executor=self.executor, cancel=None, pool=self.pool)
 
@@ -208,6 +257,13 @@ class Workspace:
                 raise UsageError(f"{ds.name} is not preprocessed (no plans): run nnUNetv2_plan_experiment -d "
                                  f"{ds.id} first")
             pre = ds.preprocessed
+            planned = planned_configurations(pre)
+            idents = sorted({pc.plans_file.stem for pc in planned})
+            if idents and plans not in idents:
+                raise UsageError(unknown("plans", plans, idents, f"in {ds.name}"))
+            have = [pc.name for pc in planned if pc.plans_file.stem == plans]
+            if have and configuration not in have:      # no plans at all: the doctor says to plan first
+                raise UsageError(unknown("configuration", configuration, have, f"in {plans}.json of {ds.name}"))
         return run_doctor(pre, configuration, plans=plans, images=images, device=device)
 
     # --- the 0.3 methods, kept one release (DeprecationWarning; CHANGELOG 0.3.0) -----------------

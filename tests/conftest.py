@@ -28,6 +28,8 @@ def pytest_configure(config):
     import tempfile
 
     os.environ["DATAGUARD_TRUST_STORE"] = os.path.join(tempfile.mkdtemp(prefix="dg-trust-"), "trusted.jsonl")
+    # manifests, stat indexes and groups rules of this session: never the user's state folder
+    os.environ["DATAGUARD_STATE_DIR"] = tempfile.mkdtemp(prefix="dg-state-")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ __all__ = ["ExitCode", "UsageError", "add_target_args", "add_output_args", "spli
            "console", "plain_console", "targets", "workspace", "render", "note", "verdict"]
 
 
-DEFAULT_MANIFEST_DIR = Path("manifests")     # engine.manifest.DEFAULT_DIR, without importing the engine
+DEFAULT_MANIFEST_DIR = None    # engine.manifest.DEFAULT_DIR: this user's state folder, one folder per dataset
 EXECUTOR_ENV = "DATAGUARD_EXECUTOR"          # engine.executors.ENV, likewise
 
 
@@ -37,8 +37,10 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """--manifest-dir, -j, --executor: what every command that scans takes, one way."""
-    p.add_argument("--manifest-dir", type=Path, default=DEFAULT_MANIFEST_DIR,
-                   help=f"where manifests live, one <DatasetName>.json each (default: ./{DEFAULT_MANIFEST_DIR})")
+    p.add_argument("--manifest-dir", type=Path, default=DEFAULT_MANIFEST_DIR, metavar="DIR",
+                   help="keep manifests here, one <DatasetName>.json each (default: a folder per "
+                        "dataset in this user's state folder, $DATAGUARD_STATE_DIR or "
+                        "~/.local/state/dataguard: the same from any working folder)")
     p.add_argument("-j", "--jobs", type=int, default=None,
                    help="parallel file readers (default: all cores)")
     p.add_argument("--executor", default=None, metavar="local|dask://HOST:PORT",
@@ -94,7 +96,8 @@ def workspace(args, target_list: list[str] | None = None):
             raise UsageError("-j/--jobs must be at least 1")
     ws = Workspace(target_list if target_list is not None else targets(args),
                    manifest_dir=getattr(args, "manifest_dir", DEFAULT_MANIFEST_DIR), jobs=getattr(args, "jobs", None),
-                   executor=getattr(args, "executor", None) or os.environ.get(EXECUTOR_ENV) or "local")
+                   executor=getattr(args, "executor", None) or os.environ.get(EXECUTOR_ENV) or "local",
+                   on_note=note)
     file, regex = getattr(args, "groups", None), getattr(args, "group_regex", None)
     if (file is not None or regex is not None) and ws.targets:      # train names its dataset itself
         for ds in ws.datasets:

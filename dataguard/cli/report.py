@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def cmd_report(args) -> int:
                                         ("consistency", rep.consistency), ("folds", rep.folds),
                                         ("training", rep.training), ("cross-validation", rep.cv),
                                         ("submissions", rep.submissions), ("environment", rep.environment)) if have]
+    for n in rep.notes:        # a section left out says why here too, not only on the page
+        note(textwrap.fill(f"report: {n}", 80, subsequent_indent="  ", break_on_hyphens=False,
+                           break_long_words=False))
     note(f"wrote {args.output} ({len(html.encode()) / 1e6:.1f} MB, {time.monotonic() - t0:.1f} s): "
          f"{', '.join(sections)}")
     return ExitCode.CLEAN

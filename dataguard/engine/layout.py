@@ -3,20 +3,29 @@
 nnU-Net keeps one dataset in up to three places (raw, preprocessed, results) under
 the same `DatasetXXX_Name`. dataguard pairs them so cross checks (raw case without
 preprocessed files, orphans, staleness) work whichever of them was named.
+
+`roots()` is the one place that decides the three roots: nnU-Net's environment variables,
+and for each one that is unset, the folder of that name in the project folder the command
+runs in (a folder holding `nnUNet_raw`, `nnUNet_preprocessed` or `nnUNet_results`, as the
+demo writes). A dataset's results folder is the sibling `nnUNet_results/<name>` of the tree
+it was found in, else `roots()`'s.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LayoutError  # noqa: F401 - defined in errors
+from ..names import close, hint
 from ..checks.metadata import METADATA_LIMIT
 from ..fsio import SMALL_FILE_LIMIT, open_nonblocking, read_json, read_regular  # noqa: F401 - re-exported
 
 DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
 ENV_RAW, ENV_PRE, ENV_RES = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
+ROOT_VARS = (ENV_RAW, ENV_PRE, ENV_RES)
 
 
 @dataclass
@@ -26,6 +35,7 @@ class Dataset:
     raw: Path | None = None
     preprocessed: Path | None = None
     config_dirs: list[Path] = field(default_factory=list)
+    results: Path | None = None      # its folder under nnUNet_results, when there is one
 
     @property
     def id(self) -> int | None:
@@ -117,9 +127,80 @@ def find_config_dirs(pre: Path) -> list[Path]:
     return out
 
 
+def is_project(p: Path) -> bool:
+    """A folder holding nnU-Net's three roots (any of them) by their names: a whole project."""
+    return any((Path(p) / v).is_dir() for v in ROOT_VARS)
+
+
+def roots(cwd: Path | None = None) -> dict[str, tuple[Path | None, str]]:
+    """nnU-Net's three roots, each as (folder or None, where it came from): `$var` when set,
+    else `<cwd>/<var>` when the working folder is a project folder, else (None, "unset")."""
+    here = Path(os.getcwd() if cwd is None else cwd)
+    out = {}
+    for var in ROOT_VARS:
+        v = os.environ.get(var)
+        if v:
+            out[var] = (Path(v), f"${var}")
+        elif (here / var).is_dir():
+            out[var] = (here / var, f"./{var}")
+        else:
+            out[var] = (None, "unset")
+    return out
+
+
+def root_of(var: str) -> Path | None:
+    """One root as `roots()` decides it."""
+    return roots()[var][0]
+
+
+def where_looked(vars_=(ENV_RAW, ENV_PRE)) -> str:
+    """Where the roots were looked for, in words: "nnUNet_raw=/x, nnUNet_preprocessed unset and
+    no ./nnUNet_preprocessed"."""
+    parts = []
+    for var, (p, how) in roots().items():
+        if var in vars_:
+            parts.append(f"{var}={p}" if p is not None else f"{var} unset and no ./{var}")
+    return ", ".join(parts)
+
+
 def _env_path(var: str) -> Path | None:
-    v = os.environ.get(var)
-    return Path(v) if v else None
+    return root_of(var)
+
+
+def results_root(ds: Dataset) -> tuple[Path | None, str]:
+    """(the nnUNet_results folder for `ds`, or None; how it was found, or why not in words)."""
+    if ds.results is not None:
+        return ds.results.parent, str(ds.results.parent)
+    r, how = roots()[ENV_RES]
+    if r is not None:
+        return r, how
+    beside = sorted({str(p.parent.parent) for p in (ds.raw, ds.preprocessed) if p is not None})
+    return None, (f"{ENV_RES} is not set and there is no {ENV_RES}/ folder in "
+                  + (" or ".join(beside) or "the working folder"))
+
+
+@contextlib.contextmanager
+def nnunet_env(ds: Dataset):
+    """nnU-Net's three variables set, for the time of the block, to `ds`'s roots where they are
+    unset (code that reads them, nnunetv2's own included, sees the project's folders);
+    restored afterwards. A variable already set is never changed."""
+    want = {}
+    for var, part in ((ENV_RAW, ds.raw), (ENV_PRE, ds.preprocessed)):
+        if not os.environ.get(var) and part is not None:
+            want[var] = str(Path(part).parent)
+    res, _ = results_root(ds)
+    if not os.environ.get(ENV_RES) and res is not None:
+        want[ENV_RES] = str(res)
+    old = {k: os.environ.get(k) for k in want}
+    os.environ.update(want)
+    try:
+        yield want
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _find_by_id(root: Path | None, ident: str) -> Path | None:
@@ -136,14 +217,27 @@ def _find_by_id(root: Path | None, ident: str) -> Path | None:
 
 
 def resolve_id(ident: str) -> Dataset:
-    """`1`, `001` or `Dataset001_X` → the dataset's folders via the nnU-Net env vars."""
+    """`1`, `001` or `Dataset001_X` → the dataset's folders via the roots (`roots()`: the
+    nnU-Net env vars, else the project folder it runs in)."""
     raw = _find_by_id(_env_path(ENV_RAW), ident)
     pre = _find_by_id(_env_path(ENV_PRE), ident)
     if raw is None and pre is None:
-        where = ", ".join(f"{v}={os.environ.get(v, '(unset)')}" for v in (ENV_RAW, ENV_PRE))
-        raise LayoutError(f"dataset {ident!r} not found ({where})")
+        raise LayoutError(f"dataset {ident!r} not found ({where_looked()})\n"
+                          + hint(ident, known_names(), "datasets"))
     name = (pre or raw).name
     return _pair(Dataset(name=name, raw=raw, preprocessed=pre))
+
+
+def known_names() -> list[str]:
+    """The dataset folder names under the roots (for "did you mean"), sorted."""
+    names: set[str] = set()
+    for var in ROOT_VARS:
+        r = root_of(var)
+        try:
+            names |= {c.name for c in r.iterdir() if DATASET_DIR.match(c.name) and c.is_dir()} if r else set()
+        except OSError:
+            pass
+    return sorted(names)
 
 
 # --- the folders exactly as nnU-Net resolves them (`dataguard train`'s gate) ---------------------
@@ -246,6 +340,17 @@ def _counterpart(p: Path, kind: str) -> Path | None:
     return None
 
 
+def _results(ds: Dataset) -> Path | None:
+    """The dataset's folder under nnUNet_results: beside the tree it was found in first (a copy
+    of a project has its own models), else under the results root; None when neither exists."""
+    here = [p.parent.parent / ENV_RES / ds.name for p in (ds.preprocessed, ds.raw) if p is not None]
+    env = root_of(ENV_RES)
+    for c in here + ([env / ds.name] if env is not None else []):
+        if c.is_dir() and not c.is_symlink():
+            return c
+    return None
+
+
 def _pair(ds: Dataset) -> Dataset:
     if ds.preprocessed is not None and ds.raw is None:
         raw = _counterpart(ds.preprocessed, "raw")
@@ -255,6 +360,7 @@ def _pair(ds: Dataset) -> Dataset:
         ds.preprocessed = pre if pre is not None and is_preprocessed_dataset(pre) else None
     if ds.preprocessed is not None:
         ds.config_dirs = find_config_dirs(ds.preprocessed)
+    ds.results = _results(ds)
     return ds
 
 
@@ -279,14 +385,16 @@ def _datasets_in_root(root: Path) -> list[Dataset]:
 def discover(targets: list[str] | None = None) -> list[Dataset]:
     """Turn CLI arguments (paths or dataset ids) into datasets, merged by name.
 
-    No target: every dataset under `$nnUNet_raw` and `$nnUNet_preprocessed`.
+    No target: every dataset under the raw and preprocessed roots (`roots()`: `$nnUNet_raw`
+    and `$nnUNet_preprocessed`, else those folders of the project folder it runs in).
     """
     found: list[Dataset] = []
     if not targets:
-        roots = [r for r in (_env_path(ENV_RAW), _env_path(ENV_PRE)) if r and r.is_dir()]
-        if not roots:
-            raise LayoutError("nothing to scan: give a PATH or -d ID, or set nnUNet_raw / nnUNet_preprocessed")
-        for r in roots:
+        tops = [r for r in (_env_path(ENV_RAW), _env_path(ENV_PRE)) if r and r.is_dir()]
+        if not tops:
+            raise LayoutError("nothing to scan: give a PATH or -d ID, set nnUNet_raw /\n"
+                              "  nnUNet_preprocessed, or run in a folder that holds nnUNet_raw/")
+        for r in tops:
             found += _datasets_in_root(r)
     for t in targets or []:
         p = Path(t)
@@ -294,7 +402,9 @@ def discover(targets: list[str] | None = None) -> list[Dataset]:
             if t.isdigit() or DATASET_DIR.match(t):
                 found.append(resolve_id(t))
                 continue
-            raise LayoutError(f"no such file or folder: {t}")
+            near = close(t, known_names()) if os.sep not in t and "/" not in t else []
+            raise LayoutError(f"no such file or folder: {t}"
+                              + (f"\n  did you mean the dataset {' or '.join(near)}?" if near else ""))
         if not p.is_dir():
             raise LayoutError(f"not a folder: {t}")
         ds = _dataset_at(p)
@@ -319,6 +429,7 @@ def _merge(dsets: list[Dataset]) -> list[Dataset]:
             by_name[d.name] = d
         else:
             cur.raw = cur.raw or d.raw
+            cur.results = cur.results or d.results
             if cur.preprocessed is None and d.preprocessed is not None:
                 cur.preprocessed, cur.config_dirs = d.preprocessed, d.config_dirs
     return list(by_name.values())

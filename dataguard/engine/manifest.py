@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; json keeps it 
 
 SCHEMA = "dataguard-manifest/2"
 OLD_SCHEMAS = ("dataguard-manifest/1",)   # 0.1.0: results not keyed per check; re-read once
-DEFAULT_DIR = Path("manifests")
+DEFAULT_DIR = None    # this user's state folder, one folder per dataset (engine.manifest_home)
 READ = "read"    # pseudo-check: the file could not be read at all (never reused)
 GATES = ("junk", "empty")   # findings of these stop the checks after them (registry: gate=True)
 

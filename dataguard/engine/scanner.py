@@ -50,6 +50,7 @@ from .executors import (  # noqa: F401  (re-exported: executor choice used to li
 from .groups_store import groups_for, rule_digest
 from .layout import Dataset, discover, planned_configurations
 from .manifest import DEFAULT_DIR, Manifest, gc_paused, gc_release, json_canonical
+from .manifest_home import dir_for, manifest_file
 from .own_state import foreign_state
 from .walk import list_files
 
@@ -358,7 +359,8 @@ def _context_keys(tasks: list[FileTask]):
 class ScanOptions:
     """How to scan (everything but what): the keyword options of `scan`.
 
-    manifest_dir: where the per-dataset manifests live.
+    manifest_dir: where the per-dataset manifests live: a folder for all, a function of the
+    dataset, or None for this user's state folder (engine.manifest_home.dir_for).
     full: ignore recorded results and re-read every file a selected check covers.
     jobs: workers for the per-file checks (None: one per CPU).
     select/ignore: codes or prefixes; checks whose codes are all excluded do not run, and
@@ -371,7 +373,7 @@ class ScanOptions:
     force_parallel: use the pool even for small work (tests, benchmarks).
     pool: "thread", or "auto" for a spawn pool on big scans (see engine.executors.choose_pool).
     """
-    manifest_dir: Path | str = DEFAULT_DIR
+    manifest_dir: Path | str | None = DEFAULT_DIR
     full: bool = False
     jobs: int | None = None
     select: list[str] | None = None
@@ -465,8 +467,9 @@ def _scan(targets, datasets, opts: ScanOptions) -> ScanResult:
     if not full and not (cancel is not None and cancel.is_set()):
         vers = versions()
         for ds in dsets:
-            key = stat_index.key_of(ds, vers, select, ignore, rule_digest(manifest_dir, ds.name))
-            hit = stat_index.try_rescan(ds, Path(manifest_dir) / f"{ds.name}.json", key, write_manifest)
+            home = dir_for(manifest_dir, ds)
+            key = stat_index.key_of(ds, vers, select, ignore, rule_digest(home, ds.name))
+            hit = stat_index.try_rescan(ds, manifest_file(home, ds.name), key, write_manifest)
             if hit is not None:
                 hits[ds.name] = hit
     rest = [ds for ds in dsets if ds.name not in hits]
@@ -527,7 +530,7 @@ def _full_scan(dsets, opts: ScanOptions) -> ScanResult:
     with gc_paused():       # ~10 small objects per file, none cyclic: no GC passes over them
         for ds in dsets:
             files = list_files(ds)
-            man = Manifest.load(Path(manifest_dir), ds.name)
+            man = Manifest.load(dir_for(manifest_dir, ds), ds.name)
             man.set_roots({k: str(v) for k, v in ds.roots().items()})
             slots: list[FileResult | None] = [None] * len(files.tasks)
             ctx = _context_keys(files.tasks)
@@ -591,7 +594,7 @@ def _full_scan(dsets, opts: ScanOptions) -> ScanResult:
                     man.forget(gone)
             stats.files += len(results)
             stats.reused += n_reused
-            groups, groups_key = groups_for(manifest_dir, ds.name, {t.case for t in files.tasks if t.case})
+            groups, groups_key = groups_for(man.path.parent, ds.name, {t.case for t in files.tasks if t.case})
             view = DatasetView(
                 name=ds.name, tasks=files.tasks, results=results, meta=files.meta, groups=groups,
                 plans=_plans_by_config(ds), config_names=[c.name for c in ds.config_dirs],

@@ -20,6 +20,7 @@ from ..findings import Fix, finding
 from ..fsio import hash_stream, open_nonblocking
 from .layout import Dataset, discover
 from .manifest import DEFAULT_DIR, Manifest, ManifestError
+from .manifest_home import dir_for
 from .scanner import ProgressFn, ScanResult, ScanStats, filter_findings, run_file_checks
 from .walk import list_files
 
@@ -51,7 +52,7 @@ def hash_batch(tasks: list[FileTask]) -> list[FileResult]:
 
 
 def verify(targets: list[str] | None = None, *, datasets: list[Dataset] | None = None,
-           manifest_dir: Path | str = DEFAULT_DIR, jobs: int | None = None,
+           manifest_dir: Path | str | None = DEFAULT_DIR, jobs: int | None = None,
            select: list[str] | None = None, ignore: list[str] | None = None,
            on_progress: ProgressFn | None = None, executor: Executor | None = None,
            cancel: threading.Event | None = None) -> ScanResult:
@@ -61,9 +62,10 @@ def verify(targets: list[str] | None = None, *, datasets: list[Dataset] | None =
     stats = ScanStats()
     for ds in dsets:
         start = len(findings)
-        man = Manifest.load(Path(manifest_dir), ds.name)
+        home = dir_for(manifest_dir, ds)
+        man = Manifest.load(home, ds.name)
         if not man.exists:
-            raise ManifestError(f"no manifest for {ds.name} in {manifest_dir}: run `dataguard scan` first")
+            raise ManifestError(f"no manifest for {ds.name} in {home}:\n  run `dataguard scan` first")
         tasks = list_files(ds).tasks
         sizes = []
         for t in tasks:

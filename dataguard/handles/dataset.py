@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..checks.consistency import summary as consistency_summary
 from ..engine.caseinfo import case_infos
+from ..engine.layout import nnunet_env, results_root
 from ..engine.slices import SliceError, config_slice, raw_slice
 from ..engine.walk import file_ending, load_dataset_json
 from ..spec import parse_spec
@@ -48,6 +49,25 @@ class DatasetHandle:
     @property
     def config_dirs(self) -> list[Path]:
         return self.layout.config_dirs
+
+    @property
+    def manifest_path(self) -> Path:
+        """Its manifest file: in this user's state folder (or the Workspace's `manifest_dir`)."""
+        return self._ws._manifest_home(self.layout) / f"{self.name}.json"
+
+    @property
+    def results(self) -> Path | None:
+        """Its folder under nnUNet_results (beside its tree, else `$nnUNet_results`), or None."""
+        return self.layout.results
+
+    def results_root(self) -> tuple[Path | None, str]:
+        """(the nnUNet_results folder its models are in, or None; where, or why none, in words)."""
+        return results_root(self.layout)
+
+    def nnunet_env(self):
+        """A context in which nnU-Net's variables that are unset name this dataset's roots
+        (a project folder used without them); restored when it ends."""
+        return nnunet_env(self.layout)
 
     # --- the features ------------------------------------------------------------------------
     @property

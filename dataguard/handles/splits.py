@@ -73,6 +73,6 @@ class Splits(Scoped):
         names = [self._ds().name] if self._name is not None else [d.name for d in ws.datasets]
         rule = {}
         for name in names:
-            rule = save_rule(ws.manifest_dir, name, file=file, regex=regex)
+            rule = save_rule(ws._manifest_home(name), name, file=file, regex=regex)
         ws.last = None
         return rule

@@ -3,7 +3,6 @@ the template. Each section is None when its data does not exist."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 import zipfile
@@ -76,10 +75,11 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
             rep.folds.append(_folds(ws, d.name))
     step("training logs")
     for d in ws.datasets:
-        rep.training += _training(ws, d.name)
+        rep.training += _training(ws, d.name, rep.notes)
     step("cross-validation")
     for d in ws.datasets:
-        cv = _cv(ws, d.name, images, worst, rep.notes)
+        with ws.dataset(d.name).nnunet_env():       # a project folder without the env vars: its own
+            cv = _cv(ws, d.name, images, worst, rep.notes)
         if cv:
             rep.cv.append(cv)
     step("submissions")
@@ -165,15 +165,17 @@ def _folds(ws, dataset: str) -> dict | None:
             "findings": [f.to_dict() for f in ctx.findings]}
 
 
-def _training(ws, dataset: str) -> list[dict]:
+def _training(ws, dataset: str, notes: list[str]) -> list[dict]:
     import tempfile
 
-
-    results = os.environ.get("nnUNet_results")
-    if not results or not (Path(results) / dataset).is_dir():
+    h = ws.dataset(dataset)
+    if h.results is None:
+        root, why = h.results_root()
+        if root is None:       # nowhere to look: say so, never a page that just lacks the sections
+            notes.append(f"training and cross-validation of {dataset} not shown: {why}")
         return []
     try:
-        runs = ws.train.runs(Path(results) / dataset)
+        runs = ws.train.runs(h.results)
     except LogError:
         return []
     out = []
@@ -190,8 +192,8 @@ def _training(ws, dataset: str) -> list[dict]:
 
 def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | None:
 
-    if not os.environ.get("nnUNet_results"):
-        return None                                   # not asked about trained models at all
+    if ws.dataset(dataset).results_root()[0] is None:
+        return None                                   # nowhere to look: _training said so
     why = _no_cv(ws, dataset)
     if why is None:
         try:
