@@ -65,7 +65,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command in (scan, verify, explain, doctor, splits, repair, tui, train, logs, submit, evaluate, report, demo):
         command.add_parser(sub)
+    _fit_help(parser)
     return parser
+
+
+class FittingHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs keep their own line breaks and layout (example tables), but a
+    line wider than the terminal is wrapped at words: an example's comment goes under its
+    command, indented; other text continues under its own indentation. Nothing is cut."""
+
+    def _fill_text(self, text, width, indent):
+        import re
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if len(indent) + len(line) <= width:
+                out.append(indent + line)
+                continue
+            lead = line[: len(line) - len(line.lstrip())]
+            example = re.match(r"^(\s+)(\S.*?)\s{2,}(\S.*)$", line)
+            if example:                  # "  dataguard scan -d 1      what it does"
+                first, cmd, comment = example.groups()
+                pieces = [(first + cmd, first + "    "), (first + "    " + comment, first + "    ")]
+            elif len(lead) > width // 3:     # a comment column's continuation: under its command
+                pieces = [("      " + line.strip(), "      ")]
+            else:
+                pieces = [(line, lead + "    " if lead else "")]
+            for text_, cont in pieces:
+                out.extend(textwrap.wrap(text_, width=max(20, width - len(indent)), initial_indent=indent,
+                                         subsequent_indent=indent + cont, break_long_words=False,
+                                         break_on_hyphens=False, drop_whitespace=True))
+        return "\n".join(out)
+
+
+def _fit_help(parser: argparse.ArgumentParser) -> None:
+    """Every parser and subparser formats its help with FittingHelpFormatter (80 columns)."""
+    parser.formatter_class = FittingHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _fit_help(sub)
 
 
 SIGPIPE_EXIT = 128 + 13          # what a shell reports for a writer its reader left (`yes | head`)
