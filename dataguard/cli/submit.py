@@ -266,7 +266,7 @@ def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
         _show(res.findings, "probability files")
         return ExitCode.FINDINGS
     note(f"ensembled {res.written} cases from {len(res.runs)} model(s), post-processing {args.postprocess}")
-    provenance = res.provenance(weights, args.postprocess, ws.manifest_path(ds.name),
+    provenance = res.provenance(weights, args.postprocess, ds.manifest_path,
                                 include_unfinished=args.include_unfinished)
     return _validate_and_package(ws, args, res.merged, images, labels, **provenance)
 

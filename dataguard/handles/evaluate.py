@@ -37,7 +37,12 @@ class Evaluation(Scoped):
         return self._models(specs, include_unfinished)[0]
 
     def _results(self) -> Path:
+        """The dataset's folder under nnUNet_results: the one its layout found (beside its
+        tree), else under $nnUNet_results."""
         ds = self._ds()
+        found = getattr(ds, "results", None)
+        if found is not None:
+            return Path(found)
         results = os.environ.get("nnUNet_results")
         if not results:
             raise UsageError("nnUNet_results is not set: it says where the trained models are")
