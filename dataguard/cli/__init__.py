@@ -249,7 +249,7 @@ def _main(argv: list[str] | None) -> int:
         return int(args.func(args))
     except DataguardError as e:
 
-        print(f"dataguard: error: {plain(e)}", file=sys.stderr)
+        print(_fit(f"dataguard: error: {plain(e)}"), file=sys.stderr)
         return getattr(e, "exit_code", ExitCode.USAGE)     # NnUNetError: 1, nnU-Net itself failed
     except KeyboardInterrupt:
         print("dataguard: interrupted", file=sys.stderr)
@@ -262,11 +262,23 @@ def _main(argv: list[str] | None) -> int:
         return _internal(e, args)
 
 
+def _fit(message: str) -> str:
+    """An error message at the terminal's width (a terminal, or $COLUMNS set), wrapped at words,
+    continuation lines indented; into a pipe without $COLUMNS (a log file) one line, for grep."""
+    import os
+
+    from .render import fit_lines, screen_width
+
+    if not (os.environ.get("COLUMNS") or sys.stderr.isatty()):
+        return message
+    return fit_lines(message, screen_width(), "  ")
+
+
 def _internal(e: Exception, args) -> int:
     if args.debug:
         raise e
 
-    print(plain(f"dataguard: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)"),
+    print(_fit(plain(f"dataguard: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)")),
           file=sys.stderr)
     return ExitCode.INTERNAL
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..demo.project import run_demo
 from .common import ExitCode, note, progress, render
+from .render import fit_lines, screen_width
 
 
 def add_parser(sub) -> None:
@@ -24,7 +25,10 @@ def add_parser(sub) -> None:
 def cmd_demo(args) -> int:
 
     args.fail_on = "never"   # the demo's findings are the point, not a failure
-    result = run_demo(args.dir, n_cases=args.cases, force=args.force, log=note, progress=progress(args))
+    def log(msg: str) -> None:           # each message at words (a path after its slashes) to the screen
+        note(fit_lines(msg, screen_width(), "    "))
+
+    result = run_demo(args.dir, n_cases=args.cases, force=args.force, log=log, progress=progress(args))
     code = render(result, args)
     # an injected fault that no scan found and no repair explains: the demo failed at its one job
     return ExitCode.FINDINGS if getattr(result, "demo_missed", None) else code

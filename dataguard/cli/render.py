@@ -35,9 +35,9 @@ def screen_width() -> int:
 
 
 def fit_lines(text: str, width: int, indent: str = "") -> str:
-    """`text` in lines of at most `width`: wrapped at spaces, continuation lines indented by
-    `indent`; a word still too long (a path) breaks after its slashes and underscores
-    (findings.path_lines), never inside a name. Existing line breaks are kept."""
+    """`text` in lines of at most `width`, wrapped at spaces, continuation lines indented by
+    `indent`; existing line breaks are kept. A word longer than a line (a long path) is never
+    cut: it stands whole and alone on its line, so it can still be copied."""
     import textwrap
 
     out: list[str] = []
@@ -46,22 +46,26 @@ def fit_lines(text: str, width: int, indent: str = "") -> str:
             out.append(para)
             continue
         lead = para[: len(para) - len(para.lstrip())]
-        cont = lead + indent
-        for i, line in enumerate(textwrap.wrap(para, width=width, subsequent_indent=cont, break_long_words=False,
-                                               break_on_hyphens=False)):
-            if len(line) <= width:
-                out.append(line)
-                continue
-            pre = line[: len(line) - len(line.lstrip())]
-            words = line.split(" ")
-            long = words[-1] if len(pre) + len(words[-1]) <= width else None
-            head = " ".join(words[:-1]) if long is not None else ""
-            if head.strip():
-                out.append(head)
-                pre = cont
-            piece = long if long is not None else line.strip()
-            out.extend(pre + p for p in path_lines(piece, max(16, width - len(pre))).split("\n"))
+        out.extend(textwrap.wrap(para, width=width, subsequent_indent=lead + indent, break_long_words=False,
+                                 break_on_hyphens=False))
     return "\n".join(out)
+
+
+def command_lines(words: list[str], width: int, indent: str = "  ") -> str:
+    """A shell command that fits `width`: quoted words, continued with ` \\` onto indented
+    lines where it is too long, so it still pastes into a shell as one command."""
+    import shlex
+
+    quoted = [shlex.quote(w) for w in words]
+    lines, line = [], ""
+    for w in quoted:
+        if line and len(line) + 1 + len(w) + 2 > width:
+            lines.append(line + " \\")
+            line = indent + "    " + w
+        else:
+            line = f"{line} {w}" if line else indent + w
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def render_json(result: ScanResult, out: TextIO | None = None) -> None:

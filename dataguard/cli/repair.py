@@ -112,8 +112,8 @@ def cmd_repair(args) -> int:
             note("nothing changed")
         return ExitCode.FINDINGS if result.plan else ExitCode.CLEAN
     for r in result.reports:
-        note(f"repair run {r.run_id}: {len(r.outcomes) - len(r.failed)} done, {len(r.failed)} failed\n"
-             f"  undo: {undo_command(args, r.run_id)}")
+        note(f"repair run {r.run_id}: {len(r.outcomes) - len(r.failed)} done, {len(r.failed)} failed; undo:\n"
+             + undo_command(args, r.run_id))
     if args.format == "table":
         out.print("\nafter repair:")
         report.render_table(result.after, out)
@@ -125,13 +125,13 @@ def cmd_repair(args) -> int:
 def undo_command(args, run_id: str) -> str:
     """The restore line for a run, naming what this repair was given (paths, -d ids, the
     manifest folder), so it works as printed, env vars or not."""
-    import shlex
+    from .render import command_lines, screen_width
 
     words = ["dataguard", "restore", *map(str, getattr(args, "paths", None) or [])]
     for d in getattr(args, "dataset", None) or []:
         words += ["-d", str(d)]
     words += ["--run", run_id]
-    return " ".join(shlex.quote(w) for w in words)
+    return command_lines(words, screen_width(), "  ")
 
 
 def _show_plan(plan, args, console) -> None:
