@@ -208,8 +208,8 @@ class Workspace:
         found = manifest_home.find_run(run_id, self.manifest_dir)
         if not found:
             where = (f"the manifests in {self.manifest_dir}" if self.manifest_dir is not None
-                     else "the datasets dataguard has scanned")
-            raise UsageError(f"no repair run {run_id!r} in the datasets here or in {where}:\n"
+                     else "any dataset dataguard has scanned")
+            raise UsageError(f"no repair run {run_id!r} here\n  nor in {where}:\n"
                              f"  name its dataset: dataguard restore PATH --run {run_id}")
         dsets = discover([r for roots in found for r in roots.values() if Path(r).is_dir()])
         return [d for d in dsets if manifest_home.holds_run(d.roots().values(), run_id)]
@@ -251,6 +251,8 @@ class Workspace:
         memory, DG901-DG907; with a dataset named and `configuration`, the resource model too
         (peak RSS per preprocessing worker, the -np / -npp / -nps that fit)."""
         pre = None
+        if self.targets:
+            self.datasets             # a dataset named that does not exist: say so, with the names
         if self.targets and configuration:
             ds = self._layout()
             if ds.preprocessed is None:

@@ -171,6 +171,9 @@ def results_root(ds: Dataset) -> tuple[Path | None, str]:
     """(the nnUNet_results folder for `ds`, or None; how it was found, or why not in words)."""
     if ds.results is not None:
         return ds.results.parent, str(ds.results.parent)
+    for p in (ds.preprocessed, ds.raw):
+        if p is not None and (p.parent.parent / ENV_RES).is_dir():
+            return p.parent.parent / ENV_RES, str(p.parent.parent / ENV_RES)
     r, how = roots()[ENV_RES]
     if r is not None:
         return r, how
