@@ -161,4 +161,8 @@ def _render_resources(out, rep) -> None:
                   f"-npp {p.recommended_npp} -nps {p.recommended_nps}" if p.recommended_nps
                   else "[red]does not fit[/red]")
         t.add_row("  of which export", human_size(p.export_bytes), f"{p.classes} classes, original spacing")
+    v = r.get("validation")
+    if v:
+        t.add_row(f"final validation, {v.workers} workers", human_size(v.workers_bytes),
+                  f"nnUNet_def_n_proc={v.recommended}" + ("" if v.set_by_env else " (dataguard train sets it)"))
     out.print(t)

@@ -14,6 +14,8 @@ import math
 import sys
 import time
 
+PIPED_WIDTH = 80
+
 
 def _dice(v) -> str:
     return "  nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
@@ -37,7 +39,7 @@ class LiveView:
         self.num_epochs, self.start_epoch, self.last = None, 0, None
         self.alerts: list[str] = []
         self.phase = "starting nnU-Net (loading data, building the network) ..."
-        self.t_first, self.n_seen = None, 0
+        self.t_first, self.n_seen, self.val_cases = None, 0, None
         self._live = self._progress = self._task = None
 
     # -- events ----------------------------------------------------------------------------
@@ -63,11 +65,23 @@ class LiveView:
         elif kind == "trained":
             self.phase = "training done" + (f" ({ev['stop']})" if ev.get("stop") else "")
         elif kind == "validation":
-            self.phase = ("final validation of the fold's validation cases"
+            self.val_cases = ev.get("cases")
+            n = f"{self.val_cases} " if self.val_cases is not None else ""
+            self.phase = (f"final validation of the fold's {n}validation cases"
                           + ("" if ev.get("mirroring", True) else ", without test-time mirroring")
-                          + (", saving probabilities (--npz)" if ev.get("npz") else "") + " ...")
+                          + (", saving probabilities (--npz)" if ev.get("npz") else "")
+                          + (f"; {ev['workers']} export workers" if ev.get("workers") else "") + " ...")
             if not self.live_mode:
-                print(self.phase, file=self.file, flush=True)
+                self._say(self.phase)
+        elif kind == "val_case":
+            n = self.val_cases
+            self.phase = (f"final validation: case {ev.get('index')}" + (f"/{n}" if n else "")
+                          + f" ({ev.get('case')})"
+                          + ("; then exporting and scoring" if n and ev.get("index") == n else "") + " ...")
+            if not self.live_mode:
+                self._say(self.phase)
+        elif kind == "val_metrics":
+            self.phase = "final validation: scored (validation/summary.json)"
         elif kind == "done":
             self.phase = "validation done"
         self._refresh()
@@ -76,7 +90,8 @@ class LiveView:
     def _open(self) -> None:
         if not self.live_mode or self._live is not None:
             if not self.live_mode:
-                print(f"{self.title}: {self.phase}", file=self.file, flush=True)
+                self._say(self.title)
+                self._say("  " + self.phase)
             return
         from rich.live import Live
         from rich.progress import (
@@ -124,18 +139,26 @@ class LiveView:
             self._progress.update(self._task, completed=self.last["epoch"] + 1)
         self._live.update(self._render())
 
+    def _say(self, text: str) -> None:
+        """One piped line, wrapped at 80 columns under a 2-space indent (a log file, `nohup`)."""
+        import textwrap
+
+        print(textwrap.fill(text, PIPED_WIDTH, subsequent_indent="    ", break_on_hyphens=False,
+                            break_long_words=False), file=self.file, flush=True)
+
     def _line(self, ev: dict) -> None:
         n, e = self.num_epochs or 0, ev["epoch"]
         secs = ev.get("epoch_seconds") or 0
         eta = _hms((n - e - 1) * secs) if n else "-"
-        dice = " ".join(f"{name} {_dice(v)}" for name, v in zip(self.labels, ev.get("dice") or []))
-        print(f"epoch {e}/{n - 1 if n else '?'}  {dice}  EMA {_dice(ev.get('ema'))} (best {_dice(ev.get('best_ema'))} "
-              f"@{ev.get('best_epoch')})  {secs:.1f} s  ETA {eta}", file=self.file, flush=True)
+        self._say(f"epoch {e}/{n - 1 if n else '?'}  EMA {_dice(ev.get('ema'))} (best {_dice(ev.get('best_ema'))} "
+                  f"at {ev.get('best_epoch')})  {secs:.1f} s  ETA {eta}")
+        dice = "  ".join(f"{name} {_dice(v)}" for name, v in zip(self.labels, ev.get("dice") or []))
+        if dice:
+            self._say("  " + dice)
         for c in ev.get("collapses") or []:
-            print(f"! DG801 {c['label']} collapsed: best {c['best']:.3f} at epoch {c['best_epoch']}",
-                  file=self.file, flush=True)
+            self._say(f"! DG801 {c['label']} collapsed: best {c['best']:.3f} at epoch {c['best_epoch']}")
         if ev.get("stop"):
-            print(f"stopping: {ev['stop']}", file=self.file, flush=True)
+            self._say(f"stopping: {ev['stop']}")
 
     def close(self) -> None:
         if self._live is not None:

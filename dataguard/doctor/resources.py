@@ -256,6 +256,29 @@ def fitting_npp_nps(est: PredictEstimate, available: int, cpus: int, cases: int)
 
 # --- training's data augmentation --------------------------------------------------------------
 @dataclass
+class ValidationEstimate:
+    """nnU-Net's final validation (and its scoring): `nnUNet_def_n_proc` spawned workers (8 when
+    unset), each importing torch and exporting one case's probabilities at the original spacing."""
+    workers: int                   # what nnU-Net will start now
+    worker_bytes: int
+    recommended: int               # one per core, at most 8, as many as fit in RAM
+    set_by_env: bool = False
+
+    @property
+    def workers_bytes(self) -> int:
+        return self.workers * self.worker_bytes
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "workers_bytes": self.workers_bytes}
+
+
+def validation_estimate(export_bytes: int, cpus: int, available: int, env_value: int | None) -> ValidationEstimate:
+    per = BASE_PREDICT_WORKER + export_bytes
+    fit = fitting_workers(available, BASE_PREDICT_MAIN, per, max(1, min(8, cpus))) if available else min(8, cpus)
+    return ValidationEstimate(env_value if env_value else 8, per, max(1, fit), env_value is not None)
+
+
+@dataclass
 class TrainingEstimate:
     configuration: str
     n_proc_da: int

@@ -61,7 +61,7 @@ def declared_labels(meta: dict | None) -> tuple[int, ...] | None:
     return parse_spec(meta).label_values
 
 
-def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
+def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None, skip: tuple = ()):
     """Yield (abs path, relative display path, parts, display name, stat) for every file below root.
 
     One stat() per entry, from the DirEntry (it follows symlinks): it tells folders from
@@ -69,6 +69,7 @@ def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
     failed (a dangling symlink, no permission): the file is yielded and its check says why.
     leaf(parts) -> True: a folder at that place is yielded like a file instead of entered
     (a folder named `case_0.pkl` or `dataset.json` is a broken file, and reported as one).
+    skip: names of folders right under root that are not entered (configurations left out).
     """
     seen: set[tuple[int, int]] = set()
     try:
@@ -115,7 +116,7 @@ def _walk(root: Path, findings: list[Finding], prefix: str, leaf=None):
             if est is not None and isdir(est.st_mode):
                 if leaf is not None and leaf(sub):
                     yield e.path, f"{drel}/{dname}", sub, dname, est
-                elif name not in SKIP_DIRS:
+                elif name not in SKIP_DIRS and not (not parts and name in skip):
                     stack.append((e.path, sub, f"{drel}/{dname}", est))
             else:
                 yield e.path, f"{drel}/{dname}", sub, dname, est
@@ -200,7 +201,8 @@ def list_files(ds: Dataset) -> DatasetFiles:
                 len(parts) == 2 and parts[0] in configs
                 and config_file_kind(display(parts[1]))[0] in ("npz", "npy", "b2nd", "pkl"))
 
-        for path, rel, parts, name, st in _walk(ds.preprocessed, out.findings, "preprocessed", pre_leaf):
+        skip = tuple(getattr(ds, "skip_dirs", ()))      # other configurations' folders (the train gate)
+        for path, rel, parts, name, st in _walk(ds.preprocessed, out.findings, "preprocessed", pre_leaf, skip):
             if len(parts) == 2 and parts[0] in configs:
                 kind, case = config_file_kind(name)
                 tasks.append(FileTask(path, rel, kind, "config", case, labels))

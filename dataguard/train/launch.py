@@ -25,6 +25,21 @@ EXT_DIR = Path(__file__).resolve().parent / "ext"
 EVENTS, CONSOLE = "dataguard_events.jsonl", "dataguard_console.log"
 
 
+EXPORT_WORKERS = "nnUNet_def_n_proc"
+NNUNET_DEFAULT_WORKERS = 8
+
+
+def export_workers() -> int:
+    """nnU-Net starts `nnUNet_def_n_proc` (default 8) spawned export/scoring workers for the final
+    validation, each importing torch: on a 2-core machine that alone took minutes. One per
+    usable core, at most nnU-Net's 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(NNUNET_DEFAULT_WORKERS, cores))
+
+
 def nnunet_version() -> tuple[int, ...]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -48,10 +63,23 @@ class TrainCall:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)     # added to the environment
 
-    def shell(self) -> str:
-        """The exact call, as one line a user can paste."""
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        return (env + " " if env else "") + " ".join(shlex.quote(a) for a in self.argv)
+    def shell(self, width: int | None = None) -> str:
+        """The exact call a user can paste: one line, or with `width`, lines of at most that
+        many columns joined by backslash-newlines (a single word longer than that, such as a
+        long path, stays whole on its own line)."""
+        words = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()] + [shlex.quote(a) for a in self.argv]
+        if width is None:
+            return " ".join(words)
+        lines, cur = [], ""
+        for w in words:
+            indent = "    " if lines or cur else ""
+            if cur and len(cur) + 1 + len(w) + 2 > width:
+                lines.append(cur + " \\")
+                cur = "    " + w
+            else:
+                cur = (cur + " " + w) if cur else indent + w
+        lines.append(cur)
+        return "\n".join(lines)
 
 
 def _nnunet_train_exe() -> str:
@@ -67,6 +95,8 @@ def training_call(dataset: str, configuration: str, fold: str, *, trainer: str, 
     args = [dataset, configuration, str(fold), "-tr", trainer, "-p", plans, "-device", device]
     args += ["--npz"] * npz + ["--c"] * cont
     env = {ENV: settings.to_json()}
+    if not os.environ.get(EXPORT_WORKERS):
+        env[EXPORT_WORKERS] = str(export_workers())
     if finds_external_trainers() if external is None else external:
         prior = os.environ.get("nnUNet_extTrainer")
         env["nnUNet_extTrainer"] = str(EXT_DIR) + (os.pathsep + prior if prior else "")

@@ -55,6 +55,8 @@ class Preflight:
     fixes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)            # foreground, in pseudo Dice order
+    record: object = None            # record.RunRecord written before training starts
+    resume: object = None            # record.Resume: what --continue reuses and changes
 
     @property
     def ok(self) -> bool:
@@ -149,8 +151,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read the plans {plans_file}: {e}") from None
     ident = data_identifier(plans, configuration)
-    results = os.environ[ENV_RES]
-    fold_folder = Path(results) / ds.name / f"{trainer}__{plans_name}__{configuration}" / f"fold_{fold}"
+    fold_folder = model_folder(ds.name, trainer, plans_name, configuration) / f"fold_{'all' if fold < 0 else fold}"
     pf = Preflight(ds.name, configuration, fold, fold_folder)
     pf.refusals += [*env.values(), *env_refusals(fold_folder).values()]
     if not os.environ.get(ENV_RAW):
@@ -161,7 +162,9 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     except (OSError, ValueError):
         pass
 
-    # the data: raw + this configuration's folder only (other configurations do not block)
+    # the data: raw + this configuration's folder only (other configurations do not block,
+    # and their files are not "unexpected" in this one's scan: the walk leaves them out)
+    ds.skip_dirs = tuple(d.name for d in ds.config_dirs if d.name != ident)
     ds.config_dirs = [d for d in ds.config_dirs if d.name == ident]
     if not ds.config_dirs:
         pf.refusals.append(Refusal(f"no preprocessed data for {configuration} ({ds.preprocessed / ident} is missing)",
@@ -179,6 +182,7 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     if predicted and any(f.code == "DG504" for f in pf.blocking):
         pf.blocking[:0] = predicted                              # say why a split that does not exist is judged
 
+    _check_fold_in_split(pf, res)
     _check_device(pf, device)
     _check_disk(pf, plans, configuration, save_best_per_label, reserve_bytes)
     _check_memory(pf, ds.preprocessed, configuration, plans_name)
@@ -190,6 +194,49 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
 ENV_FIX = {ENV_RAW: "the folder holding your DatasetXXX_Name raw folders",
            ENV_PRE: "the folder holding your preprocessed DatasetXXX_Name folders",
            ENV_RES: "a folder you can write, where nnU-Net puts the trained models"}
+
+
+def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    """Where nnU-Net puts this model's folds (under $nnUNet_results)."""
+    return Path(os.environ.get(ENV_RES) or ".") / dataset_name / f"{trainer}__{plans_name}__{configuration}"
+
+
+def locate(dataset: str, configuration: str, fold: int | str, trainer: str, plans_name: str) -> Path | None:
+    """The fold folder a run would write, without the gate (None when nnU-Net's variables or
+    the dataset cannot say): where `--continue` finds the run record before the gate runs."""
+    if env_refusals():
+        return None
+    try:
+        ds = resolve_as_nnunet(dataset)
+    except UsageError:
+        return None
+    return model_folder(ds.name, trainer, plans_name, configuration) / f"fold_{fold}"
+
+
+def _check_fold_in_split(pf: Preflight, res) -> None:
+    """nnU-Net trains a fold the split does not have on a random 80:20 split of its own (its
+    validation cases are then out-of-fold for no ensemble): say so before days of training."""
+    if pf.fold < 0:
+        return
+    n = _folds_in_split(res)
+    if n is not None and pf.fold >= n:
+        last = f"0-{n - 1}" if n > 1 else "0"
+        pf.refusals.append(Refusal(f"fold {pf.fold} is not in the split ({n} folds, {last}): nnU-Net would train "
+                                   "it on a random 80:20 split of its own",
+                                   f"a fold {last}, or 'all' to train on every case"))
+
+
+def _folds_in_split(res) -> int | None:
+    """The folds of splits_final.json, or of the default split nnU-Net will write (5)."""
+    from ..folds import NNUNET_FOLDS
+
+    for view in getattr(res, "views", {}).values():
+        splits = view.splits
+        if isinstance(splits, list) and splits:
+            return len(splits)
+        if splits is None:
+            return NNUNET_FOLDS
+    return None
 
 
 def env_refusals(fold_folder: Path | None = None) -> dict[str, Refusal]:

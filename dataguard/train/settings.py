@@ -1,8 +1,9 @@
 """What `dataguard train` asks of the trainer, passed to the training process as JSON.
 
 The training process is nnU-Net's own (`nnUNetv2_train`), so options travel in an
-environment variable and are also written beside the fold (`dataguard_train.json`): a later
-`nnUNetv2_train ... --c` with the same `-tr` name keeps the same epoch count.
+environment variable; they are also in the run record beside the fold (`dataguard_train.json`,
+see record.py): a later `nnUNetv2_train ... --c` with the same `-tr` name keeps the same
+epoch count.
 """
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ class TrainSettings:
         if os.environ.get(ENV):
             return cls.from_json(os.environ[ENV])
         if fold_folder is not None:
+            from . import record                     # the run record: bounded, never through a link
+
             try:
-                s = cls.from_json((Path(fold_folder) / FILE).read_text("utf-8"))
-                s.events = None                      # a plain nnU-Net run has no live view
-                return s
-            except (OSError, ValueError, TypeError):
-                pass
+                rec = record.load(Path(fold_folder))
+            except record.RecordError:
+                rec = None
+            if rec is not None:
+                return rec.settings                  # events: None, a plain nnU-Net run has no live view
         return cls()
 
 

@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from os.path import join
 from pathlib import Path
 
-from ..fsio import atomic_write_text
 from .checkpoints import record_trusted, safe_load, trust_store
 from .logs import label_names_from
 from .monitor import RunMonitor
-from .settings import FILE, TrainSettings, base_of, trainer_name
+from . import record
+from .settings import TrainSettings, base_of, trainer_name
 
 _CLASSES: dict[str, type] = {}
 
@@ -122,14 +122,24 @@ class _DataguardMixin:
     def on_train_start(self):
         super().on_train_start()
         if self.local_rank == 0:
-            Path(self.output_folder).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(self.output_folder) / FILE, self.dg.to_json() + "\n")
+            self._dg_record()
         hist = self.dg_history()
         self.dg_monitor.prime(hist["dice"])
         self.dg_emit("start", num_epochs=self.num_epochs, start_epoch=self.current_epoch, labels=self.dg_labels,
                      output_folder=self.output_folder, trainer=type(self).__name__,
                      iterations=self.num_iterations_per_epoch, val_iterations=self.num_val_iterations_per_epoch,
                      history=hist)
+
+    def _dg_record(self) -> None:
+        """`dataguard train` wrote the run record before this process started, and a resume
+        never replaces it; a plain `nnUNetv2_train -tr ..._dataguard` run gets one here."""
+        folder = Path(self.output_folder)
+        if os.path.lexists(record.path(folder)):
+            return
+        pm = self.plans_manager
+        record.write(folder, record.new(pm.dataset_name, self.configuration_name, str(self.fold),
+                                        trainer=self.dg_base_name, plans=pm.plans_name, device=self.device.type,
+                                        npz=False, settings=self.dg))
 
     def on_epoch_end(self):
         dice = self.dg_history()["dice"]
@@ -167,15 +177,37 @@ class _DataguardMixin:
         self.dg_emit("trained", stop=self.dg_stop_reason, epochs=self.current_epoch)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        self.dg_emit("validation", npz=bool(save_probabilities), mirroring=self.dg.val_mirroring)
+        try:
+            cases = len(self.do_split()[1])
+        except Exception:                          # noqa: BLE001 - the count is for the view only
+            cases = None
+        from nnunetv2.configuration import default_num_processes
+
+        self.dg_emit("validation", npz=bool(save_probabilities), mirroring=self.dg.val_mirroring, cases=cases,
+                     workers=default_num_processes)
         axes = self.inference_allowed_mirroring_axes
         if not self.dg.val_mirroring:
             self.inference_allowed_mirroring_axes = None   # this validation only; checkpoints keep them
+        self.dg_val_seen = 0
         try:
             super().perform_actual_validation(save_probabilities)
         finally:
             self.inference_allowed_mirroring_axes = axes
+            self.dg_val_seen = None
         self.dg_emit("done")
+
+    def print_to_log_file(self, *args, also_print_to_console=True, add_timestamp=True):
+        """nnU-Net's log line; its validation loop's "predicting CASE" also becomes a live-view
+        event, so the minutes of final validation are visible case by case."""
+        super().print_to_log_file(*args, also_print_to_console=also_print_to_console, add_timestamp=add_timestamp)
+        seen = getattr(self, "dg_val_seen", None)
+        if seen is None or not args or not isinstance(args[0], str):
+            return
+        if args[0].startswith("predicting "):
+            self.dg_val_seen = seen + 1
+            self.dg_emit("val_case", case=args[0][len("predicting "):], index=seen + 1)
+        elif args[0] == "Validation complete":
+            self.dg_emit("val_metrics")
 
     def load_checkpoint(self, filename_or_checkpoint):
         if isinstance(filename_or_checkpoint, Path):
