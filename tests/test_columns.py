@@ -105,6 +105,10 @@ def demo_master(tmp_path_factory) -> Path:
 def demo(demo_master, tmp_path):
     dst = tmp_path / "dataguard-demo"
     shutil.copytree(demo_master, dst, symlinks=True)
+    raw = dst / "nnUNet_raw" / "Dataset901_DemoCardiac"
+    (raw / "imagesTs").mkdir()
+    for i in range(2):                       # test images for submit and check-submission
+        shutil.copy(raw / "imagesTr" / f"heart_00{i}_0000.nii.gz", raw / "imagesTs" / f"test_00{i}_0000.nii.gz")
     env = dict(os.environ)
     env.update(nnUNet_raw=str(dst / "nnUNet_raw"), nnUNet_preprocessed=str(dst / "nnUNet_preprocessed"),
                nnUNet_results=str(dst / "nnUNet_results"), DATAGUARD_STATE_DIR=str(tmp_path / "state"))
