@@ -13,6 +13,7 @@ from typing import Callable
 
 from ..checks.metadata import METADATA_LIMIT
 from ..engine.checkpoint_trust import prove_plain
+from ..errors import UsageError
 from ..fsio import atomic_write_text, read_regular
 from ..nnunet import run_streamed
 from ..submit.trained import VALIDATION_STAMP, run_facts
@@ -65,7 +66,12 @@ def run_validation(calls: list[tuple], trust: tuple = (),
     for m, fold, call in calls:
         checkpoint = "best" if "--val_best" in call.argv else "final"
         fold_folder = Path(m.folder) / f"fold_{fold}"
-        prove_plain(fold_folder / f"checkpoint_{checkpoint}.pth", tuple(trust))
+        ckpt = fold_folder / f"checkpoint_{checkpoint}.pth"
+        if not ckpt.is_file() or ckpt.is_symlink():
+            raise UsageError(f"{m.spec} fold {fold} has no {ckpt.name} (an unfinished fold has no final one: "
+                             f"--checkpoint best)" if checkpoint == "final" else
+                             f"{m.spec} fold {fold} has no {ckpt.name}: nothing to validate with")
+        prove_plain(ckpt, tuple(trust))
         if on_call:
             on_call(call)
         run_streamed(call.argv, {**os.environ, **call.env},

@@ -53,7 +53,8 @@ class ModelSpec:
         """DG806 for each fold skipped as unfinished, or used although unfinished."""
         if self.choice is None:
             return []
-        return fold_findings(self.spec, self.choice, {s.fold: resume_hint(self, s.fold) for s in self.choice.skipped})
+        return fold_findings(self.spec, self.choice, {s.fold: resume_hint(self, s.fold) for s in self.choice.skipped
+                                                      if s.usable})
 
     def describe(self) -> str:
         """`2d: folds 0, 1; skipped fold 2 (no checkpoint_final.pth: ...)`."""
