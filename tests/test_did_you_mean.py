@@ -50,7 +50,9 @@ def test_an_unknown_dataset_id_lists_the_datasets(env, tmp_path, argv):
     out = dataguard_cli(argv, env, tmp_path, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"have: {M}, Dataset902_" in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr and _fits(out.stderr.split("(nnUNet_raw=")[0])
+    assert "Traceback" not in out.stderr
+    assert _fits("\n".join(ln for ln in out.stderr.splitlines() if str(env["nnUNet_raw"]) not in ln
+                           and str(env["nnUNet_preprocessed"]) not in ln)), out.stderr
 
 
 @pytest.mark.parametrize("cmd", ["scan", "verify", "splits"])

@@ -225,7 +225,8 @@ def resolve_id(ident: str) -> Dataset:
     raw = _find_by_id(_env_path(ENV_RAW), ident)
     pre = _find_by_id(_env_path(ENV_PRE), ident)
     if raw is None and pre is None:
-        raise LayoutError(f"dataset {ident!r} not found ({where_looked()})\n"
+        looked = "".join(f"\n  {w}" for w in where_looked().split(", "))
+        raise LayoutError(f"dataset {ident!r} not found; looked in{looked}\n"
                           + hint(ident, known_names(), "datasets"))
     name = (pre or raw).name
     return _pair(Dataset(name=name, raw=raw, preprocessed=pre))
