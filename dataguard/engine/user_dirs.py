@@ -42,9 +42,11 @@ def user_dir(kind: str = "state") -> Path:
     raise ValueError(f"unknown kind of user folder: {kind!r}")
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path, tighten: bool = True) -> Path:
     """`path`, created with its missing parents (mode 700) when missing; UsageError when it is
-    a link, not a folder, or another user's. A folder of ours readable by others is made 700."""
+    a link, not a folder, or another user's. With `tighten`, a folder of ours that others can
+    read is made 700 (not for the state folder itself: `$DATAGUARD_STATE_DIR` may name a
+    folder the user keeps other things in)."""
     path = Path(path)
     os.makedirs(path, mode=0o700, exist_ok=True)
     st = os.lstat(path)
@@ -54,7 +56,7 @@ def private_dir(path: Path) -> Path:
     if os.name == "posix":
         if st.st_uid != os.getuid():
             raise UsageError(f"dataguard's state folder {path} belongs to another user: set {STATE_ENV}")
-        if st.st_mode & 0o077:
+        if tighten and st.st_mode & 0o077:
             os.chmod(path, 0o700)
     return path
 
@@ -86,7 +88,8 @@ def dataset_dir(ds, create: bool = False) -> Path:
     """The state folder of one layout.Dataset (created, mode 700, when `create`)."""
     d = user_dir("state") / DATASETS / dataset_key(ds.name, dataset_anchor(ds))
     if create:
-        for p in (user_dir("state"), d.parent, d):
+        private_dir(user_dir("state"), tighten=False)
+        for p in (d.parent, d):
             private_dir(p)
     return d
 
