@@ -83,8 +83,6 @@ def check_memory(mem: Memory) -> list[Finding]:
     """Without a dataset: Docker's 64 MB /dev/shm with data-loading workers (DG905), little free
     disk where nnU-Net writes (DG907), no RAM figure at all."""
     out = []
-    out["validation"] = resources.validation_estimate(pred.export_bytes, mem.cpus, avail,
-                                                      int_env("nnUNet_def_n_proc"))
     n_da = da_workers(mem.cpus)
     if mem.shm_total is not None and mem.shm_total <= DOCKER_SHM_DEFAULT and n_da > 0:
         where = f" in this {mem.container} container" if mem.container else ""
