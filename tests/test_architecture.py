@@ -261,9 +261,9 @@ LAYERS = [
     ("engine", ("dataguard.engine",), "finding datasets, walking, scanning, the manifest; knows no feature"),
     ("checks", ("dataguard.checks",), "pure checks of one file or one dataset view; know no engine"),
     ("vocabulary", ("dataguard.version", "dataguard.findings", "dataguard.errors", "dataguard.fsio",
-                    "dataguard.spec", "dataguard.folds", "dataguard.visual"),
+                    "dataguard.spec", "dataguard.folds", "dataguard.visual", "dataguard.names"),
      "words every layer may use: the version, findings, errors, file I/O, the dataset.json and "
-     "splits_final.json models, label colours"),
+     "splits_final.json models, label colours, did-you-mean for names"),
 ]
 # Arrows that still run up a layer, each with the reason it is not fixed yet. The test fails when
 # a new one appears, and also when one of these disappears (then delete its line): the list only shrinks.

@@ -27,6 +27,7 @@ from . import (
     verify,
 )
 from .common import ExitCode, UsageError, plain  # noqa: F401 - re-exported for scripts
+from .render import fit_lines, screen_width
 
 EPILOG = """\
 examples:
@@ -266,8 +267,6 @@ def _fit(message: str) -> str:
     """An error message at the terminal's width (a terminal, or $COLUMNS set), wrapped at words,
     continuation lines indented; into a pipe without $COLUMNS (a log file) one line, for grep."""
     import os
-
-    from .render import fit_lines, screen_width
 
     if not (os.environ.get("COLUMNS") or sys.stderr.isatty()):
         return message

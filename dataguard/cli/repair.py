@@ -7,6 +7,7 @@ import json
 import sys
 
 from . import render as report
+from .render import command_lines, screen_width
 from .common import (
     ExitCode,
     UsageError,
@@ -125,8 +126,6 @@ def cmd_repair(args) -> int:
 def undo_command(args, run_id: str) -> str:
     """The restore line for a run, naming what this repair was given (paths, -d ids, the
     manifest folder), so it works as printed, env vars or not."""
-    from .render import command_lines, screen_width
-
     words = ["dataguard", "restore", *map(str, getattr(args, "paths", None) or [])]
     for d in getattr(args, "dataset", None) or []:
         words += ["-d", str(d)]

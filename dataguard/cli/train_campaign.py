@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from .common import ExitCode, console, note
-from .train import INTERRUPTED, TRAINING_FAILED, _prepare, _report, _summary, resume_line
 from .live_view import LiveView
+from .train_steps import INTERRUPTED, TRAINING_FAILED, device_of, prepare, report, resume_line, summary
 
 
 @dataclass
@@ -39,11 +39,11 @@ def run_campaign(ws, args, folds: list) -> int:
     rows: dict = {}
     todo, refused = [], False
     for i, fold in enumerate(folds):
-        pf, call = _prepare(ws, args, fold)
+        pf, call = prepare(ws, args, fold)
         if args.cont and finished(pf.fold_folder):
-            rows[fold] = FoldRow(fold, "finished before", *_history(pf.fold_folder))
+            rows[fold] = FoldRow(fold, "finished before", *_history(ws, pf.fold_folder))
             continue
-        _report(pf, call, args, brief=bool(todo) or i > 0)
+        report(pf, call, args, brief=bool(todo) or i > 0)
         refused |= not pf.ok
         todo.append(fold)
     if refused:
@@ -56,14 +56,14 @@ def run_campaign(ws, args, folds: list) -> int:
         return ExitCode.CLEAN
     code = ExitCode.CLEAN
     for n, fold in enumerate(todo):
-        pf, call = _prepare(ws, args, fold)            # again: the split, the data, an earlier fold's record
+        pf, call = prepare(ws, args, fold)            # again: the split, the data, an earlier fold's record
         if not pf.ok:
-            _report(pf, call, args)
+            report(pf, call, args)
             rows[fold] = FoldRow(fold, "refused by the gate")
             code = ExitCode.FINDINGS
             break
         t0 = time.monotonic()
-        device = call.argv[call.argv.index("-device") + 1]
+        device = device_of(call)
         tr = call.argv[call.argv.index("-tr") + 1]
         view = LiveView(f"[{n + 1}/{len(todo)}] {pf.dataset}  {pf.configuration}  fold {fold}  ·  {tr}  ·  {device}")
         try:
@@ -71,7 +71,7 @@ def run_campaign(ws, args, folds: list) -> int:
         finally:
             view.close()
         outcome = result.outcome
-        _summary(pf, result.run, result.artifacts, outcome, call, args, fold)
+        summary(pf, result.run, result.artifacts, outcome, call, args, fold)
         seconds = time.monotonic() - t0
         if outcome.interrupted:
             rows[fold] = FoldRow(fold, "interrupted", *_of(result.run), seconds)
@@ -103,12 +103,10 @@ def _of(run) -> tuple[str, str]:
     return str(len(run.epochs)), f"{run.ema[best]:.3f} (epoch {best})"
 
 
-def _history(fold_folder) -> tuple[str, str]:
+def _history(ws, fold_folder) -> tuple[str, str]:
     """Epochs and best EMA of a finished fold, from nnU-Net's own log (never unpickled)."""
-    from ..train.logs import load_runs
-
     try:
-        runs = load_runs(fold_folder)
+        runs = ws.train.runs(fold_folder)
     except Exception:                          # noqa: BLE001 - a table cell, not a verdict
         return "", ""
     return _of(runs[-1]) if runs else ("", "")

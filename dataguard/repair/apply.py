@@ -24,7 +24,7 @@ from ..engine.layout import Dataset
 from ..engine.own_state import ensure_safe
 from ..errors import UnsafeState
 from ..errors import RepairError, NotWritableError  # noqa: F401 - defined in errors
-from ..findings import ActionKind
+from ..findings import ActionKind, path_lines
 from ..fsio import NOFOLLOW, OutsideError, check_parents, makedirs_inside
 from ..engine.journal import DG_DIR, Journal, new_run_id
 from ..engine.lock import DatasetLock
@@ -122,7 +122,6 @@ def outcome_lines(a, out, width: int = LOG_WIDTH) -> str:
     `width` (a path breaks after its slashes/underscores, text at words)."""
     import textwrap
 
-    from ..findings import path_lines
 
     head = f"{'done' if out.ok else 'FAILED'}: {a.kind} "
     target = str(a.target)

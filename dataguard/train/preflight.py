@@ -25,6 +25,7 @@ from ..engine.layout import (
 )
 from ..errors import UsageError
 from ..findings import Finding, Fix, Severity
+from ..folds import NNUNET_FOLDS
 from ..fsio import human_size, read_json
 from .checkpoints import UnsafeCheckpoint, safe_load
 from .logs import label_names_from
@@ -228,8 +229,6 @@ def _check_fold_in_split(pf: Preflight, res) -> None:
 
 def _folds_in_split(res) -> int | None:
     """The folds of splits_final.json, or of the default split nnU-Net will write (5)."""
-    from ..folds import NNUNET_FOLDS
-
     for view in getattr(res, "views", {}).values():
         splits = view.splits
         if isinstance(splits, list) and splits:

@@ -13,13 +13,14 @@ read bounded, never through a link, and every field is type-checked.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..fsio import atomic_write_text, read_json
 from ..version import __version__
-from .settings import FILE, TrainSettings
+from .settings import ENV, FILE, TrainSettings
 
 RECORD_LIMIT = 1 << 20               # a record is a few hundred bytes; its resumes list stays small
 FORMAT = 1
@@ -52,6 +53,10 @@ class RunRecord:
         out = {k: getattr(self, k) for k in RUN_KEYS}
         out.update({k: getattr(self.settings, k) for k in SETTING_KEYS})
         return out
+
+    def flags(self) -> str:
+        """The settings as `dataguard train` flags (what a resume reuses)."""
+        return describe(self.values())
 
     def to_json(self) -> str:
         import json
@@ -101,6 +106,22 @@ def load(fold_folder: Path) -> RunRecord | None:
                      settings=settings, resumes=resumes, legacy=raw.get("record") != FORMAT,
                      started=float(started) if isinstance(started, (int, float)) and not isinstance(started, bool)
                      else 0.0, version=raw.get("dataguard") if isinstance(raw.get("dataguard"), str) else "")
+
+
+def settings_for_process(fold_folder: str | Path | None) -> TrainSettings:
+    """The training process's settings: the environment's (`dataguard train` passes them), else
+    the fold's run record's (a plain `nnUNetv2_train ... --c`), else none. A run record that
+    is not one is ignored here: the gate has refused it already when dataguard started the run."""
+    if os.environ.get(ENV):
+        return TrainSettings.from_json(os.environ[ENV])
+    if fold_folder is not None:
+        try:
+            rec = load(Path(fold_folder))
+        except RecordError:
+            rec = None
+        if rec is not None:
+            return rec.settings                  # events: None, a plain nnU-Net run has no live view
+    return TrainSettings()
 
 
 def write(fold_folder: Path, record: RunRecord) -> None:

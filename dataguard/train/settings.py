@@ -8,9 +8,7 @@ epoch count.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 ENV = "DATAGUARD_TRAIN_SETTINGS"
 FILE = "dataguard_train.json"
@@ -39,22 +37,6 @@ class TrainSettings:
         raw = json.loads(text)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
-
-    @classmethod
-    def for_process(cls, fold_folder: str | Path | None) -> "TrainSettings":
-        """The environment's settings, else the ones recorded beside the fold, else none."""
-        if os.environ.get(ENV):
-            return cls.from_json(os.environ[ENV])
-        if fold_folder is not None:
-            from . import record                     # the run record: bounded, never through a link
-
-            try:
-                rec = record.load(Path(fold_folder))
-            except record.RecordError:
-                rec = None
-            if rec is not None:
-                return rec.settings                  # events: None, a plain nnU-Net run has no live view
-        return cls()
 
 
 def trainer_name(base: str) -> str:

@@ -31,7 +31,7 @@ from .checkpoints import record_trusted, safe_load, trust_store
 from .logs import label_names_from
 from .monitor import RunMonitor
 from . import record
-from .settings import TrainSettings, base_of, trainer_name
+from .settings import base_of, trainer_name
 
 _CLASSES: dict[str, type] = {}
 
@@ -90,7 +90,7 @@ class _DataguardMixin:
     dg_base_name = "nnUNetTrainer"
 
     def _dg_setup(self) -> None:
-        self.dg = TrainSettings.for_process(self.output_folder)
+        self.dg = record.settings_for_process(self.output_folder)
         if self.dg.epochs:
             self.num_epochs = int(self.dg.epochs)
         if self.dg.iterations_per_epoch:
