@@ -80,7 +80,7 @@ def test_a_checkpoint_with_code_is_refused_before_nnunet_predicts(tmp_path):
     fold.mkdir(parents=True)
     torch.save({"network_weights": {"w": torch.zeros(2)}}, tmp_path / "plain.pth")
     assert ck.safe_load(tmp_path / "plain.pth")["network_weights"]["w"].shape == (2,)      # warm up torch
-    torch.save({"network_weights": {}, "trap": _Evil(marker)}, fold / "checkpoint_best.pth")
+    torch.save({"network_weights": {}, "trap": _Evil(marker)}, fold / "checkpoint_final.pth")   # submit's default
     images = tmp_path / "imagesTs"
     images.mkdir()
     (images / "case_0000.nii.gz").write_bytes(b"not read: refused before")
@@ -89,5 +89,5 @@ def test_a_checkpoint_with_code_is_refused_before_nnunet_predicts(tmp_path):
         with pytest.raises(ck.UnsafeCheckpoint) as e:
             predict_model(spec, "Dataset901_X", images, tmp_path / "work", device="cpu", cases=["case"])
     assert events == [] and not marker.exists()
-    assert "refused to load" in str(e.value) and "checkpoint_best.pth" in str(e.value)
+    assert "refused to load" in str(e.value) and "checkpoint_final.pth" in str(e.value)
     assert not (tmp_path / "work").exists()

@@ -150,7 +150,7 @@ def run_demo(root: Path, n_cases: int = 10, force: bool = False, log: Callable[[
     else:
         faults = build_demo(root, n_cases, log)
     log("scanning ...")
-    ws = Workspace([str(root)], manifest_dir=root / "manifests")
+    ws = Workspace([str(root)])              # the per-user state folder, as every later command uses
     with progress or contextlib.nullcontext():
         result = ws.scan(full=True, on_progress=progress.update if progress else None)
     missed = [f for f in faults if not any(x.code == f.code and x.path == f.path for x in result.findings)]
