@@ -1,9 +1,11 @@
 """`ws.evaluate` / `ws.dataset(name).evaluate`: cross-validation Dice and ensemble weights."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
+from ..engine.layout import nnunet_env
 from ..errors import UsageError
 from ..evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
 from ..evaluate.region_weights import RegionReducer, region_rule, search_regions
@@ -156,10 +158,15 @@ class Evaluation(Scoped):
         [(model, fold, TrainCall)]."""
         return validation_calls(self._ds().name, models, missing, checkpoint)
 
-    @staticmethod
-    def run_validation(calls: list, trust: tuple = (), on_call=None) -> None:
-        """Run those calls, each checkpoint proven plain data first."""
-        run_validation(calls, trust, on_call)
+    def run_validation(self, calls: list, trust: tuple = (), on_call=None) -> None:
+        """Run those calls, each checkpoint proven plain data first; in a project folder used
+        without nnU-Net's variables, they name its folders for the calls."""
+        try:
+            env = nnunet_env(self._ds())
+        except UsageError:                       # several datasets in the workspace: the calls name theirs
+            env = contextlib.nullcontext()
+        with env:
+            run_validation(calls, trust, on_call)
 
     def check_weights(self, weights, specs: list[str], source: str, checkpoint: str = "final",
                       include_unfinished: bool = False):

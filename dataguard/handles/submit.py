@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..checks.consistency import profile, raw_channels
 from ..engine.caseinfo import case_infos
+from ..engine.layout import nnunet_env
 from ..engine.walk import load_dataset_json
 from ..folds import class_shares
 from ..spec import parse_spec
@@ -78,14 +79,18 @@ class Submission(Scoped):
         return ensemble_folders(pi.folders, Path(out_dir), weights, postprocess, files=pi.files, on_case=on_case)
 
     def predict(self, model, images_dir: Path, work: Path, **kw):
-        """One model's probabilities through nnUNetv2_predict (reused when nothing changed)."""
-        return predict_model(model, self._ds().name, Path(images_dir), Path(work), **kw)
+        """One model's probabilities through nnUNetv2_predict (reused when nothing changed); in a
+        project folder used without nnU-Net's variables, they name its folders for the call."""
+        ds = self._ds()
+        with nnunet_env(ds):
+            return predict_model(model, ds.name, Path(images_dir), Path(work), **kw)
 
     def predict_and_ensemble(self, models: list, images_dir: Path, work: Path, weights, postprocess: str = "none",
                              **kw):
         """`submit --model` up to the archive: check the test images, predict with every model,
         check the probabilities, ensemble (submit.pipeline.PipelineResult says where it stopped)."""
-        name = self._ds().name
+        ds = self._ds()
         if "training" not in kw:
-            kw["training"] = Submission(self._ws, name).training_profile()
-        return predict_and_ensemble(models, name, Path(images_dir), Path(work), weights, postprocess, **kw)
+            kw["training"] = Submission(self._ws, ds.name).training_profile()
+        with nnunet_env(ds):
+            return predict_and_ensemble(models, ds.name, Path(images_dir), Path(work), weights, postprocess, **kw)
