@@ -21,14 +21,11 @@ from ..checks.metadata import METADATA_LIMIT
 from ..findings import Finding, finding
 from ..fsio import read_json, what_is
 
-try:                                    # the run record (train/record.py), once it exists
-    from ..train.record import load as _load_record
-except ImportError:                     # pragma: no cover - until then, read the file ourselves
-    _load_record = None
+from ..train.record import RecordError
+from ..train.record import load as load_record
 
 FINAL = "checkpoint_final.pth"
 CHECKPOINTS = ("final", "best")
-RUN_FILE = "dataguard_train.json"       # train/settings.FILE: the settings a run was started with
 VALIDATION_STAMP = "dataguard_validation.json"      # which checkpoint made fold_X/validation
 
 
@@ -144,29 +141,13 @@ def machine_device() -> str:
 def run_facts(fold_folder: Path) -> RunFacts:
     """The device (and --npz) the fold's run was started with, from its run record; this
     machine's device where the record does not say."""
-    if _load_record is not None:
-        try:
-            rec = _load_record(Path(fold_folder))
-        except Exception:               # noqa: BLE001 - a hostile or old record: fall back
-            rec = None
-        dev = getattr(rec, "device", None) if rec is not None else None
-        if getattr(rec, "legacy", False):
-            dev = None                  # a settings-only file from before the record: its device is a default
-        if isinstance(dev, str) and dev in ("cuda", "cpu", "mps"):
-            npz = getattr(rec, "npz", None)
-            return RunFacts(dev, npz if isinstance(npz, bool) else None, True)
-    # the settings file of older runs (and the fallback while train/record.py is absent): a
-    # "device" key when it has one
     try:
-        raw = read_json(Path(fold_folder) / RUN_FILE, METADATA_LIMIT)
-    except (OSError, ValueError):
-        raw = None
-    if isinstance(raw, dict):
-        dev = raw.get("device")
-        npz = raw.get("npz")
-        if isinstance(dev, str) and dev in ("cuda", "cpu", "mps"):
-            return RunFacts(dev, npz if isinstance(npz, bool) else None, True)
-    return RunFacts(machine_device())
+        rec = load_record(Path(fold_folder))
+    except RecordError:                 # not a record dataguard can trust: this machine's device
+        rec = None
+    if rec is not None and not rec.legacy and rec.device in ("cuda", "cpu", "mps"):
+        return RunFacts(rec.device, rec.npz, True)
+    return RunFacts(machine_device())   # none, or a settings-only file whose device is a default
 
 
 def validation_checkpoint(fold_folder: Path) -> str:
