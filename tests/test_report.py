@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dataguard_cli, train_env
+from conftest import dataguard_cli, held_out, train_env
 
 pytestmark = pytest.mark.nnunet
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(40)
@@ -30,9 +30,8 @@ def report(trained_models, tmp_path_factory):
     ts = root / "imagesTs"
     ts.mkdir()
     val = trained_models["trainer_dir"] / "fold_1" / "validation"
-    for p in val.glob("*.nii.gz"):
-        shutil.copy(root / "nnUNet_raw/Dataset901_DemoCardiac/imagesTr" / p.name.replace(".nii.gz", "_0000.nii.gz"),
-                    ts)
+    for p in val.glob("*.nii.gz"):      # not the training images themselves: submit refuses those (DG310)
+        held_out(root / "nnUNet_raw/Dataset901_DemoCardiac/imagesTr" / p.name.replace(".nii.gz", "_0000.nii.gz"), ts)
     sub = dataguard_cli(["submit", str(val), "--images", str(ts), "-d", "901", "-o", str(root / "sub.zip")], env, root)
     assert sub.returncode == 0, sub.stdout + sub.stderr
     out = dataguard_cli(["report", "-d", "901", "-o", str(root / "report.html")], env, root)
@@ -80,3 +79,33 @@ def test_report_in_a_real_browser(report, tmp_path):
         assert visible == 1
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 20000
+
+
+def test_report_counts_test_images_apart_and_draws_them(real_project, tmp_path):
+    """Issue 29 item 13: 13 cases (10 training + 3 test) were one number, and a test image had
+    "no picture (unreadable)": the picture code looked for it in imagesTr only. A test image
+    that cannot be read says why."""
+    import re
+
+    raw = real_project / "nnUNet_raw" / "Dataset901_DemoCardiac"
+    (raw / "imagesTs").mkdir()
+    for i in range(3):
+        shutil.copy(raw / "imagesTr" / f"heart_00{i}_0000.nii.gz", raw / "imagesTs" / f"test_00{i}_0000.nii.gz")
+    broken = raw / "imagesTs" / "test_002_0000.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:300])
+    env = train_env(real_project)
+    env["DATAGUARD_STATE_DIR"] = str(tmp_path / "state")
+    out = dataguard_cli(["report", str(real_project), "-o", str(tmp_path / "r.html"), "--cases", "0"], env, tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    html = (tmp_path / "r.html").read_text("utf-8")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "16 training cases and 3 test images in 2 datasets" in text
+    assert "training cases test images" in text
+    cards = {re.search(r'class="name">\s*(\S+)', c).group(1): c.split("</section>")[0]
+             for c in html.split('<div class="card">')[1:]}
+    for case in ("test_000", "test_001"):
+        assert '<img src="data:image/png;base64,' in cards[case], case
+        assert "test image (imagesTs, no label)" in cards[case]
+    assert "<img" not in cards["test_002"]
+    assert "no picture: cannot read test image test_002_0000.nii.gz" in cards["test_002"]
+    assert "(unreadable)" not in html

@@ -228,6 +228,74 @@ async def test_an_unreadable_manifest_is_a_notification_not_a_crash(broken, tmp_
         assert app.is_running
 
 
+@pytest.fixture
+def two_configs(real_project):
+    """Dataset901 preprocessed by real nnunetv2 in 2d and 3d_fullres: every case in both."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import train_env
+
+    pre = subprocess.run([str(Path(sys.executable).with_name("nnUNetv2_preprocess")), "-d", "901", "-c", "3d_fullres",
+                          "-np", "1"], env=train_env(real_project), capture_output=True, text=True, timeout=600)
+    assert pre.returncode == 0, pre.stdout[-2000:] + pre.stderr[-2000:]
+    return real_project
+
+
+async def test_config_column_names_configurations_as_the_plans_do(two_configs, tmp_path):
+    """Issue 29 item 13: the column read "2d+nnUNetPlans_3d_fullres"."""
+    app = _app(two_configs, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot, app)
+        table = app.query_one("#cases")
+        row = table.get_row(f"{M}/heart_000")
+        assert str(row[0]) == "2d, 3d_fullres"
+        assert "2d, 3d_fullres" in str(app.query_one("#stats").render())
+        assert {r.case for r in app.rows if r.matches("nnUNetPlans_3d_fullres")} >= {"heart_000"}
+        assert {r.case for r in app.rows if r.matches("3d_fullres heart_001")} == {"heart_001"}
+
+
+async def test_a_test_image_says_why_it_has_no_preview(real_project, tmp_path):
+    """A test image (imagesTs) said "no image files for this case" beside its own file."""
+    import shutil
+
+    raw = real_project / "nnUNet_raw" / M
+    (raw / "imagesTs").mkdir()
+    shutil.copy(raw / "imagesTr" / "heart_000_0000.nii.gz", raw / "imagesTs" / "test_000_0000.nii.gz")
+    app = _app(real_project, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot, app)
+        assert next(r for r in app.rows if r.case == "test_000").config_cell() == "test"
+        table = app.query_one("#cases")
+        table.move_cursor(row=table.get_row_index(f"{M}/test_000"))
+        await pilot.press("enter")
+        await _settle(pilot, app)
+        preview = str(app.screen.query_one("#preview").render())
+        assert "a test image (imagesTs)" in preview and "no image files" not in preview
+
+
+def test_configuration_names_from_real_plans(two_configs):
+    """Folder -> configuration name from the plans; a second plans file's configuration of the
+    same name keeps its folder name, so the two stay apart (the default plans keep the bare name)."""
+    from dataguard.engine.layout import planned_configurations
+    from dataguard.tui.rows import config_label, configuration_names
+
+    pre = two_configs / "nnUNet_preprocessed" / M
+    names = configuration_names(planned_configurations(pre))
+    assert names["nnUNetPlans_2d"] == "2d" and names["nnUNetPlans_3d_fullres"] == "3d_fullres"
+    assert config_label(["nnUNetPlans_2d", "nnUNetPlans_3d_fullres"], names) == "2d, 3d_fullres"
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    plans["plans_name"] = "nnUNetResEncUNetMPlans"
+    for c in plans["configurations"].values():
+        if "data_identifier" in c:
+            c["data_identifier"] = c["data_identifier"].replace("nnUNetPlans", "nnUNetResEncUNetMPlans")
+    (pre / "nnUNetResEncUNetMPlans.json").write_text(json.dumps(plans))
+    names = configuration_names(planned_configurations(pre))
+    assert names["nnUNetPlans_2d"] == "2d"                 # -c 2d without -p: the default plans
+    assert names["nnUNetResEncUNetMPlans_3d_fullres"] == "nnUNetResEncUNetMPlans_3d_fullres"
+
+
 def test_rows_and_halfblocks_are_plain_functions():
     import numpy as np
 

@@ -46,9 +46,11 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
     rep.codes = {c: {"what": i.what, "fix": i.fix_text, "severity": i.severity_text} for c, i in cat.items()}
     for d in ws.datasets:
         mine = [f for f in result.findings if f.dataset == d.name]
-        n_cases = len({c.case for c in cases if c.dataset == d.name})
+        n_test = len({c.case for c in cases if c.dataset == d.name and c.test})
+        n_train = len({c.case for c in cases if c.dataset == d.name and not c.test})
         rep.datasets.append({"name": d.name, "raw": str(d.raw or ""), "preprocessed": str(d.preprocessed or ""),
-                             "cases": n_cases, "errors": sum(f.severity >= Severity.ERROR for f in mine),
+                             "cases": n_train, "test_images": n_test,
+                             "errors": sum(f.severity >= Severity.ERROR for f in mine),
                              "warnings": sum(f.severity == Severity.WARNING for f in mine)})
     by_code: dict[str, dict] = {}
     for f in result.findings:
@@ -56,7 +58,8 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
         e["count"] += 1
     errors = sum(f.severity >= Severity.ERROR for f in result.findings)
     rep.summary = {"scanned": time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if when else "now",
-                   "cases": len({(c.dataset, c.case) for c in cases}), "errors": errors,
+                   "cases": len({(c.dataset, c.case) for c in cases if not c.test}),          # training cases
+                   "test_images": len({(c.dataset, c.case) for c in cases if c.test}), "errors": errors,
                    "warnings": sum(f.severity == Severity.WARNING for f in result.findings),
                    "infos": sum(f.severity == Severity.INFO for f in result.findings),
                    "by_code": sorted(by_code.values(), key=lambda e: (-Severity.parse(e["severity"]), e["code"])),
@@ -134,11 +137,12 @@ def _cases(ws, cases, n_clean: int, images: bool) -> list[dict]:
     out = []
     for c in flagged + sample:
         labels = c.labels or {}
+        thumb, why = case_thumbnail(ws, c.dataset, c.case, c) if images else (None, "pictures off (--no-images)")
         out.append({"dataset": c.dataset, "case": c.case, "status": c.status,
                     "codes": sorted({f.code for f in c.findings}),
                     "messages": [f"{f.code}: {f.message}" for f in c.findings][:4],
                     "labels": {str(k): int(v) for k, v in sorted(labels.items())},
-                    "thumb": case_thumbnail(ws, c.dataset, c.case) if images else None})
+                    "test": bool(c.test), "thumb": thumb, "no_thumb": why})
     return out
 
 

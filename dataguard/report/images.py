@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 from ..visual import slice_rgb
 
@@ -38,15 +39,47 @@ def _resize(rgb, spacing=None, size: int = THUMB):
     return rgb[yi][:, xi]
 
 
-def case_thumbnail(ws, dataset: str, case: str) -> str | None:
-    """Middle axial slice with the label overlaid (the TUI preview's renderer), or None."""
+def case_thumbnail(ws, dataset: str, case: str, info=None) -> tuple[str | None, str | None]:
+    """(picture, None), or (None, why there is none).
+
+    The middle axial slice with the label overlaid (the TUI preview's renderer): from raw, else
+    from a configuration folder. A test image (`info.test`: only in imagesTs) has no label and is
+    in neither place: its channel 0 is drawn alone.
+    """
+    if info is not None and getattr(info, "test", False):
+        return _test_thumbnail(ws, dataset, case, info)
+    why = None
     for source in ("raw", "preprocessed"):
         try:
             image, label = ws.dataset(dataset).load_slice(case, source=source)
-        except Exception:                              # noqa: BLE001 - a broken case has no picture
+        except Exception as e:                         # noqa: BLE001 - a broken case has no picture
+            why = why or str(e)
             continue
-        return png_uri(_resize(slice_rgb(image, label)))
-    return None
+        return png_uri(_resize(slice_rgb(image, label))), None
+    return None, why or "unreadable"
+
+
+def _test_thumbnail(ws, dataset: str, case: str, info) -> tuple[str | None, str | None]:
+    """A test image's middle axial slice, channel 0 (`CASE_0000.ext` in imagesTs), no overlay."""
+    import numpy as np
+
+    rels = sorted(f.rel for f in info.files if f.rel.startswith("raw/imagesTs/"))
+    rel = next((r for r in rels if r.rsplit("/", 1)[-1].startswith(f"{case}_0000.")), rels[0] if rels else None)
+    raw = ws.dataset(dataset).raw
+    if rel is None or raw is None:
+        return None, "test image: no image file recorded by the scan"
+    path = Path(raw) / rel.split("/", 1)[1]
+    try:
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        if len(img.shape) < 3:
+            raise ValueError(f"a {len(img.shape)}D image")
+        sl = (slice(None), slice(None), img.shape[2] // 2) + (0,) * (len(img.shape) - 3)
+        image = np.asarray(img.dataobj[sl], dtype=np.float32).T            # (y, x), as the training cases
+    except Exception as e:                             # noqa: BLE001 - said on the card, not raised
+        return None, f"cannot read test image {path.name}: {type(e).__name__}: {str(e).replace(str(path), path.name)}"
+    return png_uri(_resize(slice_rgb(image))), None
 
 
 def pred_vs_ref(image, ref, pred, spacing=None) -> str:

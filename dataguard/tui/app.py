@@ -21,8 +21,9 @@ from .rows import (
     COLUMNS,
     STATUS_STYLE,
     Row,
+    config_label,
+    configuration_names,
     rows_for,
-    short_config,
     short_dataset,
     sort_key,
 )
@@ -121,7 +122,7 @@ class DataguardApp(App):
             cases, findings, when = [], [], None
         self.recorded_at = when
         if cases or findings:
-            self.set_rows(rows_for(cases, findings))
+            self.set_rows(rows_for(cases, findings, self.config_names()))
             self.call_after_refresh(self._painted)
         self.update_stats()
 
@@ -196,7 +197,7 @@ class DataguardApp(App):
     def styled(self, r: Row, many: bool | None = None) -> list:
         cells = list(r.cells())
         if not (self.many_datasets if many is None else many):       # the name is in the header: keep 80 columns readable
-            cells[0] = short_config(r.where)
+            cells[0] = r.config_cell()
         mark = "● " if r.key in self.marked else ""
         cells[1] = Text(mark + cells[1], style="bold" if mark else "")
         cells[2] = Text(cells[2], style=STATUS_STYLE.get(r.status, ""))
@@ -228,18 +229,38 @@ class DataguardApp(App):
         return f"doctor: {errs[0].code} {errs[0].message[:60]}" + (f" (+{len(errs) - 1})" if len(errs) > 1 else "") \
             if errs else ""
 
+    _config_names: dict | None = None
+
+    def config_names(self, fresh: bool = False) -> dict[str, dict[str, str]]:
+        """{dataset: {configuration folder: configuration name}} from each dataset's plans, read
+        once (a rescan reads them again): the config column says `2d, 3d_fullres`."""
+        if self._config_names is None or fresh:
+            from ..engine.layout import planned_configurations
+
+            out = {}
+            for d in self.ws.datasets:
+                if d.preprocessed is not None:
+                    try:
+                        out[d.name] = configuration_names(planned_configurations(d.preprocessed))
+                    except OSError:
+                        pass                  # no plans to read: folders keep their names
+            self._config_names = out
+        return self._config_names
+
     def update_stats(self) -> None:
         counts = {"error": 0, "warning": 0, "info": 0}
         for r in self.rows:
             for f in r.findings:
                 counts[str(f.severity)] = counts.get(str(f.severity), 0) + 1
         datasets = sorted({r.dataset for r in self.rows}) or [d.name for d in self.ws.datasets]
-        configs = sorted({c for r in self.rows if r.info is not None for c in r.info.configs})
+        names = self.config_names()
+        configs = sorted({config_label([c], names.get(r.dataset)) for r in self.rows if r.info is not None
+                          for c in r.info.configs})
         n_cases = sum(1 for r in self.rows if r.info is not None)
         t = Text()
         t.append(datasets[0] if len(datasets) == 1 else
                  f"{len(datasets)} datasets ({', '.join(short_dataset(d) for d in datasets)})", style="bold")
-        t.append(f"  {', '.join(short_config(c) for c in configs) or '-'}  {n_cases} cases  ")
+        t.append(f"  {', '.join(configs) or '-'}  {n_cases} cases  ")
         plural = lambda n, word: f"{n} {word}{'s' * (n != 1)}"  # noqa: E731
         t.append(plural(counts["error"], "error"), style="bold red" if counts["error"] else "green")
         t.append("  ")
@@ -279,7 +300,7 @@ class DataguardApp(App):
 
         try:
             res = self.ws.scan(on_progress=progress)
-            rows = rows_for(self.ws.cases(), res.findings)
+            rows = rows_for(self.ws.cases(), res.findings, self.config_names(fresh=True))
         except Exception as e:  # noqa: BLE001 - notified, never a traceback on screen
             self.call_from_thread(self.fail, "scan failed", e)
             return
@@ -420,7 +441,7 @@ class DataguardApp(App):
 
         try:
             run = self.ws.repair.apply(plan, on_event=event, cancel=self.repair_cancel)
-            rows = rows_for(self.ws.cases(), run.after.findings if run.after else [])
+            rows = rows_for(self.ws.cases(), run.after.findings if run.after else [], self.config_names())
         except Exception as e:  # noqa: BLE001
             self.repairing = False
             self.call_from_thread(self.fail, "repair failed", e)
@@ -455,7 +476,7 @@ class DataguardApp(App):
         try:
             reports = self.ws.restore()
             res = self.ws.scan()
-            rows = rows_for(self.ws.cases(), res.findings)
+            rows = rows_for(self.ws.cases(), res.findings, self.config_names())
         except Exception as e:  # noqa: BLE001
             self.call_from_thread(self.fail, "undo failed", e)
             return

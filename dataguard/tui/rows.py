@@ -22,9 +22,13 @@ class Row:
     codes: str
     info: object = None         # the CaseInfo (None for stray files)
     findings: list = field(default_factory=list)
+    config: str = ""            # what the config column shows ("2d, 3d_fullres"); "" -> short_config(where)
+
+    def config_cell(self) -> str:
+        return self.config or short_config(self.where)
 
     def cells(self) -> tuple[str, ...]:
-        return (f"{short_dataset(self.dataset)} {short_config(self.where)}", self.case, self.status,
+        return (f"{short_dataset(self.dataset)} {self.config_cell()}", self.case, self.status,
                 self.codes, self.fold, self.labels, self.shape, self.spacing)
 
     def matches(self, text: str) -> bool:
@@ -32,7 +36,7 @@ class Row:
         list (`heart_004,heart_007`, what `evaluate --worst` prints) matches any of those cases."""
         if "," in text:
             return self.case.lower() in {c.strip().lower() for c in text.split(",") if c.strip()}
-        hay = " ".join((self.dataset, self.where, self.case, self.status, self.codes)).lower()
+        hay = " ".join((self.dataset, self.where, self.config, self.case, self.status, self.codes)).lower()
         return all(w in hay for w in text.lower().split())
 
 
@@ -44,6 +48,37 @@ def short_dataset(name: str) -> str:
 def short_config(folder: str) -> str:
     """`nnUNetPlans_2d` -> `2d`; other plans keep their name (`nnUNetResEncUNetMPlans_3d_fullres`)."""
     return folder[len("nnUNetPlans_"):] if folder.startswith("nnUNetPlans_") else folder
+
+
+def configuration_names(planned) -> dict[str, str]:
+    """{configuration folder: configuration name} from the plans (layout.planned_configurations):
+    `nnUNetPlans_3d_fullres` -> `3d_fullres`, as nnU-Net's `-c` names it.
+
+    A folder several configurations share (nnU-Net's `3d_cascade_fullres` inherits the data of
+    `3d_fullres`) is named after the configuration whose default folder name it is; a name two
+    plans share (`3d_fullres` of nnUNetPlans and of a ResEnc plans) keeps the folder's name, so
+    the two stay apart (nnU-Net's default plans, nnUNetPlans, keep the bare name: `-c 2d` without
+    `-p` means them)."""
+    by_folder: dict[str, list] = {}
+    for pc in planned:
+        by_folder.setdefault(pc.folder, []).append(pc)
+    named: dict[str, tuple[str, bool]] = {}
+    for folder, pcs in by_folder.items():
+        pc = ([pc for pc in pcs if folder.endswith(f"_{pc.name}")] or pcs)[0]
+        default = (pc.plans.get("plans_name") or pc.plans_file.stem) == "nnUNetPlans"
+        named[folder] = (pc.name, default)
+    counts: dict[str, int] = {}
+    for name, _ in named.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {folder: name if counts[name] == 1 or default else folder
+            for folder, (name, default) in named.items()}
+
+
+def config_label(folders, names: dict[str, str] | None = None) -> str:
+    """The config column of a case: its configuration folders by configuration name, in the
+    plans' terms (`2d, 3d_fullres`); a folder the plans do not name is shortened as before."""
+    names = names or {}
+    return ", ".join(dict.fromkeys(names.get(f) or short_config(f) for f in folders))
 
 
 # what matters first (status, codes) comes first: an 80-column terminal shows it
@@ -58,11 +93,13 @@ def _fmt_spacing(sp) -> str:
     return "×".join(f"{x:.3g}" for x in sp) if sp else "-"
 
 
-def case_row(c) -> Row:
+def case_row(c, names: dict[str, str] | None = None) -> Row:
     facts = c.facts.get("raw") or c.facts.get("test") or next(iter(c.facts.values()), None)
     labels = c.labels
     codes = ",".join(sorted({f.code for f in c.findings}))
-    return Row(key=f"{c.dataset}/{c.case}", dataset=c.dataset, where="+".join(c.configs) or ("test" if c.test else "raw"),
+    where = "+".join(c.configs) or ("test" if c.test else "raw")
+    return Row(key=f"{c.dataset}/{c.case}", dataset=c.dataset, where=where,
+               config=config_label(c.configs, (names or {}).get(c.dataset)) or where,
                case=c.case, fold="-" if c.val_fold is None else str(c.val_fold),
                labels=",".join(str(v) for v in sorted(labels or {}) if v > 0) or "-",
                shape=_fmt_shape(facts.shape if facts else None),
@@ -90,8 +127,9 @@ def stray_rows(findings) -> list[Row]:
     return out
 
 
-def rows_for(cases, findings) -> list[Row]:
-    return [case_row(c) for c in cases] + stray_rows(findings)
+def rows_for(cases, findings, names: dict[str, dict[str, str]] | None = None) -> list[Row]:
+    """names: {dataset: {configuration folder: configuration name}} (configuration_names)."""
+    return [case_row(c, names) for c in cases] + stray_rows(findings)
 
 
 def sort_key(column: int):

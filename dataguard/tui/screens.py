@@ -267,7 +267,11 @@ class CaseScreen(Screen):
     # --- the slice preview -------------------------------------------------------------------------
     def draw(self) -> None:
         if not self.sources:
-            self.query_one("#preview", Static).update(Text("no image files for this case", style="dim"))
+            test = self.info is not None and getattr(self.info, "test", False)
+            self.query_one("#preview", Static).update(Text(
+                "a test image (imagesTs): the preview draws imagesTr and the configuration folders "
+                "only; `dataguard report` shows its middle slice" if test else "no image files for this case",
+                style="dim"))
             return
         right = self.query_one("#right")
         legend_lines = 2 + len([v for v in (self.info.labels or {}) if v > 0]) if self.info else 2
