@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..checks.consistency import summary as consistency_summary
 from ..engine.caseinfo import case_infos
-from ..engine.layout import nnunet_env, results_root
+from ..engine.layout import nnunet_env, planned_configurations, results_root
 from ..engine.slices import SliceError, config_slice, raw_slice
 from ..engine.walk import file_ending, load_dataset_json
 from ..spec import parse_spec
@@ -63,6 +63,11 @@ class DatasetHandle:
     def results_root(self) -> tuple[Path | None, str]:
         """(the nnUNet_results folder its models are in, or None; where, or why none, in words)."""
         return results_root(self.layout)
+
+    def planned_configurations(self) -> list:
+        """The configurations this dataset's plans files declare (layout.PlannedConfig: plans,
+        name, data folder); none before preprocessing. OSError: a plans file is unreadable."""
+        return planned_configurations(self.preprocessed) if self.preprocessed is not None else []
 
     def nnunet_env(self):
         """A context in which nnU-Net's variables that are unset name this dataset's roots

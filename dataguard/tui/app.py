@@ -235,15 +235,14 @@ class DataguardApp(App):
         """{dataset: {configuration folder: configuration name}} from each dataset's plans, read
         once (a rescan reads them again): the config column says `2d, 3d_fullres`."""
         if self._config_names is None or fresh:
-            from ..engine.layout import planned_configurations
-
             out = {}
             for d in self.ws.datasets:
-                if d.preprocessed is not None:
-                    try:
-                        out[d.name] = configuration_names(planned_configurations(d.preprocessed))
-                    except OSError:
-                        pass                  # no plans to read: folders keep their names
+                try:
+                    planned = self.ws.dataset(d.name).planned_configurations()
+                except Exception:  # noqa: BLE001 - no plans to read (or no handle): folders keep their names
+                    continue
+                if planned:
+                    out[d.name] = configuration_names(planned)
             self._config_names = out
         return self._config_names
 
