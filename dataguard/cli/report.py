@@ -59,6 +59,6 @@ def cmd_report(args) -> int:
     for n in rep.notes:        # a section left out says why here too, not only on the page
         note(textwrap.fill(f"report: {n}", 80, subsequent_indent="  ", break_on_hyphens=False,
                            break_long_words=False))
-    note(f"wrote {args.output} ({len(html.encode()) / 1e6:.1f} MB, {time.monotonic() - t0:.1f} s): "
-         f"{', '.join(sections)}")
+    note(f"wrote {args.output} ({len(html.encode()) / 1e6:.1f} MB, {time.monotonic() - t0:.1f} s)")
+    note(textwrap.fill(f"sections: {', '.join(sections)}", 80, subsequent_indent="  ", break_on_hyphens=False))
     return ExitCode.CLEAN
