@@ -54,9 +54,10 @@ def campaign(_real_project_master, tmp_path_factory):
     code, out, err = _interrupt_when(["train", "901", "2d", "1-2", *TINY], env, root, "fold 2  ·", "epoch 1/3")
     record_2 = json.loads((_model(root) / "fold_2" / "dataguard_train.json").read_text())
     unfinished = not (_model(root) / "fold_2" / "checkpoint_final.pth").exists()
+    evaluate = dataguard_cli(["evaluate", "-d", "901", "--model", "2d"], env, root)   # fold 2 as Ctrl-C left it
     resume = dataguard_cli(["train", "901", "2d", "1-2", "--continue"], env, root)
     return {"root": root, "env": env, "first": (code, out, err), "record_2": record_2, "resume": resume,
-            "unfinished": unfinished}
+            "unfinished": unfinished, "evaluate": evaluate}
 
 
 def test_interrupted_campaign_says_how_to_resume(campaign):
@@ -66,6 +67,16 @@ def test_interrupted_campaign_says_how_to_resume(campaign):
     assert "dataguard train 901 2d 1-2 --continue" in err
     assert "fold" in out and "interrupted" in out and "trained" in out     # the summary table
     assert campaign["unfinished"]
+
+
+def test_a_fold_interrupted_by_ctrl_c_is_skipped_by_evaluate(campaign):
+    """Issue 29 item 2 on a real SIGINT: the interrupted fold is named, skipped (DG806), and the
+    command that finishes it is the resume line with the run's own device."""
+    r = campaign["evaluate"]
+    text = " ".join((r.stdout + r.stderr).split())
+    assert "DG806" in text and "fold 2 skipped" in text, text
+    assert "no checkpoint_final.pth" in text
+    assert "-device cuda" not in text and "--device cuda" not in text
 
 
 def test_run_record_holds_every_setting_before_the_run_ends(campaign):
