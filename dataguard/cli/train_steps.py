@@ -44,8 +44,13 @@ def report(pf, call, args, brief: bool = False) -> None:
         say(_item("", f"fix: {r.fix}", ""))
     for f in pf.allowed:
         say(_item("allowed", f"{f.code}: {_where(f)}{f.message}", "yellow"))
+    for f in [] if brief else pf.warnings:
+        say(_item("warning", f"{f.code}: {_where(f)}{f.message}", "yellow"))
+        if f.help:
+            say(_item("", f"fix: {f.help}", ""))
     if not brief:
-        rest = len(pf.findings) - len(pf.blocking) - len(pf.allowed) - sum(f.code == "DG505" for f in pf.blocking)
+        rest = (len(pf.findings) - len(pf.blocking) - len(pf.allowed) - len(pf.warnings)
+                - sum(f.code == "DG505" for f in pf.blocking))
         if rest > 0:
             say(_item("", f"({rest} other finding{'s do' if rest != 1 else ' does'} not block this run: "
                           f"dataguard scan -d {pf.dataset})", "dim"))

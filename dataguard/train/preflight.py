@@ -31,6 +31,9 @@ from .checkpoints import UnsafeCheckpoint, safe_load
 from .logs import label_names_from
 
 SPLIT_CODES = ("DG502", "DG503", "DG504")
+# warnings a run should be told about before it starts (they do not refuse): a channel name that
+# picks the wrong normalization, mirrored label pairs, a configuration that loses a label
+GATE_WARNINGS = ("DG313", "DG314", "DG405")
 _FOLDS = re.compile(r"\bfolds? (\d+(?:(?:, | and )\d+)*)")
 BYTES_PER_PARAM_CHECKPOINT = 4 * 3        # fp32 weights + SGD momentum + slack for the pickle
 
@@ -52,6 +55,7 @@ class Preflight:
     findings: list[Finding] = field(default_factory=list)       # everything the scan found
     blocking: list[Finding] = field(default_factory=list)       # the findings that refuse
     allowed: list[Finding] = field(default_factory=list)        # let through by --allow
+    warnings: list[Finding] = field(default_factory=list)       # shown, not refusing (GATE_WARNINGS)
     refusals: list[Refusal] = field(default_factory=list)
     fixes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -75,6 +79,15 @@ def folds_named(message: str) -> set[int] | None:
 def concerns_fold(f: Finding, fold: int) -> bool:
     named = folds_named(f.message)
     return named is None or fold in named
+
+
+def concerns_configuration(f: Finding, configuration: str) -> bool:
+    """A DG405 is about one configuration ("configuration 3d_lowres" in its message); the other
+    gate warnings concern every configuration."""
+    if f.code != "DG405":
+        return True
+    named = re.findall(r"\bconfiguration ([A-Za-z0-9_.-]+)", f.message)
+    return not named or named[0] == configuration
 
 
 def data_identifier(plans: dict, configuration: str) -> str:
@@ -179,6 +192,8 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
         if not blocks:
             continue
         (pf.allowed if f.code.startswith(allow_set) and allow_set else pf.blocking).append(f)
+    pf.warnings = [f for f in res.findings if f.code in GATE_WARNINGS and f.severity < Severity.ERROR
+                   and concerns_configuration(f, configuration)]
     predicted = [f for f in res.findings if f.code == "DG505"]
     if predicted and any(f.code == "DG504" for f in pf.blocking):
         pf.blocking[:0] = predicted                              # say why a split that does not exist is judged
