@@ -149,7 +149,7 @@ def _train(ws, pf, call, args, fold, title_prefix: str = "") -> int:
     outcome = result.outcome
     summary(pf, result.run, result.artifacts, outcome, call, args, fold)
     if outcome.interrupted:
-        note(f"interrupted; resume with: {resume_line(args)}")
+        note(f"interrupted; resume with:\n  {resume_line(args)}")
         return INTERRUPTED
     if outcome.returncode != 0:
         note(f"nnU-Net's training process failed (exit {outcome.returncode}); the end of {outcome.console_log}:")

@@ -87,9 +87,9 @@ def run_campaign(ws, args, folds: list) -> int:
         rows[fold] = FoldRow(fold, "stopped early" if stop else "trained", *_of(result.run), seconds)
     _table(rows, folds)
     if code == INTERRUPTED:
-        note(f"interrupted; resume the folds with: {resume_line(args, spec)}")
+        note(f"interrupted; resume the folds with:\n  {resume_line(args, spec)}")
     elif code != ExitCode.CLEAN and code != ExitCode.FINDINGS:
-        note(f"after fixing it, go on with: {resume_line(args, spec)}")
+        note(f"after fixing it, go on with:\n  {resume_line(args, spec)}")
     return code
 
 
