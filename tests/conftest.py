@@ -245,3 +245,34 @@ def held_out(src: Path, dst_dir: Path) -> Path:
     out = Path(dst_dir) / Path(src).name
     nib.save(nib.Nifti1Image(nudged, img.affine, img.header), str(out))
     return out
+
+
+KIDNEY_LABELS = {"background": 0, "kidney_right": 1, "kidney_left": 2, "spleen": 3, "liver": 4}
+
+
+def kidney_raw_dataset(raw_root: Path, dataset_id: int = 314, name: str = "Kidneys") -> Path:
+    """A tiny nnU-Net raw dataset from the real CT in tests/data (TotalSegmentator's example,
+    see tests/data/README.md): 3 cases cut from the one volume (the whole of it; slices 1-22
+    without 4 rows at the front and back; 3 columns less on each side), so every case is real
+    anatomy. DG314 reports kidney_right / kidney_left along axis 2 (x, left-right)."""
+    import nibabel as nib
+
+    data = Path(__file__).parent / "data"
+    ct = nib.load(str(data / "kidney_ct_0000.nii.gz"))
+    seg = nib.load(str(data / "kidney_ct_seg.nii.gz"))
+    img, lab = np.asanyarray(ct.dataobj), np.asanyarray(seg.dataobj)
+    ds = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    (ds / "imagesTr").mkdir(parents=True)
+    (ds / "labelsTr").mkdir()
+    cuts = [(slice(None), slice(None), slice(None)), (slice(None), slice(4, -4), slice(1, 23)),
+            (slice(3, -3), slice(None), slice(None))]
+    for i, cut in enumerate(cuts):
+        for arr, sub, fname in ((img, "imagesTr", f"kid_{i:03d}_0000.nii.gz"),
+                                (lab, "labelsTr", f"kid_{i:03d}.nii.gz")):
+            part = np.ascontiguousarray(arr[cut])
+            im = nib.Nifti1Image(part, ct.affine)
+            im.set_data_dtype(part.dtype)
+            nib.save(im, str(ds / sub / fname))
+    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": KIDNEY_LABELS,
+                                                 "numTraining": len(cuts), "file_ending": ".nii.gz"}))
+    return ds

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import dataguard
-from conftest import LABELS, PLANS, make_tiny_pre, write_b2nd, write_case_npz, write_pkl
+from conftest import LABELS, PLANS, kidney_raw_dataset, make_tiny_pre, write_b2nd, write_case_npz, write_pkl
 from dataguard.checks import FileCheck, all_codes, register, unregister
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(40)
@@ -269,6 +269,7 @@ TRIGGERS: dict[str, Trigger] = {
         m.update(modality=m.pop("channel_names"), labels={str(v): k for k, v in m["labels"].items()},
                  training=[]))))),
     "DG312": Trigger(on_raw(lambda ds: edit_json(ds / "dataset.json", lambda m: m["labels"].update(ignore=1)))),
+    "DG314": Trigger(lambda root: kidney_raw_dataset(root / "nnUNet_raw")),     # a real CT's kidneys
     # DG4xx: labels
     "DG401": Trigger(on_raw(lambda ds: save(lab(ds, "heart_000"), label_array(ds, "heart_000").astype(np.float32)))),
     "DG402": Trigger(on_raw(_label_value(9))),

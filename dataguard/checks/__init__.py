@@ -156,6 +156,10 @@ for _c in (
     DatasetCheck("unused-labels", ("DG404",), "every declared label occurs somewhere",
                  _dataset("rawset", "unused_labels"), needs=("raw-image", "pkl"),
                  needs_kinds=frozenset({"label", "pkl"}), needs_where=frozenset({"raw", "config"})),
+    DatasetCheck("mirroring", ("DG314",), "labels that are mirror images of each other (kidney left/right): "
+                 "confused by nnU-Net's mirroring; read again from the raw training cases, within bounds",
+                 _dataset("mirroring", "check_mirroring"), needs=("raw-image",),
+                 needs_kinds=frozenset({"image", "label"}), needs_where=frozenset({"raw"})),
     DatasetCheck("metadata-presence", ("DG211",), "the preprocessed dataset has its dataset.json and "
                  "plans", _dataset("metadata", "metadata_presence")),
     DatasetCheck("case-completeness", ("DG104", "DG206"), "each case has all its files; one data "
