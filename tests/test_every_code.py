@@ -269,6 +269,8 @@ TRIGGERS: dict[str, Trigger] = {
         m.update(modality=m.pop("channel_names"), labels={str(v): k for k, v in m["labels"].items()},
                  training=[]))))),
     "DG312": Trigger(on_raw(lambda ds: edit_json(ds / "dataset.json", lambda m: m["labels"].update(ignore=1)))),
+    "DG313": Trigger(on_raw(lambda ds: edit_json(ds / "dataset.json",
+                                                 lambda m: m["channel_names"].update({"0": "CTA"})))),
     "DG314": Trigger(lambda root: kidney_raw_dataset(root / "nnUNet_raw")),     # a real CT's kidneys
     # DG4xx: labels
     "DG401": Trigger(on_raw(lambda ds: save(lab(ds, "heart_000"), label_array(ds, "heart_000").astype(np.float32)))),
@@ -285,6 +287,8 @@ TRIGGERS: dict[str, Trigger] = {
     "DG506": Trigger(on_pre(lambda ds: (put_splits(ds, [("c0", "c2"), ("c1", "c3")]), _same_patient(ds, "c0", "c1")),
                             splits_base)),
     "DG505": Trigger(lambda root: pre_base(root, {f"c{i}": (1, 2, 3) for i in range(5)})),
+    # 2 raw training cases, preprocessed, no splits_final.json: nnU-Net's KFold(5) fails
+    "DG507": Trigger(lambda root: (raw_base(root), make_tiny_pre(root, "Dataset779_TinyRaw"), root)[-1]),
     # DG7xx: verify against the manifest of the first scan
     "DG701": Trigger(pre_base, then=_flip_byte_same_size_and_mtime, verify=True),
     "DG702": Trigger(pre_base, then=lambda ds: (cfg(ds) / "case_1.pkl").unlink(), verify=True),

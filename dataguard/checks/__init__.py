@@ -153,6 +153,10 @@ for _c in (
                  "training data: channel contract, orientation, test spacing and intensity, duplicates",
                  _dataset("consistency", "check_consistency"), needs=("raw-image",),
                  needs_kinds=frozenset({"image"}), needs_where=frozenset({"raw"})),
+    DatasetCheck("normalization", ("DG313",), "a channel name picks the normalization nnU-Net applies: "
+                 "CT-like names that are not 'CT', 'CT' over non-HU images, HU images under an MR/PET name",
+                 _dataset("normalization", "check_normalization"), needs=("raw-image",),
+                 needs_kinds=frozenset({"image"}), needs_where=frozenset({"raw"})),
     DatasetCheck("unused-labels", ("DG404",), "every declared label occurs somewhere",
                  _dataset("rawset", "unused_labels"), needs=("raw-image", "pkl"),
                  needs_kinds=frozenset({"label", "pkl"}), needs_where=frozenset({"raw", "config"})),
@@ -168,9 +172,10 @@ for _c in (
                  _dataset("rawset", "raw_coverage"), version=2),
     DatasetCheck("staleness", ("DG209",), "raw or plans changed after preprocessing (by content hash)",
                  _dataset("cases", "staleness"), needs_hashes=True, uses_snapshots=True),
-    DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504", "DG505", "DG506"), "splits_final.json: "
+    DatasetCheck("splits", ("DG501", "DG502", "DG503", "DG504", "DG505", "DG506", "DG507"), "splits_final.json: "
                  "structure, leakage, unknown/unvalidated cases, labels per fold, patients on both sides of a "
-                 "fold; nnU-Net's default split before it exists", _dataset("splits", "check_splits"), version=5,
+                 "fold; nnU-Net's default split before it exists, or too few cases for it",
+                 _dataset("splits", "check_splits"), version=6,
                  needs=("raw-image", "pkl"), needs_kinds=frozenset({"label", "pkl"}),
                  needs_where=frozenset({"raw", "config"})),
     # predictions and submissions: over a PredictionSet / ProbabilityInputs, never in a scan

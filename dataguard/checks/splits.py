@@ -68,7 +68,7 @@ def _predicted(view: DatasetView) -> list[Finding]:
     """DG505 and the DG504 findings of the split nnU-Net will write at its first training.
 
     Only for a preprocessed dataset (where the file will be written) with at least 5
-    training cases (fewer: nnU-Net makes a random 80:20 split instead). The predicted
+    training cases (fewer: nnU-Net's KFold fails at the start of training, DG507). The predicted
     split's DG504 are warnings: nothing is wrong on disk yet, but `dataguard train`
     refuses a fold that would validate without a label.
     """
@@ -79,7 +79,9 @@ def _predicted(view: DatasetView) -> list[Finding]:
         return []
     cases = training_cases(view)
     if len(cases) < NNUNET_FOLDS:
-        return []
+        # counted from the raw dataset's complete cases; a preprocessed folder alone is left to
+        # the train gate (fold_prereq.gate_findings), which knows the fold: 'all' needs no split
+        return too_few_cases(view.name, len(cases)) if view.has_raw else []
     splits = nnunet_default_split(cases)
     out = [finding("DG505", PRE, f"no splits_final.json yet: nnU-Net will write its default "
                    f"{NNUNET_FOLDS}-fold split (KFold, seed 12345) over the {len(cases)} training cases at "
@@ -89,6 +91,28 @@ def _predicted(view: DatasetView) -> list[Finding]:
         out.append(dataclasses.replace(f, severity=min(f.severity, Severity.WARNING),
                                        message=PREDICTED + f.message))
     return out
+
+
+TOO_FEW = "fewer training cases than folds"
+
+
+def too_few_cases(dataset: str, n: int) -> list[Finding]:
+    """DG507: no splits_final.json and fewer training cases than nnU-Net's 5 folds.
+
+    nnU-Net's do_split then calls generate_crossval_split (sklearn's KFold(n_splits=5)) over
+    the preprocessed cases at the start of training any numbered fold, and KFold raises
+    "ValueError: Cannot have number of splits n_splits=5 greater than the number of samples".
+    Fold 'all' uses no split and trains. No cases at all is DG305's business, not this one.
+    """
+    if n <= 0:
+        return []
+    fix = (f"dataguard splits rebalance -d {dataset} --folds {n} writes a {n}-fold split "
+           f"nnU-Net reads instead" if n >= 2 else "add training cases (check their names: misnamed "
+           "files look like fewer cases)")
+    return [finding("DG507", PRE, f"{TOO_FEW}: {n} training case{'s' * (n != 1)} and no "
+                    f"splits_final.json, so nnU-Net's default {NNUNET_FOLDS}-fold split fails when "
+                    f"training any fold starts (KFold: n_splits={NNUNET_FOLDS} > n_samples={n}); "
+                    f"fold 'all' needs no split", help=f"{fix}; or train fold all")]
 
 
 def _raw_copy(files: dict[str, str]) -> list[Finding]:
