@@ -25,6 +25,7 @@ import pytest
 import dataguard
 from conftest import LABELS, PLANS, kidney_raw_dataset, make_tiny_pre, write_b2nd, write_case_npz, write_pkl
 from dataguard.checks import FileCheck, all_codes, register, unregister
+from test_roundtrip import _thin_wall_dataset
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(40)
 AFFINE = np.diag([1.25, 1.25, 8.0, 1.0])
@@ -277,6 +278,8 @@ TRIGGERS: dict[str, Trigger] = {
     "DG402": Trigger(on_raw(_label_value(9))),
     "DG403": Trigger(on_raw(lambda ds: save(lab(ds, "heart_001"), np.zeros(SHAPE, np.uint8)))),
     "DG404": Trigger(on_raw(lambda ds: edit_json(ds / "dataset.json", lambda m: m["labels"].update(aorta=4)))),
+    # a 1-voxel wall and plans with a configuration 3x coarser than the images (test_roundtrip.py)
+    "DG405": Trigger(lambda root: _thin_wall_dataset(root) / "nnUNet_raw" / "Dataset950_Wall"),
     # DG5xx: cross-validation splits
     "DG501": Trigger(on_pre(lambda ds: (ds / "splits_final.json").write_text("[]"), splits_base)),
     "DG502": Trigger(on_pre(lambda ds: put_splits(ds, [("c0", "c2"), ("c1", "c3")], extra_train=["c0"]),

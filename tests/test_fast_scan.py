@@ -24,7 +24,9 @@ def test_select_dg5_checks_only_raw_labels_and_properties():
     assert sel.for_kind("label", "gt") == ()                    # gt_segmentations: a copy nobody reads
     assert sel.for_kind("image", "raw") == ()
     every = Selection.of()
-    assert every.for_kind("label", "gt") == every.for_kind("label") == ("junk", "empty", "raw-image")
+    assert every.for_kind("label", "gt") == ("junk", "empty", "raw-image")
+    # raw training labels also go through DG405's round trip (label-roundtrip needs it there only)
+    assert every.for_kind("label", "raw") == ("junk", "empty", "raw-image", "roundtrip-case")
 
 
 def _dataset_with_gt(tmp_path):

@@ -18,6 +18,7 @@ from .metadata import METADATA_LIMIT, check_metadata_file
 from .npz import check_npy, check_npz
 from .pickles import check_pkl
 from .raw import check_image
+from .roundtrip import check_roundtrip
 from .registry import (
     DatasetCheck,
     FileCheck,
@@ -109,6 +110,11 @@ def _metadata(inp: FileInput):
     return check_metadata_file(inp.task, data)
 
 
+def _roundtrip(inp: FileInput):
+
+    return check_roundtrip(inp.task, inp.src, inp.data)
+
+
 def _dataset(module: str, fn: str):
     """A dataset check function imported on first run (keeps `import dataguard.checks` light)."""
     def run(view):
@@ -139,6 +145,10 @@ for _c in (
               "verified to the end, header, voxels streamed, label dtype and values; of images the "
               "axis codes, voxel hash and intensity percentiles (for DG307-DG310)", _image,
               kinds=frozenset({"image", "label"}), version=2),
+    # no codes of its own: it runs for label-roundtrip (DG405), on raw labels only (needs_where)
+    FileCheck("roundtrip-case", (), "raw training labels: each label's round trip through every "
+              "planned configuration's target spacing with nnU-Net's own resampling (Dice, components)",
+              _roundtrip, kinds=frozenset({"label"})),
     FileCheck("metadata", ("DG211",), "preprocessed nnUNetPlans*.json, dataset.json and "
               "dataset_fingerprint.json: parse and types", _metadata, kinds=frozenset({"json"})),
     DatasetCheck("stray-folders", ("DG102",), "a __MACOSX folder as one finding (its files folded into it)",
@@ -160,6 +170,9 @@ for _c in (
     DatasetCheck("unused-labels", ("DG404",), "every declared label occurs somewhere",
                  _dataset("rawset", "unused_labels"), needs=("raw-image", "pkl"),
                  needs_kinds=frozenset({"label", "pkl"}), needs_where=frozenset({"raw", "config"})),
+    DatasetCheck("label-roundtrip", ("DG405",), "a configuration that cannot represent a label: mean "
+                 "round-trip Dice below 0.9 or components lost", _dataset("roundtrip", "check_roundtrip_findings"),
+                 needs=("roundtrip-case",), needs_kinds=frozenset({"label"}), needs_where=frozenset({"raw"})),
     DatasetCheck("mirroring", ("DG314",), "labels that are mirror images of each other (kidney left/right): "
                  "confused by nnU-Net's mirroring; read again from the raw training cases, within bounds",
                  _dataset("mirroring", "check_mirroring"), needs=("raw-image",),

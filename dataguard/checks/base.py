@@ -6,6 +6,7 @@ are small picklable dataclasses; nothing relies on state inherited by fork.
 from __future__ import annotations
 
 import re
+from _blake2 import blake2b  # hashlib would load OpenSSL's _hashlib
 from dataclasses import dataclass, field
 
 from ..findings import Finding, Fix, finding
@@ -15,6 +16,11 @@ MAX_OUT = 512 << 10      # inflated bytes per step: small enough to stay in cach
                          # freed memory (measured: 4 MiB steps page-fault, 1.6x slower on raw)
 SMALL_RANGE = 40         # value ranges up to this wide are counted value by value
 GATHER = MAX_OUT         # value counting gathers smaller pieces (blosc2 chunks: ~50 KB) to this size
+
+
+def context_digest(specs: str) -> str:
+    """A short digest of a raw training label's round-trip context (FileTask.roundtrip)."""
+    return blake2b(specs.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,16 @@ class FileTask:
     known_blake3: str | None = None         # content hash recorded with the same context, if any
     checks: tuple[str, ...] | None = None   # registered file checks to run (None: all for the kind)
     dataset: str | None = None              # DatasetXXX_Name: results are keyed by (dataset, rel)
+    roundtrip: str | None = None            # raw training labels: the plans' configurations (DG405)
 
     def context_key(self) -> str:
-        """Anything besides the bytes that the findings depend on (cache invalidation)."""
-        return f"{self.kind}|{self.where}|{self.case}|{self.labels}"
+        """Anything besides the bytes that the findings depend on (cache invalidation).
+        A raw training label's key adds a digest of the planned configurations (DG405's round
+        trip depends on them); every other file's key is what it always was."""
+        key = f"{self.kind}|{self.where}|{self.case}|{self.labels}"
+        if self.roundtrip is None:
+            return key
+        return f"{key}|rt:{context_digest(self.roundtrip)}"
 
 
 @dataclass

@@ -346,6 +346,8 @@ def _context_keys(tasks: list[FileTask]):
     cache: dict = {}
 
     def key(t: FileTask) -> str:
+        if t.roundtrip is not None:         # raw training labels (DG405): the digest of the plans
+            return t.context_key()
         lab = cache.get(t.labels)
         if lab is None:
             lab = cache[t.labels] = str(t.labels)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from ..checks.base import FileTask
 from ..checks.files import OS_JUNK, config_file_kind
+from ..checks.roundtrip import config_specs
 from ..findings import Finding, Fix, Severity, display, finding
 from ..fsio import what_is
 from ..fsio import read_json
 from ..spec import file_ending_of, parse_spec
-from .layout import Dataset
+from .layout import Dataset, planned_configurations
 
 SKIP_DIRS = {".dataguard"}          # our own quarantine/journal
 PRE_ROOT_FILES = {"dataset.json", "dataset_fingerprint.json", "splits_final.json"}
@@ -188,9 +189,13 @@ def list_files(ds: Dataset) -> DatasetFiles:
             return parts == ("dataset.json",) or (
                 len(parts) == 2 and parts[0] in RAW_DIRS and _raw_kind(parts, ending)[0] in ("image", "label"))
 
+        rt = _roundtrip_context(ds)
         for path, rel, parts, name, st in _walk(ds.raw, out.findings, "raw", raw_leaf):
             kind, case = _raw_kind(parts, ending, name)
-            tasks.append(FileTask(path, rel, kind, "raw", case, labels))
+            t = FileTask(path, rel, kind, "raw", case, labels)
+            if rt is not None and kind == "label" and parts[0] == "labelsTr":
+                t = replace(t, roundtrip=rt)
+            tasks.append(t)
             stats.append(st)
         out.findings[:] = [_with_case(f, ending) for f in out.findings]
     if ds.preprocessed is not None:
@@ -219,6 +224,17 @@ def list_files(ds: Dataset) -> DatasetFiles:
                 tasks.append(FileTask(path, rel, _junk_or(name, "unexpected"), "dataset"))
             stats.append(st)
     return out
+
+
+def _roundtrip_context(ds: Dataset) -> str | None:
+    """What DG405's round trip of the raw training labels reads from the plans (None: no plans)."""
+    if ds.preprocessed is None:
+        return None
+    try:
+        planned = planned_configurations(ds.preprocessed)
+    except OSError:
+        return None
+    return config_specs(planned)
 
 
 def _with_case(f: Finding, ending: str) -> Finding:
