@@ -205,3 +205,15 @@ def test_context_key_of_other_files_is_unchanged():
     assert t.context_key() == "image|raw|a|(0, 1)"
     lab = FileTask("/x", "raw/labelsTr/a.nii.gz", "label", "raw", "a", (0, 1), roundtrip="[]")
     assert lab.context_key().startswith("label|raw|a|(0, 1)|rt:")
+
+
+def test_doctor_config_names_only_that_configurations_dg405(real_project):
+    _add_lowres(real_project)
+    env = train_env(real_project)
+    low = dataguard_cli(["doctor", "-d", "901", "--config", "3d_lowres", "--format", "json"], env, real_project)
+    dg = [f for f in json.loads(low.stdout)["findings"] if f["code"] == "DG405"]
+    assert dg and all("configuration 3d_lowres" in f["message"] for f in dg), low.stdout[-3000:]
+    full = dataguard_cli(["doctor", "-d", "901", "--config", "3d_fullres", "--format", "json"], env, real_project)
+    assert not [f for f in json.loads(full.stdout)["findings"] if f["code"] == "DG405"]
+    table = dataguard_cli(["doctor", "-d", "901", "--config", "3d_lowres"], env, real_project)
+    assert "DG405" in table.stdout and max(map(len, table.stdout.splitlines())) <= 80

@@ -353,7 +353,7 @@ def config_of(f: Finding) -> str | None:
     """The configuration a DG405 finding is about ("configuration NAME" in its message)."""
     import re
 
-    m = re.search(r"configuration (\S+)", f.message)
+    m = re.search(r"configuration ([^\s:(]+)", f.message)
     return m.group(1) if m else None
 
 

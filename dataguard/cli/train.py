@@ -82,6 +82,9 @@ def add_parser(sub) -> None:
                    help="keep checkpoint_best_<label>.pth where that label's EMA pseudo Dice peaked")
     g.add_argument("--no-val-mirroring", action="store_true", default=None,
                    help="final validation without test-time mirroring (2-8x faster; the checkpoints keep it)")
+    g.add_argument("--no-mirroring", nargs="?", const=(0, 1, 2), type=_mirror_axes, metavar="AXES",
+                   help="never mirror along these image axes (0,1,2 = z,y,x, as DG314 names them; default: "
+                        "all), in augmentation and at test time; the checkpoints keep it for nnUNetv2_predict")
     g = p.add_argument_group("gate")
     g.add_argument("--allow", action="append", default=[], metavar="CODE",
                    help="let findings with this code (or prefix) through the gate; repeatable, comma-separated")
@@ -91,6 +94,22 @@ def add_parser(sub) -> None:
     add_engine_args(g)                           # the gate's scan: --manifest-dir, -j, --executor
     add_group_args(g)
     p.set_defaults(func=cmd_train)
+
+
+def _mirror_axes(text: str) -> tuple[int, ...]:
+    """--no-mirroring AXES: "2", "0,2", "x", "z,x" or "all" -> sorted image axes (z, y, x) =
+    (0, 1, 2), the numbers DG314 gives; a usage error otherwise."""
+    text = text.strip().lower()
+    if text == "all":
+        return (0, 1, 2)
+    out = set()
+    for part in text.split(","):
+        part = part.strip()
+        if part in ("z", "y", "x", "0", "1", "2"):
+            out.add(int(part) if part.isdigit() else "zyx".index(part))
+        else:
+            raise argparse.ArgumentTypeError(f"not an axis: {part!r} (0,1,2 = z,y,x as DG314 names them, or all)")
+    return tuple(sorted(out))
 
 
 def parse_folds(text: str) -> list[int | str]:

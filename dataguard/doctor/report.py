@@ -15,6 +15,7 @@ from . import resources
 from .devices import Devices, check_devices, read_devices
 from .environment import EnvVar, check_env, duplicate_ids, int_env, read_env
 from .memory import DOCKER_SHM_DEFAULT, Memory, read_memory
+from .representation import representation_findings
 from .versions import check_versions, read_versions
 
 GB = 1 << 30
@@ -75,6 +76,7 @@ def run_doctor(preprocessed: Path | None = None, configuration: str | None = Non
         rep.dataset, rep.configuration = Path(preprocessed).name, configuration
         rep.resources, found = estimate_all(Path(preprocessed), configuration, mem, plans=plans, images=images)
         rep.findings += found
+        rep.findings += representation_findings(Path(preprocessed), configuration)     # DG405
     rep.seconds = time.monotonic() - t0
     return rep
 

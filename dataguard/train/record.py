@@ -29,7 +29,8 @@ RUN_KEYS = ("device", "trainer", "plans", "npz")       # what the run is, beside
 SETTING_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name != "events")
 _TYPES = {"device": str, "trainer": str, "plans": str, "npz": bool, "dataset": str, "configuration": str,
           "fold": str, "epochs": int, "iterations_per_epoch": int, "val_iterations": int, "patience": int,
-          "min_delta": float, "stop_on_collapse": bool, "save_best_per_label": bool, "val_mirroring": bool}
+          "min_delta": float, "stop_on_collapse": bool, "save_best_per_label": bool, "val_mirroring": bool,
+          "no_mirroring": list}
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,9 @@ def load(fold_folder: Path) -> RunRecord | None:
             want is float and isinstance(v, int) and not isinstance(v, bool))
         if not ok:
             raise RecordError(f"{p}: {k} is {v!r}, not a {want.__name__}")
-        clean[k] = float(v) if want is float else v
+        if want is list and not (0 < len(v) <= 3 and all(type(x) is int and 0 <= x <= 2 for x in v)):
+            raise RecordError(f"{p}: {k} is {v!r}, not a list of image axes 0-2")
+        clean[k] = float(v) if want is float else sorted(set(v)) if want is list else v
     settings = TrainSettings(**{k: clean[k] for k in SETTING_KEYS if k in clean})
     resumes = raw.get("resumes")
     resumes = tuple(r for r in resumes[-MAX_RESUMES:] if isinstance(r, dict)) if isinstance(resumes, list) else ()
@@ -187,6 +190,9 @@ def describe(values: dict) -> str:
             parts.append(flag)
     if values.get("val_mirroring") is False:
         parts.append("--no-val-mirroring")
+    if values.get("no_mirroring"):
+        axes = values["no_mirroring"]
+        parts.append("--no-mirroring" + ("" if sorted(axes) == [0, 1, 2] else " " + ",".join(map(str, axes))))
     if values.get("trainer") not in (None, "nnUNetTrainer"):
         parts.append(f"--trainer {values['trainer']}")
     if values.get("plans") not in (None, "nnUNetPlans"):

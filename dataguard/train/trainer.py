@@ -31,7 +31,7 @@ from .checkpoints import record_trusted, safe_load, trust_store
 from .logs import label_names_from
 from .monitor import RunMonitor
 from . import record
-from .settings import base_of, trainer_name
+from .settings import AXIS_LETTERS, base_of, mirror_axes_without, trainer_name
 
 _CLASSES: dict[str, type] = {}
 
@@ -102,6 +102,26 @@ class _DataguardMixin:
         self.dg_monitor = RunMonitor(names, patience=self.dg.patience, min_delta=self.dg.min_delta,
                                      stop_on_collapse=self.dg.stop_on_collapse)
         self.dg_stop_reason: str | None = None
+
+    # -- mirroring ------------------------------------------------------------------------
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """The base's choice, without the image axes `--no-mirroring` names (DG314): taken out
+        of the augmentation's mirror axes and of `inference_allowed_mirroring_axes`, which the
+        final validation uses and every checkpoint carries to nnUNetv2_predict."""
+        rotation, dummy_2d, patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        drop = self.dg.no_mirroring
+        if not drop:
+            return rotation, dummy_2d, patch, mirror_axes
+        tf = self.plans_manager.transpose_forward
+        dims = len(self.configuration_manager.patch_size)
+        kept = mirror_axes_without(mirror_axes, drop, tf, dims)
+        self.inference_allowed_mirroring_axes = kept
+        names = ", ".join(f"{a} ({AXIS_LETTERS[a]})" for a in drop)
+        self.print_to_log_file(
+            f"dataguard: no mirroring along image axi{'s' if len(drop) == 1 else 'es'} {names} (transpose_forward {list(tf)}, {dims}D patches): "
+            f"mirror_axes {tuple(mirror_axes) if mirror_axes is not None else None} -> {kept}, "
+            f"in augmentation and at test time (inference_allowed_mirroring_axes)")
+        return rotation, dummy_2d, patch, kept
 
     # -- events for the live view -------------------------------------------------------
     def dg_emit(self, event: str, **data) -> None:
