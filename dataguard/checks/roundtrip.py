@@ -39,6 +39,7 @@ THRESHOLD = 0.9          # mean round-trip Dice below this: DG405 (a warning)
 LOST_SHARE = 0.1         # ... or more than this share of a label's components lost entirely
 MAX_VOXELS = 1 << 27     # 512^3: ~3 GB at 24 bytes per voxel; a bigger case is not computed
 MAX_GROWTH = 4           # a resampled array more than 4x the case's voxels: not computed
+MARGIN = 2              # target voxels of background kept around the labels' box
 SAME = 1e-3              # relative spacing difference below which an axis is not coarser
 VERSION = 1
 KNOWN_FN = "resample_data_or_seg_to_shape"
@@ -210,16 +211,50 @@ def roundtrip_config(seg, spacing: list[float], spec: dict) -> dict:
         return out
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
-    new_shape = [int(x) for x in compute_new_shape(seg_t.shape, sp_t, target)]
-    if min(new_shape) < 1:
-        return {**out, "refused": f"target shape {new_shape} is empty"}
-    if math.prod(new_shape) > MAX_GROWTH * seg_t.size:
-        return {**out, "refused": f"the resampled array ({math.prod(new_shape)} voxels) would be more than "
+    whole = [int(x) for x in compute_new_shape(seg_t.shape, sp_t, target)]
+    if min(whole) < 1:
+        return {**out, "refused": f"target shape {whole} is empty"}
+    if math.prod(whole) > MAX_GROWTH * seg_t.size:
+        return {**out, "refused": f"the resampled array ({math.prod(whole)} voxels) would be more than "
                                   f"{MAX_GROWTH}x the case's {seg_t.size}"}
-    back = roundtrip(seg_t, sp_t, target, new_shape, spec["seg"], spec["prob"])
-    out["labels"] = label_figures(seg_t, back)
-    out["shape"] = new_shape
+    box = foreground_box(seg_t, sp_t, target, whole)
+    if box is None:
+        return {**out, "labels": {}}
+    crop = seg_t[box]
+    new_shape = [int(x) for x in compute_new_shape(crop.shape, sp_t, target)]
+    if any(ns != (b.stop - b.start) * n // N for ns, b, n, N in zip(new_shape, box, whole, seg_t.shape)):
+        box, crop, new_shape = tuple(slice(0, N) for N in seg_t.shape), seg_t, whole
+    back = roundtrip(crop, sp_t, target, new_shape, spec["seg"], spec["prob"])
+    out["labels"] = label_figures(crop, back)
+    out["box"] = [[b.start, b.stop] for b in box]
     return out
+
+
+def foreground_box(seg_t, spacing_t, target, whole) -> tuple[slice, ...] | None:
+    """The part of the case the round trip needs: the foreground's box widened by MARGIN
+    target voxels, on each axis cut only at a voxel of the case that is also a voxel edge of
+    the resampled grid (start = k * N / n for a whole k), so the crop's grid is the whole
+    case's grid and the figures are those of the whole case (skimage and scipy map output
+    voxel o to input (o + 0.5) * N / n - 0.5 on both). An axis whose N / n is not such a
+    ratio (193 -> 96) is kept whole. None: no foreground."""
+    import numpy as np
+
+    out = []
+    for i in range(seg_t.ndim):
+        x = np.flatnonzero(np.any(seg_t != 0, axis=tuple(j for j in range(seg_t.ndim) if j != i)))
+        if len(x) == 0:
+            return None
+        N, n = seg_t.shape[i], whole[i]
+        q = n // math.gcd(N, n)                  # small-grid steps whose source position is whole
+        m = math.ceil(MARGIN * target[i] / spacing_t[i]) + 1
+        lo, hi = max(0, int(x[0]) - m), min(N, int(x[-1]) + 1 + m)
+        k0 = (lo * n // N) // q * q
+        k1 = min(n, -(-(-(-hi * n // N)) // q) * q)
+        a, b = k0 * N // n, (N if k1 >= n else k1 * N // n)
+        if b - a < N and (k0 * N % n or (k1 < n and k1 * N % n)):
+            a, b = 0, N
+        out.append(slice(a, b))
+    return tuple(out)
 
 
 def roundtrip(seg_t, spacing_t, target, new_shape, seg_kwargs: dict, prob_kwargs: dict):
