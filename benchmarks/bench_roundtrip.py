@@ -67,7 +67,7 @@ def ensure(work: Path, cases: int) -> Path:
 
     raw, pre = work / "nnUNet_raw" / DS, work / "nnUNet_preprocessed" / DS
     marker = work / "roundtrip_marker.json"
-    params = {"v": GEN_VERSION, "cases": cases, "base": BASE}
+    params = {"v": GEN_VERSION, "cases": cases, "base": list(BASE)}
     if marker.is_file() and json.loads(marker.read_text()) == params and raw.is_dir():
         print(f"reusing {raw}")
         return raw

@@ -217,3 +217,17 @@ def test_doctor_config_names_only_that_configurations_dg405(real_project):
     assert not [f for f in json.loads(full.stdout)["findings"] if f["code"] == "DG405"]
     table = dataguard_cli(["doctor", "-d", "901", "--config", "3d_lowres"], env, real_project)
     assert "DG405" in table.stdout and max(map(len, table.stdout.splitlines())) <= 80
+
+
+def test_report_draws_the_configuration_by_label_table(real_project, tmp_path):
+    _add_lowres(real_project)
+    env = train_env(real_project)
+    out = tmp_path / "r.html"
+    proc = dataguard_cli(["report", "-d", "901", "-o", str(out), "--no-images"], env, real_project)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    html = out.read_text()
+    sec = html[html.index('id="roundtrip"'):]
+    sec = sec[:sec.index("</section>")]
+    for c in ("2d", "3d_fullres", "3d_lowres", "myocardium", "right_ventricle", "DG405"):
+        assert c in sec
+    assert "round trip" in proc.stderr

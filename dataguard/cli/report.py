@@ -53,7 +53,8 @@ def cmd_report(args) -> int:
     html = render_html(rep, args.cases)
     atomic_write_text(args.output, html)
     sections = [name for name, have in (("summary", True), ("findings", rep.findings), ("cases", rep.cases),
-                                        ("consistency", rep.consistency), ("folds", rep.folds),
+                                        ("consistency", rep.consistency), ("round trip", rep.roundtrip),
+                                        ("folds", rep.folds),
                                         ("training", rep.training), ("cross-validation", rep.cv),
                                         ("submissions", rep.submissions), ("environment", rep.environment)) if have]
     for n in rep.notes:        # a section left out says why here too, not only on the page

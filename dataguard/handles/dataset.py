@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checks.consistency import summary as consistency_summary
+from ..checks.roundtrip import table as roundtrip_table
 from ..engine.caseinfo import case_infos
 from ..engine.layout import nnunet_env, planned_configurations, results_root
 from ..engine.slices import SliceError, config_slice, raw_slice
@@ -134,6 +135,15 @@ class DatasetHandle:
             if root is not None and (Path(root) / "dataset.json").is_file():
                 return Path(root) / "dataset.json"
         return None
+
+    def roundtrip(self) -> list[dict]:
+        """DG405's table: per planned configuration x label, the round-trip Dice of the raw
+        training labels (checks.roundtrip.table: mean, worst and its case, components lost)."""
+        ds = self.layout
+        if ds.raw is None or ds.preprocessed is None:
+            return []
+        view = self._ws._scan_dataset(ds).views.get(ds.name)
+        return [] if view is None else roundtrip_table(view)
 
     def consistency(self) -> dict | None:
         """Orientation, per-channel intensity and test-vs-training spacing of the raw images, as

@@ -31,6 +31,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     environment: dict = field(default_factory=dict)     # `dataguard doctor`: versions, memory, DG9xx findings
     consistency: list[dict] = field(default_factory=list)   # orientation, intensity, test spacing per raw dataset
+    roundtrip: list[dict] = field(default_factory=list)     # DG405: configuration x label round-trip Dice
 
 
 def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list[Path] = (),
@@ -72,6 +73,9 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
     step("consistency")
     for d in ws.datasets:
         rep.consistency += _consistency(ws, d.name, images)
+    step("round trip")
+    for d in ws.datasets:
+        rep.roundtrip += _roundtrip(ws, d.name)
     step("folds")
     for d in ws.datasets:
         if d.preprocessed is not None:
@@ -105,6 +109,25 @@ def _consistency(ws, dataset: str, images: bool) -> list[dict]:
     return [{"dataset": dataset, "majority": s["majority"], "orientation": orient,
              "strip": intensity_strip(s) if images else None, "training_spacing": s["training_spacing"],
              "test_spacing": s["test_spacing"], "findings": found}]
+
+
+def _roundtrip(ws, dataset: str) -> list[dict]:
+    """DG405's table of one dataset: a row per label, a column per configuration."""
+    rows = ws.dataset(dataset).roundtrip()
+    confs = list(dict.fromkeys(r["configuration"] for r in rows))
+    if not confs:
+        return []
+    labels: dict[int, dict] = {}
+    for r in rows:
+        if "refused" in r:
+            continue
+        lab = labels.setdefault(r["label"], {"label": r["label"], "name": r["name"], "cells": {}})
+        lab["cells"][r["configuration"]] = r
+    refused = {r["configuration"]: r["refused"] for r in rows if "refused" in r}
+    spacing = {r["configuration"]: r.get("spacing") for r in rows if r.get("spacing")}
+    found = [f.to_dict() for f in (ws.last.findings if ws.last else []) if f.dataset == dataset and f.code == "DG405"]
+    return [{"dataset": dataset, "configs": confs, "spacing": spacing, "refused": refused,
+             "labels": [labels[k] for k in sorted(labels)], "findings": found}]
 
 
 def _environment(ws) -> dict:
