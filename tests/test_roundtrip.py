@@ -231,3 +231,22 @@ def test_report_draws_the_configuration_by_label_table(real_project, tmp_path):
     for c in ("2d", "3d_fullres", "3d_lowres", "myocardium", "right_ventricle", "DG405"):
         assert c in sec
     assert "round trip" in proc.stderr
+
+
+def test_a_label_with_thousands_of_values_is_not_resampled_per_value(tmp_path):
+    root = _thin_wall_dataset(tmp_path / "p")
+    lab = root / "nnUNet_raw" / "Dataset950_Wall" / "labelsTr" / "w_000.nii.gz"
+    _nifti(lab, (np.arange(64 * 64 * 30) % 3000).reshape(64, 64, 30).astype(np.int16), (1.0, 1.0, 1.0))
+    with open(lab, "rb") as f:
+        _, facts = rt.check_roundtrip(_task_for(root, lab), f, None)
+    assert "3000 distinct values" in facts["roundtrip"]["skipped"]
+    res = scan([str(root / "nnUNet_raw" / "Dataset950_Wall")], manifest_dir=tmp_path / "m", select=["DG405"])
+    info = [f for f in res.findings if "not computed for 1 training label" in f.message]
+    assert info and info[0].severity.name.lower() == "info" and "w_000" in info[0].message
+
+
+def _task_for(root: Path, label: Path) -> FileTask:
+    from dataguard.engine.layout import planned_configurations
+
+    specs = rt.config_specs(planned_configurations(root / "nnUNet_preprocessed" / "Dataset950_Wall"))
+    return FileTask(str(label), f"raw/labelsTr/{label.name}", "label", "raw", label.name[:-7], roundtrip=specs)

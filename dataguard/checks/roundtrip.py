@@ -38,6 +38,7 @@ from .raw import GZIP_MAGIC, _gunzip_stream, _nifti_header, _plain_stream, _Stre
 THRESHOLD = 0.9          # mean round-trip Dice below this: DG405 (a warning)
 LOST_SHARE = 0.1         # ... or more than this share of a label's components lost entirely
 MAX_VOXELS = 1 << 27     # 512^3: ~3 GB at 24 bytes per voxel; a bigger case is not computed
+MAX_LABELS = 64          # more distinct values than this: not computed (one resampling per value)
 MAX_GROWTH = 4           # a resampled array more than 4x the case's voxels: not computed
 MARGIN = 2              # target voxels of background kept around the labels' box
 SAME = 1e-3              # relative spacing difference below which an axis is not coarser
@@ -133,10 +134,14 @@ def check_roundtrip(task: FileTask, src, data: bytes | None) -> tuple[list[Findi
                                                              f"dataguard round-trips"}}
     import numpy as np
 
+    values = np.unique(seg)
+    if len(values) > MAX_LABELS:
+        return [], {"roundtrip": {"v": VERSION, "skipped": f"{len(values)} distinct values, more than the "
+                                                             f"{MAX_LABELS} labels dataguard round-trips"}}
     configs = {}
     for spec in json.loads(specs):
         configs[spec["name"]] = roundtrip_config(seg, spacing, spec)
-    present = [int(v) for v in np.unique(seg) if v != 0]
+    present = [int(v) for v in values if v != 0]
     return [], {"roundtrip": {"v": VERSION, "shape": list(seg.shape), "spacing": spacing, "labels": present,
                               "configs": configs}}
 
@@ -399,6 +404,16 @@ def check_roundtrip_findings(view: DatasetView) -> list[Finding]:
     rows = table(view)
     where = "raw/labelsTr"
     out = []
+    skipped = []
+    for t in view.tasks:
+        r = view.results.get(t.rel) if t.kind == "label" and t.where == "raw" else None
+        rt = (r.facts or {}).get("roundtrip") if r is not None else None
+        if isinstance(rt, dict) and rt.get("v") == VERSION and "skipped" in rt:
+            skipped.append((t.case, str(rt["skipped"])))
+    if skipped:
+        case, why = skipped[0]
+        out.append(finding("DG405", where, f"round trip not computed for {len(skipped)} training label(s) "
+                                           f"(e.g. {case}: {clip(why, 120)})", severity=Severity.INFO))
     by_label: dict[int, list[dict]] = {}
     for row in rows:
         if "refused" not in row:
