@@ -250,3 +250,36 @@ def _task_for(root: Path, label: Path) -> FileTask:
 
     specs = rt.config_specs(planned_configurations(root / "nnUNet_preprocessed" / "Dataset950_Wall"))
     return FileTask(str(label), f"raw/labelsTr/{label.name}", "label", "raw", label.name[:-7], roundtrip=specs)
+
+
+def test_figures_equal_nnunets_whole_preprocessing_and_export(real_project):
+    """The strongest oracle: nnU-Net's DefaultPreprocessor.run_case (reader, transpose, crop to
+    nonzero, resampling) and convert_predicted_logits_to_segmentation_with_correct_shape (the
+    export) on a perfect prediction (the preprocessed label, one-hot) give dataguard's figure.
+    The demo's images are nonzero everywhere, so nnU-Net's crop is the whole case here."""
+    import SimpleITK as sitk
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = _add_lowres(real_project)
+    raw = real_project / "nnUNet_raw" / DS
+    dj = json.loads((raw / "dataset.json").read_text())
+    pm = PlansManager(plans)
+    cm, lm = pm.get_configuration("3d_lowres"), pm.get_label_manager(dj)
+    for lab in sorted((raw / "labelsTr").glob("*.nii.gz"))[:2]:
+        case = lab.name[:-7]
+        _, seg, props = DefaultPreprocessor(verbose=False).run_case(
+            [str(raw / "imagesTr" / f"{case}_0000.nii.gz")], str(lab), pm, cm, dj)
+        onehot = torch.from_numpy(np.stack([(seg[0] == c).astype(np.float32) for c in range(len(lm.all_labels))]))
+        pred = convert_predicted_logits_to_segmentation_with_correct_shape(onehot, pm, cm, lm, props)
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(lab)))
+        with open(lab, "rb") as f:
+            _, facts = rt.check_roundtrip(_task(lab, real_project), f, None)
+        mine = facts["roundtrip"]["configs"]["3d_lowres"]["labels"]
+        assert mine
+        for c, figs in mine.items():
+            a, b = ref == int(c), pred == int(c)
+            dice = 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+            assert abs(figs[0] - dice) <= 1e-6, (case, c, figs[0], dice)
