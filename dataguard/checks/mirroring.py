@@ -176,8 +176,8 @@ def case_figures(image, label, labels: list[int] | None = None) -> dict[tuple[in
     if image.shape != label.shape:
         return {}
     lab = np.asarray(label)
-    if lab.dtype.kind == "f":
-        lab = np.rint(lab).astype(np.int64)
+    if lab.dtype.kind == "f":                   # DG401's business; NaN is background here
+        lab = np.rint(np.nan_to_num(lab, nan=0.0, posinf=0.0, neginf=0.0)).astype(np.int64)
     present, counts = np.unique(lab, return_counts=True)
     wanted = set(labels) if labels is not None else None
     big = [int(v) for v, n in zip(present.tolist(), counts.tolist())
