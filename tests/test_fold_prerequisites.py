@@ -193,3 +193,30 @@ def test_gate_findings_from_the_gate_scan_view(real_project):
     assert gate_findings(view, "2d", -1, **kw) == []
     only = gate_findings(view, "3d_cascade_fullres", -1, **kw)
     assert [f.message.split()[1] for f in only] == ["3d_cascade_fullres"]
+
+
+@pytest.mark.nnunet
+def test_ensemble_suggest_without_npz_is_dg507_naming_the_fold_and_its_call(trained_models, tmp_path):
+    """A finished fold whose validation has no probabilities: `ensemble suggest` refuses with a
+    DG507 finding per such fold (JSON), with nnU-Net's --val --npz call on the run's device."""
+    from conftest import dataguard_cli, train_env
+
+    root = tmp_path / "project"
+    shutil.copytree(trained_models["root"], root, symlinks=True)
+    model = root / "nnUNet_results" / DS / "nnUNetTrainer_dataguard__nnUNetPlans__3d_fullres"
+    for p in (model / "fold_1" / "validation").glob("*.npz"):
+        p.unlink()
+    env = {**train_env(root), "COLUMNS": "80"}
+    args = ["ensemble", "suggest", "-d", "901", "--model", "2d", "--model", "3d_fullres"]
+    out = dataguard_cli([*args, "--format", "json"], env, root)
+    assert out.returncode == 1, out.stdout + out.stderr
+    [f] = json.loads(out.stdout)["findings"]
+    assert f["code"] == "DG507" and f["severity"] == "error"
+    assert f["path"] == str(model / "fold_1" / "validation")
+    assert f["message"].startswith("model selection needs --npz probabilities of every fold: "
+                                   "3d_fullres fold 1 has none of checkpoint_final")
+    assert "--val" in f["help"] and "--npz" in f["help"] and "-device cpu" in f["help"]
+    table = dataguard_cli(args, env, root)
+    assert table.returncode == 1 and "DG507 error: model selection needs" in table.stdout
+    # the call stays one line to paste (as before); the rest fits 80 columns
+    assert all(len(line) <= 80 for line in table.stdout.splitlines() if "nnUNetv2_train" not in line), table.stdout

@@ -2,8 +2,8 @@
 
 - Fewer training cases than folds without a splits_final.json: nnU-Net's do_split runs
   `KFold(n_splits=5)` at the start of every numbered fold and fails (`splits.too_few_cases`;
-  the scan reports it where the raw dataset is known, `gate_findings` wherever a numbered
-  fold is trained). Fold 'all' uses no split.
+  the scan reports it where the raw dataset is known, `gate_findings` for a numbered fold
+  where it is not). Fold 'all' uses no split.
 - A cascade: a configuration with `previous_stage` in the plans (3d_cascade_fullres ->
   3d_lowres) loads, for every training and validation case, the previous stage's
   segmentation from `nnUNet_results/<dataset>/<trainer>__<plans>__<previous>/
@@ -91,15 +91,17 @@ def cascade_prerequisites(results_root: Path | None, dataset: str, plans: dict, 
 
 def gate_findings(view, configuration: str, fold: int, *, trainer: str, plans_name: str, plans: dict,
                   results_root: Path | None = None) -> list[Finding]:
-    """The DG507 findings of one training run (`fold` < 0: fold 'all'), from the gate's scan view
-    (checks.cases.DatasetView): too few cases for nnU-Net's default split (a numbered fold only),
-    and a cascade's missing previous-stage predictions. `results_root`: $nnUNet_results."""
+    """The DG507 findings of one training run (`fold` < 0: fold 'all') that the gate's scan does
+    not make, from its view (checks.cases.DatasetView): too few cases for nnU-Net's default split
+    of a numbered fold where the scan had no raw dataset to count them (with raw, the scan's own
+    DG507 says it: `concerns` keeps it from refusing fold 'all'), and a cascade's missing
+    previous-stage predictions. `results_root`: $nnUNet_results."""
     if results_root is None and os.environ.get("nnUNet_results"):
         results_root = Path(os.environ["nnUNet_results"])
     out = []
     cases = training_cases(view)
     splits = view.splits if isinstance(view.splits, list) else None
-    if fold >= 0 and view.splits is None and 0 < len(cases) < NNUNET_FOLDS:
+    if fold >= 0 and not view.has_raw and view.splits is None and 0 < len(cases) < NNUNET_FOLDS:
         out += too_few_cases(view.name, len(cases))
     out += cascade_prerequisites(results_root, view.name, plans, configuration, trainer, plans_name, cases, splits)
     return out

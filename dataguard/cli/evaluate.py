@@ -218,11 +218,18 @@ def cmd_suggest(args) -> int:
     if unfinished and args.format == "table":
         render_findings(unfinished, "unfinished folds", console())
     if oof.missing:
+        calls = ws.evaluate.validation_calls(models, oof.missing, args.checkpoint)
+        found = oof.prerequisite_findings(calls)           # DG507, one per fold, each with its call
+        if args.format == "json":
+            json.dump({"findings": [f.to_dict() for f in found]}, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return ExitCode.FINDINGS
         out = console()
+        out.print(f"[bold red]DG507 {found[0].severity}[/]: {found[0].message.split(':')[0]}", highlight=False)
         out.print(f"[bold red]no out-of-fold probabilities of checkpoint_{args.checkpoint}[/] for: "
                   + "; ".join(f"{m} fold {k}" + (f" ({oof.why[f'{m} fold {k}']})" if f"{m} fold {k}" in oof.why
                                                   else "") for m, f in oof.missing.items() for k in f))
-        for _m, _fold, call in ws.evaluate.validation_calls(models, oof.missing, args.checkpoint):
+        for _m, _fold, call in calls:
             out.print(f"  {call.shell()}", soft_wrap=True, highlight=False, markup=False)
         out.print("(or rerun with --predict-missing)")
         return ExitCode.FINDINGS

@@ -40,12 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from ..findings import Finding, finding
 from ..submit.archive import run_checks
 from ..submit.ensemble import Weights, read_probabilities
 from ..submit.predictions import find_probabilities
 
 PRUNE_MARGIN = 1e-6                 # above float32 rounding of a weighted mean of probabilities <= 1
 MEMORY_BUDGET = 512 << 20           # bytes of contested voxels kept in memory before spilling to disk
+SELECTION = "model selection needs --npz probabilities of every fold"
 
 
 @dataclass
@@ -181,6 +183,19 @@ class OOF:
     rule: object | None = None       # region_weights.RegionRule for a region-based dataset
     checkpoint: str = "final"        # the checkpoint that made these probabilities
     why: dict[str, str] = field(default_factory=dict)     # "model fold K" -> why it counts as missing
+
+    def prerequisite_findings(self, calls: list[tuple]) -> list[Finding]:
+        """DG507 for each fold in `missing`, from its entry of `validation.validation_calls`
+        ((model, fold, call): the call makes them, on the device the fold was trained on): what
+        the weight search, like nnU-Net's find_best_configuration, cannot run without."""
+        out = []
+        for m, k, call in calls:
+            said = f"{m.spec} fold {k}"
+            reason = f" ({self.why[said]})" if said in self.why else ""
+            out.append(finding("DG507", str(Path(m.folder) / f"fold_{k}" / "validation"),
+                               f"{SELECTION}: {said} has none of checkpoint_{self.checkpoint}{reason}",
+                               help=f"{call.shell()} (or ensemble suggest --predict-missing)"))
+        return out
 
     def store(self, prune: bool = True) -> "VoxelStore":
         """The reduced cases (made here from `probs`/`refs` when the OOF was built in memory)."""
