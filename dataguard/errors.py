@@ -128,3 +128,8 @@ class SubmissionError(DataguardError):
 
 class LogError(DataguardError):
     """No training log where the user pointed."""
+
+
+class RecordError(DataguardError, ValueError):
+    """A fold's run record (dataguard_train.json) that is not one dataguard can trust: wrong
+    types, not JSON, too big, not a regular file (a resume refuses it by name)."""

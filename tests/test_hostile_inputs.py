@@ -31,7 +31,7 @@ def test_train_gate_refuses_an_nnunet_env_var_that_points_at_a_file(real_project
     out = dry(real_project, {**train_env(real_project), var: str(file)})
     assert out.returncode == 1, out.stdout + out.stderr
     assert "REFUSED" in out.stdout and "PASS" not in out.stdout
-    assert f"DG902: {var}={file} is a file, not a folder" in out.stdout
+    assert f"DG902: {var}={file} is a file, not a folder" in " ".join(out.stdout.split())   # wrapped at 80
     assert f"fix: export {var}=" in out.stdout
 
 

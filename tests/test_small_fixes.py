@@ -127,7 +127,7 @@ def test_view_and_summary_name_the_same_epochs(tmp_path, capsys, monkeypatch):
     for ev in events:
         view(ev)
     last_line = [line for line in buf.getvalue().splitlines() if line.startswith("epoch ")][-1]
-    view_epoch, view_best = re.search(r"^epoch (\d+)/\d+ .*@(\d+)\)", last_line).groups()
+    view_epoch, view_best = re.search(r"^epoch (\d+)/\d+ .*\(best \S+ at (\d+)\)", last_line).groups()
     run = run_from_events(events, tmp_path, "Dataset901_DemoCardiac")
     monkeypatch.setenv("COLUMNS", "200")
     render_runs([run])
@@ -156,7 +156,9 @@ def test_report_without_trained_models_says_so_in_words(tiny_pre, tmp_path, caps
 
 def test_report_with_models_but_no_splits_file_says_so_in_words(tiny_pre, tmp_path, capsys, monkeypatch):
     results = tmp_path / "results"
-    (results / "Dataset777_Tiny/nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0/validation").mkdir(parents=True)
+    fold = results / "Dataset777_Tiny/nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0"
+    (fold / "validation").mkdir(parents=True)
+    (fold / "checkpoint_final.pth").write_bytes(b"")          # a finished fold (unfinished ones are skipped)
     monkeypatch.setenv("nnUNet_results", str(results))
     html = report_html(tiny_pre, tmp_path, capsys)
     assert "no splits_final.json in $nnUNet_preprocessed/Dataset777_Tiny: nnU-Net writes it at the first" in html
@@ -345,13 +347,13 @@ def test_submit_when_nnunet_predict_fails_exits_1_with_its_output(real_project):
 
     fold = real_project / "nnUNet_results/Dataset901_DemoCardiac/nnUNetTrainer__nnUNetPlans__2d/fold_0"
     fold.mkdir(parents=True)
-    torch.save({"network_weights": {}}, fold / "checkpoint_best.pth")
+    torch.save({"network_weights": {}}, fold / "checkpoint_final.pth")        # submit's default checkpoint
     ts = real_project / "imagesTs"
     ts.mkdir()
     held_out(real_project / "nnUNet_raw/Dataset901_DemoCardiac/imagesTr/heart_000_0000.nii.gz", ts)
     out = dataguard_cli(["submit", "-d", "901", "--model", "2d", "--images", str(ts), "-o",
                          str(real_project / "sub.zip"), "--device", "cpu",
-                         "--trust-checkpoint", str(fold / "checkpoint_best.pth")],
+                         "--trust-checkpoint", str(fold / "checkpoint_final.pth")],
                         train_env(real_project), real_project)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "internal error" not in out.stderr

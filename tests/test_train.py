@@ -177,8 +177,13 @@ def test_continue_resumes_and_a_finished_run_is_refused(trained_models, tmp_path
     again = dataguard_cli(["train", "901", "2d", "1", *TINY_TRAIN], env, root)
     assert again.returncode == 1 and "finished run" in again.stdout
     args = [a if a != "3" else "4" for a in TINY_TRAIN]               # --epochs 4
-    more = dataguard_cli(["train", "901", "2d", "1", *args, "--continue"], env, root)
+    changed = dataguard_cli(["train", "901", "2d", "1", *args, "--continue"], env, root)
+    assert changed.returncode == 1 and "--epochs 3 -> 4" in changed.stdout    # the record says 3
+    more = dataguard_cli(["train", "901", "2d", "1", *args, "--continue", "--change-settings"], env, root)
     assert more.returncode == 0, more.stdout + more.stderr
+    rec = json.loads((root / "nnUNet_results/Dataset901_DemoCardiac/nnUNetTrainer_dataguard__nnUNetPlans__2d"
+                      "/fold_1/dataguard_train.json").read_text())
+    assert rec["epochs"] == 4 and rec["resumes"][-1]["changed"] == {"epochs": [3, 4]}
     d = root / "nnUNet_results/Dataset901_DemoCardiac/nnUNetTrainer_dataguard__nnUNetPlans__2d/fold_1"
     assert ckpt(d / "checkpoint_final.pth")["current_epoch"] == 4
     assert "epoch 3/3" in more.stderr and "epoch 0/3" not in more.stderr       # only the new epoch ran

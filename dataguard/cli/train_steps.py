@@ -2,6 +2,7 @@
 command line's settings, its report, and the summary after a fold (80 columns)."""
 from __future__ import annotations
 
+import functools
 import sys
 import textwrap
 
@@ -34,7 +35,7 @@ def report(pf, call, args, brief: bool = False) -> None:
     from rich.text import Text
 
     out = console()
-    say = out.print
+    say = functools.partial(out.print, soft_wrap=True)       # lines come wrapped: a long path stays whole
     title = f"pre-flight  {pf.dataset}  {pf.configuration}  fold {pf.fold if pf.fold >= 0 else 'all'}"
     say(Text(title, style="bold"))
     for f in pf.blocking:
@@ -63,13 +64,13 @@ def report(pf, call, args, brief: bool = False) -> None:
     if pf.fixes:
         say(Text("fix with:", style="bold"))
         for fx in pf.fixes:
-            say(f"  {fx}", soft_wrap=True)
+            say(f"  {fx}")
     verdict = "PASS" if pf.ok else "REFUSED"
     say(Text(f"{verdict}: ", style="bold green" if pf.ok else "bold red")
         + Text("training may start" if pf.ok else "training not started"))
     if (args.dry_run or not pf.ok) and not brief:
         say(Text("training call:", style="bold"))
-        say(call.shell(width=out.width), highlight=False, markup=False, soft_wrap=True)
+        say(call.shell(width=min(out.width, 80)), highlight=False, markup=False)
 
 
 def _item(tag: str, text: str, style: str):

@@ -70,6 +70,13 @@ class TrainCall:
         words = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()] + [shlex.quote(a) for a in self.argv]
         if width is None:
             return " ".join(words)
+        grouped: list[str] = []                  # "-tr NAME" stays on one line
+        for w in words:
+            if grouped and grouped[-1].startswith("-") and " " not in grouped[-1] and not w.startswith("-"):
+                grouped[-1] += " " + w
+            else:
+                grouped.append(w)
+        words = grouped
         lines, cur = [], ""
         for w in words:
             indent = "    " if lines or cur else ""

@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks.fold_prereq import concerns as concerns_run
+from ..checks.fold_prereq import gate_findings
 from ..checks.metadata import METADATA_LIMIT
 from ..doctor.report import training_check
 from ..engine.layout import (
@@ -129,7 +131,8 @@ def fix_for(f: Finding, dataset: str) -> str:
         return f"dataguard splits rebalance -d {dataset}"
     if f.fix is not None:
         return f"dataguard repair -d {dataset} --select {f.code}"
-    return f"dataguard explain {f.code}"
+    commands = [c.strip() for c in (f.help or "").split(";") if c.strip().startswith(("dataguard ", "nnUNetv2_"))]
+    return "; ".join(commands) if commands else f"dataguard explain {f.code}"   # a DG507 names its commands
 
 
 def fixes_for(findings: list[Finding], dataset: str) -> list[str]:
@@ -184,17 +187,21 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
         pf.refusals.append(Refusal(f"no preprocessed data for {configuration} ({ds.preprocessed / ident} is missing)",
                                    f"nnUNetv2_preprocess -d {ds.id} -c {configuration} -plans_name {plans_name}"))
     res = scan(ds, on_progress)
-    pf.findings = list(res.findings)
+    view = res.views.get(ds.name)
+    extra = gate_findings(view, configuration, fold, trainer=trainer, plans_name=plans_name, plans=plans) \
+        if view is not None else []              # fold prerequisites (DG507) only a run can judge
+    pf.findings = [*res.findings, *extra]
     allow_set = tuple(a.upper() for a in allow)
-    for f in res.findings:
+    for f in pf.findings:
         split = f.code in SPLIT_CODES or f.code == "DG505"
-        blocks = (f.code in SPLIT_CODES and concerns_fold(f, fold)) or (f.severity >= Severity.ERROR and not split)
+        blocks = (f.code in SPLIT_CODES and concerns_fold(f, fold)) or (
+            f.severity >= Severity.ERROR and not split and concerns_run(f, configuration, fold))
         if not blocks:
             continue
         (pf.allowed if f.code.startswith(allow_set) and allow_set else pf.blocking).append(f)
-    pf.warnings = [f for f in res.findings if f.code in GATE_WARNINGS and f.severity < Severity.ERROR
+    pf.warnings = [f for f in pf.findings if f.code in GATE_WARNINGS and f.severity < Severity.ERROR
                    and concerns_configuration(f, configuration)]
-    predicted = [f for f in res.findings if f.code == "DG505"]
+    predicted = [f for f in pf.findings if f.code == "DG505"]
     if predicted and any(f.code == "DG504" for f in pf.blocking):
         pf.blocking[:0] = predicted                              # say why a split that does not exist is judged
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from ..errors import RecordError
 from ..fsio import atomic_write_text, read_json
 from ..version import __version__
 from .settings import ENV, FILE, TrainSettings
@@ -66,10 +67,6 @@ class RunRecord:
                "fold": self.fold, **self.values(), "started": self.started,
                "dataguard": self.version or __version__, "resumes": list(self.resumes)}
         return json.dumps(doc, indent=1, sort_keys=False) + "\n"
-
-
-class RecordError(ValueError):
-    """A run record that is not one (wrong types, not JSON, too big, not a regular file)."""
 
 
 def path(fold_folder: Path) -> Path:
