@@ -9,10 +9,12 @@ the cases' own spacing). Then measures, as fresh `dataguard scan` processes (imp
 included: the round trip imports nnunetv2 and torch, ~2-3 s), --repeat times interleaved:
 
   (a) raw scan:   scan RAW --full --ignore DG405      (every image and label read for real)
+  (d) with DG405: scan RAW --full                     (the same scan, round trip included)
   (b) round trip: scan RAW --full --select DG405      (labels decoded + round-tripped only)
   (c) rescan:     scan RAW (all checks, nothing changed): must resample nothing
 
-Prints the measured ratio (b) / (a) (best runs); the stated bound is ROUNDTRIP_BOUND.
+Prints the round trip's cost as a fraction of a raw scan, ((d) - (a)) / (a) (best runs), and
+(b) / (a); the stated bound is ROUNDTRIP_BOUND on the fraction.
 
 usage:
   python benchmarks/bench_roundtrip.py                    # 20 cases, ~1.3 M voxels each
@@ -38,7 +40,7 @@ from bench_scan import case_shape, warm_cache  # noqa: E402
 
 DS = "Dataset993_RoundTripBench"
 BASE = (192, 192, 36)
-ROUNDTRIP_BOUND = 6.0     # stated: at most 6x a raw scan (measured 3.44; 5.2 with the 2 cores busy)
+ROUNDTRIP_BOUND = 0.5     # stated: the round trip adds at most half a raw scan (see docs/performance.md)
 GEN_VERSION = 1
 
 
@@ -110,12 +112,14 @@ def main() -> int:
     a = ap.parse_args()
     raw = ensure(a.work, a.cases)
     nbytes = warm_cache(sorted(raw.rglob("*.nii.gz")))
-    raws, trips, rescans = [], [], []
+    raws, trips, rescans, withs = [], [], [], []
     table = None
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeat):
             t_raw, _ = run(raw, ["--full", "--ignore", "DG405"], Path(tmp) / f"a{r}")
             t_rt, out = run(raw, ["--full", "--select", "DG405"], Path(tmp) / f"b{r}")
+            t_with, _ = run(raw, ["--full"], Path(tmp) / f"d{r}")
+            withs.append(t_with)
             raws.append(t_raw)
             trips.append(t_rt)
             table = [f["message"] for f in out["findings"]]
@@ -124,16 +128,19 @@ def main() -> int:
         t_re, out = run(raw, [], mdir)
         rescans.append(t_re)
         assert out["summary"]["checked"] == 0, out["summary"]     # nothing read, nothing resampled
-    ratio = min(trips) / min(raws)
+    ratio = (min(withs) - min(raws)) / min(raws)
     print(f"{a.cases} cases, {nbytes / 1e6:.1f} MB .nii.gz, 2 cores shared")
     print(f"(a) raw scan --full --ignore DG405: best {min(raws):.2f} s  runs {[round(x, 2) for x in raws]}")
+    print(f"(d) the same with DG405:            best {min(withs):.2f} s  runs {[round(x, 2) for x in withs]}")
     print(f"(b) round trip --full --select DG405: best {min(trips):.2f} s  runs {[round(x, 2) for x in trips]}")
     print(f"(c) rescan, nothing changed: {min(rescans):.2f} s, 0 files read, nothing resampled")
-    print(f"ratio (b)/(a) = {ratio:.2f}  (bound {ROUNDTRIP_BOUND:.2f}: {'PASS' if ratio <= ROUNDTRIP_BOUND else 'FAIL'})")
+    print(f"the round trip costs ((d) - (a)) / (a) = {ratio:.2f} of a raw scan  "
+          f"(bound {ROUNDTRIP_BOUND:.2f}: {'PASS' if ratio <= ROUNDTRIP_BOUND else 'FAIL'}); "
+          f"(b)/(a) = {min(trips) / min(raws):.2f}")
     for m in table or []:
         print("  DG405:", m)
     if a.json:
-        a.json.write_text(json.dumps({"raw_s": raws, "roundtrip_s": trips, "rescan_s": rescans, "ratio": ratio,
+        a.json.write_text(json.dumps({"raw_s": raws, "roundtrip_s": trips, "with_s": withs, "rescan_s": rescans, "ratio": ratio,
                                       "cases": a.cases, "bytes": nbytes}))
     return 0 if ratio <= ROUNDTRIP_BOUND else 1
 

@@ -6,10 +6,10 @@ nnU-Net resamples every training case to a configuration's target spacing
 (`convert_predicted_logits_to_segmentation_with_correct_shape`: `resampling_fn_probabilities`
 with its kwargs, then argmax). A structure thinner than the target spacing (a 1-2 voxel wall,
 a vessel) can vanish or break on the way, and no training fixes that. The per-file check
-`roundtrip-case` sends each raw training label through every planned configuration with
-nnU-Net's own functions (a perfect network: the resampled label as one-hot probabilities)
-and records, per configuration and label, the round-trip Dice and the connected components
-before, after and lost; the dataset check `label-roundtrip` turns the records into DG405.
+`roundtrip-case` sends each raw training label through every planned configuration as
+nnU-Net's own functions do (a perfect network: the resampled label as one-hot
+probabilities) and records, per configuration and label, the round-trip Dice and the connected components
+before and lost; the dataset check `label-roundtrip` turns the records into DG405.
 
 Where it differs from nnU-Net, and why:
 - the label is round-tripped at its full extent: nnU-Net first crops every case to the
@@ -17,9 +17,13 @@ Where it differs from nnU-Net, and why:
   the whole image; elsewhere the target shape may differ by a voxel of rounding);
 - regions: the figure is per label value, the label map every region is built from.
 
-Cost: only configurations coarser than the case on some axis are computed (one at the
-case's own spacing or finer keeps every label: Dice 1, nothing resampled); the figures are
-per-file facts in the manifest, so a rescan with nothing changed resamples nothing.
+Cost: the resampling is `resample.py`'s (nnU-Net's default resampling for orders 0 and 1,
+computed only where a label reaches, without torch; equal to nnunetv2's own to rounding);
+other orders, or a batchgenerators whose rule is not recognised, call nnunetv2's functions
+(`roundtrip` below) on the labels' box. Only configurations coarser than the case on some
+axis are computed (one at the case's own spacing or finer keeps every label: Dice 1,
+nothing resampled); the figures are per-file facts in the manifest, so a rescan with
+nothing changed resamples nothing.
 Memory: the back path resamples one probability channel at a time with a running argmax,
 about 24 bytes per voxel of the case; a case beyond MAX_VOXELS voxels, or a configuration
 whose resampled array would be more than MAX_GROWTH times the case's voxels (a hostile
@@ -33,6 +37,7 @@ from ..findings import Finding, Severity, finding
 from ..spec import clip, parse_spec
 from .base import FileTask
 from .cases import DatasetView
+from .resample import values
 from .raw import GZIP_MAGIC, _gunzip_stream, _nifti_header, _plain_stream, _Stream
 
 THRESHOLD = 0.9          # mean round-trip Dice below this: DG405 (a warning)
@@ -42,7 +47,7 @@ MAX_LABELS = 64          # more distinct values than this: not computed (one res
 MAX_GROWTH = 4           # a resampled array more than 4x the case's voxels: not computed
 MARGIN = 2              # target voxels of background kept around the labels' box
 SAME = 1e-3              # relative spacing difference below which an axis is not coarser
-VERSION = 1
+VERSION = 2              # 2: dataguard's own separable resampling (checks/resample.py)
 KNOWN_FN = "resample_data_or_seg_to_shape"
 KWARGS = {"is_seg": bool, "order": int, "order_z": int, "force_separate_z": (bool, type(None)),
           "separate_z_anisotropy_threshold": (int, float)}
@@ -116,7 +121,7 @@ def config_specs(planned) -> str | None:
 # --- the per-file check ---------------------------------------------------------------------
 def check_roundtrip(task: FileTask, src, data: bytes | None) -> tuple[list[Finding], dict]:
     """Facts `roundtrip` for one raw training label: per configuration, per label value,
-    [dice, components before, after, lost]; or why it was not computed. No findings."""
+    [dice, components before, components lost]; or why it was not computed. No findings."""
     import json
 
     specs = getattr(task, "roundtrip", None)
@@ -132,16 +137,14 @@ def check_roundtrip(task: FileTask, src, data: bytes | None) -> tuple[list[Findi
     if seg.size > MAX_VOXELS:
         return [], {"roundtrip": {"v": VERSION, "skipped": f"{seg.size} voxels, more than the {MAX_VOXELS} "
                                                              f"dataguard round-trips"}}
-    import numpy as np
-
-    values = np.unique(seg)
-    if len(values) > MAX_LABELS:
-        return [], {"roundtrip": {"v": VERSION, "skipped": f"{len(values)} distinct values, more than the "
+    present_values = values(seg)
+    if len(present_values) > MAX_LABELS:
+        return [], {"roundtrip": {"v": VERSION, "skipped": f"{len(present_values)} distinct values, more than the "
                                                              f"{MAX_LABELS} labels dataguard round-trips"}}
-    configs = {}
+    configs, before_of = {}, {}
     for spec in json.loads(specs):
-        configs[spec["name"]] = roundtrip_config(seg, spacing, spec)
-    present = [int(v) for v in values if v != 0]
+        configs[spec["name"]] = roundtrip_config(seg, spacing, spec, before_of)
+    present = [int(v) for v in present_values if v != 0]
     return [], {"roundtrip": {"v": VERSION, "shape": list(seg.shape), "spacing": spacing, "labels": present,
                               "configs": configs}}
 
@@ -202,7 +205,7 @@ def target_of(spec: dict, spacing_t: list[float]) -> list[float]:
     return [spacing_t[0]] + sp if len(sp) < 3 else sp
 
 
-def roundtrip_config(seg, spacing: list[float], spec: dict) -> dict:
+def roundtrip_config(seg, spacing: list[float], spec: dict, before_of: dict | None = None) -> dict:
     """One configuration's figures for one case (seg: int array, SimpleITK order)."""
     if "problem" in spec:
         return {"refused": spec["problem"]}
@@ -214,23 +217,31 @@ def roundtrip_config(seg, spacing: list[float], spec: dict) -> dict:
     if not coarser(sp_t, target):
         out["same"] = True           # at the case's spacing or finer: nothing can be lost
         return out
-    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+    from . import resample
 
-    whole = [int(x) for x in compute_new_shape(seg_t.shape, sp_t, target)]
+    whole = resample.new_shape(seg_t.shape, sp_t, target)
     if min(whole) < 1:
         return {**out, "refused": f"target shape {whole} is empty"}
     if math.prod(whole) > MAX_GROWTH * seg_t.size:
         return {**out, "refused": f"the resampled array ({math.prod(whole)} voxels) would be more than "
                                   f"{MAX_GROWTH}x the case's {seg_t.size}"}
+    if resample.supported(spec["seg"], spec["prob"]):
+        trip = resample.roundtrip(seg_t, sp_t, target, whole, spec["seg"], spec["prob"])
+        if trip is None:
+            return {**out, "labels": {}}
+        box, crop, back = trip
+        out["labels"] = label_figures(crop, back, before_of)
+        out["box"] = [list(b) for b in box]
+        return out
     box = foreground_box(seg_t, sp_t, target, whole)
     if box is None:
         return {**out, "labels": {}}
     crop = seg_t[box]
-    new_shape = [int(x) for x in compute_new_shape(crop.shape, sp_t, target)]
+    new_shape = resample.new_shape(crop.shape, sp_t, target)
     if any(ns != (b.stop - b.start) * n // N for ns, b, n, N in zip(new_shape, box, whole, seg_t.shape)):
         box, crop, new_shape = tuple(slice(0, N) for N in seg_t.shape), seg_t, whole
     back = roundtrip(crop, sp_t, target, new_shape, spec["seg"], spec["prob"])
-    out["labels"] = label_figures(crop, back)
+    out["labels"] = label_figures(crop, back, before_of)
     out["box"] = [[b.start, b.stop] for b in box]
     return out
 
@@ -272,10 +283,10 @@ def roundtrip(seg_t, spacing_t, target, new_shape, seg_kwargs: dict, prob_kwargs
 
     small = resample_data_or_seg_to_shape(seg_t[None].astype(np.float32), new_shape, spacing_t, target,
                                           **seg_kwargs)[0]
-    values = np.unique(seg_t)
+    present = np.unique(seg_t)
     best = None
     arg = np.zeros(seg_t.shape, dtype=np.int32)
-    for v in values:
+    for v in present:
         ch = (small == v).astype(np.float32)[None]
         up = resample_data_or_seg_to_shape(ch, seg_t.shape, target, spacing_t, **prob_kwargs)[0]
         if best is None:
@@ -297,23 +308,43 @@ def _components(mask) -> tuple[int, object]:
     return n, lab
 
 
-def label_figures(seg_t, back) -> dict[str, list]:
-    """Per foreground label of the case: [dice, components before, after, lost entirely]."""
+def _box_of(mask):
+    import numpy as np
+
+    out = []
+    for i in range(mask.ndim):
+        x = np.flatnonzero(np.any(mask, axis=tuple(j for j in range(mask.ndim) if j != i)))
+        if len(x) == 0:
+            return None
+        out.append(slice(int(x[0]), int(x[-1]) + 1))
+    return tuple(out)
+
+
+def label_figures(seg_t, back, before_of: dict | None = None) -> dict[str, list]:
+    """Per foreground label of the case: [dice, components before, components lost entirely]
+    (counted inside the label's own box; `before_of` keeps each label's count across a
+    case's configurations: it is the same in all)."""
     import numpy as np
 
     out = {}
-    for v in np.unique(seg_t):
+    before_of = {} if before_of is None else before_of
+    for v in values(seg_t):
         if v == 0:
             continue
         a, b = seg_t == v, back == v
         inter = int(np.count_nonzero(a & b))
         na, nb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
         dice = 2 * inter / (na + nb) if na + nb else 1.0
-        before, lab = _components(a)
-        after, _ = _components(b)
-        kept = np.unique(lab[b & a])
-        lost = before - int(np.count_nonzero(kept))
-        out[str(int(v))] = [dice, before, after, lost]
+        box = _box_of(a)
+        a, b = a[box], b[box]
+        if int(v) in before_of and inter == na:
+            before, lost = before_of[int(v)], 0          # every voxel kept: no component lost
+        else:
+            before, lab = _components(a)
+            before_of[int(v)] = before
+            kept = values(lab[b & a]) if inter else []
+            lost = before - int(np.count_nonzero(kept))
+        out[str(int(v))] = [dice, before, lost]
     return out
 
 
@@ -349,10 +380,10 @@ def table(view: DatasetView) -> list[dict]:
                 continue
             spacing.setdefault(cname, c.get("spacing"))
             if c.get("same"):
-                figs = {k: [1.0, None, None, 0] for k in present}
+                figs = {k: [1.0, None, 0] for k in present}
             else:
                 figs = c.get("labels") or {}
-            for lab, (dice, before, _after, lost) in figs.items():
+            for lab, (dice, before, lost) in figs.items():
                 if ignore is not None and lab == str(ignore):
                     continue
                 row = rows.setdefault((cname, lab), {"configuration": cname, "label": int(lab),
