@@ -94,7 +94,7 @@ def config_specs(planned) -> str | None:
         ident = pc.plans.get("plans_name") if isinstance(pc.plans.get("plans_name"), str) else pc.plans_file.stem
         label = pc.name if len(idents) == 1 else f"{pc.name} ({clip(ident)})"
         spec = {"name": label, "conf": pc.name}
-        tf = pc.plans.get("transpose_forward")
+        tf = pc.plans.get("transpose_forward", [0, 1, 2])     # absent (hand-written plans): as written
         if conf is None:
             spec["problem"] = "no usable configuration in the plans"
         else:
@@ -104,14 +104,18 @@ def config_specs(planned) -> str | None:
             if not (isinstance(sp, list) and len(sp) in (2, 3) and all(
                     isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1e4 for x in sp)):
                 spec["problem"] = "its spacing is not 2 or 3 positive numbers"
-            elif seg != KNOWN_FN or prob != KNOWN_FN:
-                spec["problem"] = f"its resampling functions are not nnU-Net's default {KNOWN_FN}"
-            elif ks is None or kp is None:
-                spec["problem"] = "its resampling kwargs are not the ones nnU-Net's default takes"
             elif not (isinstance(tf, list) and sorted(tf) == [0, 1, 2]):
                 spec["problem"] = "the plans' transpose_forward is not a permutation of 0, 1, 2"
             else:
-                spec.update(spacing=[float(x) for x in sp], seg=ks, prob=kp, transpose=tf)
+                # a configuration at every case's own spacing needs no resampling: only one that
+                # resamples some case is refused for functions or kwargs dataguard cannot follow
+                spec.update(spacing=[float(x) for x in sp], transpose=tf)
+                if seg != KNOWN_FN or prob != KNOWN_FN:
+                    spec["problem"] = f"its resampling functions are not nnU-Net's default {KNOWN_FN}"
+                elif ks is None or kp is None:
+                    spec["problem"] = "its resampling kwargs are not the ones nnU-Net's default takes"
+                else:
+                    spec.update(seg=ks, prob=kp)
         out.append(spec)
     if not out:
         return None
@@ -207,7 +211,7 @@ def target_of(spec: dict, spacing_t: list[float]) -> list[float]:
 
 def roundtrip_config(seg, spacing: list[float], spec: dict, before_of: dict | None = None) -> dict:
     """One configuration's figures for one case (seg: int array, SimpleITK order)."""
-    if "problem" in spec:
+    if "spacing" not in spec:
         return {"refused": spec["problem"]}
     tf = spec["transpose"]
     seg_t = seg.transpose(tf)
@@ -217,6 +221,8 @@ def roundtrip_config(seg, spacing: list[float], spec: dict, before_of: dict | No
     if not coarser(sp_t, target):
         out["same"] = True           # at the case's spacing or finer: nothing can be lost
         return out
+    if "problem" in spec:
+        return {**out, "refused": spec["problem"]}
     from . import resample
 
     whole = resample.new_shape(seg_t.shape, sp_t, target)
