@@ -177,6 +177,11 @@ for _c in (
                  "confused by nnU-Net's mirroring; read again from the raw training cases, within bounds",
                  _dataset("mirroring", "check_mirroring"), needs=("raw-image",),
                  needs_kinds=frozenset({"image", "label"}), needs_where=frozenset({"raw"})),
+    DatasetCheck("label-audit", ("DG406",), "annotations unlike the same label in the other cases (volume, "
+                 "pieces, position, intensity, outline, empty slices, a missing label): a question, never an "
+                 "error; read again from the raw training cases, within bounds",
+                 _dataset("label_audit", "check_label_audit"), needs=("raw-image",),
+                 needs_kinds=frozenset({"image", "label"}), needs_where=frozenset({"raw"})),
     DatasetCheck("metadata-presence", ("DG211",), "the preprocessed dataset has its dataset.json and "
                  "plans", _dataset("metadata", "metadata_presence")),
     DatasetCheck("case-completeness", ("DG104", "DG206"), "each case has all its files; one data "

@@ -12,6 +12,7 @@ import sys
 from ..version import __version__
 from ..errors import DataguardError
 from . import (
+    audit,
     demo,
     doctor,
     evaluate,
@@ -46,6 +47,7 @@ examples:
                                                          predict, ensemble, verify, zip
   dataguard evaluate -d 1 --worst 5                      per-label cross-validation, honest
   dataguard ensemble suggest -d 1 --model 2d --model 3d_fullres -o w.json
+  dataguard audit -d 1                                   which annotations look wrong, ranked
   dataguard report -d 1 -o report.html                   one HTML page: data, folds, training, CV
   dataguard demo                                         build a broken demo dataset and scan it
 
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
 
-    for command in (scan, verify, explain, doctor, splits, repair, tui, train, logs, submit, evaluate, report, demo):
+    for command in (scan, verify, explain, doctor, splits, repair, tui, train, logs, submit, evaluate, audit, report,
+                    demo):
         command.add_parser(sub)
     _fit_help(parser)
     return parser

@@ -145,6 +145,28 @@ class DatasetHandle:
         view = self._ws._scan_dataset(ds).views.get(ds.name)
         return [] if view is None else roundtrip_table(view)
 
+    def audit(self, models: list[str] | None = None, on_case=None):
+        """Which annotations look wrong: (data-alone suspects, with-models suspects, findings),
+        each list ranked, most suspect first (audit.suspect.Suspect). The data-alone audit
+        reads the raw training cases (bounded); with `models` (`--model` specs) the models'
+        out-of-fold probabilities are read as `ensemble suggest` reads them."""
+        from ..audit.data import audit_view, findings_of
+
+        ds = self.layout
+        data, found = [], []
+        if ds.raw is not None:
+            view = self._ws._scan_dataset(ds).views.get(ds.name)
+            if view is not None:
+                data = audit_view(view)
+                found += findings_of(data, ds.name)
+        with_models = []
+        if models:
+            from ..audit.models import audit_models
+
+            with_models, more = audit_models(self.evaluate, models, on_case=on_case)
+            found += more
+        return data, with_models, found
+
     def consistency(self) -> dict | None:
         """Orientation, per-channel intensity and test-vs-training spacing of the raw images, as
         the report draws them (checks.consistency.summary); None without raw images."""
