@@ -45,11 +45,12 @@ SPLITS = [{"train": ["case_0"], "val": ["case_1"]}, {"train": ["case_1"], "val":
 # --- a small dataset, built per example (hypothesis and function-scoped fixtures don't mix) ------
 @functools.lru_cache(maxsize=1)
 def _nifti_bytes(case: int = 0) -> tuple[bytes, bytes]:
-    """An image and its label; each case's image its own voxels (identical ones are DG310)."""
+    """An image and its label; each case's image its own voxels (identical ones are DG310).
+    In Hounsfield units, as the channel name 'CT' says (air at -1000: no DG313)."""
     import nibabel as nib
 
     lab = (np.arange(8 * 8 * 4).reshape(8, 8, 4) % 4).astype(np.uint8)
-    img = lab.astype(np.float32) * 100 + case
+    img = np.where(lab == 0, -1000.0, lab.astype(np.float32) * 100).astype(np.float32) + case
     out = []
     for arr in (img, lab):
         with tempfile.TemporaryDirectory() as d:

@@ -92,5 +92,5 @@ def test_report_of_the_demo_folder_without_env_vars(trained_models, tmp_path):
     env = _bare_env(tmp_path / "state")
     out = dataguard_cli(["report", "dataguard-demo", "-o", "r.html", "--no-images", "--cases", "0"], env, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "training, cross-validation" in out.stderr, out.stderr
+    assert "training, cross-validation" in " ".join(out.stderr.split()), out.stderr
     assert "not set" not in out.stderr          # (Dataset902 has no models: its note says so)
