@@ -202,15 +202,24 @@ def _quiet_pool_class():
     class QuietPool(ProcessPoolExecutor):
         """A spawn pool whose workers never see Ctrl-C: the terminal sends SIGINT to the whole
         process group, and a worker that got it while importing (or waiting for work) printed its
-        own KeyboardInterrupt traceback. Workers start with SIGINT ignored (a disposition that
-        survives fork+exec, and CPython leaves an ignored SIGINT ignored), so the parent alone
-        stops: it cancels what is pending and says one line. The initializer ignores it again
-        for a worker started where the parent's handler cannot be swapped (not the main thread)."""
+        own KeyboardInterrupt traceback. A worker is started with SIGINT blocked (the signal mask
+        survives fork+exec) and its initializer ignores SIGINT before unblocking it, so the parent
+        alone stops: it cancels what is pending and says one line. The parent blocks SIGINT only
+        while it starts a worker: a Ctrl-C then stays pending and arrives right after (ignoring
+        it there instead lost a Ctrl-C that came while a loaded machine started a worker, and
+        the scan ran on to exit 0). Without signal masks (Windows) the parent ignores SIGINT
+        for the start, from the main thread only."""
 
         def _spawn_process(self):
             import signal
             import threading
 
+            if hasattr(signal, "pthread_sigmask"):
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    return super()._spawn_process()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
             if threading.current_thread() is not threading.main_thread():
                 return super()._spawn_process()
             old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -238,6 +247,8 @@ def _one_thread_per_worker() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle (QuietPool)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})   # blocked at the start: now ignored
     for var in THREAD_VARS:
         os.environ.setdefault(var, "1")
     import atexit
