@@ -276,3 +276,12 @@ def kidney_raw_dataset(raw_root: Path, dataset_id: int = 314, name: str = "Kidne
     (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": KIDNEY_LABELS,
                                                  "numTraining": len(cuts), "file_ending": ".nii.gz"}))
     return ds
+
+
+def interruptible() -> None:
+    """preexec_fn for a child a test interrupts with SIGINT: the default disposition. A suite
+    started as a background job of a non-interactive shell (`cmd &`) inherits SIGINT ignored,
+    and CPython keeps an ignored SIGINT ignored: Ctrl-C would never reach the child."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

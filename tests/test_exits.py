@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import conftest
 from conftest import make_tiny_pre
 
 SIGPIPE_EXIT = 141
@@ -118,7 +119,8 @@ def test_ctrl_c_during_a_scan_is_one_line_and_130(tmp_path, delay):
     ds = _big_dataset(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "dataguard", "scan", str(ds), "--no-progress",
                              "--manifest-dir", str(tmp_path / "m")], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=conftest.interruptible)
     start = time.monotonic()
     while not _workers(proc.pid) and proc.poll() is None and time.monotonic() - start < 120:
         time.sleep(0.01)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dataguard_cli, train_env
+from conftest import dataguard_cli, interruptible, train_env
 
 pytestmark = pytest.mark.nnunet
 
@@ -31,7 +31,8 @@ def _interrupt_when(args, env, cwd, after: str, marker: str, timeout: float = 40
     """Run `dataguard ARGS`, send SIGINT (Ctrl-C) once stderr shows `marker` after `after`."""
     out, err = cwd / "run.out", cwd / "run.err"
     with open(out, "w") as o, open(err, "w") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "dataguard", *args], env=env, cwd=cwd, stdout=o, stderr=e)
+        proc = subprocess.Popen([sys.executable, "-m", "dataguard", *args], env=env, cwd=cwd, stdout=o, stderr=e,
+                                preexec_fn=interruptible)
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout and proc.poll() is None:
             if marker in err.read_text(errors="replace").partition(after)[2]:
