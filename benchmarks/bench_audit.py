@@ -160,8 +160,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     import dataguard
-    from dataguard.audit.data import audit_view
-    from dataguard.audit.suspect import per_case
+    from dataguard.checks.label_audit import audit_view
+    from dataguard.suspects import per_case
 
     raw, plan = build(a.work, a.cases, a.per_kind)
     scans, audits = [], []

@@ -256,12 +256,13 @@ LAYERS = [
     ("workspace", ("dataguard.workspace", "dataguard.handles"),
      "the one door, and the dataset handles it hands out: every face goes through it"),
     ("features", ("dataguard.repair", "dataguard.nnunet", "dataguard.splits", "dataguard.train", "dataguard.submit",
-                  "dataguard.evaluate", "dataguard.doctor"),
+                  "dataguard.evaluate", "dataguard.doctor", "dataguard.audit"),
      "work built on scans: repair, splits, training, submission, evaluation, the environment and resources"),
     ("engine", ("dataguard.engine",), "finding datasets, walking, scanning, the manifest; knows no feature"),
     ("checks", ("dataguard.checks",), "pure checks of one file or one dataset view; know no engine"),
     ("vocabulary", ("dataguard.version", "dataguard.findings", "dataguard.errors", "dataguard.fsio",
-                    "dataguard.spec", "dataguard.folds", "dataguard.visual", "dataguard.names"),
+                    "dataguard.spec", "dataguard.folds", "dataguard.visual", "dataguard.names",
+                    "dataguard.suspects"),
      "words every layer may use: the version, findings, errors, file I/O, the dataset.json and "
      "splits_final.json models, label colours, did-you-mean for names"),
 ]

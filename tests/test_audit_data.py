@@ -17,9 +17,9 @@ import pytest
 from audit import watch
 
 import dataguard
-from dataguard.audit import data as ad
-from dataguard.audit.stats import label_figures
-from dataguard.audit.suspect import per_case
+from dataguard.checks import label_audit as ad
+from dataguard.checks.label_stats import label_figures
+from dataguard.suspects import per_case
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -36,8 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import UsageError
+from ..evaluate.crossval import foreground_labels
+from ..evaluate.weights import OOF, SELECTION, _read_ref
+from ..spec import load_spec
+from ..submit.ensemble import nnunet_meta, read_probabilities, writer_for
+from ..submit.predictions import find_probabilities
+from ..submit.trained import validation_checkpoint
 from ..findings import Finding, Severity, finding
-from .suspect import Suspect, ranked
+from ..suspects import Suspect, ranked
 
 CONFIDENT = 0.9          # a class the averaged models give at least this is "confident"
 SOFT_MIN = 0.1           # the soft minimum: the mean of this lowest fraction of the annotation
@@ -307,8 +313,6 @@ def case_disagreement(case: str, probabilities: list, ref, labels: dict[int, str
 def audit_files(case: str, npz: list, gt_dir, reader, labels: dict[int, str], ignore: int | None):
     """One case read and reduced to its suspects where it runs (a thread, or a Dask worker that
     sees the same paths): the reference with nnU-Net's reader, every model's probabilities."""
-    from ..evaluate.weights import _read_ref
-    from ..submit.ensemble import read_probabilities
 
     ref = _read_ref(Path(gt_dir), case, reader)
     if ref is None:
@@ -362,12 +366,6 @@ def audit_models(handle, specs: list[str], on_case=None, include_unfinished: boo
     `at` or more). Cases stream as in `evaluate.weights.load_oof`: a few in flight, each reduced
     to its suspects as it is read. A fold without `--npz` probabilities (or whose validation
     another checkpoint made) audits nothing: a DG507 per such fold names the `--val --npz` call."""
-    from ..evaluate.crossval import foreground_labels
-    from ..evaluate.weights import OOF
-    from ..spec import load_spec
-    from ..submit.ensemble import nnunet_meta, writer_for
-    from ..submit.predictions import find_probabilities
-    from ..submit.trained import validation_checkpoint
 
     ds = handle._ds()
     if ds.preprocessed is None:
@@ -442,7 +440,6 @@ def _audit_words(f: Finding) -> Finding:
     """The weight search's DG507, said of the audit."""
     import dataclasses
 
-    from ..evaluate.weights import SELECTION
 
     return dataclasses.replace(f, message=f.message.replace(
         SELECTION, "the label audit with models needs --npz probabilities of every fold"))

@@ -37,6 +37,7 @@ from ..findings import Finding, Severity, finding
 from ..spec import clip, parse_spec
 from .base import FileTask
 from .cases import DatasetView
+from . import resample
 from .resample import values
 from .raw import GZIP_MAGIC, _gunzip_stream, _nifti_header, _plain_stream, _Stream
 
@@ -223,8 +224,6 @@ def roundtrip_config(seg, spacing: list[float], spec: dict, before_of: dict | No
         return out
     if "problem" in spec:
         return {**out, "refused": spec["problem"]}
-    from . import resample
-
     whole = resample.new_shape(seg_t.shape, sp_t, target)
     if min(whole) < 1:
         return {**out, "refused": f"target shape {whole} is empty"}

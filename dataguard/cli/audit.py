@@ -6,7 +6,9 @@ import json
 import sys
 import time
 
-from .common import ExitCode, add_engine_args, console, note, shown, workspace
+from ..findings import Severity
+from ..suspects import per_case
+from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
 
 EPILOG = """\
 examples:
@@ -49,12 +51,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_audit(args) -> int:
-    from ..audit.suspect import per_case
-    from ..findings import Severity
-
     if args.top < 1:
-        from .common import UsageError
-
         raise UsageError("--top must be at least 1")
     t0 = time.perf_counter()
     ws = workspace(args, [args.dataset] if args.dataset else None)

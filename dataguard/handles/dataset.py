@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..audit.models import audit_models
 from ..checks.consistency import summary as consistency_summary
+from ..checks.label_audit import audit_view, findings_of
 from ..checks.roundtrip import table as roundtrip_table
 from ..engine.caseinfo import case_infos
 from ..engine.layout import nnunet_env, planned_configurations, results_root
@@ -147,11 +149,9 @@ class DatasetHandle:
 
     def audit(self, models: list[str] | None = None, on_case=None):
         """Which annotations look wrong: (data-alone suspects, with-models suspects, findings),
-        each list ranked, most suspect first (audit.suspect.Suspect). The data-alone audit
+        each list ranked, most suspect first (suspects.Suspect). The data-alone audit
         reads the raw training cases (bounded); with `models` (`--model` specs) the models'
         out-of-fold probabilities are read as `ensemble suggest` reads them."""
-        from ..audit.data import audit_view, findings_of
-
         ds = self.layout
         data, found = [], []
         if ds.raw is not None:
@@ -161,8 +161,6 @@ class DatasetHandle:
                 found += findings_of(data, ds.name)
         with_models = []
         if models:
-            from ..audit.models import audit_models
-
             with_models, more = audit_models(self.evaluate, models, on_case=on_case)
             found += more
         return data, with_models, found
