@@ -46,34 +46,61 @@ BASE = (96, 96, 20)
 KINDS = ("swap", "shift", "other_case", "unlabelled", "eroded", "bloated", "stray")
 
 
-def corrupt(kind: str, lab, other, rng):
+SYNTHETIC_LABELS = {"swap": (2, 3), "unlabelled": 3, "eroded": 2, "bloated": 1, "stray": 2}
+REAL_LABELS = {"swap": (1, 2), "unlabelled": 3, "eroded": 4, "bloated": 1, "stray": 3}
+
+
+def corrupt(kind: str, lab, other, rng, which=SYNTHETIC_LABELS):
+    """`lab` with one annotation error of `kind`; `which` names the labels each kind touches."""
     import numpy as np
     from scipy import ndimage
 
     out = lab.copy()
     if kind == "swap":
-        out[lab == 2], out[lab == 3] = 3, 2
+        a, b = which["swap"]
+        out[lab == a], out[lab == b] = b, a
     elif kind == "shift":
         out = np.roll(lab, (4, 4), axis=(0, 1))
     elif kind == "other_case":
         out = other
     elif kind == "unlabelled":
-        out[lab == 3] = 0
+        out[lab == which["unlabelled"]] = 0
     elif kind == "eroded":
-        lv = lab == 2
-        out[lv & ~ndimage.binary_erosion(lv, iterations=2)] = 1
+        m = lab == which["eroded"]
+        out[m & ~ndimage.binary_erosion(m, iterations=2)] = 0
     elif kind == "bloated":
-        my = ndimage.binary_dilation(lab == 1, iterations=2) & (lab == 0)
-        out[my] = 1
+        grown = ndimage.binary_dilation(lab == which["bloated"], iterations=2) & (lab == 0)
+        out[grown] = which["bloated"]
     elif kind == "stray":
         X, Y, Z = lab.shape
         x, y, z = np.ogrid[:X, :Y, :Z]
         cx, cy = int(X * 0.2), int(Y * 0.75)
-        out[((x - cx) ** 2 + (y - cy) ** 2 < 16) & (z >= Z // 3) & (z < Z // 3 + 4)] = 2
+        out[((x - cx) ** 2 + (y - cy) ** 2 < 16) & (z >= Z // 3) & (z < Z // 3 + 4)] = which["stray"]
     return out
 
 
-def build(work: Path, cases: int, per_kind: int, seed: int = 7) -> tuple[Path, dict]:
+def real_cases(n: int, seed: int):
+    """n cases cut from TotalSegmentator's example CT (tests/data, Apache-2.0: real anatomy,
+    one patient): each a different crop (up to 3 slices and 8 rows/columns off), its HU
+    scaled by 0.95-1.05 with 10 HU of noise. Yields (image, label, spacing), nibabel order."""
+    import nibabel as nib
+    import numpy as np
+
+    data = REPO / "tests" / "data"
+    ct = nib.load(data / "kidney_ct_0000.nii.gz")
+    img = np.asarray(ct.dataobj).astype(np.float32)
+    lab = np.asarray(nib.load(data / "kidney_ct_seg.nii.gz").dataobj).astype(np.uint8)
+    spacing = tuple(float(z) for z in ct.header.get_zooms()[:3])
+    X, Y, Z = img.shape
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        dx, dy, dz = (int(v) for v in rng.integers(0, 9, 2).tolist() + [int(rng.integers(0, 3))])
+        box = (slice(dx, X - 8 + dx), slice(dy, Y - 8 + dy), slice(dz, Z - 2 + dz))
+        im = img[box] * rng.uniform(0.95, 1.05) + rng.normal(0, 10, img[box].shape)
+        yield np.rint(im).astype(np.int16), lab[box].copy(), spacing
+
+
+def build(work: Path, cases: int, per_kind: int, seed: int = 7, source: str = "synthetic") -> tuple[Path, dict]:
     import nibabel as nib
     import numpy as np
 
@@ -83,19 +110,30 @@ def build(work: Path, cases: int, per_kind: int, seed: int = 7) -> tuple[Path, d
     shutil.rmtree(raw, ignore_errors=True)
     (raw / "imagesTr").mkdir(parents=True)
     (raw / "labelsTr").mkdir()
-    meta = {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": cases, "file_ending": ".nii.gz"}
+    labels = LABELS if source == "synthetic" else {"background": 0, "kidney_right": 1, "kidney_left": 2,
+                                                   "spleen": 3, "liver": 4}
+    meta = {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": cases, "file_ending": ".nii.gz"}
     (raw / "dataset.json").write_text(json.dumps(meta))
     rng = np.random.default_rng(seed)
     targets = rng.permutation(cases)[: per_kind * len(KINDS)]
     plan = {f"case_{int(i):03d}": KINDS[j // per_kind] for j, i in enumerate(targets)}
-    aff = np.diag([*SPACING, 1.0])
-    for i in range(cases):
+    if source == "synthetic":
+        made = []
+        for i in range(cases):
+            shape = case_shape(i, BASE)
+            img, lab = make_raw_case(seed * 1000 + i, shape, with_rv=True)
+            made.append((img, lab, SPACING, lambda i=i, shape=shape: make_raw_case(seed * 1000 + 500 + i, shape,
+                                                                                   with_rv=True)[1]))
+        which = SYNTHETIC_LABELS
+    else:
+        real = list(real_cases(cases, seed))
+        made = [(img, lab, sp, lambda i=i: real[(i + 1) % cases][1]) for i, (img, lab, sp) in enumerate(real)]
+        which = REAL_LABELS
+    for i, (img, lab, spacing, other) in enumerate(made):
         name = f"case_{i:03d}"
-        shape = case_shape(i, BASE)
-        img, lab = make_raw_case(seed * 1000 + i, shape, with_rv=True)
         if name in plan:
-            _, other = make_raw_case(seed * 1000 + 500 + i, shape, with_rv=True)
-            lab = corrupt(plan[name], lab, other, rng)
+            lab = corrupt(plan[name], lab, other(), rng, which)
+        aff = np.diag([*spacing, 1.0])
         nib.save(nib.Nifti1Image(img, aff), raw / "imagesTr" / f"{name}_0000.nii.gz")
         nib.save(nib.Nifti1Image(lab.astype(np.uint8), aff), raw / "labelsTr" / f"{name}.nii.gz")
     (work / "corruptions.json").write_text(json.dumps(plan, indent=1))     # outside the dataset
@@ -158,12 +196,14 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=HERE / "_work" / "audit")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--source", choices=("synthetic", "real"), default="synthetic",
+                    help="synthetic cardiac CT, or crops of TotalSegmentator's example CT (tests/data)")
     a = ap.parse_args()
     import dataguard
     from dataguard.checks.label_audit import audit_view
     from dataguard.suspects import per_case
 
-    raw, plan = build(a.work, a.cases, a.per_kind)
+    raw, plan = build(a.work, a.cases, a.per_kind, source=a.source)
     scans, audits = [], []
     for r in range(a.repeat):                # best of --repeat: the machine may be shared
         with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +224,7 @@ def main() -> int:
     for kind in KINDS:
         pos = {c for c, k in plan.items() if k == kind}
         rows.append((kind, pos, pos | clean))
-    print(f"{a.cases} cases, {len(positive)} corrupted ({a.per_kind} per kind); audit {t_audit:.2f} s, "
+    print(f"{a.source}: {a.cases} cases, {len(positive)} corrupted ({a.per_kind} per kind); audit {t_audit:.2f} s, "
           f"raw scan {t_scan:.2f} s, best of {a.repeat} (audit / scan = {t_audit / t_scan:.2f})")
     print(f"{'kind':<11} {'AUPRC':>6} {'R@k':>5}   {'baseline AUPRC':>14} {'R@k':>5}")
     report = {}
