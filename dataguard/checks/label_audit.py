@@ -10,8 +10,9 @@ and this case lacks is a suspect of its own. A (case, label)'s score is its larg
 reasons the figures behind the two largest, in words.
 
 Reading is bounded as DG314's is: image channel 0 and the label on a strided grid of at
-most MAX_VOXELS voxels (nibabel reads only the strided voxels), no link followed; the
-volume comes from the scan's own full-resolution voxel counts. The scan reuses the
+most MAX_VOXELS voxels, streamed one z slice at a time (`volume_read.py`, ISA-L), no link
+followed; the volume comes from the scan's own full-resolution voxel counts and the image's
+p1/p99 from the scan's intensity signature. The scan reuses the
 findings while no raw file changed (dataset-check signature), so a rescan reads nothing.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..findings import Finding, Severity, finding
 from ..spec import clip, parse_spec
 from ..suspects import Suspect, ranked
 from .label_stats import label_figures
-from .mirroring import _training_pairs, read_zyx
+from .mirroring import MAX_VOXELS, _training_pairs
+from .volume_read import read_strided
 
 MIN_CASES = 8          # cases holding a label before it is compared at all (fewer: no robust spread)
 ABSENT_MIN = 10        # cases holding a label before its absence from another case is a suspect
@@ -194,8 +196,8 @@ def case_figures(view) -> dict[str, dict[int, dict]]:
         facts_l = view.results[lab_rel].facts if lab_rel in view.results else {}
         facts_i = view.results[img_rel].facts
         try:
-            label, s = read_zyx(lab_path)
-            image, _ = read_zyx(img_path, s)
+            label, s = read_strided(lab_path, MAX_VOXELS)
+            image, _ = read_strided(img_path, MAX_VOXELS, s)
         except Exception:  # noqa: BLE001 - unreadable files are the raw-image check's findings
             continue
         if label.dtype.kind == "f":                 # DG401's business; compared as its nearest integers
@@ -206,8 +208,9 @@ def case_figures(view) -> dict[str, dict[int, dict]]:
         counts = {int(k): int(v) for k, v in (facts_l.get("label_voxels") or {}).items()
                   if str(k).lstrip("-").isdigit() and int(k) > 0}
         labels = sorted(v for v in counts if v != spec.ignore_label) or None
+        sig = facts_i.get("signature")
         figs = label_figures(image, label, [x * s for x in full], labels,
-                             counts or None, full)
+                             counts or None, full, sig if isinstance(sig, list) and len(sig) == 3 else None)
         out[case] = {k: v for k, v in figs.items() if k != spec.ignore_label}
     return out
 

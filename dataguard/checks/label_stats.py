@@ -24,15 +24,19 @@ import math
 MARGIN = 2        # voxels around a label's box for its rings
 
 
-def body_range(image) -> tuple[float, float, float]:
-    """(median, p1, p99) of the body: voxels above p1 + 10% of (p99 - p1)."""
+def body_range(image, percentiles=None) -> tuple[float, float, float]:
+    """(median, p1, p99) of the body: voxels above p1 + 10% of (p99 - p1). `percentiles`:
+    the image's (p1, p50, p99) as the scan recorded them; else sampled here."""
     import numpy as np
 
     vals = image[np.isfinite(image)] if image.dtype.kind == "f" else image.ravel()
     if vals.size == 0:
         return 0.0, 0.0, 1.0
-    sample = vals[:: max(1, vals.size // 200_000)].astype(np.float64)
-    p1, p99 = (float(x) for x in np.percentile(sample, [1, 99]))
+    sample = vals[:: max(1, vals.size // 50_000)].astype(np.float64)
+    if percentiles is not None and all(isinstance(x, (int, float)) and math.isfinite(x) for x in percentiles):
+        p1, p99 = float(percentiles[0]), float(percentiles[2])
+    else:
+        p1, p99 = (float(x) for x in np.percentile(sample, [1, 99]))
     body = sample[sample > p1 + 0.1 * (p99 - p1)]
     med = float(np.median(body)) if body.size else float(np.median(sample))
     return med, p1, p99
@@ -74,7 +78,7 @@ def _stray_distance(lab, n: int, sizes, spacing) -> float:
 
 
 def label_figures(image, label, spacing, labels: list[int] | None = None,
-                  voxels: dict[int, int] | None = None, full_spacing=None) -> dict[int, dict]:
+                  voxels: dict[int, int] | None = None, full_spacing=None, percentiles=None) -> dict[int, dict]:
     """{label value: figures} for the foreground labels present (see the module's list).
     `voxels`: full-resolution counts per label (the scan's), with `full_spacing` the
     full-resolution voxel size; else counted here on the grid given."""
@@ -86,7 +90,7 @@ def label_figures(image, label, spacing, labels: list[int] | None = None,
     present = [v for v in present if v > 0]
     if not present:
         return {}
-    med, p1, p99 = body_range(image)
+    med, p1, p99 = body_range(image, percentiles)
     rng = max(p99 - p1, 1e-6)
     img = image
     fg = label > 0
