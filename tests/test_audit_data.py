@@ -210,3 +210,25 @@ def test_hostile_dataset_runs_no_code_writes_nothing_and_follows_no_link(tmp_pat
     assert "heart_009" not in {s.case for s in found} and "heart_008" not in {s.case for s in found}
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if not str(p).startswith(str(tmp_path / "m"))}
     assert {p: t for p, t in before.items() if not str(p).startswith(str(tmp_path / "m"))} == after
+
+
+def test_streamed_strided_read_equals_nibabels_and_refuses_a_short_file(tmp_path):
+    from dataguard.checks.mirroring import read_zyx
+    from dataguard.checks.volume_read import read_strided
+
+    ct = REPO / "tests" / "data" / "kidney_ct_0000.nii.gz"
+    for stride in (None, 1, 2, 3):
+        a, s = read_strided(str(ct), 1 << 16, stride)
+        b, s2 = read_zyx(str(ct), stride) if stride else read_zyx(str(ct))
+        if stride is None:
+            b, s2 = read_zyx(str(ct), s)
+        assert s == s2 and np.array_equal(a, b), stride
+    img = nib.Nifti1Image(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), np.eye(4))
+    img.header.set_slope_inter(2.0, -3.0)
+    nib.save(img, tmp_path / "s.nii")
+    a, _ = read_strided(str(tmp_path / "s.nii"), 1000)
+    assert np.allclose(a, np.asarray(nib.load(tmp_path / "s.nii").dataobj).transpose(2, 1, 0))
+    raw = (tmp_path / "s.nii").read_bytes()
+    (tmp_path / "short.nii").write_bytes(raw[:-20])
+    with pytest.raises(ValueError):
+        read_strided(str(tmp_path / "short.nii"), 1000)
