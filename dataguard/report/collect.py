@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import DataguardError, LogError
 from ..findings import Severity, catalogue
 from ..fsio import blake3_file
-from .images import case_thumbnail, file_uri, intensity_strip, pred_vs_ref
+from .images import case_thumbnail, file_uri, intensity_strip, pred_vs_ref, suspect_picture
 
 
 @dataclass
@@ -32,6 +32,16 @@ class Report:
     environment: dict = field(default_factory=dict)     # `dataguard doctor`: versions, memory, DG9xx findings
     consistency: list[dict] = field(default_factory=list)   # orientation, intensity, test spacing per raw dataset
     roundtrip: list[dict] = field(default_factory=list)     # DG405: configuration x label round-trip Dice
+    suspects: list[dict] = field(default_factory=list)      # DG406: the label audit from the data alone
+
+    def sections(self) -> list[str]:
+        """The sections the page shows, in the words `dataguard report` prints on stderr."""
+        return [name for name, have in (
+            ("summary", True), ("findings", self.findings), ("cases", self.cases),
+            ("consistency", self.consistency), ("round trip", self.roundtrip),
+            ("suspect labels", self.suspects), ("folds", self.folds), ("training", self.training),
+            ("cross-validation", self.cv), ("submissions", self.submissions),
+            ("environment", self.environment)) if have]
 
 
 def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list[Path] = (),
@@ -76,6 +86,9 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
     step("round trip")
     for d in ws.datasets:
         rep.roundtrip += _roundtrip(ws, d.name)
+    step("suspect labels")
+    for d in ws.datasets:
+        rep.suspects += _suspects(ws, d.name, images)
     step("folds")
     for d in ws.datasets:
         if d.preprocessed is not None:
@@ -128,6 +141,52 @@ def _roundtrip(ws, dataset: str) -> list[dict]:
     found = [f.to_dict() for f in (ws.last.findings if ws.last else []) if f.dataset == dataset and f.code == "DG405"]
     return [{"dataset": dataset, "configs": confs, "spacing": spacing, "refused": refused,
              "labels": [labels[k] for k in sorted(labels)], "findings": found}]
+
+
+SUSPECTS_SHOWN = 8      # rows of the suspect labels section per dataset
+
+
+def _suspects(ws, dataset: str, images: bool) -> list[dict]:
+    """The label audit of one raw dataset, from the data alone: the suspects the audit makes
+    DG406 findings of (score from DG406's threshold; at most SUSPECTS_SHOWN), each with its
+    slice and the label's outline; none stands out: how many (case, label) pairs were compared."""
+    h = ws.dataset(dataset)
+    if h.raw is None:
+        return []
+    try:
+        data, _, found = h.audit()
+    except Exception as e:                                     # noqa: BLE001 - a section that says why
+        return [{"dataset": dataset, "error": f"{type(e).__name__}: {e}", "rows": [], "compared": 0}]
+    # DG406 names the top suspects in rank order, one finding each (the last, without a case,
+    # counts the rest): as many rows as it names are the ones at or above its threshold
+    flagged = sum(1 for f in found if f.code == "DG406" and f.case)
+    rows = []
+    for s in data[:min(flagged, SUSPECTS_SHOWN)]:
+        pic, why = (_suspect_picture(h, s) if images else (None, "pictures off (--no-images)"))
+        rows.append({"case": s.case, "label": s.label, "name": s.name, "score": s.score,
+                     "reasons": s.reasons or ["unlike the other cases"], "slice": s.slice,
+                     "absent": bool(s.figures.get("absent")), "picture": pic, "no_picture": why})
+    return [{"dataset": dataset, "rows": rows, "more": flagged - len(rows),
+             "top_score": data[0].score if data else None, "compared": sum(1 for s in data if not s.figures.get("absent")),
+             "cases": len({s.case for s in data}),
+             "findings": [f.to_dict() for f in found if f.code == "DG406" and not f.case]}]
+
+
+def _suspect_picture(h, s) -> tuple[str | None, str | None]:
+    """(picture, None) or (None, why): the suspect's axis-0 slice (the middle one for a label
+    the case lacks) with that label's outline over channel 0."""
+    try:
+        image, label = h.load_slice(s.case, axis=0, index=s.slice, source="raw")
+    except Exception as e:                                     # noqa: BLE001 - no picture, still a row
+        return None, str(e)
+    spacing = None
+    try:
+        facts = h.case(s.case).facts.get("raw")
+        if facts is not None and facts.spacing and len(facts.spacing) == 3:
+            spacing = tuple(facts.spacing[1:])
+    except Exception:                                          # noqa: BLE001 - square pixels then
+        pass
+    return suspect_picture(image, label, s.label, spacing), None
 
 
 def _environment(ws) -> dict:

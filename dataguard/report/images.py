@@ -5,7 +5,7 @@ import base64
 import io
 from pathlib import Path
 
-from ..visual import slice_rgb
+from ..visual import label_colour, slice_rgb
 
 THUMB = 160          # longest side of a case thumbnail, pixels
 
@@ -90,6 +90,31 @@ def pred_vs_ref(image, ref, pred, spacing=None) -> str:
     a, b = _resize(slice_rgb(image, ref), spacing), _resize(slice_rgb(image, pred), spacing)
     gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
     return png_uri(np.concatenate([a, gap, b], axis=1))
+
+
+def outline_rgb(image, label, value: int, *, window: str = "auto"):
+    """(H, W, 3) uint8: the windowed image in grey with the outline of one label value drawn in
+    its colour (the voxels of the label with a 4-neighbour outside it), the inside left as it is
+    so that what the outline should follow stays visible."""
+    import numpy as np
+
+    rgb = slice_rgb(image, window=window, overlay=False)
+    if label is None:
+        return rgb
+    mask = np.asarray(label) == value
+    if not mask.any():
+        return rgb
+    inner = np.zeros_like(mask)
+    inner[1:-1, 1:-1] = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1]
+                         & mask[1:-1, :-2] & mask[1:-1, 2:])
+    rgb[mask & ~inner] = label_colour(value)
+    return rgb
+
+
+def suspect_picture(image, label, value: int, spacing=None, size: int = 200) -> str:
+    """A suspect's slice for the report: the label's outline over the image, `size` pixels on
+    the longest side (nearest neighbour: voxels stay crisp, the outline a line)."""
+    return png_uri(_resize(outline_rgb(image, label, value), spacing, size))
 
 
 def intensity_strip(summary: dict) -> str | None:

@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
+from .audit import AuditScreen
 from .rows import (
     COLUMNS,
     STATUS_STYLE,
@@ -69,6 +70,7 @@ class DataguardApp(App):
         Binding("R", "repair_all", "repair all"),
         Binding("u", "undo", "undo"),
         Binding("f", "splits", "folds"),
+        Binding("a", "audit", "audit labels", show=False),     # in help and the palette (the footer: snapshot)
         Binding("s", "rescan", "rescan"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit_safely", "quit"),
@@ -366,7 +368,7 @@ class DataguardApp(App):
         self.sort_column = col
         self.refill()
 
-    @on(DataTable.RowSelected)
+    @on(DataTable.RowSelected, "#cases")      # not a table of another screen (a case's files)
     def row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open_case()
 
@@ -500,6 +502,16 @@ class DataguardApp(App):
             return
         self.push_screen(SplitsScreen(self.ws, name))
 
+    def action_audit(self) -> None:
+
+        row = self.current_row()
+        names = [d.name for d in self.ws.datasets if d.raw is not None]
+        name = row.dataset if row is not None and row.dataset in names else (names[0] if names else None)
+        if name is None:
+            self.notify("no raw dataset: the label audit reads imagesTr and labelsTr", severity="warning")
+            return
+        self.push_screen(AuditScreen(self.ws, name))
+
     def action_help(self) -> None:
 
         self.push_screen(HelpScreen())
@@ -530,6 +542,7 @@ class DataguardApp(App):
             ("Repair everything fixable", "plan and repair every finding", self.action_repair_all),
             ("Undo latest repair", "restore the latest repair run", self.action_undo),
             ("Cross-validation folds", "folds x labels; rebalance", self.action_splits),
+            ("Audit labels", "suspect annotations, ranked, with their slice", self.action_audit),
             ("Help", "key bindings", self.action_help),
         ):
             yield SystemCommand(title, help_text, action)

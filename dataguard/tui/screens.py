@@ -124,11 +124,14 @@ class HelpScreen(ModalScreen[None]):
   n / N  next / previous problem    click a header to sort
   space mark    r repair marked or current    R repair all fixable
   u undo the latest repair          f folds x labels    s rescan
-  ctrl+p command palette            ? help              q quit
+  a audit labels (suspects, ranked) ctrl+p commands     ? help
+  q quit
 [b]case[/b]
   [ ] or PageUp/PageDown slices     a axis    o overlay
   w window (auto, CT presets)       s source (raw / configuration)
   r repair this case                escape back
+[b]audit[/b]
+  enter the suspect's slice, its label outlined   [ ] slices
 [b]folds[/b]
   b rebalance (plan, confirm, apply; u undoes)   escape back
 
