@@ -45,7 +45,7 @@ def test_report_is_one_self_contained_file(report):
         assert needle not in html
     assert html.count("data:image/png;base64,") >= 5
     said = " ".join(report[1].stderr.split())
-    assert ("summary, findings, cases, consistency, round trip, folds, training, "
+    assert ("summary, findings, cases, consistency, round trip, suspect labels, folds, training, "
             "cross-validation, submissions, environment") in said
 
 

@@ -52,14 +52,11 @@ def cmd_report(args) -> int:
                   on_step=lambda what: note(f"report: {what} ..."))
     html = render_html(rep, args.cases)
     atomic_write_text(args.output, html)
-    sections = [name for name, have in (("summary", True), ("findings", rep.findings), ("cases", rep.cases),
-                                        ("consistency", rep.consistency), ("round trip", rep.roundtrip),
-                                        ("folds", rep.folds),
-                                        ("training", rep.training), ("cross-validation", rep.cv),
-                                        ("submissions", rep.submissions), ("environment", rep.environment)) if have]
+    sections = rep.sections()
     for n in rep.notes:        # a section left out says why here too, not only on the page
         note(textwrap.fill(f"report: {n}", 80, subsequent_indent="  ", break_on_hyphens=False,
                            break_long_words=False))
-    note(f"wrote {args.output} ({len(html.encode()) / 1e6:.1f} MB, {time.monotonic() - t0:.1f} s)")
+    note(textwrap.fill(f"wrote {args.output} ({len(html.encode()) / 1e6:.1f} MB, {time.monotonic() - t0:.1f} s)",
+                       80, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False))
     note(textwrap.fill(f"sections: {', '.join(sections)}", 80, subsequent_indent="  ", break_on_hyphens=False))
     return ExitCode.CLEAN
