@@ -232,3 +232,17 @@ def test_streamed_strided_read_equals_nibabels_and_refuses_a_short_file(tmp_path
     (tmp_path / "short.nii").write_bytes(raw[:-20])
     with pytest.raises(ValueError):
         read_strided(str(tmp_path / "short.nii"), 1000)
+
+
+def test_slices_are_the_cases_own_when_read_on_a_strided_grid(tmp_path, monkeypatch):
+    from dataguard.checks import label_audit
+    from dataguard.demo.synthetic import write_raw_dataset
+
+    raw = write_raw_dataset(tmp_path / "nnUNet_raw", 906, "Strided", n_cases=9, shape=(40, 40, 24))
+    view = dataguard.Workspace([str(raw)], manifest_dir=tmp_path / "m", jobs=1).scan(full=True).views[raw.name]
+    whole = label_audit.case_figures(view)
+    monkeypatch.setattr(label_audit, "MAX_VOXELS", 40 * 40 * 24 // 8)        # stride 2
+    strided = label_audit.case_figures(view)
+    for case, labels in whole.items():
+        for lab, f in labels.items():
+            assert abs(strided[case][lab]["slice"] - f["slice"]) <= 2, (case, lab)

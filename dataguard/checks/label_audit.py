@@ -211,6 +211,10 @@ def case_figures(view) -> dict[str, dict[int, dict]]:
         sig = facts_i.get("signature")
         figs = label_figures(image, label, [x * s for x in full], labels,
                              counts or None, full, sig if isinstance(sig, list) and len(sig) == 3 else None)
+        for f in figs.values():             # slices of the strided grid -> the case's own slices
+            f["slice"] = f["slice"] * s
+            if f.get("gap_at") is not None:
+                f["gap_at"] = f["gap_at"] * s
         out[case] = {k: v for k, v in figs.items() if k != spec.ignore_label}
     return out
 
