@@ -280,6 +280,7 @@ TRIGGERS: dict[str, Trigger] = {
     "DG404": Trigger(on_raw(lambda ds: edit_json(ds / "dataset.json", lambda m: m["labels"].update(aorta=4)))),
     # a 1-voxel wall and plans with a configuration 3x coarser than the images (test_roundtrip.py)
     "DG405": Trigger(lambda root: _thin_wall_dataset(root) / "nnUNet_raw" / "Dataset950_Wall"),
+    "DG406": Trigger(lambda root: _shifted_annotation(root)),
     # DG5xx: cross-validation splits
     "DG501": Trigger(on_pre(lambda ds: (ds / "splits_final.json").write_text("[]"), splits_base)),
     "DG502": Trigger(on_pre(lambda ds: put_splits(ds, [("c0", "c2"), ("c1", "c3")], extra_train=["c0"]),
@@ -314,6 +315,17 @@ def test_code_is_triggered(code, tmp_path, request):
         res = ws.verify(select=[code]) if t.verify else ws.scan(select=[code])
     found = sorted({f.code for f in res.findings})
     assert found == [code], [f.to_dict() for f in res.findings]
+
+
+def _shifted_annotation(root: Path) -> Path:
+    """12 demo cases, one whose label map is moved 6 voxels: unlike the others (DG406)."""
+    from dataguard.demo.synthetic import write_raw_dataset
+
+    ds = write_raw_dataset(root / "nnUNet_raw", 908, "Audit", n_cases=12)
+    p = ds / "labelsTr" / "heart_005.nii.gz"
+    img = nib.load(p)
+    nib.save(nib.Nifti1Image(np.roll(np.asarray(img.dataobj), 6, axis=0).astype(np.uint8), img.affine), p)
+    return ds
 
 
 def test_every_code_has_a_trigger():

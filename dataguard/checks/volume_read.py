@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from ..fsio import open_nonblocking
+from .mirroring import read_zyx
 from .raw import GZIP_MAGIC, NIFTI_ENDINGS, _gunzip_stream, _nifti_header, _plain_stream, _Stream
 
 
@@ -26,8 +27,6 @@ def read_strided(path: str, max_voxels: int, stride: int | None = None):
     """(array (z, y, x), the stride used). `stride` given: that one (a label and its image
     on the same grid)."""
     if not str(path).lower().endswith(NIFTI_ENDINGS):
-        from .mirroring import read_zyx
-
         return read_zyx(str(path), stride)
     import numpy as np
 
