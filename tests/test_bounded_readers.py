@@ -438,3 +438,34 @@ def test_doctor_and_train_read_plans_and_fingerprint_bounded(tmp_path):
     log.parent.mkdir()
     assert label_names_for(log) == ([], "Dataset777_Tiny")          # log.parent.parent holds the sparse file
     assert time.monotonic() - t < 5
+
+
+def test_real_blosc2_files_in_nnunets_layouts_have_no_dg203(tmp_path):
+    """The frames blosc2 itself writes with the chunks and blocks nnU-Net picks: a chunk that is
+    not a whole number of blocks is stored padded to whole blocks (frame chunk bytes > the
+    chunk's), which is not a damaged frame (nnU-Net 2.8's own preprocessing wrote such files)."""
+    pytest.importorskip("nnunetv2")
+    import random
+
+    import blosc2
+    from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
+
+    from dataguard.checks.b2nd import check_b2nd
+    from dataguard.checks.base import FileTask
+
+    rng = random.Random(1)
+    padded = 0
+    for i in range(40):
+        image = (1, rng.randint(1, 14), rng.randint(40, 130), rng.randint(40, 130))
+        patch = [rng.randint(32, 96) for _ in range(2)]
+        for dtype in (np.float32, np.int16):
+            arr = np.random.default_rng(i).normal(size=image).astype(dtype)
+            blocks, chunks = comp_blosc2_params(image, patch, arr.itemsize)
+            name = f"case_{i}_{arr.itemsize}.b2nd"
+            b = blosc2.asarray(np.ascontiguousarray(arr), urlpath=str(tmp_path / name), mode="w",
+                               chunks=chunks, blocks=blocks)
+            padded += b.schunk.chunksize != int(np.prod(chunks)) * arr.itemsize
+            found, _ = check_b2nd(FileTask(str(tmp_path / name), f"preprocessed/{CFG}/{name}", "b2nd", "config",
+                                           f"case_{i}"), (tmp_path / name).read_bytes())
+            assert found == [], (image, chunks, blocks, [f.message for f in found])
+    assert padded, "no layout with a padded chunk was tried"

@@ -74,9 +74,13 @@ def layout_problem(shape, chunks, blocks, itemsize: int, schunk, size: int) -> s
     if itemsize <= 255 and schunk.typesize != itemsize:
         return f"frame item size {schunk.typesize} differs from the dtype's {itemsize}"
     want_chunk, want_block = math.prod(chunks) * itemsize, math.prod(blocks) * itemsize
-    if schunk.chunksize != want_chunk or schunk.blocksize != want_block:
+    # blosc2 stores a chunk as whole blocks: a chunk that is not a multiple of its blocks
+    # (nnU-Net's chunks often are not: (1, 1, 71, 66) in blocks of (1, 1, 64, 64)) is padded
+    padded_chunk = math.prod(-(-c // b) * b for c, b in zip(chunks, blocks)) * itemsize
+    if schunk.chunksize not in (want_chunk, padded_chunk) or schunk.blocksize != want_block:
         return (f"frame chunk/block bytes {schunk.chunksize}/{schunk.blocksize} differ from chunks {chunks} / "
-                f"blocks {blocks} of {itemsize}-byte items ({want_chunk}/{want_block})")
+                f"blocks {blocks} of {itemsize}-byte items ({want_chunk} or, padded to whole blocks, "
+                f"{padded_chunk}/{want_block})")
     if want_block > MAX_BLOCK:
         return f"blocks of {want_block} bytes exceed the {MAX_BLOCK >> 20} MB limit one block may expand to"
     expected = math.prod(-(-s // c) for s, c in zip(shape, chunks))
