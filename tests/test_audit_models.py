@@ -188,3 +188,22 @@ def test_audit_models_without_npz_names_the_val_npz_call(trained_models, monkeyp
     dg507 = [f for f in found if f.code == "DG507"]
     assert len(dg507) == 1 and "3d_fullres fold 1" in dg507[0].message and "label audit" in dg507[0].message
     assert "--val" in dg507[0].help and "--npz" in dg507[0].help
+
+
+def test_a_case_disagreeing_more_than_the_others_rises_above_them():
+    """Small models doubt every case a little; the excess over the same label in the other
+    cases is what marks an annotation (an eroded outline: the models see it 50% larger)."""
+    from dataguard.audit.models import rescore_against_others
+    from dataguard.suspects import Suspect, ranked
+
+    group = [Suspect(f"c{i:02d}", 2, "LV", 0.6, "models", ["doubtful"], 3,
+                     {"voxels": 1000, "outline": 0.01 * (i % 3), "other_fraction": 0.01, "doubt": 0.5})
+             for i in range(10)]
+    group[4].figures["outline"] = 0.5
+    rescore_against_others(group)
+    top = ranked(group)[0]
+    assert top.case == "c04" and "eroded or bloated" in top.reasons[0]
+    assert all(s.score < top.score - 0.2 for s in group if s.case != "c04")
+    few = [Suspect(f"c{i}", 2, "LV", 0.6, "models", [], None, {"voxels": 10, "outline": i}) for i in range(5)]
+    rescore_against_others(few)                                   # fewer than 8 cases: unchanged
+    assert [s.score for s in few] == [0.6] * 5

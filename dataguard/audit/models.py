@@ -31,6 +31,7 @@ score = 1 - (1 - doubt)(1 - other)(1 - missed). Memory: one label at a time, in 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -228,6 +229,10 @@ def case_disagreement(case: str, probabilities: list, ref, labels: dict[int, str
             thin = int(_opened(both).sum()) < 0.5 * int(both.sum())
         shape_of = (lambda m: m) if thin else _opened
         fig: dict = {"voxels": n}
+        if n:        # the outline against the models, rims included: + annotation smaller, - larger
+            over = int(np.count_nonzero(A & c_conf & (c_arg != lab)))
+            under = int(np.count_nonzero(pred_l & ~A & c_valid))
+            fig["outline"] = round((under - over) / n, 4)
         reasons: list[tuple[float, str]] = []
         slice_at: list[tuple[float, int]] = []
 
@@ -341,6 +346,61 @@ def rescore_unannotated(suspects: list[Suspect], typical: dict[int, float]) -> N
             s.score = score_of(fig, typical[s.label])
 
 
+# figure -> (way, floor of the spread): how a case's figure is compared with the same label's in
+# the other cases; a case far out (robust z above RELATIVE_Z) gains evidence, up to 1 at +5
+RELATIVE = {"outline": ("two", 0.02), "other_fraction": ("high", 0.01), "doubt": ("high", 0.05)}
+RELATIVE_Z = 3.0
+RELATIVE_MIN_CASES = 8
+
+
+def rescore_against_others(suspects: list[Suspect]) -> None:
+    """Models as small or as unsure as a dataset's get disagree with every case a little; what
+    marks an annotation is disagreeing more than for the same label in the other cases. Per
+    label (at least RELATIVE_MIN_CASES cases annotating it), each RELATIVE figure becomes a
+    robust z (median, 1.4826 x MAD, floored); beyond RELATIVE_Z it is evidence e in [0, 1)
+    (1 - exp(-(z - RELATIVE_Z) / 3), its largest over the figures), and the score becomes the
+    mean of the case's own score and e, with a reason. In place."""
+    import statistics
+
+    by_label: dict[int, list[Suspect]] = {}
+    for s in suspects:
+        if s.figures.get("voxels"):
+            by_label.setdefault(s.label, []).append(s)
+    for group in by_label.values():
+        if len(group) < RELATIVE_MIN_CASES:
+            continue
+        best: dict[int, tuple[float, str]] = {}
+        for name, (way, floor) in RELATIVE.items():
+            vals = [float(s.figures.get(name) or 0.0) for s in group]
+            med = statistics.median(vals)
+            spread = max(1.4826 * statistics.median(abs(v - med) for v in vals), floor)
+            for i, (s, v) in enumerate(zip(group, vals)):
+                z = (v - med) / spread
+                z = abs(z) if way == "two" else z
+                if z <= RELATIVE_Z:
+                    continue
+                e = 1.0 - math.exp(-(z - RELATIVE_Z) / 3.0)          # continuous: far-out cases keep their order
+                if e > best.get(i, (0.0, ""))[0]:
+                    best[i] = (e, _relative_words(name, v, med, s.name))
+        for i, s in enumerate(group):
+            e, said = best.get(i, (0.0, ""))
+            s.score = 0.5 * s.score + 0.5 * e           # as much the case's own disagreement as its excess
+            if not said:
+                continue
+            s.figures["relative"] = round(e, 4)
+            s.reasons = [said] + s.reasons if e >= 0.5 else s.reasons + [said]
+
+
+def _relative_words(name: str, v: float, med: float, label: str) -> str:
+    if name == "outline":
+        how = "smaller" if v > med else "larger"
+        return (f"the annotation of '{label}' is {how} than the models see it ({v:+.0%} of it, the other "
+                f"cases {med:+.0%}): an eroded or bloated outline?")
+    if name == "other_fraction":
+        return f"more of it is confidently another class than in the other cases ({v:.0%} vs {med:.0%})"
+    return f"the models doubt it more than the same label in the other cases ({v:.2f} vs {med:.2f})"
+
+
 def findings_of(suspects: list[Suspect], where_of=lambda s: s.case, at: float = REPORT_AT) -> list[Finding]:
     """DG805 for each suspect scoring `at` or more: info, a warning when a confident region of
     another class (or of this label, unannotated) is at least WARN_FRACTION of the label."""
@@ -430,6 +490,7 @@ def audit_models(handle, specs: list[str], on_case=None, include_unfinished: boo
         if remote is None:
             pool.shutdown(wait=True)
     rescore_unannotated(suspects, typical_volumes(suspects))
+    rescore_against_others(suspects)
     suspects = ranked(suspects)
     ending = str(dj.get("file_ending", ".nii.gz")) if isinstance(dj, dict) else ".nii.gz"
     found = findings_of(suspects, lambda s: str(gt_dir / f"{s.case}{ending}"), at)
