@@ -289,11 +289,10 @@ def roundtrip(seg_t, spacing_t, target, shape_small, seg_kwargs: dict, prob_kwar
     background both before and after. None: the case has no label."""
     import numpy as np
 
-    nz = [np.flatnonzero(np.any(seg_t != 0, axis=tuple(j for j in range(seg_t.ndim) if j != i)))
-          for i in range(seg_t.ndim)]
-    if any(len(x) == 0 for x in nz):
+    whole = box_of(seg_t != 0)
+    if whole is None:
         return None
-    fg = [(int(x[0]), int(x[-1]) + 1) for x in nz]
+    fg = [(b.start, b.stop) for b in whole]
     th = seg_kwargs.get("separate_z_anisotropy_threshold", ANISO_THRESHOLD)
     ax_f = separate_axis(seg_kwargs.get("force_separate_z"), spacing_t, target, th)
     small, sbox = forward(seg_t, fg, shape_small, ax_f, seg_kwargs, seg_rule())
@@ -306,6 +305,19 @@ def roundtrip(seg_t, spacing_t, target, shape_small, seg_kwargs: dict, prob_kwar
         region = _hull(fg, reach(sbox, small.shape, seg_t.shape, ax_b, prob_kwargs))
         up = back(small, sbox, seg_t.shape, ax_b, prob_kwargs, region)
     return region, seg_t[_slices(region)], up
+
+
+def box_of(mask) -> tuple[slice, ...] | None:
+    """The bounding box of a mask's true voxels, one slice per axis; None: none is true."""
+    import numpy as np
+
+    out = []
+    for i in range(mask.ndim):
+        x = np.flatnonzero(np.any(mask, axis=tuple(j for j in range(mask.ndim) if j != i)))
+        if len(x) == 0:
+            return None
+        out.append(slice(int(x[0]), int(x[-1]) + 1))
+    return tuple(out)
 
 
 def voxels(box) -> int:

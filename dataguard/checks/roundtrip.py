@@ -39,7 +39,7 @@ from .base import FileTask
 from .cases import DatasetView
 from . import resample
 from .resample import values
-from .raw import GZIP_MAGIC, _gunzip_stream, _nifti_header, _plain_stream, _Stream
+from .volume_read import nifti_stream, scaling
 
 THRESHOLD = 0.9          # mean round-trip Dice below this: DG405 (a warning)
 LOST_SHARE = 0.1         # ... or more than this share of a label's components lost entirely
@@ -159,12 +159,7 @@ def read_label(src):
     from the scan's open stream; memory bounded by the header's size (checked against the file)."""
     import numpy as np
 
-    src.seek(0)
-    magic = src.read(2)
-    src.seek(0)
-    s = _Stream(_gunzip_stream(src) if magic == GZIP_MAGIC else _plain_stream(src))
-    head = s.take(540)
-    hdr = _nifti_header(head)
+    hdr, s, rest = nifti_stream(src)
     dtype = hdr.get_data_dtype()
     shape = [int(x) for x in hdr.get_data_shape()]
     zooms = [float(z) for z in hdr.get_zooms()]
@@ -176,19 +171,13 @@ def read_label(src):
     if n > MAX_VOXELS:
         return _Big(n), []
     nbytes = n * dtype.itemsize
-    offset = int(hdr.get_data_offset())
-    if offset > len(head):
-        s.skip(offset - len(head))
-        raw = s.take(nbytes)
-    else:
-        raw = (head[offset:] + s.take(nbytes - (len(head) - offset)))[:nbytes]
+    raw = (rest + s.take(nbytes - len(rest)))[:nbytes] if len(rest) < nbytes else rest[:nbytes]
     if len(raw) < nbytes:
         raise ValueError("fewer voxels than the header says")
     a = np.frombuffer(raw, dtype=dtype).reshape(shape, order="F")
-    slope, inter = hdr.get_slope_inter()
-    if dtype.kind in "fc" or (slope not in (None, 1.0) and np.isfinite(slope) and slope != 0) or inter not in (None, 0.0):
-        s_ = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
-        i_ = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    sc = scaling(hdr)
+    if dtype.kind in "fc" or sc is not None:
+        s_, i_ = sc or (1.0, 0.0)
         a = np.rint(np.nan_to_num(a.astype(np.float64) * s_ + i_))
     if len(shape) == 2:      # nnU-Net's SimpleITKIO: a 2D image is one slice, spacing 999 across
         return np.ascontiguousarray(a.T)[None].astype(np.int32), [999.0, zooms[1], zooms[0]]
@@ -313,18 +302,6 @@ def _components(mask) -> tuple[int, object]:
     return n, lab
 
 
-def _box_of(mask):
-    import numpy as np
-
-    out = []
-    for i in range(mask.ndim):
-        x = np.flatnonzero(np.any(mask, axis=tuple(j for j in range(mask.ndim) if j != i)))
-        if len(x) == 0:
-            return None
-        out.append(slice(int(x[0]), int(x[-1]) + 1))
-    return tuple(out)
-
-
 def label_figures(seg_t, back, before_of: dict | None = None) -> dict[str, list]:
     """Per foreground label of the case: [dice, components before, components lost entirely]
     (counted inside the label's own box; `before_of` keeps each label's count across a
@@ -340,7 +317,7 @@ def label_figures(seg_t, back, before_of: dict | None = None) -> dict[str, list]
         inter = int(np.count_nonzero(a & b))
         na, nb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
         dice = 2 * inter / (na + nb) if na + nb else 1.0
-        box = _box_of(a)
+        box = resample.box_of(a)
         a, b = a[box], b[box]
         if int(v) in before_of and inter == na:
             before, lost = before_of[int(v)], 0          # every voxel kept: no component lost

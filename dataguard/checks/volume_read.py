@@ -23,6 +23,34 @@ def stride_for(shape, max_voxels: int) -> int:
     return max(1, math.ceil((n / max_voxels) ** (1 / dims)))
 
 
+def nifti_stream(f):
+    """(header, the byte stream positioned at the voxels, the voxel bytes already read with the
+    header) of an open NIfTI file, gzip or plain: the one way the checks that read voxels again
+    start, so the stream, the header and the data offset are handled once."""
+    f.seek(0)
+    magic = f.read(2)
+    f.seek(0)
+    s = _Stream(_gunzip_stream(f) if magic == GZIP_MAGIC else _plain_stream(f))
+    head = s.take(540)
+    hdr = _nifti_header(head)
+    offset = int(hdr.get_data_offset())
+    if offset > len(head):
+        s.skip(offset - len(head))
+        return hdr, s, b""
+    return hdr, s, head[offset:]
+
+
+def scaling(hdr) -> tuple[float, float] | None:
+    """(slope, intercept) nibabel would apply, a non-finite or zero slope read as 1 and a
+    non-finite intercept as 0; None when that is the identity."""
+    import numpy as np
+
+    slope, inter = hdr.get_slope_inter()
+    s_ = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    i_ = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return None if (s_, i_) == (1.0, 0.0) else (s_, i_)
+
+
 def read_strided(path: str, max_voxels: int, stride: int | None = None):
     """(array (z, y, x), the stride used). `stride` given: that one (a label and its image
     on the same grid)."""
@@ -31,21 +59,13 @@ def read_strided(path: str, max_voxels: int, stride: int | None = None):
     import numpy as np
 
     with open_nonblocking(path) as f:
-        magic = f.read(2)
-        f.seek(0)
-        s = _Stream(_gunzip_stream(f) if magic == GZIP_MAGIC else _plain_stream(f))
-        head = s.take(540)
-        hdr = _nifti_header(head)
+        hdr, s, rest = nifti_stream(f)
         dtype = hdr.get_data_dtype()
         shape = [int(x) for x in hdr.get_data_shape()] + [1, 1, 1]
         X, Y, Z = shape[:3]
         if min(X, Y, Z) < 1:
             raise ValueError(f"shape {shape[:3]}: empty")
         st = stride or stride_for((X, Y, Z), max_voxels)
-        offset = int(hdr.get_data_offset())
-        rest = head[offset:] if offset <= len(head) else b""
-        if offset > len(head):
-            s.skip(offset - len(head))
         per_slice = X * Y * dtype.itemsize
         kept = []
         for z in range(Z):
@@ -58,9 +78,7 @@ def read_strided(path: str, max_voxels: int, stride: int | None = None):
                 sl = np.frombuffer(data, dtype=dtype).reshape((Y, X))        # x fastest: rows are y
                 kept.append(np.array(sl[::st, ::st]))
     arr = np.stack(kept)
-    slope, inter = hdr.get_slope_inter()
-    if (slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0)) or \
-            (inter is not None and np.isfinite(inter) and inter != 0.0):
-        arr = arr.astype(np.float64) * (1.0 if slope is None or not np.isfinite(slope) or slope == 0 else slope) \
-            + (0.0 if inter is None or not np.isfinite(inter) else inter)
+    sc = scaling(hdr)
+    if sc is not None:
+        arr = arr.astype(np.float64) * sc[0] + sc[1]
     return arr, st
