@@ -200,29 +200,70 @@ def forward(seg, fg_box, out_shape, axis, kwargs: dict, rule: str):
     return full, box
 
 
+def _reach(ind, maps, box, start):
+    """(output box, input box) of the outputs whose inputs meet indicator `ind`'s true
+    voxels, in `box`'s and `ind`'s coordinates; None: `ind` is all false. Outside that output
+    box the indicator resizes to exactly 0, so nothing there needs computing."""
+    b = box_of(ind)
+    if b is None:
+        return None
+    out, src = [], []
+    for m, s, (lo, hi), st in zip(maps, b, box, start):
+        o0, o1 = m.touching(s.start + st, s.stop + st)
+        o0, o1 = max(o0, lo), min(o1, hi)
+        if o0 >= o1:
+            return None
+        i0, i1 = m.needs(o0, o1)
+        out.append((o0 - lo, o1 - lo))
+        src.append((i0 - st, i1 - st))
+    return out, src
+
+
+def _score(ind, maps, box, start):
+    """A label indicator resized over `box`, computed only where it reaches: (its sub-box of
+    `box`, the scores there) or None where it reaches nothing."""
+    import numpy as np
+
+    r = _reach(ind, maps, box, start)
+    if r is None:
+        return None
+    out, src = r
+    sub = [(lo + b[0], hi + b[0]) for (lo, hi), b in zip(out, box)]
+    part = ind[_slices(src)].astype(np.float64)
+    return _slices(out), resize_box(part, maps, sub, [s0 + st for (s0, _), st in zip(src, start)])
+
+
 def _settle(part, labels, maps, near, box, start, rule):
-    """Each label's indicator resized; the winner per voxel by batchgenerators' rule."""
+    """Each label's indicator resized; the winner per voxel by batchgenerators' rule. The
+    first label (the background, where present) is resized over the whole box; the others
+    only where they reach (elsewhere their score is exactly 0 and cannot win)."""
     import numpy as np
 
     shape = tuple(hi - lo for lo, hi in box)
     if rule == "threshold":
         out = np.zeros(shape, dtype=np.int32)
         for c in labels:
-            score = resize_box((part == c).astype(np.float64), maps, box, start)
-            out[score >= 0.5] = c
+            got = _score(part == c, maps, box, start)
+            if got is not None:
+                where, score = got
+                out[where][score >= 0.5] = c
         return out
     nn = resize_box(part.astype(np.float64), near, box, start)
     best = win = nn_score = None
     for c in labels:
-        score = resize_box((part == c).astype(np.float64), maps, box, start)
         if best is None:
-            best, win = score, np.full(shape, c, dtype=np.int32)
-            nn_score = np.where(nn == c, score, 0.0)
+            best = resize_box((part == c).astype(np.float64), maps, box, start)
+            win = np.full(shape, c, dtype=np.int32)
+            nn_score = np.where(nn == c, best, 0.0)
             continue
-        better = score > best
-        win[better] = c
-        np.maximum(best, score, out=best)
-        np.copyto(nn_score, score, where=nn == c)
+        got = _score(part == c, maps, box, start)
+        if got is None:
+            continue
+        where, score = got
+        b, w, ns = best[where], win[where], nn_score[where]
+        w[score > b] = c
+        np.maximum(b, score, out=b)
+        np.copyto(ns, score, where=nn[where] == c)
     tie = (nn_score == best) & (nn_score > 0)
     win[tie] = nn[tie].astype(np.int32)
     return win
@@ -266,14 +307,19 @@ def back(small, small_box, out_shape, axis, kwargs: dict, region):
     part = small[_slices(need)]
     start = [lo for lo, _ in need]
     best = arg = None
-    for v in np.union1d([0], values(part)):
-        up = resize_box((part == v).astype(np.float64), maps, region, start).astype(np.float32)
+    for v in np.union1d([0], values(part)):      # the background over the whole region, first
         if best is None:
-            best, arg = up, np.full(up.shape, v, dtype=np.int32)
+            best = resize_box((part == v).astype(np.float64), maps, region, start).astype(np.float32)
+            arg = np.full(best.shape, v, dtype=np.int32)
             continue
-        win = up > best
-        arg[win] = v
-        np.maximum(best, up, out=best)
+        got = _score(part == v, maps, region, start)      # the others only where they reach
+        if got is None:
+            continue
+        where, up = got
+        b, a = best[where], arg[where]
+        up = up.astype(np.float32)
+        a[up > b] = v
+        np.maximum(b, up, out=b)
     return arg
 
 

@@ -148,7 +148,7 @@ def check_roundtrip(task: FileTask, src, data: bytes | None) -> tuple[list[Findi
                                                              f"{MAX_LABELS} labels dataguard round-trips"}}
     configs, before_of = {}, {}
     for spec in json.loads(specs):
-        configs[spec["name"]] = roundtrip_config(seg, spacing, spec, before_of)
+        configs[spec["name"]] = roundtrip_config(seg, spacing, spec, before_of, present_values)
     present = [int(v) for v in present_values if v != 0]
     return [], {"roundtrip": {"v": VERSION, "shape": list(seg.shape), "spacing": spacing, "labels": present,
                               "configs": configs}}
@@ -179,9 +179,12 @@ def read_label(src):
     if dtype.kind in "fc" or sc is not None:
         s_, i_ = sc or (1.0, 0.0)
         a = np.rint(np.nan_to_num(a.astype(np.float64) * s_ + i_))
+    # an integer label of 1 or 2 bytes keeps its type (a quarter of int32's memory and passes)
+    keep = a.dtype.kind in "iu" and a.dtype.itemsize <= 2
+    as_int = (lambda x: x.copy()) if keep else (lambda x: x.astype(np.int32))
     if len(shape) == 2:      # nnU-Net's SimpleITKIO: a 2D image is one slice, spacing 999 across
-        return np.ascontiguousarray(a.T)[None].astype(np.int32), [999.0, zooms[1], zooms[0]]
-    return np.ascontiguousarray(a.transpose(2, 1, 0)).astype(np.int32), [zooms[2], zooms[1], zooms[0]]
+        return as_int(a.T[None]), [999.0, zooms[1], zooms[0]]
+    return as_int(a.transpose(2, 1, 0)), [zooms[2], zooms[1], zooms[0]]
 
 
 class _Big:
@@ -199,8 +202,10 @@ def target_of(spec: dict, spacing_t: list[float]) -> list[float]:
     return [spacing_t[0]] + sp if len(sp) < 3 else sp
 
 
-def roundtrip_config(seg, spacing: list[float], spec: dict, before_of: dict | None = None) -> dict:
-    """One configuration's figures for one case (seg: int array, SimpleITK order)."""
+def roundtrip_config(seg, spacing: list[float], spec: dict, before_of: dict | None = None,
+                     present=None) -> dict:
+    """One configuration's figures for one case (seg: int array, SimpleITK order; `present`:
+    its distinct values, if known)."""
     if "spacing" not in spec:
         return {"refused": spec["problem"]}
     tf = spec["transpose"]
@@ -224,7 +229,7 @@ def roundtrip_config(seg, spacing: list[float], spec: dict, before_of: dict | No
         if trip is None:
             return {**out, "labels": {}}
         box, crop, back = trip
-        out["labels"] = label_figures(crop, back, before_of)
+        out["labels"] = label_figures(crop, back, before_of, present)
         out["box"] = [list(b) for b in box]
         return out
     box = foreground_box(seg_t, sp_t, target, whole)
@@ -302,15 +307,16 @@ def _components(mask) -> tuple[int, object]:
     return n, lab
 
 
-def label_figures(seg_t, back, before_of: dict | None = None) -> dict[str, list]:
+def label_figures(seg_t, back, before_of: dict | None = None, present=None) -> dict[str, list]:
     """Per foreground label of the case: [dice, components before, components lost entirely]
     (counted inside the label's own box; `before_of` keeps each label's count across a
-    case's configurations: it is the same in all)."""
+    case's configurations: it is the same in all; `present`: the case's values, when `seg_t`
+    is a box holding all its labels)."""
     import numpy as np
 
     out = {}
     before_of = {} if before_of is None else before_of
-    for v in values(seg_t):
+    for v in (values(seg_t) if present is None else present):
         if v == 0:
             continue
         a, b = seg_t == v, back == v
