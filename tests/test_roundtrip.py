@@ -283,3 +283,32 @@ def test_figures_equal_nnunets_whole_preprocessing_and_export(real_project):
             a, b = ref == int(c), pred == int(c)
             dice = 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
             assert abs(figs[0] - dice) <= 1e-6, (case, c, figs[0], dice)
+
+
+@pytest.mark.parametrize("shape", [(12, 20, 24), (40, 50)])
+@pytest.mark.parametrize("share", [0.05, 0.1, 0.2])
+def test_component_counts_equal_scipys_full_connectivity(shape, share):
+    """The components counted with cc3d are scipy's with a 3^n structure (every neighbour)."""
+    import numpy as np
+    from scipy import ndimage
+
+    from dataguard.checks.roundtrip import _components
+
+    mask = np.random.default_rng(len(shape) * 10 + int(share * 100)).random(shape) < share
+    n, lab = _components(mask)
+    ref, k = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    assert n == k > 1
+    assert np.array_equal(lab > 0, mask)
+    assert sorted(np.bincount(lab.ravel())[1:]) == sorted(np.bincount(ref.ravel())[1:])
+
+
+def test_labels_to_round_trip_are_parallel_work():
+    """Compressed labels are small, but each round trip is tens of ms of GIL-free numpy: eight
+    or more of them run on the pool even when the bytes alone would stay in-process."""
+    from dataguard.engine.executors import PARALLEL_MIN_FILES, choose_pool
+
+    kinds, sizes = ["label"] * 20, [30_000] * 20
+    assert not choose_pool(kinds, sizes, jobs=2).parallel
+    assert choose_pool(kinds, sizes, jobs=2, heavy=PARALLEL_MIN_FILES).parallel
+    assert not choose_pool(kinds, sizes, jobs=2, heavy=PARALLEL_MIN_FILES - 1).parallel
+    assert not choose_pool(kinds, sizes, jobs=1, heavy=20).parallel     # one core: nothing to share

@@ -92,6 +92,9 @@ def values(a):
 
     if a.size and a.dtype.kind in "iu":
         lo, hi = int(a.min()), int(a.max())
+        if lo >= 0 and hi < 16 and a.dtype.itemsize == 1 and a.size > 1 << 16:
+            # a few values in a big byte map: one comparison each beats bincount's copy to intp
+            return np.array([v for v in range(lo, hi + 1) if v in (lo, hi) or (a == v).any()], dtype=a.dtype)
         if lo >= 0 and hi < 1 << 16:
             return np.flatnonzero(np.bincount(a.ravel(), minlength=hi + 1)).astype(a.dtype)
     return np.unique(a)

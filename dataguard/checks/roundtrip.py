@@ -300,11 +300,14 @@ def roundtrip(seg_t, spacing_t, target, new_shape, seg_kwargs: dict, prob_kwargs
 
 
 def _components(mask) -> tuple[int, object]:
-    import numpy as np
-    from scipy import ndimage
+    """(count, labelled array) of a mask's connected components, every neighbour touching
+    (26 in 3D, 8 in 2D; what scipy's label gives with a 3^n structure). cc3d (nnunetv2
+    depends on it through acvl_utils) imports in 3 ms where scipy.ndimage takes 170 ms in
+    each scan worker, and labels faster."""
+    import cc3d
 
-    lab, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
-    return n, lab
+    lab, n = cc3d.connected_components(mask, connectivity=26 if mask.ndim == 3 else 8, return_N=True)
+    return int(n), lab
 
 
 def label_figures(seg_t, back, before_of: dict | None = None, present=None) -> dict[str, list]:

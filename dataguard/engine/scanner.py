@@ -157,8 +157,9 @@ def run_file_checks(tasks: list[FileTask], sizes: list[int] | None = None, *,
             on_progress(done, total, tasks[group[-1]].rel)
 
     jobs = jobs or default_jobs()
+    heavy = sum(1 for t in tasks if t.roundtrip and (t.checks is None or "roundtrip-case" in t.checks))
     choice = choose_pool([t.kind for t in tasks], sizes, executor=executor, jobs=jobs,
-                         force_parallel=force_parallel, pool=pool)
+                         force_parallel=force_parallel, pool=pool, heavy=heavy)
     parallel, kind, own = choice.parallel, choice.kind, choice.own
     groups = batches(order, sizes, *choice.batch)
     if not parallel:
