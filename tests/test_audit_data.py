@@ -246,3 +246,31 @@ def test_slices_are_the_cases_own_when_read_on_a_strided_grid(tmp_path, monkeypa
     for case, labels in whole.items():
         for lab, f in labels.items():
             assert abs(strided[case][lab]["slice"] - f["slice"]) <= 2, (case, lab)
+
+
+def test_figures_are_recorded_by_the_scan_and_follow_a_changed_label(corrupted, tmp_path):
+    """The scan records each case's figures while it streams the image (nothing read again):
+    they equal a fresh read of the case, and a label changed on disk (its image untouched)
+    gets new figures at the next, incremental, scan."""
+    work, raw, plan = corrupted
+    ws = dataguard.Workspace([str(raw)], manifest_dir=tmp_path / "m")
+    view = ws.scan(full=True).views[raw.name]
+    recorded = ad.recorded_figures(view)
+    read = ad.case_figures(view)
+    assert recorded is not None and set(recorded) == set(read) and len(read) >= 20
+    for case in read:
+        assert set(recorded[case]) == set(read[case])
+        for lab, f in read[case].items():
+            for k, v in f.items():
+                assert recorded[case][lab][k] == pytest.approx(v), (case, lab, k)
+    clean = sorted(set(read) - set(plan))[0]
+    p = raw / "labelsTr" / f"{clean}.nii.gz"
+    img = nib.load(p)
+    lab = np.asarray(img.dataobj).copy()
+    lab[lab == 1] = 0                                         # the myocardium left unlabelled
+    nib.save(nib.Nifti1Image(lab, img.affine, img.header), p)
+    res = ws.scan()
+    assert res.stats.checked == 2                             # the label and its image's channel 0
+    again = ad.recorded_figures(res.views[raw.name])
+    assert 1 in recorded[clean] and 1 not in again[clean]
+    assert any(s.case == clean and s.label == 1 for s in ad.audit_view(res.views[raw.name]))

@@ -98,7 +98,7 @@ def _pkl(inp: FileInput):
 
 def _image(inp: FileInput):
 
-    return check_image(inp.task, inp.src)
+    return check_image(inp.task, inp.src, inp.scratch)
 
 
 def _metadata(inp: FileInput):
@@ -113,6 +113,12 @@ def _metadata(inp: FileInput):
 def _roundtrip(inp: FileInput):
 
     return check_roundtrip(inp.task, inp.src, inp.data)
+
+
+def _audit_case(inp: FileInput):
+    from .label_audit import check_audit_case
+
+    return check_audit_case(inp.task, inp.src, inp.scratch)
 
 
 def _dataset(module: str, fn: str):
@@ -149,6 +155,10 @@ for _c in (
     FileCheck("roundtrip-case", (), "raw training labels: each label's round trip through every "
               "planned configuration's target spacing with nnU-Net's own resampling (Dice, components)",
               _roundtrip, kinds=frozenset({"label"})),
+    # no codes of its own: it runs for label-audit (DG406), on raw training images' channel 0
+    FileCheck("audit-case", (), "raw training cases: the label audit's figures of each label (volume, "
+              "pieces, position, intensity, outline, empty slices) from channel 0, kept on a strided grid "
+              "while raw-image inflates it, and the label", _audit_case, kinds=frozenset({"image"})),
     FileCheck("metadata", ("DG211",), "preprocessed nnUNetPlans*.json, dataset.json and "
               "dataset_fingerprint.json: parse and types", _metadata, kinds=frozenset({"json"})),
     DatasetCheck("stray-folders", ("DG102",), "a __MACOSX folder as one finding (its files folded into it)",
@@ -179,8 +189,8 @@ for _c in (
                  needs_kinds=frozenset({"image", "label"}), needs_where=frozenset({"raw"})),
     DatasetCheck("label-audit", ("DG406",), "annotations unlike the same label in the other cases (volume, "
                  "pieces, position, intensity, outline, empty slices, a missing label): a question, never an "
-                 "error; read again from the raw training cases, within bounds",
-                 _dataset("label_audit", "check_label_audit"), needs=("raw-image",),
+                 "error; figures computed while the scan reads each training case, within bounds",
+                 _dataset("label_audit", "check_label_audit"), needs=("raw-image", "audit-case"),
                  needs_kinds=frozenset({"image", "label"}), needs_where=frozenset({"raw"})),
     DatasetCheck("metadata-presence", ("DG211",), "the preprocessed dataset has its dataset.json and "
                  "plans", _dataset("metadata", "metadata_presence")),

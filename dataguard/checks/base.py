@@ -19,7 +19,7 @@ GATHER = MAX_OUT         # value counting gathers smaller pieces (blosc2 chunks:
 
 
 def context_digest(specs: str) -> str:
-    """A short digest of a raw training label's round-trip context (FileTask.roundtrip)."""
+    """A short digest of a task's extra context (FileTask.roundtrip, FileTask.pair)."""
     return blake2b(specs.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
@@ -36,12 +36,16 @@ class FileTask:
     checks: tuple[str, ...] | None = None   # registered file checks to run (None: all for the kind)
     dataset: str | None = None              # DatasetXXX_Name: results are keyed by (dataset, rel)
     roundtrip: str | None = None            # raw training labels: the plans' configurations (DG405)
+    pair: str | None = None                 # raw training image channel 0: JSON [its label's rel, size,
+                                            # mtime] (DG406's figures are computed from both)
 
     def context_key(self) -> str:
         """Anything besides the bytes that the findings depend on (cache invalidation).
         A raw training label's key adds a digest of the planned configurations (DG405's round
         trip depends on them); every other file's key is what it always was."""
         key = f"{self.kind}|{self.where}|{self.case}|{self.labels}"
+        if self.pair is not None:
+            key = f"{key}|pair:{context_digest(self.pair)}"
         if self.roundtrip is None:
             return key
         return f"{key}|rt:{context_digest(self.roundtrip)}"

@@ -166,13 +166,14 @@ def check_file(task: FileTask) -> FileResult:
                 res.same_content = True      # touched or copied, not changed: recorded results hold
                 return res
             gated = False
+            scratch: dict = {}
             for check in checks:
                 if gated:
                     res.by_check[check.name] = []
                     continue
                 src.seek(0)
                 try:
-                    found, facts = check.run(FileInput(task, src, data, st.st_size))
+                    found, facts = check.run(FileInput(task, src, data, st.st_size, scratch))
                 except (OSError, MemoryError):
                     raise
                 except Exception as e:  # noqa: BLE001 - any bug or odd input: DG001, go on

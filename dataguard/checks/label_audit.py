@@ -10,14 +10,19 @@ and this case lacks is a suspect of its own. A (case, label)'s score is its larg
 reasons the figures behind the two largest, in words.
 
 Reading is bounded as DG314's is: image channel 0 and the label on a strided grid of at
-most MAX_VOXELS voxels, streamed one z slice at a time (`volume_read.py`, ISA-L), no link
-followed; the volume comes from the scan's own full-resolution voxel counts and the image's
-p1/p99 from the scan's intensity signature. The scan reuses the
-findings while no raw file changed (dataset-check signature), so a rescan reads nothing.
+most MAX_VOXELS voxels (`volume_read.py`), no link followed. The figures are per-file facts
+of the image (`check_audit_case`, the scan's `audit-case` check): the grid is kept while the
+raw-image check inflates the image anyway, so the audit decodes no image twice, and the
+image's context holds its label's size and mtime, so either file changing computes them
+again. The volume comes from the label's own full-resolution voxel counts. A rescan, the
+report, the TUI and `dataguard audit` read nothing: they rank the recorded figures
+(`recorded_figures`); a view whose scan left DG406 out is read case by case instead
+(`case_figures`).
 """
 from __future__ import annotations
 
 import math
+import os
 
 from ..findings import Finding, Severity, finding
 from ..spec import clip, parse_spec
@@ -183,40 +188,135 @@ def findings_of(found: list[Suspect], dataset: str = "DATASET", where: str = "ra
 
 
 # --- reading the dataset ---------------------------------------------------------------------
+THREADS = 8            # cases read at once (ISA-L inflate and numpy release the GIL); each holds
+                       # at most 2 x MAX_VOXELS voxels (image and label on the strided grid)
+
+
 def case_figures(view) -> dict[str, dict[int, dict]]:
     """{case: {label: figures}} for the raw training cases whose channel 0 and label the scan
-    read (same shape), each read bounded on a strided grid."""
+    read (same shape), each read bounded on a strided grid; cases on a thread pool (one per
+    core, at most THREADS)."""
+    spec = parse_spec(view.meta or {})
+    pairs = _training_pairs(view, spec.ending)
+    view.raw_cases()                  # built once, before the threads read it
+    jobs = min(THREADS, os.cpu_count() or 1, len(pairs))
+    if jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(jobs, thread_name_prefix="dataguard-audit") as ex:
+            got = list(ex.map(lambda p: _one_case(view, spec, *p), pairs))
+    else:
+        got = [_one_case(view, spec, *p) for p in pairs]
+    return {case: figs for (case, *_), figs in zip(pairs, got) if figs is not None}
+
+
+def _one_case(view, spec, case: str, img_path: str, lab_path: str, img_rel: str) -> dict[int, dict] | None:
+    """One case's figures per label; None when its files cannot be read (the raw-image
+    check's findings say why)."""
     import numpy as np
 
+    lab_rel = next((t.rel for t in view.raw_cases().get(case, []) if t.kind == "label"), None)
+    facts_l = view.results[lab_rel].facts if lab_rel in view.results else {}
+    facts_i = view.results[img_rel].facts
+    try:
+        label, s = read_strided(lab_path, MAX_VOXELS)
+        image, _ = read_strided(img_path, MAX_VOXELS, s)
+    except Exception:  # noqa: BLE001 - unreadable files are the raw-image check's findings
+        return None
+    if label.dtype.kind == "f":                 # DG401's business; compared as its nearest integers
+        label = np.rint(np.nan_to_num(label)).astype(np.int32)
+    sp_xyz = list(facts_i.get("spacing") or [1.0, 1.0, 1.0])[:3]
+    sp_xyz += [1.0] * (3 - len(sp_xyz))
+    full = [float(sp_xyz[2]), float(sp_xyz[1]), float(sp_xyz[0])]
+    counts = {int(k): int(v) for k, v in (facts_l.get("label_voxels") or {}).items()
+              if str(k).lstrip("-").isdigit() and int(k) > 0}
+    labels = sorted(v for v in counts if v != spec.ignore_label) or None
+    # the body's range from the grid itself, as check_audit_case computes it: the same figures
+    figs = label_figures(image, label, [x * s for x in full], labels, counts or None, full)
+    for f in figs.values():             # slices of the strided grid -> the case's own slices
+        f["slice"] = f["slice"] * s
+        if f.get("gap_at") is not None:
+            f["gap_at"] = f["gap_at"] * s
+    return {k: v for k, v in figs.items() if k != spec.ignore_label}
 
+
+FIGURES_VERSION = 1     # of the per-file facts "audit" (a change re-reads every training case)
+
+
+def check_audit_case(task, src, scratch: dict | None) -> tuple[list, dict]:
+    """Facts `audit` of a raw training image's channel 0 and its label (`task.pair`): the
+    figures of each label on the strided grid, slices in the case's own numbering; the
+    volume is made full-resolution later from the label's own voxel counts. No findings:
+    the dataset check compares cases. The image's grid comes from the raw-image check that
+    streamed it just before (`scratch`), else from one strided read of the open file."""
+    import json
+    import os
+
+    import numpy as np
+
+    from .volume_read import strided_from
+
+    if task.kind != "image" or task.where != "raw" or not task.pair:
+        return [], {}
+    lab_rel = json.loads(task.pair)[0]
+    got = (scratch or {}).get("strided")
+    try:
+        if got is None:
+            image, s, zyx = strided_from(src, MAX_VOXELS)
+        else:
+            image, s, xyz = got
+            xyz = list(xyz) + [1.0] * (3 - len(xyz))
+            zyx = [xyz[2], xyz[1], xyz[0]]
+        # the label beside the image (raw/labelsTr/...), no link followed (read_strided)
+        root = os.path.dirname(os.path.dirname(task.path))
+        label, _ = read_strided(os.path.join(root, *lab_rel.split("/")[1:]), MAX_VOXELS, s)
+    except Exception as e:  # noqa: BLE001 - the raw-image check reports unreadable files
+        return [], {"audit": {"v": FIGURES_VERSION, "skipped": f"not read: {str(e)[:120]}"}}
+    if label.shape != image.shape:
+        return [], {"audit": {"v": FIGURES_VERSION, "skipped": "the label's grid is not the image's (DG304)"}}
+    if label.dtype.kind == "f":                 # DG401's business; compared as its nearest integers
+        label = np.rint(np.nan_to_num(label)).astype(np.int32)
+    figs = label_figures(image, label, [x * s for x in zyx])
+    for f in figs.values():             # slices of the strided grid -> the case's own slices
+        f["slice"] = f["slice"] * s
+        if f.get("gap_at") is not None:
+            f["gap_at"] = f["gap_at"] * s
+    return [], {"audit": {"v": FIGURES_VERSION, "label": lab_rel, "spacing": zyx,
+                          "figures": {str(k): v for k, v in figs.items()}}}
+
+
+def recorded_figures(view) -> dict[str, dict[int, dict]] | None:
+    """{case: {label: figures}} from the scan's per-file facts (nothing read); None when the
+    scan did not compute them (a view from a scan that left DG406 out)."""
     spec = parse_spec(view.meta or {})
     out: dict[str, dict[int, dict]] = {}
-    for case, img_path, lab_path, img_rel in _training_pairs(view, spec.ending):
-        lab_rel = next((t.rel for t in view.raw_cases().get(case, []) if t.kind == "label"), None)
-        facts_l = view.results[lab_rel].facts if lab_rel in view.results else {}
-        facts_i = view.results[img_rel].facts
-        try:
-            label, s = read_strided(lab_path, MAX_VOXELS)
-            image, _ = read_strided(img_path, MAX_VOXELS, s)
-        except Exception:  # noqa: BLE001 - unreadable files are the raw-image check's findings
+    seen = False
+    labels_of = {t.case: t.rel for t in view.tasks if t.kind == "label" and t.where == "raw"
+                 and t.rel.startswith("raw/labelsTr/")}
+    for t in view.tasks:
+        if t.kind != "image" or t.where != "raw" or not t.rel.startswith("raw/imagesTr/"):
             continue
-        if label.dtype.kind == "f":                 # DG401's business; compared as its nearest integers
-            label = np.rint(np.nan_to_num(label)).astype(np.int32)
-        sp_xyz = list(facts_i.get("spacing") or [1.0, 1.0, 1.0])[:3]
-        sp_xyz += [1.0] * (3 - len(sp_xyz))
-        full = [float(sp_xyz[2]), float(sp_xyz[1]), float(sp_xyz[0])]
-        counts = {int(k): int(v) for k, v in (facts_l.get("label_voxels") or {}).items()
-                  if str(k).lstrip("-").isdigit() and int(k) > 0}
-        labels = sorted(v for v in counts if v != spec.ignore_label) or None
-        sig = facts_i.get("signature")
-        figs = label_figures(image, label, [x * s for x in full], labels,
-                             counts or None, full, sig if isinstance(sig, list) and len(sig) == 3 else None)
-        for f in figs.values():             # slices of the strided grid -> the case's own slices
-            f["slice"] = f["slice"] * s
-            if f.get("gap_at") is not None:
-                f["gap_at"] = f["gap_at"] * s
-        out[case] = {k: v for k, v in figs.items() if k != spec.ignore_label}
-    return out
+        r = view.results.get(t.rel)
+        a = (r.facts or {}).get("audit") if r is not None else None
+        if not isinstance(a, dict) or a.get("v") != FIGURES_VERSION:
+            continue
+        seen = True
+        if "figures" not in a or labels_of.get(t.case) != a.get("label"):
+            continue
+        lr = view.results.get(labels_of[t.case])
+        counts = (lr.facts or {}).get("label_voxels") if lr is not None else None
+        voxel = math.prod(float(x) for x in a.get("spacing") or [1.0])
+        figs = {}
+        for k, f in a["figures"].items():
+            v = int(k)
+            if v == spec.ignore_label:
+                continue
+            f = dict(f)
+            if isinstance(counts, dict) and isinstance(counts.get(str(v), counts.get(v)), int):
+                f["volume"] = float(counts.get(str(v), counts.get(v)) * voxel)   # full resolution
+            figs[v] = f
+        out[t.case] = figs
+    return out if seen else None
 
 
 def audit_view(view) -> list[Suspect]:
@@ -225,7 +325,8 @@ def audit_view(view) -> list[Suspect]:
     names = {v: k for k, v in spec.labels.items() if isinstance(v, int)}
     if not view.has_raw or not view.raw_root:
         return []
-    return suspects(case_figures(view), names)
+    figs = recorded_figures(view)
+    return suspects(case_figures(view) if figs is None else figs, names)
 
 
 def check_label_audit(view) -> list[Finding]:

@@ -57,11 +57,11 @@ def _boxes(label, values):
 
 
 def _components(mask):
-    import numpy as np
-    from scipy import ndimage
+    """26-connected components (cc3d: faster than scipy's label, the same partition)."""
+    import cc3d
 
-    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    return lab, n
+    lab, n = cc3d.connected_components(mask, connectivity=26 if mask.ndim == 3 else 8, return_N=True)
+    return lab, int(n)
 
 
 def _stray_distance(lab, n: int, sizes, spacing) -> float:
@@ -86,7 +86,11 @@ def label_figures(image, label, spacing, labels: list[int] | None = None,
     from scipy import ndimage
 
     spacing = [float(s) for s in spacing]
-    present = [int(v) for v in np.unique(label) if v > 0] if labels is None else labels
+    if labels is None:
+        from .resample import values
+
+        labels = [int(v) for v in values(label)]
+    present = labels
     present = [v for v in present if v > 0]
     if not present:
         return {}

@@ -192,13 +192,15 @@ class FloatLabelSummary:
         return dict(sorted(self._counts.items()))
 
 
-def check_image(task: FileTask, f) -> tuple[list[Finding], dict]:
-    """A raw image channel or label file. Role: label when under labelsTr/labelsTs/gt_segmentations."""
+def check_image(task: FileTask, f, scratch: dict | None = None) -> tuple[list[Finding], dict]:
+    """A raw image channel or label file. Role: label when under labelsTr/labelsTs/gt_segmentations.
+    `scratch`: the file's shared dict; a training image's channel 0 whose audit figures are
+    due (`task.pair`) leaves its strided grid there for the audit-case check."""
     is_label = task.kind == "label"
     name = task.rel.rsplit("/", 1)[-1]
     try:
         if name.endswith(NIFTI_ENDINGS):
-            facts, summary = _read_nifti(task, f, is_label)
+            facts, summary = _read_nifti(task, f, is_label, scratch)
         else:
             facts, summary = _read_sitk(task, is_label)
     except RawError as e:
@@ -206,7 +208,7 @@ def check_image(task: FileTask, f) -> tuple[list[Finding], dict]:
     return _judge(task, facts, summary, is_label), facts
 
 
-def _read_nifti(task: FileTask, f, is_label: bool):
+def _read_nifti(task: FileTask, f, is_label: bool, scratch: dict | None = None):
     import numpy as np
 
     magic = f.read(2)
@@ -249,6 +251,9 @@ def _read_nifti(task: FileTask, f, is_label: bool):
         summary = ValueSummary(dtype, track_values=is_label, check_finite=not is_label)
     sig = None if is_label else ImageSignature(dtype, shape, slope, inter)
     feeds = (summary.feed,) if sig is None else (summary.feed, sig.feed)
+    grid = _audit_grid(task, dtype, shape) if scratch is not None else None
+    if grid is not None:
+        feeds += (grid.feed,)
     if offset > len(head):
         skipped = s.skip(offset - len(head))
         if skipped < offset - len(head):
@@ -272,7 +277,23 @@ def _read_nifti(task: FileTask, f, is_label: bool):
              **geometry_from_affine(affine, zooms)}
     if sig is not None:
         facts.update(sig.facts(), axcodes=axcodes(facts["direction"]))
+    if grid is not None and grid.full():
+        scratch["strided"] = (grid.result(hdr), grid.stride, [float(z) for z in zooms[:3]])
     return facts, summary
+
+
+def _audit_grid(task: FileTask, dtype, shape):
+    """The label audit's strided collector for a training image's channel 0 whose audit-case
+    check runs after this one; None otherwise (or for a shape it cannot stream)."""
+    if task.pair is None or (task.checks is not None and "audit-case" not in task.checks):
+        return None
+    from .mirroring import MAX_VOXELS
+    from .volume_read import StridedSlices
+
+    try:
+        return StridedSlices(dtype, shape, MAX_VOXELS)
+    except ValueError:
+        return None
 
 
 def _most_bytes(f, gzipped: bool) -> int | None:

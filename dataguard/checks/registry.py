@@ -35,6 +35,8 @@ class FileInput:
     src: object                     # seekable binary file object, positioned at 0
     data: bytes | None
     size: int
+    scratch: dict | None = None     # one per file, shared by its checks in registry order (the
+                                    # raw-image check leaves the audit's strided image there)
 
 
 @dataclass(frozen=True)

@@ -56,29 +56,96 @@ def read_strided(path: str, max_voxels: int, stride: int | None = None):
     on the same grid)."""
     if not str(path).lower().endswith(NIFTI_ENDINGS):
         return read_zyx(str(path), stride)
-    import numpy as np
-
     with open_nonblocking(path) as f:
-        hdr, s, rest = nifti_stream(f)
-        dtype = hdr.get_data_dtype()
-        shape = [int(x) for x in hdr.get_data_shape()] + [1, 1, 1]
-        X, Y, Z = shape[:3]
-        if min(X, Y, Z) < 1:
-            raise ValueError(f"shape {shape[:3]}: empty")
-        st = stride or stride_for((X, Y, Z), max_voxels)
-        per_slice = X * Y * dtype.itemsize
-        kept = []
-        for z in range(Z):
-            need = per_slice - len(rest)
-            data = rest + s.take(need) if need > 0 else rest[:per_slice]
-            rest = b"" if need > 0 else rest[per_slice:]
-            if len(data) < per_slice:
-                raise ValueError("fewer voxels than the header says")
-            if z % st == 0:
-                sl = np.frombuffer(data, dtype=dtype).reshape((Y, X))        # x fastest: rows are y
-                kept.append(np.array(sl[::st, ::st]))
-    arr = np.stack(kept)
-    sc = scaling(hdr)
-    if sc is not None:
-        arr = arr.astype(np.float64) * sc[0] + sc[1]
+        arr, st, _ = strided_from(f, max_voxels, stride)
     return arr, st
+
+
+def strided_from(f, max_voxels: int, stride: int | None = None):
+    """(array (z, y, x), stride, voxel size (z, y, x)) of an open NIfTI file, streamed."""
+    hdr, s, rest = nifti_stream(f)
+    dtype = hdr.get_data_dtype()
+    shape = [int(x) for x in hdr.get_data_shape()]
+    keep = StridedSlices(dtype, shape, max_voxels, stride)
+    keep.feed(rest)
+    while not keep.full():
+        buf = s.take(1 << 19)
+        if not buf:
+            break
+        keep.feed(buf)
+    return keep.result(hdr), keep.stride, _zooms_zyx(hdr)
+
+
+def _zooms_zyx(hdr) -> list[float]:
+    z = [float(x) for x in hdr.get_zooms()[:3]] + [1.0, 1.0, 1.0]
+    return [z[2], z[1], z[0]]
+
+
+class StridedSlices:
+    """Keeps every s-th z slice, cut to every s-th row and column, of a NIfTI voxel stream fed
+    in pieces of any size: the scan's raw-image check feeds it the bytes it inflates anyway
+    (the label audit then needs no second pass over the image). Works in rows (x runs), so
+    memory is the grid kept plus one row, however large a slice claims to be."""
+
+    def __init__(self, dtype, shape, max_voxels: int, stride: int | None = None):
+        dims = [int(x) for x in shape] + [1, 1, 1]
+        self.X, self.Y, self.Z = dims[:3]
+        if min(self.X, self.Y, self.Z) < 1:
+            raise ValueError(f"shape {dims[:3]}: empty")
+        self.dtype = dtype
+        self.stride = stride or stride_for((self.X, self.Y, self.Z), max_voxels)
+        self.row = self.X * dtype.itemsize
+        self.rows = self.Y * self.Z          # rows of the first volume
+        self.r = 0                           # the row being fed
+        self.have = 0                        # its bytes seen so far
+        self.part = bytearray()              # ... kept, when it is on the grid
+        self.kept: list = []
+
+    def full(self) -> bool:
+        return self.r >= self.rows
+
+    def _on(self, r: int) -> bool:
+        return (r // self.Y) % self.stride == 0 and (r % self.Y) % self.stride == 0
+
+    def feed(self, buf) -> None:
+        import numpy as np
+
+        mv = memoryview(buf).cast("B")
+        pos, end = 0, len(mv)
+        while pos < end and self.r < self.rows:
+            if self.have == 0:
+                n = min((end - pos) // self.row, self.rows - self.r)
+                if n:
+                    idx = np.arange(self.r, self.r + n)
+                    on = ((idx // self.Y) % self.stride == 0) & ((idx % self.Y) % self.stride == 0)
+                    if on.any():
+                        rows = np.frombuffer(mv[pos:pos + n * self.row], dtype=self.dtype).reshape((n, self.X))
+                        self.kept.append(rows[on][:, ::self.stride])
+                    self.r += n
+                    pos += n * self.row
+                    continue
+            n = min(self.row - self.have, end - pos)
+            if self._on(self.r):
+                self.part += mv[pos:pos + n]
+            self.have += n
+            pos += n
+            if self.have == self.row:
+                if self.part:
+                    self.kept.append(np.frombuffer(bytes(self.part), dtype=self.dtype)[None, ::self.stride])
+                    self.part = bytearray()
+                self.have = 0
+                self.r += 1
+
+    def result(self, hdr):
+        """The kept grid (z, y, x), scaled as nibabel scales; ValueError if the stream ended early."""
+        import numpy as np
+
+        if not self.full():
+            raise ValueError("fewer voxels than the header says")
+        st = self.stride
+        nz, ny, nx = -(-self.Z // st), -(-self.Y // st), -(-self.X // st)
+        arr = np.concatenate(self.kept).reshape((nz, ny, nx))
+        sc = scaling(hdr)
+        if sc is not None:
+            arr = arr.astype(np.float64) * sc[0] + sc[1]
+        return arr

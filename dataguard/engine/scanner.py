@@ -347,7 +347,7 @@ def _context_keys(tasks: list[FileTask]):
     cache: dict = {}
 
     def key(t: FileTask) -> str:
-        if t.roundtrip is not None:         # raw training labels (DG405): the digest of the plans
+        if t.roundtrip is not None or t.pair is not None:   # DG405's plans, DG406's label: digests
             return t.context_key()
         lab = cache.get(t.labels)
         if lab is None:

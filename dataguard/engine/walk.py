@@ -197,6 +197,7 @@ def list_files(ds: Dataset) -> DatasetFiles:
                 t = replace(t, roundtrip=rt)
             tasks.append(t)
             stats.append(st)
+        _pair_training_images(tasks, stats, ending)
         out.findings[:] = [_with_case(f, ending) for f in out.findings]
     if ds.preprocessed is not None:
         configs = {c.name for c in ds.config_dirs}
@@ -224,6 +225,23 @@ def list_files(ds: Dataset) -> DatasetFiles:
                 tasks.append(FileTask(path, rel, _junk_or(name, "unexpected"), "dataset"))
             stats.append(st)
     return out
+
+
+def _pair_training_images(tasks: list, stats: list, ending: str) -> None:
+    """Give each raw training image's channel 0 its label (path, size, mtime) as `pair`: the
+    label audit's figures (DG406) are computed while the scan streams the image, and must be
+    computed again when either file changes."""
+    import json
+
+    labels = {t.case: (t, st) for t, st in zip(tasks, stats)
+              if t.kind == "label" and t.where == "raw" and t.rel.startswith("raw/labelsTr/") and st is not None}
+    if not labels:
+        return
+    for i, t in enumerate(tasks):
+        if (t.kind == "image" and t.case in labels and t.rel.startswith("raw/imagesTr/")
+                and t.rel.endswith(f"_0000{ending}")):
+            lt, lst = labels[t.case]
+            tasks[i] = replace(t, pair=json.dumps([lt.rel, lst.st_size, lst.st_mtime_ns]))
 
 
 def _roundtrip_context(ds: Dataset) -> str | None:
