@@ -19,6 +19,7 @@ from .npz import check_npy, check_npz
 from .pickles import check_pkl
 from .raw import check_image
 from .roundtrip import check_roundtrip
+from .label_audit import check_audit_case
 from .registry import (
     DatasetCheck,
     FileCheck,
@@ -116,7 +117,6 @@ def _roundtrip(inp: FileInput):
 
 
 def _audit_case(inp: FileInput):
-    from .label_audit import check_audit_case
 
     return check_audit_case(inp.task, inp.src, inp.scratch)
 

@@ -29,7 +29,7 @@ from ..spec import clip, parse_spec
 from ..suspects import Suspect, ranked
 from .label_stats import label_figures
 from .mirroring import MAX_VOXELS, _training_pairs
-from .volume_read import read_strided
+from .volume_read import read_strided, strided_from
 
 MIN_CASES = 8          # cases holding a label before it is compared at all (fewer: no robust spread)
 ABSENT_MIN = 10        # cases holding a label before its absence from another case is a suspect
@@ -253,8 +253,6 @@ def check_audit_case(task, src, scratch: dict | None) -> tuple[list, dict]:
     import os
 
     import numpy as np
-
-    from .volume_read import strided_from
 
     if task.kind != "image" or task.where != "raw" or not task.pair:
         return [], {}

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 
+from .resample import values
+
 MARGIN = 2        # voxels around a label's box for its rings
 
 
@@ -87,8 +89,6 @@ def label_figures(image, label, spacing, labels: list[int] | None = None,
 
     spacing = [float(s) for s in spacing]
     if labels is None:
-        from .resample import values
-
         labels = [int(v) for v in values(label)]
     present = labels
     present = [v for v in present if v > 0]

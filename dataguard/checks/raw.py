@@ -16,7 +16,9 @@ from ..errors import RawError
 from ..findings import Finding, Fix, Severity, finding
 from .base import CHUNK, MAX_OUT, FileTask, ValueSummary
 from .metadata import SPACING_RANGE, is_spacing
+from .mirroring import MAX_VOXELS
 from .signature import ImageSignature, axcodes
+from .strided import StridedSlices
 
 try:
     from isal import isal_zlib as _z
@@ -287,9 +289,6 @@ def _audit_grid(task: FileTask, dtype, shape):
     check runs after this one; None otherwise (or for a shape it cannot stream)."""
     if task.pair is None or (task.checks is not None and "audit-case" not in task.checks):
         return None
-    from .mirroring import MAX_VOXELS
-    from .volume_read import StridedSlices
-
     try:
         return StridedSlices(dtype, shape, MAX_VOXELS)
     except ValueError:

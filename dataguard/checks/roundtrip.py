@@ -39,7 +39,8 @@ from .base import FileTask
 from .cases import DatasetView
 from . import resample
 from .resample import values
-from .volume_read import nifti_stream, scaling
+from .strided import scaling
+from .volume_read import nifti_stream
 
 THRESHOLD = 0.9          # mean round-trip Dice below this: DG405 (a warning)
 LOST_SHARE = 0.1         # ... or more than this share of a label's components lost entirely
