@@ -7,6 +7,8 @@ both folds with `dataguard train` on the CPU (--npz: every case gets out-of-fold
 probabilities from the fold that did not train on it), then ranks the cases:
 
   models     `ws.dataset(ID).audit(models=["2d"])`: the models' disagreement (DG805)
+  both       the two joined as evidence (suspects.combined: what `dataguard audit --model`
+             ranks first)
   data       the data-alone audit (DG406) of the same dataset
   baseline   1 - Dice of the out-of-fold prediction (mean over the labels), the issue's one
 
@@ -16,6 +18,7 @@ reading the out-of-fold files once (decompressing every .npz).
 usage:
   python benchmarks/bench_audit_models.py                 # 28 cases, 1 per kind, ~10 min on 2 cores
   python benchmarks/bench_audit_models.py --epochs 20 --iterations 20
+  python benchmarks/bench_audit_models.py --source real    # crops of a real CT (4 organs)
 """
 from __future__ import annotations
 
@@ -80,13 +83,15 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--iterations", type=int, default=15)
     ap.add_argument("--work", type=Path, default=HERE / "_work" / "audit_models")
+    ap.add_argument("--source", choices=("synthetic", "real"), default="synthetic",
+                    help="synthetic cardiac CT, or crops of TotalSegmentator's example CT (tests/data)")
     a = ap.parse_args()
     import dataguard
     from dataguard.checks.label_audit import audit_view
-    from dataguard.suspects import per_case
+    from dataguard.suspects import combined, per_case
 
     shutil.rmtree(a.work, ignore_errors=True)
-    raw, plan = build(a.work, a.cases, a.per_kind, base=(64, 64, 12))
+    raw, plan = build(a.work, a.cases, a.per_kind, source=a.source, base=(64, 64, 12))
     ds = raw.name
     env = env_for(a.work)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
@@ -108,12 +113,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ws = dataguard.Workspace([str(raw)], manifest_dir=Path(tmp) / "m", jobs=2)
         res = ws.scan(full=True)
-        data = per_case(audit_view(res.views[ds]))
+        data_suspects = audit_view(res.views[ds])
+        data = per_case(data_suspects)
         h = ws.dataset(ds)
         t1 = time.perf_counter()
         _, with_models, _ = h.audit(models=["2d"])
         t_models = time.perf_counter() - t1 - 0.0
     models = per_case(with_models)
+    both = per_case(combined(data_suspects, with_models))
     import numpy as np
 
     t1 = time.perf_counter()
@@ -127,15 +134,15 @@ def main() -> int:
     clean = set(cases) - positive
     print(f"{a.cases} cases, {len(positive)} corrupted; with-models audit {t_models:.2f} s "
           f"(includes the data-alone part and its scan), reading the .npz once {t_read:.2f} s")
-    print(f"{'kind':<11} {'models':>12} {'data':>12} {'1-Dice':>12}   (AUPRC  R@k)")
+    print(f"{'kind':<11} {'models':>12} {'both':>12} {'data':>12} {'1-Dice':>12}   (AUPRC  R@k)")
     rows = [("all", positive, set(cases))] + [(k, {c for c, v in plan.items() if v == k},
                                                 {c for c, v in plan.items() if v == k} | clean) for k in KINDS]
     for kind, pos, pool in rows:
         cells = []
-        for sc in (models, data, base):
+        for sc in (models, both, data, base):
             s = {c: sc.get(c, 0.0) for c in pool}
             cells.append(f"{average_precision(s, pos):5.2f} {recall_at_k(s, pos):5.2f}")
-        print(f"{kind:<11} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12}")
+        print(f"{kind:<11} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12} {cells[3]:>12}")
     return 0
 
 

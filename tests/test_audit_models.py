@@ -207,3 +207,28 @@ def test_a_case_disagreeing_more_than_the_others_rises_above_them():
     few = [Suspect(f"c{i}", 2, "LV", 0.6, "models", [], None, {"voxels": 10, "outline": i}) for i in range(5)]
     rescore_against_others(few)                                   # fewer than 8 cases: unchanged
     assert [s.score for s in few] == [0.6] * 5
+
+
+def test_combined_ranking_joins_both_sources_as_evidence():
+    """Data and models together: an annotation either audit is sure of ranks above one neither
+    doubts, one both doubt above both; a pair only one source scored keeps its evidence."""
+    import math
+
+    from dataguard.suspects import DATA_SCALE, Suspect, combined
+
+    data = [Suspect("a", 1, "lv", 8.0, "data", ["far from the others"], 3),
+            Suspect("b", 1, "lv", 0.5, "data", [], 4),
+            Suspect("c", 1, "lv", 4.0, "data", ["dim inside"], 5)]
+    models = [Suspect("a", 1, "lv", 0.1, "models", [], 3),
+              Suspect("b", 1, "lv", 0.9, "models", ["the models see RV"], 7),
+              Suspect("c", 1, "lv", 0.6, "models", ["outline smaller"], 6),
+              Suspect("d", 2, "rv", 0.3, "models", ["doubt"], 1)]
+    both = {(s.case, s.label): s for s in combined(data, models)}
+    assert set(both) == {("a", 1), ("b", 1), ("c", 1), ("d", 2)}
+    pd = 1 - math.exp(-4.0 / DATA_SCALE)
+    assert both[("c", 1)].score == pytest.approx(1 - (1 - pd) * (1 - 0.6))
+    assert both[("b", 1)].reasons[0] == "the models see RV" and both[("b", 1)].slice == 7
+    assert both[("d", 2)].score == pytest.approx(0.3) and both[("d", 2)].source == "both"
+    order = [s.case for s in combined(data, models)]
+    assert order.index("c") < order.index("d") and order.index("b") < order.index("d")
+    assert all(0 <= s.score < 1 for s in both.values())

@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..findings import Severity
-from ..suspects import per_case
+from ..suspects import combined, per_case
 from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
 
 EPILOG = """\
@@ -23,7 +23,8 @@ label in the other cases: volume, pieces and stray pieces, position relative
 to the other labels, intensity inside, contrast across the outline, the
 image's edges on the outline, empty slices inside the structure, and a label
 most cases have but this one lacks. With models: how strongly the out-of-fold
-predictions disagree with the annotation.
+predictions disagree with the annotation, and first a ranking of both together
+(each source's score as evidence in [0, 1], joined: 1 - (1 - d)(1 - m)).
 
 findings: DG406 (data alone), DG805 (with models): info, a warning when far
 out; never an error. A suspect is a question for a person, not a verdict:
@@ -64,12 +65,19 @@ def cmd_audit(args) -> int:
         if args.model:
             out["models"] = {"models": args.model, "cases": per_case(with_models),
                              "suspects": [s.to_json() for s in with_models]}
+            both = combined(data, with_models)
+            out["combined"] = {"cases": per_case(both), "suspects": [s.to_json() for s in both]}
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        _table(f"{ds.name}: suspect annotations from the data alone", data, args.top)
         if args.model:
-            _table(f"with models ({', '.join(args.model)}): out-of-fold disagreement", with_models, args.top)
+            _table(f"{ds.name}: suspect annotations, data and models ({', '.join(args.model)}) together",
+                   combined(data, with_models), args.top, digits=2)
+        _table("from the data alone" if args.model else f"{ds.name}: suspect annotations from the data alone",
+               data, args.top)
+        if args.model:
+            _table(f"with models ({', '.join(args.model)}): out-of-fold disagreement", with_models, args.top,
+                   digits=2)
         if not data and not with_models:
             console().print("nothing to compare: fewer than 8 training cases hold each label")
     note(f"audit: {len(data)} (case, label) pairs from the data"
@@ -79,7 +87,7 @@ def cmd_audit(args) -> int:
     return ExitCode.CLEAN
 
 
-def _table(title: str, suspects: list, top: int) -> None:
+def _table(title: str, suspects: list, top: int, digits: int = 1) -> None:
     from rich.table import Table
 
     out = console()
@@ -92,7 +100,7 @@ def _table(title: str, suspects: list, top: int) -> None:
     t.add_column("why", overflow="fold", ratio=1)
     for i, s in enumerate(suspects[:top], 1):
         why = "; ".join(s.reasons) if s.reasons else "[dim]like the other cases[/dim]"
-        t.add_row(str(i), shown(s.case), shown(s.name), f"{s.score:.1f}",
+        t.add_row(str(i), shown(s.case), shown(s.name), f"{s.score:.{digits}f}",
                   "" if s.slice is None else str(s.slice), why if not s.reasons else shown(why))
     out.print(t)
     if len(suspects) > top:
