@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $($PY --version)" >&2
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import dataguard, nnunetv2, torchvision, pytest, jsonschema, hypothesis, orjson, pytest_asyncio, pytest_textual_snapshot, jinja2, playwright" 2>/dev/null; then
+if ! .venv/bin/python -c "import dataguard, nnunetv2, torchvision, pytest, jsonschema, hypothesis, orjson, pytest_asyncio, pytest_textual_snapshot, jinja2, playwright, monai, medpy" 2>/dev/null; then
   echo "bootstrap: installing dataguard and its dependencies (a few minutes the first time)" >&2
   # pip picks a matching torch/torchvision pair; nnU-Net's trainers import torchvision via timm
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 \

@@ -30,6 +30,10 @@ examples:
   dataguard evaluate -d 1 my_preds/ --fold 2
                                           a loose folder, as fold 2's validation
   dataguard evaluate -d 1 --format json > cv.json
+  dataguard evaluate -d 1 --metric hd95 --metric nsd --tolerance 2
+                                          surface metrics as challenges score
+  dataguard evaluate -d 1 --metric surface --tolerance myocardium=1 \
+      --tolerance 2                       NSD at 1 mm for one label, 2 elsewhere
 
 A label absent from a case's reference is not scored as Dice 0: "absent" when
 the prediction is empty too, a false positive otherwise; means are over the
@@ -38,6 +42,11 @@ do (1/10 says the fold barely measures it). Finished folds only (with
 checkpoint_final.pth); the others are named (DG806) unless --include-unfinished.
 DG802: a validation folder must hold exactly that fold's validation cases (a
 training case, a missing case or another fold's case is an error).
+Surface metrics (--metric; `surface` is all four), in mm at the reference's
+voxel size: HD, HD95 (the larger directed 95th percentile, as MONAI), ASSD
+(both directions pooled), NSD at --tolerance (default 2 mm). Means are over the
+cases with the label; a prediction that misses a label has no distance (NSD 0)
+and is counted as "missed", never as a silent 0.
 exit codes: 0 ok, 1 DG802, 2 usage
 """
 
@@ -73,8 +82,35 @@ def add_parser(sub) -> None:
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="fold x label heatmap and per-case Dice strips")
     p.add_argument("--worst", type=int, default=0, metavar="N",
                    help="per label, the N cases furthest below the others (look at these labels first)")
+    p.add_argument("--metric", action="append", default=[], choices=("hd", "hd95", "assd", "nsd", "surface"),
+                   help="a surface metric besides Dice; repeat for several (surface: all four)")
+    p.add_argument("--tolerance", action="append", default=[], metavar="[LABEL=]MM",
+                   help="NSD's tolerance in mm, once for every label or per label (default 2)")
     add_engine_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+
+def _metrics(args) -> tuple[tuple[str, ...], dict | None]:
+    """(--metric list in METRICS order, --tolerance as {label or '*': mm} or None)."""
+    from ..evaluate.surface import METRICS
+
+    asked = set(args.metric)
+    metrics = tuple(m for m in METRICS if m in asked or "surface" in asked)
+    if args.tolerance and not metrics:
+        raise UsageError("--tolerance is NSD's: add --metric nsd (or --metric surface)")
+    tol: dict = {}
+    every = None
+    for t in args.tolerance:
+        key, _, mm = t.rpartition("=")
+        try:
+            value = float(mm)
+        except ValueError:
+            raise UsageError(f"--tolerance {t!r}: not a number of mm (e.g. 2, or myocardium=1.5)") from None
+        if key:
+            tol[key] = value
+        else:
+            every = value
+    return metrics, ({"*": every, **tol} if every is not None else tol) if args.tolerance else None
 
 
 def add_suggest_parser(ensemble_sub) -> None:
@@ -127,8 +163,9 @@ def cmd_evaluate(args) -> int:
     if args.pred_dir is not None and args.model:
         raise UsageError("give PRED_DIR --fold K or --model, not both")
     ws = _ws(args)
+    metrics, tolerance = _metrics(args)
     ev = ws.evaluate.run(args.model or None, args.pred_dir, args.fold, include_unfinished=args.include_unfinished,
-                         checkpoint=args.checkpoint)
+                         checkpoint=args.checkpoint, metrics=metrics, tolerance=tolerance)
     for line in ev.used:
         note(wrapped("folds: " + line))
     if args.format == "json":
@@ -136,11 +173,14 @@ def cmd_evaluate(args) -> int:
         sys.stdout.write("\n")
     elif args.format == "csv":
         w = csv.writer(sys.stdout)
-        w.writerow(["model", "fold", "case", "label", "dice", "ref_voxels", "pred_voxels", "status"])
+        w.writerow(["model", "fold", "case", "label", "dice", "ref_voxels", "pred_voxels", "status",
+                    *ev.metrics, *(["surface_status"] if ev.metrics else [])])
         for s in ev.scores:
             dice = "" if s.dice is None else f"{s.dice:.6f}"
+            surf = s.surface or {}
+            extra = ["" if surf.get(m) is None else f"{surf[m]:.6f}" for m in ev.metrics]
             w.writerow(csv_row([s.model, s.fold, s.case, ev.labels[s.label], dice, s.ref_voxels, s.pred_voxels,
-                                s.status]))
+                                s.status, *extra, *([surf.get("status", "")] if ev.metrics else [])]))
     else:
         _tables(ev)
     if args.worst and args.format == "table":
@@ -182,8 +222,38 @@ def _tables(ev) -> None:
             cells.append(str(a["false_positives"]))
             t.add_row(name, *cells)
         out.print(t)
+        if ev.metrics:
+            _surface_table(ev, m, total)
     out.print(Text("Dice mean over the cases that contain the label (n with label / validation cases); "
                    "false pos.: cases without the label where the model predicted it", style="dim"))
+
+
+HEADS = {"hd95": "HD95 mm", "assd": "ASSD mm", "hd": "HD mm", "nsd": "NSD"}
+
+
+def _surface_table(ev, model: str, total: dict) -> None:
+    """Per label over all folds: the surface metrics asked for, and the predictions that
+    missed the label (no distance: never averaged in as 0)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    order = [m for m in ("hd95", "assd", "hd", "nsd") if m in ev.metrics]
+    t = Table(title=Text(f"{ev.dataset}  {model}: surface metrics, all folds", style="bold"),
+              title_justify="left", header_style="bold")
+    t.add_column("label")
+    for m in order:
+        t.add_column(HEADS[m], justify="right")
+    if "nsd" in ev.metrics:
+        t.add_column("tol. mm", justify="right")
+    t.add_column("missed", justify="right")
+    for lab, name in ev.labels.items():
+        a = total[lab]
+        row = [name] + [_f(a.get(f"mean_{m}")) for m in order]
+        if "nsd" in ev.metrics:
+            row.append(f"{ev.tolerance.get(lab, 0):g}")
+        row.append(str(a.get("missed", 0)))
+        t.add_row(*row)
+    console().print(t)
 
 
 def _worst(ev, worst) -> None:
@@ -192,11 +262,16 @@ def _worst(ev, worst) -> None:
     out = console()
     t = Table(title="cases to look at first (lowest out-of-fold Dice relative to the others)", title_justify="left",
               header_style="bold")
-    for col in ("label", "case", "model", "fold", "Dice", "ref voxels", "pred voxels"):
-        t.add_column(col)
+    # with surface metrics, HD95 and NSD take the voxel counts' place (80 columns)
+    extra = [m for m in ("hd95", "nsd") if m in ev.metrics]
+    counts = ("ref voxels", "pred voxels") if not extra else ()
+    for col in ("label", "case", "model", "fold", "Dice", *(HEADS[m] for m in extra), *counts):
+        t.add_column(col, overflow="fold")
     for lab, rows in worst.items():
         for s in rows:
-            t.add_row(ev.labels[lab], s.case, s.model, str(s.fold), _f(s.dice), str(s.ref_voxels), str(s.pred_voxels))
+            surf = s.surface or {}
+            t.add_row(ev.labels[lab], s.case, s.model, str(s.fold), _f(s.dice), *(_f(surf.get(m)) for m in extra),
+                      *((str(s.ref_voxels), str(s.pred_voxels)) if not extra else ()))
     out.print(t)
     cases = sorted({s.case for rows in worst.values() for s in rows})
     if cases:

@@ -26,6 +26,7 @@ from ..fsio import read_json
 from ..submit.archive import run_checks
 from ..submit.predictions import PRED_ENDING
 from ..visual import label_colour
+from .surface import DEFAULT_TOLERANCE, METRICS, SURFACE_DEFINITIONS, surface_metrics
 
 
 @dataclass
@@ -37,6 +38,7 @@ class CaseScore:
     dice: float | None              # None: the reference lacks the label
     ref_voxels: int
     pred_voxels: int
+    surface: dict | None = None     # surface.Surface.to_dict() when surface metrics were asked for
 
     @property
     def status(self) -> str:
@@ -67,6 +69,8 @@ class Evaluation:
     values: dict[int, tuple[int, ...]] = field(default_factory=dict)   # class -> the label values it is
     ignore: int | None = None                    # the reference value nnU-Net masks out
     used: list[str] = field(default_factory=list)    # per model: the folds used, those skipped and why
+    metrics: tuple[str, ...] = ()                # surface metrics computed besides Dice (surface.METRICS)
+    tolerance: dict[int, float] = field(default_factory=dict)    # class -> NSD tolerance, mm
 
     def models(self) -> list[str]:
         return list(dict.fromkeys(s.model for s in self.sources))
@@ -82,6 +86,9 @@ class Evaluation:
             out[lab] = {"mean_dice": sum(scored) / len(scored) if scored else None,
                         "cases_with_label": len(scored), "cases": n_cases,
                         "false_positives": sum(1 for s in mine if s.status == "false positive")}
+            if self.metrics:
+                out[lab].update(surface_summary([s.surface for s in mine if s.dice is not None and s.surface],
+                                                self.metrics))
         return out
 
     def folds(self, model: str) -> list[int]:
@@ -100,20 +107,30 @@ class Evaluation:
                             "folds": {str(k): {self.labels[lab]: v for lab, v in self.per_label(m, k).items()}
                                       for k in self.folds(m)}} for m in self.models()],
                 "cases": [{"model": s.model, "fold": s.fold, "case": s.case, "label": self.labels[s.label],
-                           "dice": s.dice, "ref_voxels": s.ref_voxels, "pred_voxels": s.pred_voxels}
+                           "dice": s.dice, "ref_voxels": s.ref_voxels, "pred_voxels": s.pred_voxels,
+                           **({"surface": s.surface} if s.surface is not None else {})}
                           for s in self.scores],
+                **({"surface_metrics": {"metrics": list(self.metrics),
+                                        "tolerance_mm": {self.labels[k]: v for k, v in self.tolerance.items()},
+                                        "definitions": SURFACE_DEFINITIONS}} if self.metrics else {}),
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def read_labels(path: Path):
-    """A label map as an integer array (nibabel; the voxel order only has to match its pair)."""
+def read_labels(path: Path, with_spacing: bool = False):
+    """A label map as an integer array (nibabel; the voxel order only has to match its pair);
+    with `with_spacing`, (array, voxel size in mm in the array's axis order)."""
     import nibabel as nib
     import numpy as np
 
-    arr = np.asanyarray(nib.load(str(path)).dataobj)
+    img = nib.load(str(path))
+    arr = np.asanyarray(img.dataobj)
     if arr.dtype.kind == "f":
         arr = np.rint(arr)
-    return arr.astype(np.int64, copy=False)
+    arr = arr.astype(np.int64, copy=False)
+    if not with_spacing:
+        return arr
+    zooms = [float(z) for z in img.header.get_zooms()[: arr.ndim]]
+    return arr, zooms + [1.0] * (arr.ndim - len(zooms))
 
 
 def overlap(ref, pred, labels, ignore: int | None = None) -> dict[int, tuple[int, int, int]]:
@@ -137,14 +154,50 @@ def overlap(ref, pred, labels, ignore: int | None = None) -> dict[int, tuple[int
     return out
 
 
-def score_case(ref_path: Path, pred_path: Path, labels, ignore: int | None = None
-               ) -> list[tuple[int, float | None, int, int]]:
-    """(class, dice or None, ref voxels, pred voxels) per class (see `overlap`)."""
-    ref, pred = read_labels(ref_path), read_labels(pred_path)
+def score_case(ref_path: Path, pred_path: Path, labels, ignore: int | None = None,
+               tolerance: dict | None = None) -> list[tuple]:
+    """(class, dice or None, ref voxels, pred voxels, surface metrics or None) per class (see
+    `overlap`). `tolerance` ({class: mm}): also the surface metrics (evaluate/surface.py) of
+    each class, at the reference's voxel size, the reference's ignored voxels left out of
+    both masks as Dice leaves them out."""
+    ref, spacing = read_labels(ref_path, with_spacing=True)
+    pred = read_labels(pred_path)
     if ref.shape != pred.shape:
         raise ValueError(f"shape {pred.shape} differs from the reference's {ref.shape}")
-    return [(lab, (2 * tp / (r + p)) if r else None, r, p)
-            for lab, (tp, r, p) in overlap(ref, pred, labels, ignore).items()]
+    counts = overlap(ref, pred, labels, ignore)
+    out = []
+    classes = labels if isinstance(labels, dict) else {lab: (lab,) for lab in labels}
+    for lab, (tp, r, p) in counts.items():
+        surf = None
+        if tolerance is not None:
+            surf = _surface_of(ref, pred, classes[lab], ignore, spacing, tolerance.get(lab, DEFAULT_TOLERANCE))
+        out.append((lab, (2 * tp / (r + p)) if r else None, r, p, surf))
+    return out
+
+
+def _surface_of(ref, pred, values, ignore, spacing, tolerance: float) -> dict:
+    import numpy as np
+
+    vals = list(values)
+    a = np.isin(ref, vals) if len(vals) > 1 else ref == vals[0]
+    b = np.isin(pred, vals) if len(vals) > 1 else pred == vals[0]
+    if ignore is not None:
+        keep = ref != ignore
+        a &= keep
+        b &= keep
+    return surface_metrics(a, b, spacing, tolerance).to_dict()
+
+
+def surface_summary(rows: list[dict], metrics) -> dict:
+    """Per label over its cases with a reference: each distance's mean over the cases where it
+    is defined ("scored"), NSD's mean over all of them (0 where the prediction is empty), and
+    how many predictions missed the label entirely (their distances are undefined)."""
+    out: dict = {}
+    for m in metrics:
+        vals = [r[m] for r in rows if r.get(m) is not None and (m == "nsd" or r["status"] == "scored")]
+        out[f"mean_{m}"] = sum(vals) / len(vals) if vals else None
+    out["missed"] = sum(1 for r in rows if r["status"] == "prediction empty")
+    return out
 
 
 def foreground_labels(spec) -> dict[int, str]:
@@ -171,24 +224,32 @@ def fold_sources(model: str, folder_of: dict[int, Path], splits: list[dict]) -> 
 
 
 def evaluate(dataset: str, gt_dir: Path, labels: dict[int, str], sources: list[FoldSource], *,
-             jobs: int | None = None, on_case=None, spec=None) -> Evaluation:
+             jobs: int | None = None, on_case=None, spec=None, metrics: tuple = (),
+             tolerance: dict[int, float] | None = None) -> Evaluation:
     """Score every predicted case that has a reference, then judge the case sets (DG802).
 
-    spec: the dataset's DatasetSpec, for regions and the ignore label (None: plain labels)."""
+    spec: the dataset's DatasetSpec, for regions and the ignore label (None: plain labels).
+    metrics: surface metrics besides Dice (surface.METRICS), NSD at `tolerance` ({class: mm},
+    DEFAULT_TOLERANCE for a class not named)."""
     values = {k: v for k, (_, v) in spec.classes.items() if k in labels} if spec is not None else {}
     values = {lab: values.get(lab, (lab,)) for lab in labels}
     ignore = spec.ignore_label if spec is not None else None
-    ev = Evaluation(dataset, labels, sources, values=values, ignore=ignore)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UsageError(f"unknown metric {unknown[0]!r} (use {', '.join(METRICS)})")
+    tol = {lab: float((tolerance or {}).get(lab, DEFAULT_TOLERANCE)) for lab in labels} if metrics else {}
+    ev = Evaluation(dataset, labels, sources, values=values, ignore=ignore, metrics=tuple(metrics), tolerance=tol)
     work = [(s, c) for s in sources for c in s.found if (gt_dir / f"{c}{PRED_ENDING}").is_file()]
 
     def one(item):
         s, c = item
-        return s, c, score_case(gt_dir / f"{c}{PRED_ENDING}", s.folder / f"{c}{PRED_ENDING}", values, ignore)
+        return s, c, score_case(gt_dir / f"{c}{PRED_ENDING}", s.folder / f"{c}{PRED_ENDING}", values, ignore,
+                                tol if metrics else None)
 
     with ThreadPoolExecutor(max_workers=jobs or 4) as pool:
         for s, c, rows in pool.map(one, work):
-            for lab, dice, r, p in rows:
-                ev.scores.append(CaseScore(s.model, s.fold, c, lab, dice, r, p))
+            for lab, dice, r, p, surf in rows:
+                ev.scores.append(CaseScore(s.model, s.fold, c, lab, dice, r, p, surf))
             if on_case:
                 on_case(c)
     ev.findings = run_checks(ev, "evaluation")

@@ -29,6 +29,35 @@ def wrong_checkpoint(models: list, checkpoint: str) -> list[tuple[str, str, str]
     return out
 
 
+def tolerances(tolerance, labels: dict[int, str]) -> dict[int, float]:
+    """{class: mm} from one number, or {label value or name, or "*" for the others: mm};
+    UsageError for a name that is no label (with the closest one) or a tolerance that is not
+    a positive number."""
+    import difflib
+    import math
+
+    if tolerance is None:
+        return {}
+    if isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool):
+        tolerance = {"*": tolerance}
+    tolerance = dict(tolerance)
+    every = tolerance.pop("*", None)                  # one number for the labels not named
+    if every is not None:
+        tolerance = {**{k: every for k in labels}, **tolerance}
+    out = {}
+    by_name = {v: k for k, v in labels.items()}
+    for key, mm in tolerance.items():
+        k = key if key in labels else by_name.get(str(key)) if not str(key).isdigit() else int(key)
+        if k not in labels:
+            close = difflib.get_close_matches(str(key), list(by_name), n=1)
+            raise UsageError(f"--tolerance: {key!r} is no label of this dataset"
+                             + (f" (did you mean {close[0]!r}?)" if close else f" (labels: {', '.join(by_name)})"))
+        if not isinstance(mm, (int, float)) or isinstance(mm, bool) or not math.isfinite(mm) or mm <= 0:
+            raise UsageError(f"--tolerance for {labels[k]}: {mm!r} is not a positive number of mm")
+        out[k] = float(mm)
+    return out
+
+
 class Evaluation(Scoped):
     """A dataset's trained models: their validation Dice, out-of-fold probabilities, weights."""
 
@@ -72,11 +101,14 @@ class Evaluation(Scoped):
         return out, dropped
 
     def run(self, specs: list[str] | None = None, pred_dir: Path | None = None, fold: int | None = None,
-            on_case=None, include_unfinished: bool = False, checkpoint: str = "final"):
+            on_case=None, include_unfinished: bool = False, checkpoint: str = "final",
+            metrics: tuple = (), tolerance: dict | None = None):
         """Per case, fold and label Dice of models' validation predictions (or one loose folder
         given as fold `fold`), with DG802 on their case sets and DG806 on unfinished folds
         (skipped unless `include_unfinished`). A fold whose validation another checkpoint made
-        than `checkpoint` is refused: the Dice would describe other weights."""
+        than `checkpoint` is refused: the Dice would describe other weights. `metrics`: surface
+        metrics besides Dice (hd, hd95, assd, nsd), NSD at `tolerance` mm ({label value or
+        name: mm}, or one number for every label; 2 mm where none is stated)."""
         ds = self._ds()
         if ds.preprocessed is None:
             raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
@@ -104,7 +136,7 @@ class Evaluation(Scoped):
                 folds = {int(k): m.folder / f"fold_{k}" / "validation" for k in m.folds if k.isdigit()}
                 sources += fold_sources(m.spec, folds, splits)
         ev = evaluate(ds.name, Path(ds.preprocessed) / "gt_segmentations", labels, sources, jobs=self._ws.jobs,
-                      on_case=on_case, spec=spec)
+                      on_case=on_case, spec=spec, metrics=tuple(metrics), tolerance=tolerances(tolerance, labels))
         ev.findings = notes + ev.findings
         ev.used = [m.describe() for m in models]
         return ev
