@@ -72,6 +72,9 @@ def test_suggested_weights_are_never_worse_than_equal_weights(trained_models, tm
     assert set(cands) == {"2d alone", "3d_fullres alone", "equal 2d+3d_fullres"}
     assert doc["mean_best_candidate"] == max(cands.values()) and doc["mean_chosen"] >= max(cands.values())
     assert doc["start"] in cands and 0 < doc["contested_voxels"] <= doc["voxels"]
+    g = doc["gain_over_nnunet_pick"]                          # 4 cases: an interval, in words
+    assert g["cases"] == 4 and g["low"] <= g["gain"] <= g["high"]
+    assert g["gain"] == pytest.approx(doc["mean_chosen"] - doc["mean_best_candidate"], abs=1e-9)
     from dataguard.submit.ensemble import Weights
 
     weights = Weights.parse(json.loads(w.read_text()), ["2d", "3d_fullres"])
@@ -82,6 +85,7 @@ def test_suggested_weights_are_never_worse_than_equal_weights(trained_models, tm
                           {**trained_models["env"], "COLUMNS": "200"}, trained_models["root"])   # headers on one line
     assert "equal" in table.stdout and "chosen weights" in table.stdout and "mean foreground Dice" in table.stdout
     assert "nnU-Net's pick" in table.stdout and "contested voxels" in table.stdout
+    assert "is it real?" in table.stdout and "4 cases" in table.stdout
 
 
 def test_missing_probabilities_name_the_command(trained_models, tmp_path):

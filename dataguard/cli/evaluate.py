@@ -387,6 +387,9 @@ def _suggest_table(sug) -> None:
               f"nnU-Net's pick\n  ({best.name}: {best.mean:.3f}"
               + ("; the search started there)" if sug.start == best.name else f"; search from {sug.start})"),
               soft_wrap=True, highlight=False)
+    if sug.gain is not None:
+        out.print(wrapped("is it real? " + sug.gain.words() + " (paired bootstrap over cases)"),
+                  style="bold" if sug.gain.significant else "", highlight=False)
     if sug.voxels:
         out.print(f"searched {sug.contested:,} contested voxels of {sug.voxels:,} "
                   f"({sug.contested / sug.voxels:.1%});\n  no weights can change the class of the others",

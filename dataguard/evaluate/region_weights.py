@@ -169,13 +169,24 @@ def _decisions(probs, W):
     return np.stack([class_score(probs[:, i], W[:, i]) > np.float32(THRESHOLD) for i in range(probs.shape[1])])
 
 
-def evaluate_regions(store: VoxelStore, Ws: list, rule: RegionRule) -> list[dict[int, float | None]]:
+def _region_tally(store: VoxelStore, Ws: list, rule: RegionRule) -> _RegionTally:
     import numpy as np
 
     tally = _RegionTally(len(Ws), store, rule)
     for idx, probs, r in store.chunks():
         tally.add(np.stack([segment(_decisions(probs, W), rule.order) for W in Ws]), idx, r)
+    return tally
+
+
+def evaluate_regions(store: VoxelStore, Ws: list, rule: RegionRule) -> list[dict[int, float | None]]:
+    tally = _region_tally(store, Ws, rule)
     return [tally.dice(j) for j in range(len(Ws))]
+
+
+def region_case_counts(store: VoxelStore, Ws: list, rule: RegionRule):
+    """(ref (K, R), tp (J, K, R), pred (J, K, R)) per case and region."""
+    tally = _region_tally(store, Ws, rule)
+    return tally.ref, tally.tp, tally.pred
 
 
 def _ascend(store: VoxelStore, W, objective: float, rule: RegionRule, grid: list, rounds: int, on_step=None):
@@ -235,4 +246,5 @@ def search_regions(oof, rule: RegionRule, step: float = 0.1, rounds: int = 3, on
     return search_from(_store(oof, rule, prune), oof.models, oof.labels, rule.n,
                        lambda st, Ws: evaluate_regions(st, Ws, rule),
                        lambda st, W, obj, grid, r, cb: _ascend(st, W, obj, rule, grid, r, cb),
-                       step, rounds, on_step, regions=True)
+                       step, rounds, on_step, regions=True,
+                       counts=lambda st, Ws: region_case_counts(st, Ws, rule))

@@ -44,6 +44,7 @@ from ..findings import Finding, finding
 from ..submit.archive import run_checks
 from ..submit.ensemble import Weights, read_probabilities
 from ..submit.predictions import find_probabilities
+from .gain import Gain, paired_bootstrap, per_case_dice
 
 PRUNE_MARGIN = 1e-6                 # above float32 rounding of a weighted mean of probabilities <= 1
 MEMORY_BUDGET = 512 << 20           # bytes of contested voxels kept in memory before spilling to disk
@@ -435,6 +436,7 @@ class Suggestion:
     voxels: int = 0
     contested: int = 0
     checkpoint: str = "final"                              # whose out-of-fold probabilities: submit checks it
+    gain: Gain | None = None                               # over nnU-Net's pick, with its interval
 
     @property
     def best_candidate(self) -> Candidate:
@@ -469,18 +471,31 @@ class Suggestion:
                                                              for c, d in self.table.get(lab, [])]}
                            for lab in self.labels},
                 "mean_equal": _objective(self.equal), "mean_chosen": _objective(self.chosen),
-                "mean_best_candidate": self.candidates[0].mean if self.candidates else None}
+                "mean_best_candidate": self.candidates[0].mean if self.candidates else None,
+                "gain_over_nnunet_pick": None if self.gain is None else self.gain.to_dict()}
 
 
-def _evaluate(store: VoxelStore, Ws: list, labels: list[int]) -> list[dict[int, float | None]]:
-    """Dice per label of each full weight matrix in `Ws`, one pass over the cases."""
+def _tally(store: VoxelStore, Ws: list) -> _Tally:
     import numpy as np
 
     ref, ftp, fpred = store.counts()
     tally = _Tally(len(Ws), ref, ftp, fpred)
     for idx, probs, r in store.chunks():
         tally.add(np.stack([_scores(probs, W).argmax(0) for W in Ws]), idx, r)
+    return tally
+
+
+def _evaluate(store: VoxelStore, Ws: list, labels: list[int]) -> list[dict[int, float | None]]:
+    """Dice per label of each full weight matrix in `Ws`, one pass over the cases."""
+    tally = _tally(store, Ws)
     return [tally.dice(j, labels) for j in range(len(Ws))]
+
+
+def _case_counts(store: VoxelStore, Ws: list, labels: list[int]):
+    """(ref (K, L), tp (J, K, L), pred (J, K, L)) per case of the labels some reference holds."""
+    tally = _tally(store, Ws)
+    cols = [lab for lab in labels if lab < tally.C]
+    return tally.ref[:, cols], tally.tp[:, :, cols], tally.pred[:, :, cols]
 
 
 def _ascend(store: VoxelStore, W, objective: float, labels: list[int], grid: list, rounds: int, on_step=None):
@@ -543,18 +558,20 @@ def search(oof: OOF, step: float = 0.1, rounds: int = 3, on_step=None, prune: bo
     return search_from(store, oof.models, oof.labels, n_classes,
                        lambda st, Ws: _evaluate(st, Ws, labels),
                        lambda st, W, obj, grid, r, cb: _ascend(st, W, obj, labels, grid, r, cb),
-                       step, rounds, on_step)
+                       step, rounds, on_step, counts=lambda st, Ws: _case_counts(st, Ws, labels))
 
 
 def search_from(store: VoxelStore, models: list[str], labels: dict[int, str], n_channels: int, evaluate, ascend,
-                step: float, rounds: int, on_step=None, regions: bool = False) -> Suggestion:
+                step: float, rounds: int, on_step=None, regions: bool = False, counts=None) -> Suggestion:
     """What the label search and the region search share: nnU-Net's candidates scored, the
     ascent from the best of them and from equal weights, and the suggestion scored with the
     weights file's own (rounded) numbers, as submit will apply them.
 
     evaluate(store, [W, ...]) -> Dice per class of each weight matrix (models x channels);
     ascend(store, W, objective, grid, rounds, on_step) -> (W, objective, table, rounds run);
-    regions: channel i is region i + 1 (there is no background channel)."""
+    regions: channel i is region i + 1 (there is no background channel);
+    counts(store, [W, ...]) -> (ref, tp, pred) per case: the gain over nnU-Net's pick then gets
+    a paired bootstrap interval over cases (evaluate/gain.py)."""
     import numpy as np
 
     if not len(store):
@@ -582,6 +599,10 @@ def search_from(store: VoxelStore, models: list[str], labels: dict[int, str], n_
                      candidates=cands, start=start, voxels=store.voxels, contested=store.contested)
     written = Weights.parse(sug.weights_file(), models).matrix(models, n_channels, regions=regions)
     sug.chosen = evaluate(store, [written])[0]
+    if counts is not None:
+        ref, tp, pred = counts(store, [written, full(cands[0].weights)])
+        d = per_case_dice(ref, tp, pred)
+        sug.gain = paired_bootstrap(d[0], d[1])
     return sug
 
 
