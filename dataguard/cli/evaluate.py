@@ -19,6 +19,7 @@ from .common import (
     shown,
     workspace,
 )
+from ..evaluate.postprocess import write as write_decision
 from .progress import CountProgress
 from .render import csv_row, render_findings
 
@@ -133,6 +134,71 @@ def add_suggest_parser(ensemble_sub) -> None:
     _fold_args(s)
     add_engine_args(s)
     s.set_defaults(func=cmd_suggest)
+
+
+POSTPROCESS_EPILOG = """\
+examples:
+  dataguard ensemble postprocess -d 1 --model 3d_fullres -o pp.json
+  dataguard ensemble postprocess -d 1 --model 2d --model 3d_fullres \\
+      --weights w.json -o pp.json
+  dataguard submit -d 1 --model 2d --model 3d_fullres --weights w.json \\
+      --postprocess pp.json -o sub.zip      applies exactly what was decided
+
+Decides post-processing as nnU-Net's determine_postprocessing does, on the
+out-of-fold segmentation submit would build (one model's validation label maps;
+for several models their --npz probabilities combined with --weights, equal
+weights without): keep the largest foreground component if the mean foreground
+Dice rises and no label falls; then per label, keep its largest component if
+its Dice rises. Each operation's out-of-fold effect is printed, kept or not,
+and the kept ones get a paired bootstrap interval over cases.
+"""
+
+
+def add_postprocess_parser(ensemble_sub) -> None:
+    """`dataguard ensemble postprocess`: post-processing decided on out-of-fold predictions."""
+    s = ensemble_sub.add_parser("postprocess", help="decide post-processing on out-of-fold predictions (as nnU-Net)",
+                                description="Decide post-processing on out-of-fold predictions, as nnU-Net does.",
+                                epilog=POSTPROCESS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("-d", "--dataset", required=True, metavar="ID")
+    s.add_argument("--model", action="append", default=[], required=True, metavar="SPEC",
+                   help="one model, or several for their ensemble, as in submit --model")
+    s.add_argument("--weights", type=Path, metavar="WEIGHTS.json", help="the ensemble's weights (default equal)")
+    s.add_argument("-o", "--output", type=Path, metavar="PP.json", help="write the decision submit --postprocess reads")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    add_engine_args(s)
+    s.set_defaults(func=cmd_postprocess)
+
+
+def cmd_postprocess(args) -> int:
+    from rich.table import Table
+
+    ws = _ws(args)
+    weights = ws.evaluate.load_weights(args.weights, list(args.model)) if args.weights else None
+    with CountProgress("deciding") as bar:
+        dec, gain = ws.evaluate.decide_postprocessing(args.model, weights, on_case=bar.tick)
+    if args.output:
+        write_decision(dec, args.output)
+    if args.format == "json":
+        json.dump({**dec.to_json(), "gain": None if gain is None else gain.to_dict()}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return ExitCode.CLEAN
+    out = console()
+    t = Table(title=f"post-processing tried on {dec.cases} out-of-fold cases ({dec.source}), nnU-Net's Dice",
+              title_justify="left", header_style="bold")
+    for col, j in (("operation", "left"), ("Dice before", "right"), ("after", "right"), ("kept", "left")):
+        t.add_column(col, justify=j)
+    for s in dec.steps:
+        t.add_row(s["operation"], _f(s["mean_dice_before"]), _f(s["mean_dice_after"]),
+                  "[bold green]yes[/]" if s["kept"] else "no")
+    out.print(t)
+    out.print(wrapped("decided: " + dec.describe()), highlight=False)
+    if gain is not None:
+        out.print(wrapped("is it real? " + gain.words("the decided post-processing", "none")
+                          + " (paired bootstrap over cases)"), highlight=False)
+    if args.output:
+        out.print(f"wrote {shown(args.output)}: apply it with  dataguard submit ... --postprocess {shown(args.output)}",
+                  soft_wrap=True, highlight=False)
+    return ExitCode.CLEAN
 
 
 def _fold_args(p) -> None:

@@ -14,7 +14,9 @@ from .common import (
     shown,
     workspace,
 )
-from .evaluate import add_suggest_parser, wrapped
+from ..evaluate.postprocess import load_decision
+from ..submit.ensemble import POSTPROCESS
+from .evaluate import add_postprocess_parser, add_suggest_parser, wrapped
 from .progress import CountProgress
 from .render import render_findings
 
@@ -73,8 +75,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", action="append", default=[], metavar="CONFIG[:FOLDS[:TRAINER[:PLANS]]]",
                    help="predict with this model through nnU-Net; repeat for an ensemble")
     p.add_argument("--weights", type=Path, metavar="WEIGHTS.json", help="per-label ensemble weights (see ensemble -h)")
-    p.add_argument("--postprocess", choices=("none", "lcc", "lcc+fill"), default="none",
-                   help="largest connected component per label (+ fill enclosed background holes)")
+    p.add_argument("--postprocess", type=postprocess_arg, default="none", metavar="none|lcc|lcc+fill|PP.json",
+                   help="PP.json: exactly what `dataguard ensemble postprocess` decided out of fold; lcc: largest "
+                        "connected component per label (+fill: enclosed background holes filled), undecided")
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster)")
     p.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda",
                    help="where nnU-Net predicts (default cuda; checked before predicting)")
@@ -110,7 +113,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _combine_args(e, required=False)            # `dataguard ensemble -i A -i B -o OUT` is `ensemble combine`
     e.set_defaults(func=cmd_ensemble)
-    group = e.add_subparsers(dest="ensemble_command", metavar="{combine,suggest}")
+    group = e.add_subparsers(dest="ensemble_command", metavar="{combine,suggest,postprocess}")
     comb = group.add_parser("combine", help="combine probability folders (the default without a subcommand)",
                             description="Combine probability folders as nnUNetv2_ensemble does, with\n"
                             "per-label weights and optional post-processing.", epilog=ENSEMBLE_EPILOG,
@@ -119,6 +122,24 @@ def add_parser(sub) -> None:
     comb.set_defaults(func=cmd_ensemble)
 
     add_suggest_parser(group)
+    add_postprocess_parser(group)
+
+
+def _pp(mode) -> str:
+    return mode if isinstance(mode, str) else f"decided out of fold: {mode.describe()}"
+
+
+def postprocess_arg(value: str):
+    """--postprocess: a mode name, or a decision file (`ensemble postprocess -o`), loaded and
+    checked here so a wrong file stops the command before anything is predicted."""
+    if value in POSTPROCESS:
+        return value
+    if not value.endswith(".json"):
+        raise argparse.ArgumentTypeError(f"{value!r}: use none, lcc, lcc+fill or a decision file PP.json")
+    try:
+        return load_decision(Path(value))
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{value}: {e}") from None
 
 
 def _combine_args(p, required: bool) -> None:
@@ -126,7 +147,7 @@ def _combine_args(p, required: bool) -> None:
                    help="a probability folder (case.npz + case.pkl); two or more")
     p.add_argument("-o", "--output", required=required, type=Path, metavar="OUT_DIR")
     p.add_argument("--weights", type=Path, metavar="WEIGHTS.json")
-    p.add_argument("--postprocess", choices=("none", "lcc", "lcc+fill"), default="none")
+    p.add_argument("--postprocess", type=postprocess_arg, default="none", metavar="none|lcc|lcc+fill|PP.json")
 
 
 # --- shared ---------------------------------------------------------------------------------
@@ -265,7 +286,7 @@ def _predict_and_submit(ws, args, images: Path, labels: Path | None) -> int:
     if res.stage == "probabilities":
         _show(res.findings, "probability files")
         return ExitCode.FINDINGS
-    note(f"ensembled {res.written} cases from {len(res.runs)} model(s), post-processing {args.postprocess}")
+    note(f"ensembled {res.written} cases from {len(res.runs)} model(s), post-processing {_pp(args.postprocess)}")
     provenance = res.provenance(weights, args.postprocess, ds.manifest_path,
                                 include_unfinished=args.include_unfinished)
     return _validate_and_package(ws, args, res.merged, images, labels, **provenance)
@@ -305,5 +326,6 @@ def cmd_ensemble(args) -> int:
     n = len(set.intersection(*[set(v) for v in pi.files.values()]))
     with CountProgress("ensembling", n) as bar:
         rep = ws.submit.ensemble(pi, args.output, weights, args.postprocess, on_case=bar.tick)
-    console().print(f"wrote {len(rep.written)} label maps to {shown(args.output)} (post-processing {args.postprocess})")
+    console().print(f"wrote {len(rep.written)} label maps to {shown(args.output)} "
+                    f"(post-processing {_pp(args.postprocess)})")
     return ExitCode.CLEAN

@@ -7,13 +7,16 @@ from pathlib import Path
 
 from ..engine.layout import nnunet_env
 from ..errors import UsageError
+from ..evaluate import postprocess as pp
 from ..evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
+from ..evaluate.gain import paired_bootstrap
 from ..evaluate.region_weights import RegionReducer, region_rule, search_regions
 from ..evaluate.validation import run_validation, validation_calls
-from ..evaluate.weights import OOF, check_weights, load_oof, search
+from ..evaluate.weights import OOF, _read_ref, check_weights, load_oof, search
 from ..spec import load_spec
-from ..submit.ensemble import Weights, nnunet_meta, writer_for
+from ..submit.ensemble import Weights, combine, nnunet_meta, read_probabilities, writer_for
 from ..submit.predict import parse_model
+from ..submit.predictions import find_probabilities
 from ..submit.trained import fold_names, validation_checkpoint
 from .scope import Scoped, deprecated
 
@@ -168,6 +171,80 @@ class Evaluation(Scoped):
         oof.rule = rule
         oof.checkpoint = checkpoint
         return models, oof
+
+    def decide_postprocessing(self, specs: list[str], weights=None, on_case=None, jobs: int | None = None):
+        """nnU-Net's post-processing decision (evaluate/postprocess.py) on the out-of-fold
+        segmentation `submit` would build: one model's validation label maps as nnU-Net decides
+        on them, or for several models the ensemble of their `--npz` probabilities with
+        `weights` (equal when None). Returns (Decision, Gain of the decided operations over
+        none, paired over cases in nnU-Net's Dice; None when nothing was kept)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ds = self._ds()
+        if ds.preprocessed is None:
+            raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
+        spec = load_spec(Path(ds.preprocessed) / "dataset.json")
+        if spec.has_regions:
+            raise UsageError("post-processing of region models is decided by nnU-Net's order-dependent rule; "
+                             "dataguard decides it for label models only")
+        labels = foreground_labels(spec)
+        models, _ = self._models(specs)
+        names = [m.spec for m in models]
+        gt_dir = Path(ds.preprocessed) / "gt_segmentations"
+        dj, plans = nnunet_meta(models[0].folder)
+        reader = writer_for(plans, dj)()
+        ending = str(dj.get("file_ending", ".nii.gz")) if isinstance(dj, dict) else ".nii.gz"
+        per_model: dict[str, dict] = {}
+        for m in models:
+            files: dict = {}
+            for k in m.folds:
+                val = m.folder / f"fold_{k}" / "validation"
+                if len(models) == 1 and weights is None:
+                    files.update({p.name[: -len(ending)]: p for p in sorted(val.glob(f"*{ending}"))})
+                else:
+                    files.update(find_probabilities(val))
+            per_model[m.spec] = files
+        cases = sorted(set.intersection(*[set(f) for f in per_model.values()]))
+        if not cases:
+            raise UsageError("no out-of-fold predictions to decide on (train with --npz for an ensemble; "
+                             "every fold's validation/ for one model)")
+        w = weights if weights is not None else Weights.load(None, names)
+
+        def one(case):
+            ref = _read_ref(gt_dir, case, reader)
+            if ref is None:
+                return None
+            if len(models) == 1 and weights is None:
+                seg, _ = reader.read_seg(str(per_model[names[0]][case]))
+                seg = seg[0]
+            else:
+                probs = [read_probabilities(per_model[n][case].npz) for n in names]
+                seg, _ = combine(probs, w.matrix(names, probs[0].shape[0]))
+            if seg.shape != ref.shape:
+                raise UsageError(f"case {case}: prediction shape {seg.shape} is not the reference's {ref.shape}")
+            return pp.trial(case, ref, seg, list(labels), spec.ignore_label)
+
+        trials = []
+        with ThreadPoolExecutor(max_workers=jobs or self._ws.jobs or 2) as pool:
+            for t in pool.map(one, cases):
+                if t is not None:
+                    trials.append(t)
+                    if on_case:
+                        on_case(t.case)
+        source = " + ".join(names) + ("" if weights is None else " (weighted)")
+        dec = pp.decide(trials, labels, source)
+        gain = None
+        if dec.largest_foreground or dec.largest_per_label:
+            import numpy as np
+
+            def after(t, lab):
+                if lab in dec.largest_per_label:
+                    return (t.own_on_fg if dec.largest_foreground else t.own_on_base)[lab]
+                return (t.fg if dec.largest_foreground else t.base)[lab]
+            a = np.array([[pp.dice(after(t, lab)) for lab in labels] for t in trials])
+            b = np.array([[pp.dice(t.base[lab]) for lab in labels] for t in trials])
+            gain = paired_bootstrap(a, b)
+        return dec, gain
 
     @staticmethod
     def load_weights(path: Path | None, models: list[str]):

@@ -155,12 +155,15 @@ def regions_to_segmentation(probabilities, region_order: tuple[int, ...]):
     return seg
 
 
-def postprocess(seg, mode: str = "none"):
+def postprocess(seg, mode="none"):
     """`lcc`: keep each label's largest connected component (face connectivity); `lcc+fill`:
     then fill background enclosed by a label, in 3D and in each slice along the first array
-    axis (nnU-Net's z). A hole holding another label stays as it is."""
+    axis (nnU-Net's z). A hole holding another label stays as it is. A decision
+    (evaluate.postprocess.Decision): exactly its operations, as nnU-Net applies them."""
     import numpy as np
 
+    if hasattr(mode, "apply"):
+        return mode.apply(seg)
     if mode == "none":
         return seg
     if mode not in POSTPROCESS:
@@ -305,7 +308,13 @@ def ensemble_folders(inputs: dict[str, Path], out_dir: Path, weights: Weights, m
     ending = dataset_json.get("file_ending", ".nii.gz")
     cases = sorted(set.intersection(*[set(files[m]) for m in models]))
     props = {case: read_properties(_properties_file(files, models, case)) for case in cases}  # all, before any write
-    report = EnsembleReport(weights=weights.to_dict(), postprocess=mode)
+    if hasattr(mode, "labels"):                     # a decision: its labels must be this dataset's
+        declared = {v: k for k, v in (dataset_json.get("labels") or {}).items() if isinstance(v, int)}
+        wrong = [f"{n} ({k})" for k, n in mode.labels.items() if declared.get(k) != n]
+        if wrong:
+            raise UsageError(f"the post-processing decision names labels this dataset.json does not: "
+                             f"{', '.join(wrong)}")
+    report = EnsembleReport(weights=weights.to_dict(), postprocess=mode if isinstance(mode, str) else mode.describe())
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in cases:
         probs = [read_probabilities(files[m][case].npz) for m in models]

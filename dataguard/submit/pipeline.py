@@ -51,7 +51,8 @@ class PipelineResult:
                             "tta": r.record["tta"], "reused": r.reused} for r in self.runs],
                 "checkpoint": self.runs[0].record["checkpoint"] if self.runs else None,
                 "include_unfinished": include_unfinished,
-                "weights": weights.to_dict(), "postprocess": postprocess,
+                "weights": weights.to_dict(),
+                "postprocess": postprocess.to_json() if hasattr(postprocess, "to_json") else postprocess,
                 "training_manifest": training_manifest}
 
 
