@@ -19,7 +19,6 @@ from .common import (
     shown,
     workspace,
 )
-from ..evaluate.postprocess import write as write_decision
 from .progress import CountProgress
 from .render import csv_row, render_findings
 
@@ -91,12 +90,10 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def _metrics(args) -> tuple[tuple[str, ...], dict | None]:
-    """(--metric list in METRICS order, --tolerance as {label or '*': mm} or None)."""
-    from ..evaluate.surface import METRICS
-
+def _metrics(args, order) -> tuple[tuple[str, ...], dict | None]:
+    """(--metric list in `order`, --tolerance as {label or '*': mm} or None)."""
     asked = set(args.metric)
-    metrics = tuple(m for m in METRICS if m in asked or "surface" in asked)
+    metrics = tuple(m for m in order if m in asked or "surface" in asked)
     if args.tolerance and not metrics:
         raise UsageError("--tolerance is NSD's: add --metric nsd (or --metric surface)")
     tol: dict = {}
@@ -177,7 +174,7 @@ def cmd_postprocess(args) -> int:
     with CountProgress("deciding") as bar:
         dec, gain = ws.evaluate.decide_postprocessing(args.model, weights, on_case=bar.tick)
     if args.output:
-        write_decision(dec, args.output)
+        ws.evaluate.write_postprocessing(dec, args.output)
     if args.format == "json":
         json.dump({**dec.to_json(), "gain": None if gain is None else gain.to_dict()}, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -229,7 +226,7 @@ def cmd_evaluate(args) -> int:
     if args.pred_dir is not None and args.model:
         raise UsageError("give PRED_DIR --fold K or --model, not both")
     ws = _ws(args)
-    metrics, tolerance = _metrics(args)
+    metrics, tolerance = _metrics(args, ws.evaluate.SURFACE_METRICS)
     ev = ws.evaluate.run(args.model or None, args.pred_dir, args.fold, include_unfinished=args.include_unfinished,
                          checkpoint=args.checkpoint, metrics=metrics, tolerance=tolerance)
     for line in ev.used:

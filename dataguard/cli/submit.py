@@ -14,8 +14,6 @@ from .common import (
     shown,
     workspace,
 )
-from ..evaluate.postprocess import load_decision
-from ..submit.ensemble import POSTPROCESS
 from .evaluate import add_postprocess_parser, add_suggest_parser, wrapped
 from .progress import CountProgress
 from .render import render_findings
@@ -129,17 +127,26 @@ def _pp(mode) -> str:
     return mode if isinstance(mode, str) else f"decided out of fold: {mode.describe()}"
 
 
+POSTPROCESS = ("none", "lcc", "lcc+fill")
+
+
 def postprocess_arg(value: str):
-    """--postprocess: a mode name, or a decision file (`ensemble postprocess -o`), loaded and
-    checked here so a wrong file stops the command before anything is predicted."""
+    """--postprocess: a mode name, or a decision file (`ensemble postprocess -o`) as a Path,
+    loaded by `_decided` before anything is predicted."""
     if value in POSTPROCESS:
         return value
     if not value.endswith(".json"):
         raise argparse.ArgumentTypeError(f"{value!r}: use none, lcc, lcc+fill or a decision file PP.json")
-    try:
-        return load_decision(Path(value))
-    except (OSError, ValueError) as e:
-        raise argparse.ArgumentTypeError(f"{value}: {e}") from None
+    return Path(value)
+
+
+def _decided(ws, args) -> None:
+    """Replace a --postprocess decision file's path by the decision (exit 2 when it is wrong)."""
+    if isinstance(args.postprocess, Path):
+        try:
+            args.postprocess = ws.evaluate.load_postprocessing(args.postprocess)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--postprocess {args.postprocess}: {e}") from None
 
 
 def _combine_args(p, required: bool) -> None:
@@ -218,6 +225,7 @@ def cmd_submit(args) -> int:
     if args.output.suffix != ".zip":
         raise UsageError(f"-o {args.output}: the archive's name must end in .zip")
     ws = _workspace(args)
+    _decided(ws, args)
     images = _images(ws, args.images)
     labels = _labels(args, ws)
     if not args.model:
@@ -318,6 +326,7 @@ def cmd_ensemble(args) -> int:
             raise UsageError(f"two inputs named {name}")
         names[name] = folder
     ws = workspace(args, [])
+    _decided(ws, args)
     weights = ws.evaluate.load_weights(args.weights, list(names))
     pi, missing = ws.submit.check_probabilities(names)
     if missing:

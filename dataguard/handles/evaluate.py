@@ -10,6 +10,7 @@ from ..errors import UsageError
 from ..evaluate import postprocess as pp
 from ..evaluate.crossval import evaluate, fold_sources, foreground_labels, splits_of
 from ..evaluate.gain import paired_bootstrap
+from ..evaluate.surface import METRICS as SURFACE_METRICS
 from ..evaluate.region_weights import RegionReducer, region_rule, search_regions
 from ..evaluate.validation import run_validation, validation_calls
 from ..evaluate.weights import OOF, _read_ref, check_weights, load_oof, search
@@ -171,6 +172,18 @@ class Evaluation(Scoped):
         oof.rule = rule
         oof.checkpoint = checkpoint
         return models, oof
+
+    SURFACE_METRICS = SURFACE_METRICS           # what run(metrics=...) takes, in this order
+
+    @staticmethod
+    def write_postprocessing(decision, path: Path) -> None:
+        """The decision file `submit --postprocess PP.json` reads."""
+        pp.write(decision, path)
+
+    @staticmethod
+    def load_postprocessing(path: Path):
+        """A decision file (ValueError / OSError say what is wrong with it)."""
+        return pp.load_decision(path)
 
     def decide_postprocessing(self, specs: list[str], weights=None, on_case=None, jobs: int | None = None):
         """nnU-Net's post-processing decision (evaluate/postprocess.py) on the out-of-fold
