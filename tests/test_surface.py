@@ -171,3 +171,18 @@ def test_evaluate_surface_metrics_on_trained_models_equal_monai(trained_models):
     bad = dataguard_cli(["evaluate", "-d", "901", "--metric", "nsd", "--tolerance", "myocardum=1"],
                         trained_models["env"], trained_models["root"])
     assert bad.returncode == 2 and "did you mean 'myocardium'" in bad.stderr
+
+
+@pytest.mark.nnunet
+def test_report_shows_surface_metrics_when_asked(trained_models, tmp_path):
+    from conftest import dataguard_cli
+
+    out = tmp_path / "r.html"
+    res = dataguard_cli(["report", "-d", "901", "-o", str(out), "--surface", "1.5", "--no-images"],
+                        trained_models["env"], trained_models["root"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    html = out.read_text()
+    assert "Surface metrics, all folds" in html and "NSD at 1.5 mm" in html and "HD95 mm" in html
+    plain = dataguard_cli(["report", "-d", "901", "-o", str(tmp_path / "p.html"), "--no-images"],
+                          trained_models["env"], trained_models["root"])
+    assert plain.returncode == 0 and "Surface metrics" not in (tmp_path / "p.html").read_text()

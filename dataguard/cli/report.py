@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cases", type=int, default=6, metavar="N", help="clean cases to sample for thumbnails (6)")
     p.add_argument("--no-images", action="store_true", help="no thumbnails (smaller, faster)")
     p.add_argument("--worst", type=int, default=3, metavar="N", help="worst cases per label in cross-validation (3)")
+    p.add_argument("--surface", type=float, nargs="?", const=2.0, default=None, metavar="MM",
+                   help="add HD95, ASSD, HD and NSD at MM (default 2) to cross-validation (slower: "
+                        "distance transforms per case and label)")
     p.add_argument("--submissions", type=Path, action="append", default=[], metavar="DIR",
                    help="where to look for *.zip.manifest.json (default: the current folder)")
     p.set_defaults(func=cmd_report)
@@ -45,10 +48,12 @@ def cmd_report(args) -> int:
 
     if args.cases < 0:
         raise UsageError("--cases must be >= 0")
+    if args.surface is not None and not args.surface > 0:
+        raise UsageError("--surface MM: NSD's tolerance must be a positive number of mm")
     t0 = time.monotonic()
     ws = workspace(args)
     rep = collect(ws, n_clean=args.cases, images=not args.no_images,
-                  submissions_dirs=args.submissions or [Path.cwd()], worst=args.worst,
+                  submissions_dirs=args.submissions or [Path.cwd()], worst=args.worst, surface=args.surface,
                   on_step=lambda what: note(f"report: {what} ..."))
     html = render_html(rep, args.cases)
     atomic_write_text(args.output, html)

@@ -45,7 +45,7 @@ class Report:
 
 
 def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list[Path] = (),
-            worst: int = 3, on_step=None) -> Report:
+            worst: int = 3, on_step=None, surface: float | None = None) -> Report:
 
     step = on_step or (lambda what: None)
     step("scanning (incremental)")
@@ -99,7 +99,7 @@ def collect(ws, *, n_clean: int = 6, images: bool = True, submissions_dirs: list
     step("cross-validation")
     for d in ws.datasets:
         with ws.dataset(d.name).nnunet_env():       # a project folder without the env vars: its own
-            cv = _cv(ws, d.name, images, worst, rep.notes)
+            cv = _cv(ws, d.name, images, worst, rep.notes, surface)
         if cv:
             rep.cv.append(cv)
     step("submissions")
@@ -276,14 +276,17 @@ def _training(ws, dataset: str, notes: list[str]) -> list[dict]:
     return out
 
 
-def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | None:
+def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str], surface: float | None = None) -> dict | None:
+    """Per model the per-label Dice table (and with `surface`, the surface metrics at that
+    NSD tolerance in mm), and the worst cases."""
 
     if ws.dataset(dataset).results_root()[0] is None:
         return None                                   # nowhere to look: _training said so
     why = _no_cv(ws, dataset)
     if why is None:
         try:
-            ev = ws.dataset(dataset).evaluate.run()
+            h = ws.dataset(dataset).evaluate
+            ev = h.run(metrics=h.SURFACE_METRICS if surface else (), tolerance=surface)
         except DataguardError as e:
             why = str(e)
     if why is not None:
@@ -303,9 +306,9 @@ def _cv(ws, dataset: str, images: bool, worst: int, notes: list[str]) -> dict | 
     for lab, rows in ev.worst(worst).items():
         for s in rows:
             worst_rows.append({"label": ev.labels[lab], "case": s.case, "model": s.model, "fold": s.fold,
-                               "dice": s.dice, "ref": s.ref_voxels, "pred": s.pred_voxels,
+                               "dice": s.dice, "ref": s.ref_voxels, "pred": s.pred_voxels, "surface": s.surface,
                                "thumb": _pred_thumb(ws, ev, s) if images else None})
-    return {"dataset": dataset, "models": models, "worst": worst_rows,
+    return {"dataset": dataset, "models": models, "worst": worst_rows, "surface": surface,
             "findings": [f.to_dict() for f in ev.findings]}
 
 
