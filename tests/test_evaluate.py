@@ -74,6 +74,7 @@ def test_suggested_weights_are_never_worse_than_equal_weights(trained_models, tm
     assert doc["start"] in cands and 0 < doc["contested_voxels"] <= doc["voxels"]
     g = doc["gain_over_nnunet_pick"]                          # 4 cases: an interval, in words
     assert g["cases"] == 4 and g["low"] <= g["gain"] <= g["high"]
+    assert g["significant"] is False and "too few to tell" in g["words"]       # 4 cases prove nothing
     assert g["gain"] == pytest.approx(doc["mean_chosen"] - doc["mean_best_candidate"], abs=1e-9)
     from dataguard.submit.ensemble import Weights
 

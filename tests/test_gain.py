@@ -32,6 +32,8 @@ def test_a_clear_gain_is_significant_and_noise_is_not():
     assert worse.significant and worse.high < 0 and "lose" in worse.words()
     one = paired_bootstrap(base[:1] + 0.1, base[:1])               # one case: no interval can be had
     assert not one.significant and one.low == float("-inf")
+    four = paired_bootstrap(base[:4] + 0.03, base[:4])             # a narrow interval, but on 4 cases
+    assert four.low > 0 and not four.significant and "too few to tell" in four.words()
     assert Gain(0.01, -0.02, 0.04, 4, 0.95, 2000).to_dict()["significant"] is False
 
 
