@@ -190,7 +190,7 @@ def cmd_postprocess(args) -> int:
     out.print(t)
     out.print(wrapped("decided: " + dec.describe()), highlight=False)
     if gain is not None:
-        out.print(wrapped("is it real? " + gain.words("the decided post-processing", "none")
+        out.print(wrapped("is it real? " + gain.words("the decided post-processing", "no post-processing")
                           + " (paired bootstrap over cases)"), highlight=False)
     if args.output:
         out.print(f"wrote {shown(args.output)}: apply it with  dataguard submit ... --postprocess {shown(args.output)}",

@@ -37,8 +37,9 @@ class Gain:
     def words(self, what: str = "the suggested weights", other: str = "nnU-Net's pick") -> str:
         span = f"{self.level:.0%} interval {self.low:+.3f} to {self.high:+.3f}, {self.cases} cases"
         if self.cases < MIN_CASES:
-            return (f"{self.gain:+.3f} on only {self.cases} cases ({span}): too few to tell; as far as "
-                    f"{self.cases} cases can tell, {other} is as good (at least {MIN_CASES} are needed)")
+            return (f"{self.gain:+.3f} on only {self.cases} cases ({self.level:.0%} interval {self.low:+.3f} to "
+                    f"{self.high:+.3f}): too few to tell, so {other} is as good as far as anyone can say "
+                    f"(at least {MIN_CASES} cases are needed)")
         if self.low > 0:
             return f"{what} beat {other} by {self.gain:+.3f} ({span}): a real gain as far as these cases tell"
         if self.high < 0:
