@@ -83,18 +83,34 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--iterations", type=int, default=15)
     ap.add_argument("--work", type=Path, default=HERE / "_work" / "audit_models")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse --work's trained models (from an earlier run with the same options)")
+    ap.add_argument("--repeat", type=int, default=3, help="timings: best of this many")
     ap.add_argument("--source", choices=("synthetic", "real"), default="synthetic",
                     help="synthetic cardiac CT, or crops of TotalSegmentator's example CT (tests/data)")
     a = ap.parse_args()
+    env = env_for(a.work)
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    if a.reuse and (a.work / "corruptions.json").is_file() and any((a.work / "nnUNet_results").rglob("*.npz")):
+        plan = json.loads((a.work / "corruptions.json").read_text())
+        raw = next((a.work / "nnUNet_raw").iterdir())
+        cases = sorted(p.name[:-7] for p in (raw / "labelsTr").glob("*.nii.gz"))
+        print(f"reusing {a.work}", flush=True)
+    else:
+        raw, plan, cases = prepare(a)
+    ds = raw.name
+    measure(a, raw, ds, plan, cases)
+    return 0
+
+
+def prepare(a):
+    """Build the corrupted dataset, plan, preprocess and train both folds (--npz)."""
     import dataguard
-    from dataguard.checks.label_audit import audit_view
-    from dataguard.suspects import combined, per_case
 
     shutil.rmtree(a.work, ignore_errors=True)
     raw, plan = build(a.work, a.cases, a.per_kind, source=a.source, base=(64, 64, 12))
     ds = raw.name
     env = env_for(a.work)
-    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
     (a.work / "nnUNet_results").mkdir(exist_ok=True)
     t0 = time.perf_counter()
     print("plan and preprocess (2d) ...", flush=True)
@@ -109,6 +125,30 @@ def main() -> int:
          "--epochs", str(a.epochs), "--iterations-per-epoch", str(a.iterations), "--val-iterations", "2",
          "--npz", "--no-val-mirroring", "--allow", "DG4,DG5"], env, a.work)
     print(f"prepared in {time.perf_counter() - t0:.0f} s", flush=True)
+    return raw, plan, cases
+
+
+def floor_read(work: Path, ds: str) -> float:
+    """Every byte the with-models audit must decode, read once: each out-of-fold .npz (numpy)
+    and each reference in gt_segmentations (SimpleITK, as nnU-Net's reader)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    t1 = time.perf_counter()
+    for p in (work / "nnUNet_results" / ds).glob("*/fold_*/validation/*.npz"):
+        with np.load(p) as z:
+            for k in z.files:
+                z[k]
+    for p in (work / "nnUNet_preprocessed" / ds / "gt_segmentations").glob("*.nii.gz"):
+        sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+    return time.perf_counter() - t1
+
+
+def measure(a, raw: Path, ds: str, plan: dict, cases: list[str]) -> None:
+    import dataguard
+    from dataguard.audit.models import audit_models
+    from dataguard.checks.label_audit import audit_view
+    from dataguard.suspects import combined, per_case
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = dataguard.Workspace([str(raw)], manifest_dir=Path(tmp) / "m", jobs=2)
@@ -116,24 +156,21 @@ def main() -> int:
         data_suspects = audit_view(res.views[ds])
         data = per_case(data_suspects)
         h = ws.dataset(ds)
-        t1 = time.perf_counter()
         _, with_models, _ = h.audit(models=["2d"])
-        t_models = time.perf_counter() - t1 - 0.0
+        times, floors = [], []
+        for _ in range(a.repeat):            # best of: the machine may be shared
+            t1 = time.perf_counter()
+            audit_models(h.evaluate, ["2d"])
+            times.append(time.perf_counter() - t1)
+            floors.append(floor_read(a.work, ds))
+        t_models, t_read = min(times), min(floors)
     models = per_case(with_models)
     both = per_case(combined(data_suspects, with_models))
-    import numpy as np
-
-    t1 = time.perf_counter()
-    for p in (a.work / "nnUNet_results" / ds).glob("*/fold_*/validation/*.npz"):
-        with np.load(p) as z:
-            for k in z.files:
-                z[k]
-    t_read = time.perf_counter() - t1
     base = oof_dice_baseline(a.work, ds)
     positive = set(plan)
     clean = set(cases) - positive
-    print(f"{a.cases} cases, {len(positive)} corrupted; with-models audit {t_models:.2f} s "
-          f"(includes the data-alone part and its scan), reading the .npz once {t_read:.2f} s")
+    print(f"{len(cases)} cases, {len(positive)} corrupted; with-models audit {t_models:.3f} s, reading the "
+          f".npz and the references once {t_read:.3f} s: {t_models / t_read:.2f}x (target 1.2), best of {a.repeat}")
     print(f"{'kind':<11} {'models':>12} {'both':>12} {'data':>12} {'1-Dice':>12}   (AUPRC  R@k)")
     rows = [("all", positive, set(cases))] + [(k, {c for c, v in plan.items() if v == k},
                                                 {c for c, v in plan.items() if v == k} | clean) for k in KINDS]
@@ -143,7 +180,6 @@ def main() -> int:
             s = {c: sc.get(c, 0.0) for c in pool}
             cells.append(f"{average_precision(s, pos):5.2f} {recall_at_k(s, pos):5.2f}")
         print(f"{kind:<11} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12} {cells[3]:>12}")
-    return 0
 
 
 if __name__ == "__main__":

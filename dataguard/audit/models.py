@@ -96,12 +96,20 @@ def _box(boxes: list, shape) -> tuple:
                  for d in range(len(shape)))
 
 
+def _components(mask):
+    """(labels, count) of a mask's components, every neighbour touching (cc3d: a fifth of
+    scipy.ndimage.label's time on these small boxes, the same partition)."""
+    import cc3d
+
+    lab, n = cc3d.connected_components(mask, connectivity=26 if mask.ndim == 3 else 8, return_N=True)
+    return lab, int(n)
+
+
 def _largest(mask):
     """(mask of the largest 26-connected region, its size) of a boolean array."""
     import numpy as np
-    from scipy import ndimage
 
-    lab, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    lab, n = _components(mask)
     if n == 0:
         return None, 0
     sizes = np.bincount(lab.ravel())
@@ -110,23 +118,30 @@ def _largest(mask):
     return lab == k, int(sizes[k])
 
 
-def _opened(mask):
+def _in_plane(mask, op):
+    """`mask` eroded (op &) or dilated (op |) by the 3 x 3 square in its last two axes, outside
+    the array counting as background: scipy's binary_erosion / binary_dilation with that
+    structure, as two separable passes of slices (half their time on these small boxes)."""
     import numpy as np
-    from scipy import ndimage
 
-    st = np.zeros((3,) * mask.ndim, dtype=bool)
-    st[(1,) * (mask.ndim - 2) + (slice(None), slice(None))] = True      # 3 x 3 in the last two axes
-    return ndimage.binary_opening(mask, structure=st)
+    p = np.zeros(mask.shape[:-2] + (mask.shape[-2] + 2, mask.shape[-1] + 2), dtype=bool)
+    p[..., 1:-1, 1:-1] = mask          # (np.pad's own overhead is most of the cost on small boxes)
+    r = op(op(p[..., :-2], p[..., 1:-1]), p[..., 2:])
+    return op(op(r[..., :-2, :], r[..., 1:-1, :]), r[..., 2:, :])
+
+
+def _opened(mask):
+    """Binary opening by the in-plane 3 x 3 square (scipy's binary_opening with it)."""
+    import operator
+
+    return _in_plane(_in_plane(mask, operator.and_), operator.or_)
 
 
 def _rim_removed(mask):
     """The annotation without its in-plane rim, or the annotation itself when nothing is left."""
-    import numpy as np
-    from scipy import ndimage
+    import operator
 
-    st = np.zeros((3,) * mask.ndim, dtype=bool)
-    st[(1,) * (mask.ndim - 2) + (slice(None), slice(None))] = True
-    core = ndimage.binary_erosion(mask, structure=st)
+    core = _in_plane(mask, operator.and_)
     return core if core.any() else mask
 
 
@@ -272,7 +287,7 @@ def case_disagreement(case: str, probabilities: list, ref, labels: dict[int, str
                 fig.update(other_class=k_other, other_voxels=s, other_fraction=round(f, 4), other_slice=zs)
                 said = (f"they are confident it is '{name(k_other)}' ({_vox(s)}, {f:.0%} of the annotation, "
                         f"slice {zs})")
-                pieces, npieces = ndimage.label(A, structure=np.ones((3,) * A.ndim, dtype=bool))
+                pieces, npieces = _components(A)
                 if npieces > 1:
                     under = np.bincount(pieces[region], minlength=npieces + 1)
                     piece = int(under.argmax())
