@@ -232,3 +232,23 @@ def test_combined_ranking_joins_both_sources_as_evidence():
     order = [s.case for s in combined(data, models)]
     assert order.index("c") < order.index("d") and order.index("b") < order.index("d")
     assert all(0 <= s.score < 1 for s in both.values())
+
+
+@pytest.mark.parametrize("shape", [(12, 30, 30), (40, 50), (3, 5, 7), (1, 4, 4)])
+def test_in_plane_morphology_equals_scipys(shape):
+    """The audit's in-plane opening and rim removal (separable slices) are scipy's binary
+    opening and erosion by the 3 x 3 square in the last two axes, background outside."""
+    from scipy import ndimage
+
+    from dataguard.audit.models import _components, _opened, _rim_removed
+
+    rng = np.random.default_rng(len(shape))
+    for level in (0.3, 0.5, 0.7):
+        m = ndimage.gaussian_filter(rng.random(shape), 1) > level if min(shape) > 1 else rng.random(shape) < level
+        st = np.zeros((3,) * m.ndim, bool)
+        st[(1,) * (m.ndim - 2) + (slice(None), slice(None))] = True
+        assert np.array_equal(_opened(m), ndimage.binary_opening(m, structure=st))
+        core = ndimage.binary_erosion(m, structure=st)
+        assert np.array_equal(_rim_removed(m), core if core.any() else m)
+        lab, n = _components(m)
+        assert n == ndimage.label(m, structure=np.ones((3,) * m.ndim, bool))[1]
