@@ -240,7 +240,8 @@ def test_in_plane_morphology_equals_scipys(shape):
     opening and erosion by the 3 x 3 square in the last two axes, background outside."""
     from scipy import ndimage
 
-    from dataguard.audit.models import _components, _opened, _rim_removed
+    from dataguard.audit.models import _opened, _rim_removed
+    from dataguard.checks.resample import components
 
     rng = np.random.default_rng(len(shape))
     for level in (0.3, 0.5, 0.7):
@@ -250,5 +251,5 @@ def test_in_plane_morphology_equals_scipys(shape):
         assert np.array_equal(_opened(m), ndimage.binary_opening(m, structure=st))
         core = ndimage.binary_erosion(m, structure=st)
         assert np.array_equal(_rim_removed(m), core if core.any() else m)
-        lab, n = _components(m)
+        lab, n = components(m)
         assert n == ndimage.label(m, structure=np.ones((3,) * m.ndim, bool))[1]

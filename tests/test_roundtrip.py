@@ -292,10 +292,10 @@ def test_component_counts_equal_scipys_full_connectivity(shape, share):
     import numpy as np
     from scipy import ndimage
 
-    from dataguard.checks.roundtrip import _components
+    from dataguard.checks.resample import components
 
     mask = np.random.default_rng(len(shape) * 10 + int(share * 100)).random(shape) < share
-    n, lab = _components(mask)
+    lab, n = components(mask)
     ref, k = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
     assert n == k > 1
     assert np.array_equal(lab > 0, mask)

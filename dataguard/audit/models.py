@@ -37,9 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import UsageError
-from ..evaluate.crossval import foreground_labels
+from ..checks.resample import components
 from ..evaluate.weights import OOF, SELECTION, _read_ref
-from ..spec import load_spec
 from ..submit.ensemble import nnunet_meta, read_probabilities, writer_for
 from ..submit.predictions import find_probabilities
 from ..submit.trained import validation_checkpoint
@@ -96,20 +95,11 @@ def _box(boxes: list, shape) -> tuple:
                  for d in range(len(shape)))
 
 
-def _components(mask):
-    """(labels, count) of a mask's components, every neighbour touching (cc3d: a fifth of
-    scipy.ndimage.label's time on these small boxes, the same partition)."""
-    import cc3d
-
-    lab, n = cc3d.connected_components(mask, connectivity=26 if mask.ndim == 3 else 8, return_N=True)
-    return lab, int(n)
-
-
 def _largest(mask):
     """(mask of the largest 26-connected region, its size) of a boolean array."""
     import numpy as np
 
-    lab, n = _components(mask)
+    lab, n = components(mask)
     if n == 0:
         return None, 0
     sizes = np.bincount(lab.ravel())
@@ -287,7 +277,7 @@ def case_disagreement(case: str, probabilities: list, ref, labels: dict[int, str
                 fig.update(other_class=k_other, other_voxels=s, other_fraction=round(f, 4), other_slice=zs)
                 said = (f"they are confident it is '{name(k_other)}' ({_vox(s)}, {f:.0%} of the annotation, "
                         f"slice {zs})")
-                pieces, npieces = _components(A)
+                pieces, npieces = components(A)
                 if npieces > 1:
                     under = np.bincount(pieces[region], minlength=npieces + 1)
                     piece = int(under.argmax())
@@ -442,14 +432,9 @@ def audit_models(handle, specs: list[str], on_case=None, include_unfinished: boo
     to its suspects as it is read. A fold without `--npz` probabilities (or whose validation
     another checkpoint made) audits nothing: a DG507 per such fold names the `--val --npz` call."""
 
-    ds = handle._ds()
-    if ds.preprocessed is None:
-        raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
-    spec = load_spec(Path(ds.preprocessed) / "dataset.json")
-    if spec.has_regions:
-        raise UsageError("the label audit with models reads one probability per label; this dataset's models "
-                         "predict regions (regions_class_order), which it does not audit yet")
-    labels = foreground_labels(spec)
+    ds, spec, labels = handle._references(
+        no_regions="the label audit with models reads one probability per label; this dataset's models "
+                   "predict regions (regions_class_order), which it does not audit yet")
     models, dropped = handle._models(specs, include_unfinished)
     notes = [f for m in models + dropped for f in m.fold_findings()]
     names = [m.spec for m in models]

@@ -369,5 +369,17 @@ def box_of(mask) -> tuple[slice, ...] | None:
     return tuple(out)
 
 
+def components(mask) -> tuple[object, int]:
+    """(labelled array, count) of a mask's connected components, every neighbour touching (26
+    in 3D, 8 in 2D: scipy's label with a 3^n structure, skimage's default). cc3d (nnunetv2
+    depends on it through acvl_utils) imports in 3 ms where scipy.ndimage takes 170 ms in each
+    scan worker, and labels faster. The one component labelling of the round trip, the label
+    audit (both ways) and the post-processing decision."""
+    import cc3d
+
+    lab, n = cc3d.connected_components(mask, connectivity=26 if mask.ndim == 3 else 8, return_N=True)
+    return lab, int(n)
+
+
 def voxels(box) -> int:
     return math.prod(hi - lo for lo, hi in box)

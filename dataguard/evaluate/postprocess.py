@@ -25,6 +25,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from ..checks.resample import components
 from ..fsio import atomic_write_text, read_json
 
 FORMAT = "dataguard-postprocessing/1"
@@ -33,13 +34,12 @@ FORMAT = "dataguard-postprocessing/1"
 def keep_largest(seg, labels, background: int = 0):
     """nnU-Net's remove_all_but_largest_component_from_segmentation: the voxels of `labels`
     (together) outside their largest component(s) become background."""
-    import cc3d
     import numpy as np
 
     mask = np.isin(seg, list(labels))
     if not mask.any():
         return seg
-    lab, n = cc3d.connected_components(mask, connectivity=26 if mask.ndim == 3 else 8, return_N=True)
+    lab, n = components(mask)
     if n <= 1:
         return seg
     sizes = np.bincount(lab.ravel())

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..checks.resample import box_of
+
 METRICS = ("hd", "hd95", "assd", "nsd")         # what `evaluate --metric` may add to Dice
 DEFAULT_TOLERANCE = 2.0                        # mm, NSD's tolerance when none is stated
 SURFACE_DEFINITIONS = {                        # written into evaluate's JSON beside the figures
@@ -51,18 +53,6 @@ class Surface:
                 "status": self.status, "tolerance": self.tolerance}
 
 
-def _box(a, b):
-    """Slices of the bounding box of a | b (both masks hold a voxel)."""
-    import numpy as np
-
-    both = a | b
-    out = []
-    for ax in range(both.ndim):
-        idx = np.flatnonzero(np.any(both, axis=tuple(i for i in range(both.ndim) if i != ax)))
-        out.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    return tuple(out)
-
-
 def _surface(mask):
     """Voxels of `mask` with a 6-neighbour outside it (beyond the array counts as outside)."""
     from scipy import ndimage
@@ -77,7 +67,7 @@ def directed_distances(ref, pred, spacing):
     import numpy as np
     from scipy import ndimage
 
-    box = _box(ref, pred)
+    box = box_of(ref | pred)
     # one voxel of background around the box: erosion at the crop's edge then means what it
     # means at the array's edge, and every surface voxel keeps its true neighbours
     r = np.pad(ref[box], 1)

@@ -83,6 +83,18 @@ class Evaluation(Scoped):
             raise UsageError("nnUNet_results is not set: it says where the trained models are")
         return Path(results) / ds.name
 
+    def _references(self, no_regions: str | None = None):
+        """(dataset layout, its preprocessed DatasetSpec, the scored classes): what every
+        comparison with gt_segmentations starts from. UsageError when the dataset is not
+        preprocessed, or (with `no_regions`, the reason) when its labels are regions."""
+        ds = self._ds()
+        if ds.preprocessed is None:
+            raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
+        spec = load_spec(Path(ds.preprocessed) / "dataset.json")
+        if no_regions and spec.has_regions:
+            raise UsageError(no_regions)
+        return ds, spec, foreground_labels(spec)
+
     def _models(self, specs, include_unfinished: bool = False) -> tuple[list, list]:
         """(models with a usable fold, models found without one): the second only when
         discovering (a named model without a finished fold is refused)."""
@@ -113,12 +125,8 @@ class Evaluation(Scoped):
         than `checkpoint` is refused: the Dice would describe other weights. `metrics`: surface
         metrics besides Dice (hd, hd95, assd, nsd), NSD at `tolerance` mm ({label value or
         name: mm}, or one number for every label; 2 mm where none is stated)."""
-        ds = self._ds()
-        if ds.preprocessed is None:
-            raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
+        ds, spec, labels = self._references()
         splits = splits_of(ds.preprocessed)
-        spec = load_spec(Path(ds.preprocessed) / "dataset.json")
-        labels = foreground_labels(spec)
         notes = []
         if pred_dir is not None:
             if fold is None:
@@ -193,14 +201,9 @@ class Evaluation(Scoped):
         none, paired over cases in nnU-Net's Dice; None when nothing was kept)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        ds = self._ds()
-        if ds.preprocessed is None:
-            raise UsageError(f"{ds.name} is not preprocessed: the references are its gt_segmentations")
-        spec = load_spec(Path(ds.preprocessed) / "dataset.json")
-        if spec.has_regions:
-            raise UsageError("post-processing of region models is decided by nnU-Net's order-dependent rule; "
-                             "dataguard decides it for label models only")
-        labels = foreground_labels(spec)
+        ds, spec, labels = self._references(
+            no_regions="post-processing of region models is decided by nnU-Net's order-dependent rule; "
+                       "dataguard decides it for label models only")
         models, _ = self._models(specs)
         names = [m.spec for m in models]
         gt_dir = Path(ds.preprocessed) / "gt_segmentations"
