@@ -213,8 +213,6 @@ def case_figures(view) -> dict[str, dict[int, dict]]:
 def _one_case(view, spec, case: str, img_path: str, lab_path: str, img_rel: str) -> dict[int, dict] | None:
     """One case's figures per label; None when its files cannot be read (the raw-image
     check's findings say why)."""
-    import numpy as np
-
     lab_rel = next((t.rel for t in view.raw_cases().get(case, []) if t.kind == "label"), None)
     facts_l = view.results[lab_rel].facts if lab_rel in view.results else {}
     facts_i = view.results[img_rel].facts
@@ -223,21 +221,32 @@ def _one_case(view, spec, case: str, img_path: str, lab_path: str, img_rel: str)
         image, _ = read_strided(img_path, MAX_VOXELS, s)
     except Exception:  # noqa: BLE001 - unreadable files are the raw-image check's findings
         return None
-    if label.dtype.kind == "f":                 # DG401's business; compared as its nearest integers
-        label = np.rint(np.nan_to_num(label)).astype(np.int32)
     sp_xyz = list(facts_i.get("spacing") or [1.0, 1.0, 1.0])[:3]
     sp_xyz += [1.0] * (3 - len(sp_xyz))
     full = [float(sp_xyz[2]), float(sp_xyz[1]), float(sp_xyz[0])]
     counts = {int(k): int(v) for k, v in (facts_l.get("label_voxels") or {}).items()
               if str(k).lstrip("-").isdigit() and int(k) > 0}
     labels = sorted(v for v in counts if v != spec.ignore_label) or None
-    # the body's range from the grid itself, as check_audit_case computes it: the same figures
-    figs = label_figures(image, label, [x * s for x in full], labels, counts or None, full)
-    for f in figs.values():             # slices of the strided grid -> the case's own slices
-        f["slice"] = f["slice"] * s
-        if f.get("gap_at") is not None:
-            f["gap_at"] = f["gap_at"] * s
+    figs = grid_figures(image, label, s, full, labels, counts or None)
     return {k: v for k, v in figs.items() if k != spec.ignore_label}
+
+
+def grid_figures(image, label, stride: int, spacing_zyx, labels=None, voxels=None) -> dict[int, dict]:
+    """label_figures of a case read on a strided grid, its slices numbered as the case's own:
+    what the scan's audit-case check records and a case read again computes, the same way
+    (the body's range from the grid itself). A float label is compared as its nearest
+    integers (DG401 reports it)."""
+    import numpy as np
+
+    if label.dtype.kind == "f":
+        label = np.rint(np.nan_to_num(label)).astype(np.int32)
+    figs = label_figures(image, label, [x * stride for x in spacing_zyx], labels, voxels,
+                         spacing_zyx if voxels else None)
+    for f in figs.values():
+        f["slice"] = f["slice"] * stride
+        if f.get("gap_at") is not None:
+            f["gap_at"] = f["gap_at"] * stride
+    return figs
 
 
 FIGURES_VERSION = 1     # of the per-file facts "audit" (a change re-reads every training case)
@@ -251,8 +260,6 @@ def check_audit_case(task, src, scratch: dict | None) -> tuple[list, dict]:
     streamed it just before (`scratch`), else from one strided read of the open file."""
     import json
     import os
-
-    import numpy as np
 
     if task.kind != "image" or task.where != "raw" or not task.pair:
         return [], {}
@@ -272,13 +279,7 @@ def check_audit_case(task, src, scratch: dict | None) -> tuple[list, dict]:
         return [], {"audit": {"v": FIGURES_VERSION, "skipped": f"not read: {str(e)[:120]}"}}
     if label.shape != image.shape:
         return [], {"audit": {"v": FIGURES_VERSION, "skipped": "the label's grid is not the image's (DG304)"}}
-    if label.dtype.kind == "f":                 # DG401's business; compared as its nearest integers
-        label = np.rint(np.nan_to_num(label)).astype(np.int32)
-    figs = label_figures(image, label, [x * s for x in zyx])
-    for f in figs.values():             # slices of the strided grid -> the case's own slices
-        f["slice"] = f["slice"] * s
-        if f.get("gap_at") is not None:
-            f["gap_at"] = f["gap_at"] * s
+    figs = grid_figures(image, label, s, zyx)
     return [], {"audit": {"v": FIGURES_VERSION, "label": lab_rel, "spacing": zyx,
                           "figures": {str(k): v for k, v in figs.items()}}}
 
