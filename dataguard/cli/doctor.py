@@ -9,6 +9,7 @@ from pathlib import Path
 from ..findings import Severity
 from ..fsio import human_size
 from .common import ExitCode, UsageError, add_engine_args, console, note, shown, workspace
+from .progress import CountProgress
 
 EPILOG = """\
 what it checks (finding codes DG901-DG907, `dataguard explain DG904`):
@@ -29,6 +30,17 @@ examples:
   dataguard doctor -d 1 --config 3d_fullres --images imagesTs
                                                     size prediction on the test images
   dataguard doctor --format json > doctor.json
+  dataguard doctor -d 1 -c 3d_lowres --throughput
+                      why an epoch is slow: nnU-Net's trainer timed three ways
+                      (full step, no data loading, data loader alone), the
+                      bound, the evidence, the epoch and run it predicts (DG908)
+  nnUNet_n_proc_DA=0 dataguard doctor -d 1 -c 2d --throughput --device cpu
+                      the same with augmentation in the training process
+
+--throughput takes 1-3 minutes (it starts nnU-Net's trainer and its
+augmentation workers as nnUNetv2_train would; nothing is written into the
+dataset). Predict with the length you will train: --iterations-per-epoch,
+--val-iterations, --epochs (nnU-Net's defaults: 250, 50, 1000).
 
 exit codes: 0 no errors, 1 an error finding, 2 usage error
 """
@@ -53,6 +65,13 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("cuda", "cpu", "mps"), default=None,
                    help="the device you will use: DG906 when it is not here")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    g = p.add_argument_group("throughput (needs -d and --config; imports torch in a child process)")
+    g.add_argument("--throughput", action="store_true",
+                   help="time the configuration's training step three ways and say what bounds the epoch")
+    g.add_argument("--steps", type=int, default=20, metavar="N", help="iterations timed per way (default 20)")
+    g.add_argument("--iterations-per-epoch", type=int, metavar="N", help="predict epochs of N steps (default 250)")
+    g.add_argument("--val-iterations", type=int, metavar="N", help="... and N validation batches (default 50)")
+    g.add_argument("--epochs", type=int, metavar="N", help="predict a run of N epochs (default 1000)")
     add_engine_args(p)             # the one spine: -d finds the dataset the way every command does
     p.set_defaults(func=cmd_doctor)
 
@@ -61,15 +80,69 @@ def cmd_doctor(args) -> int:
     if args.config and not args.dataset:
         raise_usage("--config needs -d/--dataset")
     ws = workspace(args, [args.dataset] if args.dataset else None)
+    if args.throughput and not args.config:
+        raise_usage("--throughput needs -d/--dataset and --config")
+    if args.steps < 2:
+        raise_usage("--steps must be at least 2")
     rep = ws.doctor(args.config, plans=args.plans, images=args.images, device=args.device)
+    tp = None
+    if args.throughput:
+        device = args.device or ("cuda" if rep.devices.gpus else "cpu")
+        with CountProgress() as bar:
+            tp = ws.dataset(args.dataset).train.throughput(
+                args.config, plans=args.plans, device=device, steps=args.steps,
+                iterations_per_epoch=args.iterations_per_epoch, val_iterations=args.val_iterations,
+                epochs=args.epochs, on_progress=lambda phase, done, total: bar.event("timing nnU-Net's trainer",
+                                                                                     done, total))
+        rep.findings += tp.findings
     if args.format == "json":
-        json.dump(rep.to_dict(), sys.stdout, indent=2)
+        d = rep.to_dict()
+        if tp is not None:
+            d["throughput"] = tp.to_dict()
+        json.dump(d, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         render(rep)
+        if tp is not None:
+            render_throughput(tp)
     n_err = len(rep.errors)
-    note(f"doctor: {len(rep.findings)} finding(s), {n_err} error(s), {rep.seconds:.2f} s")
+    note(f"doctor: {len(rep.findings)} finding(s), {n_err} error(s), {rep.seconds:.2f} s"
+         + (f" + throughput {tp.seconds:.0f} s" if tp is not None else ""))
     return ExitCode.FINDINGS if n_err else ExitCode.CLEAN
+
+
+def render_throughput(tp) -> None:
+    """The three rates, the bound and its evidence, the predicted epoch and run, what to do."""
+    from rich.table import Table
+
+    out = console()
+    out.print(f"[bold]throughput[/bold]: {shown(tp.dataset)} {shown(tp.configuration)} on {tp.device}, "
+              f"nnUNet_n_proc_DA={tp.da_workers}")
+    t = Table(header_style="bold", show_edge=False)
+    t.add_column("way")
+    t.add_column("iterations/s", justify="right")
+    t.add_column("s/iteration", justify="right")
+    for name, rate in (("full step", tp.full_per_s), ("no data loading", tp.compute_per_s),
+                       ("data loader alone", tp.data_per_s)):
+        t.add_row(name, f"{rate:.2f}", f"{1 / rate:.3f}" if rate else "-")
+    out.print(t)
+    out.print(f"bound by [bold]{tp.bound}[/bold]: " + "; ".join(shown(e) for e in tp.evidence))
+    out.print(f"predicted epoch: {_duration(tp.epoch_seconds)} ({tp.iterations_per_epoch} iterations + "
+              f"{tp.val_iterations} validation batches); {tp.epochs} epochs: {_duration(tp.run_seconds)}")
+    for a in tp.advice:
+        out.print(f"  [dim]->[/dim] {shown(a)}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def raise_usage(msg: str):

@@ -40,6 +40,7 @@ class LiveView:
         self.alerts: list[str] = []
         self.phase = "starting nnU-Net (loading data, building the network) ..."
         self.t_first, self.n_seen, self.val_cases = None, 0, None
+        self.deadline: float | None = None              # --until/--hours (Unix seconds)
         self._live = self._progress = self._task = None
 
     # -- events ----------------------------------------------------------------------------
@@ -48,6 +49,7 @@ class LiveView:
         if kind == "start":
             self.labels, self.num_epochs = ev.get("labels") or [], ev.get("num_epochs")
             self.start_epoch = ev.get("start_epoch") or 0
+            self.deadline = ev.get("deadline")
             self.phase = (f"training: {ev.get('iterations')} iterations + {ev.get('val_iterations')} validation "
                           f"batches per epoch" + (f", resuming at epoch {self.start_epoch}" if self.start_epoch else ""))
             self._open()
@@ -62,6 +64,13 @@ class LiveView:
                 self.alerts.append(f"stopping: {ev['stop']}")
             if not self.live_mode:
                 self._line(ev)
+        elif kind == "plan":
+            self.num_epochs = ev.get("epochs") or self.num_epochs
+            if self._progress is not None:
+                self._progress.update(self._task, total=self.num_epochs)
+            self.alerts.append(ev.get("reason") or f"{self.num_epochs} epochs fit before the deadline")
+            if not self.live_mode:
+                self._say(ev.get("reason") or "")
         elif kind == "trained":
             self.phase = "training done" + (f" ({ev['stop']})" if ev.get("stop") else "")
         elif kind == "validation":
@@ -127,10 +136,21 @@ class LiveView:
             best = ev.get("best_ema")
             parts.append(Text(f"best EMA     {_dice(best)} at epoch {ev.get('best_epoch')}   "
                               f"last EMA {_dice(ev.get('ema'))}   epoch time {ev.get('epoch_seconds') or 0:.1f} s"))
+            if self.deadline:
+                parts.append(Text(self._deadline_text(ev)))
         for a in self.alerts[-4:]:
             parts.append(Text("! " + a, style="bold yellow"))
         parts.append(Text(self.phase, style="dim"))
         return Group(*parts)
+
+    def _deadline_text(self, ev: dict) -> str:
+        """The end this pace predicts (epochs left at the last epoch's time) against --until."""
+        n, e = self.num_epochs or 0, ev.get("epoch", 0)
+        end = time.time() + max(0, n - e - 1) * (ev.get("epoch_seconds") or 0)
+        clock = time.strftime("%H:%M", time.localtime(end))
+        due = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.deadline))
+        return (f"training ends about {clock} (+ final validation); deadline {due}"
+                + ("  LATE" if end > self.deadline else ""))
 
     def _refresh(self) -> None:
         if self._live is None:
@@ -159,6 +179,8 @@ class LiveView:
             self._say(f"! DG801 {c['label']} collapsed: best {c['best']:.3f} at epoch {c['best_epoch']}")
         if ev.get("stop"):
             self._say(f"stopping: {ev['stop']}")
+        if self.deadline:
+            self._say("  " + self._deadline_text(ev))
 
     def close(self) -> None:
         if self._live is not None:

@@ -90,6 +90,10 @@ def render_runs(runs) -> None:
         best = (f"best EMA {_fmt(d['best_ema'])} at epoch {d['best_epoch']}" if d["best_ema"] is not None
                 else "no best EMA yet (no epoch finished, or every pseudo Dice was NaN)")
         out.print(f"{d['epochs']} epochs{' (finished)' if d['finished'] else ''}; {best}")
+        if r.epoch_time is not None:
+            secs = [x for x in r.epoch_seconds if x]
+            out.print(f"epoch time {r.epoch_time:.1f} s (median of {len(secs)}; first {secs[0]:.1f} s, "
+                      f"last {secs[-1]:.1f} s)")
         for f in r.findings:
             out.print(Text(fit_lines(printable(f"{f.code} {f.severity}: {f.message}"), out.width, "  "),
                            style="yellow" if f.code == "DG801" else "cyan"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .common import ExitCode, UsageError, add_engine_args, add_group_args, note, workspace
 from .live_view import LiveView
-from .train_campaign import run_campaign
+from .train_campaign import budget_plan, run_campaign
 from .train_steps import INTERRUPTED, TRAINING_FAILED, device_of, prepare, report, resume_line, summary
 
 EPILOG = """\
@@ -21,6 +21,10 @@ examples:
       the settings recorded in its run record (dataguard_train.json)
   dataguard train Dataset001_Heart 3d_fullres 2 --stop-on-collapse
   dataguard train 1 2d 0 --dry-run       the gate's report and the exact call
+  dataguard train 1 3d_lowres 0-4 --until "2026-12-24 09:00" --npz
+      the five folds share the time to the deadline; each times its first
+      epochs, then fixes how many fit (and nnU-Net's learning rate with it)
+  dataguard train 1 2d 0 --hours 20 --patience 30
 
 the gate refuses (exit 1) and names the fixing command for: error findings
 in the raw data or this configuration's preprocessed data (let a code
@@ -61,6 +65,11 @@ def add_parser(sub) -> None:
     g.add_argument("--patience", type=int, metavar="P",
                    help="stop when the EMA pseudo Dice has not improved by more than --min-delta for P epochs")
     g.add_argument("--min-delta", type=float, metavar="D", help="smallest EMA gain that counts (0)")
+    when = g.add_mutually_exclusive_group()
+    when.add_argument("--until", metavar="TIME", type=_until,
+                      help="end training and the final validation by then (\"2026-12-24 09:00\", or \"09:00\": "
+                           "the next one); the epochs (at most --epochs) are fixed after timing the first 2")
+    when.add_argument("--hours", type=float, metavar="H", help="the same, H hours from now")
     g.add_argument("--stop-on-collapse", action="store_true", default=None,
                    help="end training (cleanly, with checkpoint_final.pth) when a label collapses (DG801)")
     g = p.add_argument_group("model and outputs")
@@ -112,6 +121,36 @@ def _mirror_axes(text: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _until(text: str) -> float:
+    """--until: an ISO date and time ("2026-12-24 09:00", local time) or a clock time ("09:00",
+    the next one), as Unix seconds."""
+    import datetime as dt
+
+    text = text.strip()
+    try:
+        if len(text) <= 5 and ":" in text:
+            h, m = (int(x) for x in text.split(":"))
+            now = dt.datetime.now()
+            t = now.replace(hour=h, minute=m, second=0, microsecond=0)
+            return (t if t > now else t + dt.timedelta(days=1)).timestamp()
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (e.g. \"2026-12-24 09:00\" or \"09:00\")") from None
+
+
+def deadline_of(args) -> float | None:
+    """--until or --hours as Unix seconds; a usage error when it has passed."""
+    import time
+
+    if args.hours is not None:
+        if args.hours <= 0:
+            raise UsageError("--hours must be more than 0")
+        return time.time() + args.hours * 3600
+    if args.until is not None and args.until <= time.time():
+        raise UsageError("--until is in the past")
+    return args.until
+
+
 def parse_folds(text: str) -> list[int | str]:
     """FOLDS: "all", "2", "0-4", "0,1,3", "0-2,4"; each fold once, in the order given."""
     text = text.strip()
@@ -143,6 +182,8 @@ def cmd_train(args) -> int:
         raise UsageError("--patience must be at least 1")
     if args.change_settings and not args.cont:
         raise UsageError("--change-settings goes with --continue")
+    args.deadline = deadline_of(args)
+    args.fold_deadline = args.deadline
     ws = workspace(args, [])
     if args.groups is not None or args.group_regex is not None:
         ws.dataset(args.dataset).splits.set_groups(file=args.groups, regex=args.group_regex)
@@ -152,6 +193,8 @@ def cmd_train(args) -> int:
         report(pf, call, args)
         if not pf.ok:
             return ExitCode.FINDINGS
+        if args.deadline:
+            note(budget_plan(args.deadline, 1))
         if args.dry_run:
             return ExitCode.CLEAN
         return _train(ws, pf, call, args, folds[0])

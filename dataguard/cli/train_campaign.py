@@ -55,7 +55,11 @@ def run_campaign(ws, args, folds: list) -> int:
             note("every fold is finished")
         return ExitCode.CLEAN
     code = ExitCode.CLEAN
+    if args.deadline:
+        note(budget_plan(args.deadline, len(todo)))
     for n, fold in enumerate(todo):
+        if args.deadline:                             # the time left, shared by the folds left
+            args.fold_deadline = time.time() + (args.deadline - time.time()) / (len(todo) - n)
         pf, call = prepare(ws, args, fold)            # again: the split, the data, an earlier fold's record
         if not pf.ok:
             report(pf, call, args)
@@ -91,6 +95,18 @@ def run_campaign(ws, args, folds: list) -> int:
     elif code != ExitCode.CLEAN and code != ExitCode.FINDINGS:
         note(f"after fixing it, go on with:\n  {resume_line(args, spec)}")
     return code
+
+
+def budget_plan(deadline: float, folds: int) -> str:
+    """The deadline's plan, said before the first fold starts."""
+    left = deadline - time.time()
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(deadline))
+    if folds == 1:
+        return (f"deadline {when} ({_hm(left)} from now): the first 2 epochs are timed, then the number of "
+                f"epochs that fit is fixed (with the final validation)")
+    return (f"deadline {when}: {folds} folds share {_hm(left)}, about {_hm(left / folds)} each (a fold "
+            f"that ends early leaves its time to the next); each fold times its first 2 epochs, then fixes "
+            f"how many fit")
 
 
 def _of(run) -> tuple[str, str]:

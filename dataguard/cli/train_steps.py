@@ -18,7 +18,8 @@ def given(args) -> dict:
             "val_iterations": args.val_iterations, "patience": args.patience, "min_delta": args.min_delta,
             "stop_on_collapse": args.stop_on_collapse, "save_best_per_label": args.save_best_per_label,
             "val_mirroring": False if args.no_val_mirroring else None,
-            "no_mirroring": list(args.no_mirroring) if getattr(args, "no_mirroring", None) else None}
+            "no_mirroring": list(args.no_mirroring) if getattr(args, "no_mirroring", None) else None,
+            "deadline": getattr(args, "fold_deadline", None)}
 
 
 def prepare(ws, args, fold):

@@ -1,8 +1,13 @@
 """`ws.train` / `ws.dataset(name).train`: the training gate, training, and reading its logs."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from ..doctor.throughput import judge, probe
+from ..engine.layout import planned_configurations
+from ..errors import UsageError
+from ..names import unknown
 from ..nnunet import plan_and_preprocess
 from ..train.logs import DEFAULT_PATIENCE, load_runs, plot_runs
 from ..train.session import prepare, train
@@ -34,6 +39,27 @@ class Training(Scoped):
     def plot(runs: list, path: Path) -> Path:
         """Per-label pseudo Dice of runs as a PNG."""
         return plot_runs(runs, path)
+
+    def throughput(self, configuration: str, *, plans: str = "nnUNetPlans", device: str = "cuda",
+                   steps: int = 20, val_steps: int = 5, iterations_per_epoch: int | None = None,
+                   val_iterations: int | None = None, epochs: int | None = None, env: dict | None = None,
+                   on_progress=None):
+        """Why an epoch of this configuration is slow (doctor.throughput.Throughput, DG908): nnU-Net's
+        trainer and data loader timed as the full step, the step without data loading and the
+        data loader alone, `steps` iterations each, in a child process (`env`: variables for it,
+        such as nnUNet_n_proc_DA); the epoch and the planned run it predicts."""
+        ds = self._ds()
+        if ds.preprocessed is None:
+            raise UsageError(f"{ds.name} is not preprocessed: run nnUNetv2_plan_and_preprocess -d {ds.id} first")
+        have = sorted({pc.name for pc in planned_configurations(ds.preprocessed) if pc.plans_file.stem == plans})
+        if configuration not in have:
+            raise UsageError(unknown("configuration", configuration, have, f"in {plans}.json of {ds.name}"))
+        t0 = time.monotonic()
+        m = probe(ds.preprocessed, configuration, plans=plans, device=device, steps=steps, val_steps=val_steps,
+                  env=env, on_progress=on_progress)
+        tp = judge(m, iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, epochs=epochs)
+        tp.seconds = time.monotonic() - t0
+        return tp
 
     @staticmethod
     def plan_and_preprocess(raw: Path, preprocessed: Path, dataset_id: int, configurations=("2d",)) -> None:

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks.metadata import METADATA_LIMIT
-from ..errors import LogError  # noqa: F401 - defined in errors
+from ..errors import LogError, RecordError  # noqa: F401 - LogError: defined in errors
 from ..findings import Finding, finding
 from ..fsio import read_json
 from ..spec import parse_spec
 from ..visual import label_colour
+from . import record
 
 LOG_GLOB = "training_log_*.txt"
 _LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?: (.*)$")
@@ -53,6 +54,13 @@ class Run:
     epoch_seconds: list[float | None] = field(default_factory=list)
     finished: bool = False
     findings: list[Finding] = field(default_factory=list)
+    iterations: int | None = None             # per epoch, from dataguard's run record beside the log
+
+    @property
+    def epoch_time(self) -> float | None:
+        """The typical epoch (median of nnU-Net's epoch times, the warm-up epoch 0 left out)."""
+        secs = [s for s in (self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds) if s]
+        return sorted(secs)[len(secs) // 2] if secs else None
 
     @property
     def best_epoch(self) -> int | None:
@@ -82,6 +90,9 @@ class Run:
         return {"log": self.log, "dataset": self.dataset, "epochs": len(self.epochs),
                 "last_epoch": self.epochs[-1] if self.epochs else None, "best_epoch": self.best_epoch,
                 "best_ema": _num(self.best_ema), "finished": self.finished,
+                "epoch_seconds": _num(self.epoch_time), "iterations": self.iterations,
+                "iteration_seconds": _num(self.epoch_time / self.iterations)
+                if self.epoch_time and self.iterations else None,
                 "labels": {n: {"best": _num(s.best), "best_epoch": s.best_epoch, "last": _num(s.last)}
                            for n, s in self.label_stats().items()},
                 "findings": [f.to_dict() for f in self.findings]}
@@ -187,9 +198,20 @@ def load_runs(path: Path, *, patience: int = DEFAULT_PATIENCE) -> list[Run]:
     for log in find_logs(path):
         names, dataset = label_names_for(log)
         run = parse_log(log.read_text("utf-8", errors="replace"), str(log), names, dataset)
+        run.iterations = _recorded_iterations(log.parent)
         run.findings = judge(run, patience=patience)
         runs.append(run)
     return runs
+
+
+def _recorded_iterations(fold_folder: Path) -> int | None:
+    """Training batches per epoch as dataguard's run record says (None: no record, or nnU-Net's
+    base trainer's own count, which the log does not state)."""
+    try:
+        rec = record.load(fold_folder)
+    except (RecordError, OSError):
+        return None
+    return rec.settings.iterations_per_epoch if rec is not None else None
 
 
 def collapses(run: Run, *, learnt: float = LEARNT, near_zero: float = NEAR_ZERO,
@@ -233,9 +255,32 @@ def judge(run: Run, *, patience: int = DEFAULT_PATIENCE) -> list[Finding]:
         out.append(finding("DG804", run.log, f"ran {run.epochs[-1] - b} epochs past its best EMA pseudo Dice "
                            f"({run.best_ema:.4f} at epoch {b}); early stopping with patience {patience} would "
                            f"have saved {extra} epochs{cost}"))
+    slow = slowdown(run)
+    if slow is not None:
+        early, late = slow
+        out.append(finding("DG908", run.log, f"epochs got slower: {late:.0f} s in the last quarter of the run "
+                           f"against {early:.0f} s early on ({late / early:.1f}x); usually swap, a disk cache that "
+                           f"no longer holds the data, or another job on the machine (dataguard doctor "
+                           f"--throughput says which bounds the epoch)"))
     import dataclasses
 
     return [dataclasses.replace(f, dataset=run.dataset) for f in out]
+
+
+SLOWDOWN = 1.5              # late epochs this much slower than early ones (medians) flag the run
+SLOWDOWN_MIN_EPOCHS = 8
+
+
+def slowdown(run: Run) -> tuple[float, float] | None:
+    """(early, late) median epoch seconds when the run's epochs got SLOWDOWN times slower: the
+    first quarter (without epoch 0, the warm-up) against the last quarter; None otherwise."""
+    secs = [s for s in run.epoch_seconds[1:] if s]
+    if len(secs) < SLOWDOWN_MIN_EPOCHS:
+        return None
+    q = max(2, len(secs) // 4)
+    early, late = sorted(secs[:q])[q // 2], sorted(secs[-q:])[q // 2]
+    return (early, late) if early > 0 and late >= SLOWDOWN * early else None
+
 
 
 def plot_runs(runs: list[Run], path: Path | str) -> Path:

@@ -27,7 +27,9 @@ RECORD_LIMIT = 1 << 20               # a record is a few hundred bytes; its resu
 FORMAT = 1
 MAX_RESUMES = 200
 RUN_KEYS = ("device", "trainer", "plans", "npz")       # what the run is, beside the training settings
-SETTING_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name != "events")
+# the deadline is when this process must end, not what the run is: given again on each resume
+SCHEDULE_KEYS = ("events", "deadline", "measure_epochs")
+SETTING_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name not in SCHEDULE_KEYS)
 _TYPES = {"device": str, "trainer": str, "plans": str, "npz": bool, "dataset": str, "configuration": str,
           "fold": str, "epochs": int, "iterations_per_epoch": int, "val_iterations": int, "patience": int,
           "min_delta": float, "stop_on_collapse": bool, "save_best_per_label": bool, "val_mirroring": bool,

@@ -42,7 +42,8 @@ def prepare(dataset: str, configuration: str, fold: int | str, *, scan: Callable
     that differs from the record refuses unless `change_settings`. `pf.resume` says what was
     reused; `pf.record` is what `train` writes beside the fold before nnU-Net starts."""
     name = trainer_name(trainer)
-    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    given = {k: v for k, v in (settings or {}).items() if v is not None and k not in record.SCHEDULE_KEYS}
+    deadline = (settings or {}).get("deadline")
     given.update({k: v for k, v in (("device", device), ("npz", npz)) if v is not None})
     folder = locate(dataset, configuration, fold, name, plans) if cont else None
     template, problem, sibling = _record_for(folder)
@@ -50,7 +51,7 @@ def prepare(dataset: str, configuration: str, fold: int | str, *, scan: Callable
     values = {**DEFAULTS, **(res.values if res else {}), **given}
     if res is not None and change_settings:
         values.update({k: new for k, (_, new) in res.changed.items()})
-    ts = TrainSettings(**{k: values[k] for k in record.SETTING_KEYS})
+    ts = TrainSettings(**{k: values[k] for k in record.SETTING_KEYS}, deadline=deadline)
     pf = run_preflight(dataset, configuration, -1 if fold == "all" else int(fold), trainer=name, plans_name=plans,
                        device=values["device"], cont=cont, allow=list(allow),
                        save_best_per_label=ts.save_best_per_label,

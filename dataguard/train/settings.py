@@ -29,6 +29,10 @@ class TrainSettings:
     # not at test time (None: the base trainer's mirroring; [0, 1, 2]: none at all)
     no_mirroring: list[int] | None = None
     events: str | None = None               # JSON-lines file the live view reads
+    # --until/--hours: training and the final validation end by this time (Unix seconds); the
+    # epoch count (at most `epochs`) is fixed once, after `measure_epochs` epochs were timed
+    deadline: float | None = None
+    measure_epochs: int = 2
 
     def to_json(self) -> str:
         """Only what differs from the defaults, so the printed training call stays readable."""

@@ -28,6 +28,7 @@ from os.path import join
 from pathlib import Path
 
 from .checkpoints import record_trusted, safe_load, trust_store
+from .deadline import DeadlinePlanner
 from .logs import label_names_from
 from .monitor import RunMonitor
 from . import record
@@ -102,6 +103,7 @@ class _DataguardMixin:
         self.dg_monitor = RunMonitor(names, patience=self.dg.patience, min_delta=self.dg.min_delta,
                                      stop_on_collapse=self.dg.stop_on_collapse)
         self.dg_stop_reason: str | None = None
+        self.dg_deadline = DeadlinePlanner(self.dg.deadline, self.dg.measure_epochs) if self.dg.deadline else None
 
     # -- mirroring ------------------------------------------------------------------------
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
@@ -145,7 +147,8 @@ class _DataguardMixin:
             self._dg_record()
         hist = self.dg_history()
         self.dg_monitor.prime(hist["dice"])
-        self.dg_emit("start", num_epochs=self.num_epochs, start_epoch=self.current_epoch, labels=self.dg_labels,
+        self.dg_loop_epochs = self.num_epochs          # nnU-Net's epoch loop runs to this; a deadline may end it sooner
+        self.dg_emit("start", num_epochs=self.num_epochs, deadline=self.dg.deadline, start_epoch=self.current_epoch, labels=self.dg_labels,
                      output_folder=self.output_folder, trainer=type(self).__name__,
                      iterations=self.num_iterations_per_epoch, val_iterations=self.num_val_iterations_per_epoch,
                      history=hist)
@@ -160,6 +163,11 @@ class _DataguardMixin:
         record.write(folder, record.new(pm.dataset_name, self.configuration_name, str(self.fold),
                                         trainer=self.dg_base_name, plans=pm.plans_name, device=self.device.type,
                                         npz=False, settings=self.dg))
+
+    def on_epoch_start(self):
+        if self.dg_deadline is not None:
+            self.dg_deadline.epoch_started(time.time())
+        super().on_epoch_start()
 
     def on_epoch_end(self):
         dice = self.dg_history()["dice"]
@@ -183,11 +191,60 @@ class _DataguardMixin:
                      collapses=[{"label": self.dg_labels[j], "best_epoch": b, "best": v, "at": a}
                                 for j, b, v, a in verdict.new_collapses],
                      stop=verdict.stop)
-        if verdict.stop and self.current_epoch < self.num_epochs:
-            self.dg_stop_reason = verdict.stop
-            self.print_to_log_file(f"dataguard: {verdict.stop}; ending training after epoch {verdict.epoch}",
+        stop = verdict.stop or self._dg_deadline_step()
+        if stop and self.current_epoch < self.num_epochs:
+            self.dg_stop_reason = stop
+            self.print_to_log_file(f"dataguard: {stop}; ending training after epoch {verdict.epoch}",
                                    also_print_to_console=False)
-            raise _StopTraining(verdict.stop)
+            raise _StopTraining(stop)
+        if self.current_epoch >= self.num_epochs and self.current_epoch < getattr(self, "dg_loop_epochs", 0):
+            raise _StopTraining(None)              # the epochs fixed for the deadline are done: a normal end
+
+    def _dg_deadline_step(self) -> str | None:
+        """--until/--hours: after the measured epochs, fix the epoch count once (and nnU-Net's
+        polynomial learning rate with it); after every epoch, stop when the next one and the
+        final validation would end after the deadline. The reason for stopping, or None."""
+        planner = self.dg_deadline
+        if planner is None:
+            return None
+        now = time.time()
+        planner.epoch_ended(now)
+        if planner.fixed is None and planner.ready:
+            plan = planner.fix(now, self.current_epoch, self.num_epochs, self._dg_validation_seconds())
+            self.num_epochs = plan.epochs
+            scheduler = getattr(self, "lr_scheduler", None)
+            if scheduler is not None and hasattr(scheduler, "max_steps"):
+                scheduler.max_steps = plan.epochs             # PolyLRScheduler: lr follows the new total
+            self.print_to_log_file(f"dataguard: {plan.reason}", also_print_to_console=False)
+            self.dg_emit("plan", epochs=plan.epochs, epoch_seconds=plan.epoch_seconds,
+                         validation_seconds=plan.validation_seconds, deadline=planner.deadline,
+                         reason=plan.reason, cut=plan.cut)
+        return planner.must_stop(now, self.current_epoch, self.num_epochs)
+
+    def _dg_validation_seconds(self) -> float:
+        """The final validation's time, estimated from this run's own validation batches: each
+        validation case is predicted patch by patch (sliding window, half-patch steps, mirrored
+        unless --no-val-mirroring), one forward pass a patch, at the per-patch cost of the
+        epoch's pseudo-Dice batches; export and start-up add a stated margin (see deadline.py)."""
+        from .deadline import validation_seconds
+
+        try:
+            val_keys = self.do_split()[1]
+            ds = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+            shapes = [tuple(ds.load_case(k)[0].shape[1:]) for k in val_keys]
+        except Exception:                          # noqa: BLE001 - an estimate: fall back to one patch a case
+            shapes = []
+        axes = self.inference_allowed_mirroring_axes if self.dg.val_mirroring else None
+        per_patch = self.dg_deadline.forward_seconds / max(1, self.batch_size)
+        return validation_seconds(shapes, tuple(self.configuration_manager.patch_size), per_patch,
+                                  len(axes) if axes else 0)
+
+    def validation_step(self, batch: dict) -> dict:
+        t0 = time.perf_counter()
+        out = super().validation_step(batch)
+        if self.dg_deadline is not None:
+            self.dg_deadline.forward_timed(time.perf_counter() - t0)
+        return out
 
     def run_training(self):
         try:

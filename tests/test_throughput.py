@@ -1,0 +1,135 @@
+"""Training time (issue 33): the throughput verdict against the epochs a real `train` then
+measures, the verdict's logic on known measurements, and a run that ends by its deadline."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import dataguard_cli, train_env
+from dataguard.doctor.throughput import judge
+from dataguard.train.deadline import DeadlinePlanner, validation_seconds
+from dataguard.train.logs import Run, judge as judge_run, load_runs
+
+TRAINER_DIR = "nnUNet_results/Dataset901_DemoCardiac/nnUNetTrainer_dataguard__nnUNetPlans__2d"
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_predicted_epoch_is_within_30_percent_of_a_real_train(real_project):
+    """The verdict's epoch (iterations / full-step rate + validation batches x their time) against
+    nnU-Net's own epoch times of a real `dataguard train` of the same configuration and length.
+    The probe writes nothing into the dataset (its split is made in memory)."""
+    env = train_env(real_project)
+    pre = real_project / "nnUNet_preprocessed" / "Dataset901_DemoCardiac"
+    before = _tree(pre)
+    doc = dataguard_cli(["doctor", "-d", "901", "-c", "2d", "--throughput", "--device", "cpu", "--steps", "8",
+                         "--iterations-per-epoch", "8", "--val-iterations", "2", "--epochs", "5",
+                         "--format", "json", "--manifest-dir", str(real_project / "m")], env, real_project)
+    assert doc.returncode == 0, doc.stdout + doc.stderr
+    tp = json.loads(doc.stdout)["throughput"]
+    assert _tree(pre) == before
+    assert tp["da_workers"] == 0 and tp["bound"] in ("compute", "data loading")
+    assert tp["full_per_s"] > 0 and tp["compute_per_s"] > 0 and tp["data_per_s"] > 0
+    assert tp["run_seconds"] == pytest.approx(5 * tp["epoch_seconds"])
+    run = dataguard_cli(["train", "901", "2d", "1", "--device", "cpu", "--epochs", "5", "--iterations-per-epoch", "8",
+                         "--val-iterations", "2", "--no-val-mirroring"], env, real_project)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (r,) = load_runs(real_project / TRAINER_DIR / "fold_1")
+    measured = r.epoch_time                                    # median, warm-up epoch 0 left out
+    assert r.iterations == 8 and r.to_dict()["iteration_seconds"] == pytest.approx(measured / 8, rel=1e-3)
+    assert abs(tp["epoch_seconds"] - measured) <= 0.30 * measured, (tp["epoch_seconds"], r.epoch_seconds)
+    logs = dataguard_cli(["logs", str(real_project / TRAINER_DIR / "fold_1")], env, real_project)
+    assert f"epoch time {measured:.1f} s (median of 5" in logs.stdout
+
+
+def test_augmentation_in_the_training_process_is_named_as_the_bound_when_it_dominates():
+    """nnUNet_n_proc_DA=0: the step is data + compute in series; a data share of a quarter or
+    more bounds the epoch and names the worker setting (DG908); a small share is compute."""
+    base = {"dataset": "Dataset1_X", "configuration": "2d", "device": "cpu", "da_workers": 0, "cores": 8,
+            "iterations_per_epoch": 250, "val_iterations": 50, "epochs": 1000, "val": {"per_second": 10.0}}
+    starved = judge({**base, "full": {"per_second": 1.0}, "compute": {"per_second": 4.0},
+                     "data": {"per_second": 1.3}})
+    assert starved.bound == "data loading" and [f.code for f in starved.findings] == ["DG908"]
+    assert "nnUNet_n_proc_DA=7" in starved.findings[0].help and "augmentation runs in the training process" \
+        in starved.findings[0].message
+    fed = judge({**base, "full": {"per_second": 3.6}, "compute": {"per_second": 4.0}, "data": {"per_second": 50.0}})
+    assert fed.bound == "compute" and not fed.findings
+    assert fed.epoch_seconds == pytest.approx(250 / 3.6 + 50 / 10.0)
+    assert fed.run_seconds == pytest.approx(1000 * fed.epoch_seconds)
+
+
+def test_workers_that_cannot_keep_up_are_the_bound_with_the_cause_named():
+    base = {"dataset": "Dataset1_X", "configuration": "3d_fullres", "device": "cuda", "da_workers": 4, "cores": 16,
+            "val": {"per_second": 5.0}, "compute": {"per_second": 5.0}, "torch": "2.8.0", "patch_size": [1, 2, 3]}
+    io = judge({**base, "full": {"per_second": 1.0, "iowait": 0.3, "gpu_util": 18.0},
+                "data": {"per_second": 1.0, "workers_busy": 0.2}})
+    assert io.bound == "data loading" and "nnUNet_keep_files_open=True" in io.findings[0].help
+    assert any("GPU busy 18%" in e for e in io.evidence)
+    cpu = judge({**base, "full": {"per_second": 1.0}, "data": {"per_second": 1.0, "workers_busy": 0.97}})
+    assert "nnUNet_n_proc_DA=8" in cpu.findings[0].help            # 16 cores: twice the workers
+    gpu = judge({**base, "torch": "2.9.1", "full": {"per_second": 4.8}, "data": {"per_second": 20.0}})
+    assert gpu.bound == "compute" and not gpu.findings and any("#3002" in a for a in gpu.advice)
+
+
+def test_deadline_planner_fixes_the_epochs_once_and_stops_when_the_next_would_be_late():
+    p = DeadlinePlanner(deadline=1000.0, measure_epochs=2)
+    for start, end in ((0, 30), (30, 50)):               # epoch 0 carries the warm-up: left out
+        p.epoch_started(start)
+        p.epoch_ended(end)
+    assert p.ready and p.epoch_seconds == 20
+    plan = p.fix(now=50, done=2, upper=1000, validation=100)
+    assert plan.cut and plan.epochs == 2 + int(((1000 - 50) * 0.97 - 100) // 20)
+    assert "DG909" in plan.reason and f"{plan.epochs} epochs fit" in plan.reason
+    assert p.fix(now=50, done=2, upper=10, validation=100).epochs == 10          # --epochs is the cap
+    p.epoch_started(50)
+    p.epoch_ended(890)                                    # a very slow epoch: the next would end late
+    assert "DG909" in p.must_stop(890, done=3, total=40)
+
+
+def test_validation_estimate_slides_half_patches_over_every_slice():
+    # 2d: 10 slices of 64x64 with a 32x32 patch: 3x3 windows a slice; mirrored along 2 axes: x4
+    assert validation_seconds([(10, 64, 64)], (32, 32), 0.01, 2) == pytest.approx(
+        max(20.0, 10 * 9 * 0.01 * 4 * 1.5))
+    assert validation_seconds([(10, 640, 640)], (32, 32), 0.01, 0) == pytest.approx(10 * 39 * 39 * 0.01 * 1.5)
+
+
+def test_logs_flag_a_run_whose_epochs_got_slower():
+    run = Run(log="x/fold_0/training_log.txt", dataset=None, labels=["a"], epochs=list(range(12)),
+              dice=[[0.5]] * 12, ema=[0.5] * 12, epoch_seconds=[90] + [60] * 6 + [130] * 5)
+    (f,) = [f for f in judge_run(run) if f.code == "DG908"]
+    assert "epochs got slower" in f.message and "130 s" in f.message and "60 s" in f.message
+    steady = Run(log="x", dataset=None, labels=["a"], epochs=list(range(12)), dice=[[0.5]] * 12, ema=[0.5] * 12,
+                 epoch_seconds=[90] + [60, 62, 61, 59, 63, 60, 61, 62, 60, 61, 64])
+    assert not [f for f in judge_run(steady) if f.code == "DG908"]
+
+
+def test_hours_is_honoured_within_ten_percent(real_project):
+    """`train --hours` on a real CPU run of a few minutes: the epochs are fixed after two were
+    timed (the plan is in the events and the log), and the command ends within 10% of its
+    deadline; nnU-Net's learning rate follows the fixed total."""
+    env = train_env(real_project)
+    hours = 0.04                                          # 144 s
+    t0 = time.time()
+    run = dataguard_cli(["train", "901", "2d", "1", "--device", "cpu", "--hours", str(hours),
+                         "--iterations-per-epoch", "6", "--val-iterations", "1", "--no-val-mirroring"],
+                        env, real_project, timeout=900)
+    took = time.time() - t0
+    assert run.returncode == 0, run.stdout + run.stderr
+    budget = hours * 3600
+    assert abs(took - budget) <= 0.10 * budget, (took, run.stdout[-3000:], run.stderr[-3000:])
+    fold = real_project / TRAINER_DIR / "fold_1"
+    events = [json.loads(line) for line in (fold / "dataguard_events.jsonl").read_text().splitlines()]
+    (plan,) = [e for e in events if e["event"] == "plan"]
+    assert plan["cut"] and plan["epochs"] >= 3 and "epochs fit" in plan["reason"]
+    (r,) = load_runs(fold)
+    assert len(r.epochs) <= plan["epochs"]
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "dataguard: DG909 deadline" in log
+    assert (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
+    assert "deadline" in run.stderr
