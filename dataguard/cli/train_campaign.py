@@ -49,14 +49,14 @@ def run_campaign(ws, args, folds: list) -> int:
     if refused:
         note("no fold trained: the gate refused (above); fix and run the same command again")
         return ExitCode.FINDINGS
+    if args.deadline and todo:
+        note(budget_plan(args.deadline, len(todo)))
     if args.dry_run or not todo:
         _table(rows, folds)
         if not todo:
             note("every fold is finished")
         return ExitCode.CLEAN
     code = ExitCode.CLEAN
-    if args.deadline:
-        note(budget_plan(args.deadline, len(todo)))
     for n, fold in enumerate(todo):
         if args.deadline:                             # the time left, shared by the folds left
             args.fold_deadline = time.time() + (args.deadline - time.time()) / (len(todo) - n)

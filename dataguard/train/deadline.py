@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 
 VALIDATION_MARGIN = 1.5       # export (resampling, writing), the workers' start-up: on top of the forward passes
-VALIDATION_FLOOR = 20.0       # seconds: starting the export workers alone, on a small machine
-SAFETY = 0.97                 # of the time left: a little slack for the last checkpoint and the end
+VALIDATION_FLOOR = 8.0        # seconds: starting the export workers alone (2 cases on a 2-core CPU: 8 s)
+SAFETY = 0.99                 # of the time left: slack for the last checkpoint and the process ending
 
 
 @dataclass
@@ -94,12 +94,12 @@ class DeadlinePlanner:
         cut = epochs < upper
         when = _clock(self.deadline)
         if cut:
-            reason = (f"DG909 deadline {when}: {epochs} epochs fit ({per:,.0f} s each, measured over "
-                      f"{len(self.walls)}; final validation about {validation:,.0f} s), not {upper}; "
+            reason = (f"DG909 deadline {when}: {epochs} epochs fit ({_secs(per)} each, measured over "
+                      f"{len(self.walls)}; final validation about {_secs(validation)}), not {upper}; "
                       f"the learning rate now falls to 0 at epoch {epochs}")
         else:
-            reason = (f"deadline {when}: all {upper} epochs fit ({per:,.0f} s each, final validation about "
-                      f"{validation:,.0f} s)")
+            reason = (f"deadline {when}: all {upper} epochs fit ({_secs(per)} each, final validation about "
+                      f"{_secs(validation)})")
         self.fixed = Plan(epochs, per, validation, reason, cut)
         return self.fixed
 
@@ -109,9 +109,13 @@ class DeadlinePlanner:
             return None
         per = max(self.epoch_seconds, self.walls[-1] if self.walls else 0.0)
         if now + per + self.validation > self.deadline:
-            return (f"DG909 deadline {_clock(self.deadline)}: another epoch ({per:,.0f} s) and the final "
-                    f"validation (about {self.validation:,.0f} s) would end after it")
+            return (f"DG909 deadline {_clock(self.deadline)}: another epoch ({_secs(per)}) and the final "
+                    f"validation (about {_secs(self.validation)}) would end after it")
         return None
+
+
+def _secs(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:,.0f} s"
 
 
 def _clock(ts: float) -> str:
