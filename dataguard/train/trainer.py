@@ -28,7 +28,7 @@ from os.path import join
 from pathlib import Path
 
 from .checkpoints import record_trusted, safe_load, trust_store
-from .deadline import DeadlinePlanner
+from .deadline import DeadlinePlanner, validation_seconds
 from .logs import label_names_from
 from .monitor import RunMonitor
 from . import record
@@ -226,8 +226,6 @@ class _DataguardMixin:
         validation case is predicted patch by patch (sliding window, half-patch steps, mirrored
         unless --no-val-mirroring), one forward pass a patch, at the per-patch cost of the
         epoch's pseudo-Dice batches; export and start-up add a stated margin (see deadline.py)."""
-        from .deadline import validation_seconds
-
         try:
             val_keys = self.do_split()[1]
             ds = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
