@@ -46,6 +46,10 @@ def test_predicted_epoch_is_within_30_percent_of_a_real_train(real_project):
     assert abs(tp["epoch_seconds"] - measured) <= 0.30 * measured, (tp["epoch_seconds"], r.epoch_seconds)
     logs = dataguard_cli(["logs", str(real_project / TRAINER_DIR / "fold_1")], env, real_project)
     assert f"epoch time {measured:.1f} s (median of 5" in logs.stdout
+    rep = dataguard_cli(["report", "-d", "901", "-o", str(real_project / "r.html"), "--cases", "0"], env, real_project)
+    assert rep.returncode in (0, 1), rep.stdout + rep.stderr
+    html = (real_project / "r.html").read_text()
+    assert "<b>throughput</b> (2d on cpu, nnUNet_n_proc_DA=0" in html and f"{measured:.1f}" in html
 
 
 def test_augmentation_in_the_training_process_is_named_as_the_bound_when_it_dominates():

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..findings import Finding, Severity
+from ..fsio import atomic_write_text, read_json
 
 DATA_SHARE = 0.25          # DA in the training process: data loading this share of a step bounds it
 LAG = 1.10                 # workers: data loader this much slower than the compute bounds the epoch
@@ -174,3 +175,38 @@ def judge(m: dict, *, iterations_per_epoch: int | None = None, val_iterations: i
         da_workers=workers, full_per_s=full, compute_per_s=comp, data_per_s=data, val_step_s=val_s,
         iterations_per_epoch=ipe, val_iterations=vit, epochs=n_epochs, epoch_seconds=epoch_s, run_seconds=run_s,
         bound=bound, evidence=evidence, advice=advice, findings=findings, measured=m)
+
+
+VERDICTS = "throughput.json"
+VERDICT_KEYS = {"configuration": str, "device": str, "da_workers": int, "full_per_s": float,
+                "compute_per_s": float, "data_per_s": float, "epoch_seconds": float, "bound": str,
+                "iterations_per_epoch": int, "val_iterations": int, "when": float}
+
+
+def save_verdict(state: Path, tp: Throughput) -> None:
+    """The verdict's figures, one per configuration, in the dataset's state folder."""
+    old = {v["configuration"]: v for v in load_verdicts(state)}
+    d = {k: getattr(tp, k) for k in VERDICT_KEYS if k != "when"}
+    d["when"] = time.time()
+    d["advice"] = list(tp.advice)
+    old[tp.configuration] = d
+    atomic_write_text(Path(state) / VERDICTS, json.dumps(sorted(old.values(), key=lambda v: v["configuration"])))
+
+
+def load_verdicts(state: Path) -> list[dict]:
+    """Saved verdicts, type-checked (the state folder is ours, but a file is still read bounded
+    and a bad entry is left out); [] when there are none."""
+    try:
+        raw = read_json(Path(state) / VERDICTS, 1 << 20)
+    except (OSError, ValueError):
+        return []
+    out = []
+    for v in raw if isinstance(raw, list) else []:
+        if not isinstance(v, dict):
+            continue
+        ok = all(isinstance(v.get(k), t) or (t is float and isinstance(v.get(k), int)) for k, t in VERDICT_KEYS.items())
+        if ok:
+            advice = v.get("advice")
+            out.append({**{k: v[k] for k in VERDICT_KEYS},
+                        "advice": [a for a in advice if isinstance(a, str)] if isinstance(advice, list) else []})
+    return out

@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..doctor.throughput import judge, probe
+from ..doctor.throughput import judge, load_verdicts, probe, save_verdict
+from ..engine.user_dirs import dataset_dir
 from ..engine.layout import planned_configurations
 from ..errors import UsageError
 from ..names import unknown
@@ -59,7 +60,16 @@ class Training(Scoped):
                   env=env, on_progress=on_progress)
         tp = judge(m, iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, epochs=epochs)
         tp.seconds = time.monotonic() - t0
+        try:                                      # the report shows the last verdict per configuration
+            save_verdict(dataset_dir(ds, create=True), tp)
+        except (OSError, UsageError):
+            pass
         return tp
+
+    def throughput_verdicts(self) -> list[dict]:
+        """The last `throughput` verdict of each configuration of this dataset, as saved in this
+        user's state folder (the report's training section shows them)."""
+        return load_verdicts(dataset_dir(self._ds()))
 
     @staticmethod
     def plan_and_preprocess(raw: Path, preprocessed: Path, dataset_id: int, configurations=("2d",)) -> None:

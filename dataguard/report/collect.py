@@ -268,11 +268,14 @@ def _training(ws, dataset: str, notes: list[str]) -> list[dict]:
     by_trainer: dict[str, list] = {}
     for r in runs:
         by_trainer.setdefault(Path(r.log).parent.parent.name, []).append(r)
+    verdicts = h.train.throughput_verdicts()
     for trainer, rs in sorted(by_trainer.items()):
         with tempfile.TemporaryDirectory() as d:
             uri = file_uri(ws.train.plot(rs, Path(d) / "runs.png"))
+        config = trainer.rsplit("__", 1)[-1]
         out.append({"dataset": dataset, "trainer": trainer, "plot": uri,
-                    "runs": [{**r.to_dict(), "fold": Path(r.log).parent.name} for r in rs]})
+                    "runs": [{**r.to_dict(), "fold": Path(r.log).parent.name} for r in rs],
+                    "throughput": [v for v in verdicts if v["configuration"] == config]})
     return out
 
 
