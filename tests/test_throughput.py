@@ -137,3 +137,34 @@ def test_hours_is_honoured_within_ten_percent(real_project):
     assert "dataguard: DG909 deadline" in log
     assert (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
     assert "deadline" in run.stderr
+
+
+def test_a_real_starved_loader_turns_the_verdict_and_workers_hide_the_wait(real_project):
+    """nnU-Net's real trainer and data loader, the base trainer against one whose loader waits
+    30 ms a sample without using the CPU (tests/trainers/slow_loader.py, as a network share
+    would): the base trainer is bound by compute; the slow one by data loading, in the training
+    process (nnUNet_n_proc_DA=0: DG908 names a worker) and with one worker (idle workers:
+    more of them), and the worker makes the full step faster."""
+    from dataguard.train.launch import finds_external_trainers
+
+    if not finds_external_trainers():
+        pytest.skip("nnU-Net < 2.8 does not look for trainers in nnUNet_extTrainer")
+
+    def verdict(trainer, workers):
+        env = {**train_env(real_project), "nnUNet_n_proc_DA": str(workers),
+               "nnUNet_extTrainer": str(Path(__file__).parent / "trainers")}
+        out = dataguard_cli(["doctor", "-d", "901", "-c", "2d", "--throughput", "--device", "cpu", "--steps", "6",
+                             "--trainer", trainer, "--format", "json", "--manifest-dir", str(real_project / "m")],
+                            env, real_project)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)["throughput"]
+
+    base = verdict("nnUNetTrainer", 0)
+    assert base["bound"] == "compute" and not base["findings"]
+    starved = verdict("nnUNetTrainerSlowLoader", 0)
+    assert starved["bound"] == "data loading" and [f["code"] for f in starved["findings"]] == ["DG908"]
+    assert "nnUNet_n_proc_DA=" in starved["findings"][0]["help"]
+    assert starved["full_per_s"] < 0.8 * base["full_per_s"]
+    worker = verdict("nnUNetTrainerSlowLoader", 1)
+    assert worker["bound"] == "data loading" and "wait without using the CPU" in " ".join(worker["advice"])
+    assert worker["full_per_s"] > starved["full_per_s"]

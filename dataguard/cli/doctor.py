@@ -68,6 +68,8 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("throughput (needs -d and --config; imports torch in a child process)")
     g.add_argument("--throughput", action="store_true",
                    help="time the configuration's training step three ways and say what bounds the epoch")
+    g.add_argument("--trainer", default="nnUNetTrainer", metavar="BASE",
+                   help="nnU-Net trainer class to time (default nnUNetTrainer), found as nnUNetv2_train -tr finds it")
     g.add_argument("--steps", type=int, default=20, metavar="N", help="iterations timed per way (default 20)")
     g.add_argument("--iterations-per-epoch", type=int, metavar="N", help="predict epochs of N steps (default 250)")
     g.add_argument("--val-iterations", type=int, metavar="N", help="... and N validation batches (default 50)")
@@ -90,7 +92,7 @@ def cmd_doctor(args) -> int:
         device = args.device or ("cuda" if rep.devices.gpus else "cpu")
         with CountProgress() as bar:
             tp = ws.dataset(args.dataset).train.throughput(
-                args.config, plans=args.plans, device=device, steps=args.steps,
+                args.config, plans=args.plans, device=device, steps=args.steps, trainer=args.trainer,
                 iterations_per_epoch=args.iterations_per_epoch, val_iterations=args.val_iterations,
                 epochs=args.epochs, on_progress=lambda phase, done, total: bar.event("timing nnU-Net's trainer",
                                                                                      done, total))

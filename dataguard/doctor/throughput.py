@@ -128,7 +128,7 @@ def judge(m: dict, *, iterations_per_epoch: int | None = None, val_iterations: i
             advice.append(f"set nnUNet_n_proc_DA={n} (augmentation in {n} background worker"
                           f"{'s' if n > 1 else ''} while the network trains)")
     else:
-        evidence.append(f"{workers} augmentation worker{'s' if workers > 1 else ''} deliver "
+        evidence.append(f"{workers} augmentation worker{'s deliver' if workers > 1 else ' delivers'} "
                         f"{data:.2f} batches/s, the network takes {comp:.2f}/s")
         bound = "data loading" if data_s > comp_s * LAG else "compute"
         if busy is not None:
@@ -140,6 +140,10 @@ def judge(m: dict, *, iterations_per_epoch: int | None = None, val_iterations: i
             if swap > 0:
                 advice.append(f"the machine swaps ({swap:.0f} pages in): fewer workers, nnUNet_n_proc_DA="
                               f"{max(1, workers // 2)}")
+            if busy is not None and busy < BUSY and iowait < IOWAIT:
+                advice.append(f"the workers wait without using the CPU ({busy:.0%}) or the disk: a network "
+                              f"share or another slow source; more workers hide the wait: nnUNet_n_proc_DA="
+                              f"{min(max(cores - 1, 1) * 2, workers * 4)}, or copy the data to a local disk")
             if busy is None or busy >= BUSY:
                 if cores > workers + 1:
                     advice.append(f"the workers are CPU-bound: nnUNet_n_proc_DA={min(cores - 1, workers * 2)} "

@@ -44,11 +44,12 @@ class Training(Scoped):
     def throughput(self, configuration: str, *, plans: str = "nnUNetPlans", device: str = "cuda",
                    steps: int = 20, val_steps: int = 5, iterations_per_epoch: int | None = None,
                    val_iterations: int | None = None, epochs: int | None = None, env: dict | None = None,
-                   on_progress=None):
+                   trainer: str = "nnUNetTrainer", on_progress=None):
         """Why an epoch of this configuration is slow (doctor.throughput.Throughput, DG908): nnU-Net's
         trainer and data loader timed as the full step, the step without data loading and the
         data loader alone, `steps` iterations each, in a child process (`env`: variables for it,
-        such as nnUNet_n_proc_DA); the epoch and the planned run it predicts."""
+        such as nnUNet_n_proc_DA) with nnU-Net trainer class `trainer`; the epoch and the planned
+        run it predicts."""
         ds = self._ds()
         if ds.preprocessed is None:
             raise UsageError(f"{ds.name} is not preprocessed: run nnUNetv2_plan_and_preprocess -d {ds.id} first")
@@ -57,7 +58,7 @@ class Training(Scoped):
             raise UsageError(unknown("configuration", configuration, have, f"in {plans}.json of {ds.name}"))
         t0 = time.monotonic()
         m = probe(ds.preprocessed, configuration, plans=plans, device=device, steps=steps, val_steps=val_steps,
-                  env=env, on_progress=on_progress)
+                  trainer=trainer, env=env, on_progress=on_progress)
         tp = judge(m, iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, epochs=epochs)
         tp.seconds = time.monotonic() - t0
         try:                                      # the report shows the last verdict per configuration
