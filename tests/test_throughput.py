@@ -168,3 +168,28 @@ def test_a_real_starved_loader_turns_the_verdict_and_workers_hide_the_wait(real_
     worker = verdict("nnUNetTrainerSlowLoader", 1)
     assert worker["bound"] == "data loading" and "wait without using the CPU" in " ".join(worker["advice"])
     assert worker["full_per_s"] > starved["full_per_s"]
+
+
+def test_live_view_counts_wall_time_and_shows_the_deadline_once_the_epochs_are_fixed():
+    """The ETA uses the time between epochs (checkpoints and plots included), not nnU-Net's
+    shorter epoch time; before the plan the deadline line says the epochs are being timed."""
+    import io
+
+    from dataguard.cli.live_view import LiveView
+
+    buf = io.StringIO()
+    view = LiveView("Dataset901 2d fold 1", live=False, file=buf)
+    now = time.time()
+    view({"event": "start", "labels": ["a"], "num_epochs": 1000, "start_epoch": 0, "iterations": 6,
+          "val_iterations": 1, "deadline": now + 3600, "history": {}})
+    for e in range(2):
+        view({"event": "epoch", "epoch": e, "time": now + 10 * e, "dice": [0.5], "ema": 0.5, "best_epoch": e,
+              "best_ema": 0.5, "epoch_seconds": 4.0})
+    assert "timing the first epochs" in buf.getvalue() and "LATE" not in buf.getvalue()
+    view({"event": "plan", "epochs": 300, "reason": "DG909 deadline: 300 epochs fit", "cut": True})
+    view({"event": "epoch", "epoch": 2, "time": now + 20, "dice": [0.5], "ema": 0.5, "best_epoch": 2,
+          "best_ema": 0.5, "epoch_seconds": 4.0})
+    text = buf.getvalue()
+    assert "DG909 deadline: 300 epochs fit" in text and "epoch 2/299" in text
+    assert "ETA 0:49:30" in text                        # 297 epochs x 10 s wall, not x 4 s
+    assert "training ends about" in text and all(len(line) <= 80 for line in text.splitlines())

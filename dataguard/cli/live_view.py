@@ -41,6 +41,8 @@ class LiveView:
         self.phase = "starting nnU-Net (loading data, building the network) ..."
         self.t_first, self.n_seen, self.val_cases = None, 0, None
         self.deadline: float | None = None              # --until/--hours (Unix seconds)
+        self.planned = False                            # the trainer fixed the epochs for the deadline
+        self.epoch_times: list[float] = []              # when each epoch event came (wall clock)
         self._live = self._progress = self._task = None
 
     # -- events ----------------------------------------------------------------------------
@@ -55,6 +57,7 @@ class LiveView:
             self._open()
         elif kind == "epoch":
             self.last = ev
+            self.epoch_times.append(ev.get("time") or time.time())
             self.n_seen += 1
             self.t_first = self.t_first or time.monotonic() - (ev.get("epoch_seconds") or 0)
             for c in ev.get("collapses") or []:
@@ -65,6 +68,7 @@ class LiveView:
             if not self.live_mode:
                 self._line(ev)
         elif kind == "plan":
+            self.planned = True
             self.num_epochs = ev.get("epochs") or self.num_epochs
             if self._progress is not None:
                 self._progress.update(self._task, total=self.num_epochs)
@@ -143,12 +147,23 @@ class LiveView:
         parts.append(Text(self.phase, style="dim"))
         return Group(*parts)
 
+    def wall_epoch(self, ev: dict) -> float:
+        """An epoch's wall time, checkpoints and plots included (what the ETA needs): between
+        the epoch events seen, else nnU-Net's epoch time."""
+        t = self.epoch_times
+        if len(t) >= 2:
+            recent = t[-6:]
+            return (recent[-1] - recent[0]) / (len(recent) - 1)
+        return ev.get("epoch_seconds") or 0.0
+
     def _deadline_text(self, ev: dict) -> str:
-        """The end this pace predicts (epochs left at the last epoch's time) against --until."""
-        n, e = self.num_epochs or 0, ev.get("epoch", 0)
-        end = time.time() + max(0, n - e - 1) * (ev.get("epoch_seconds") or 0)
-        clock = time.strftime("%H:%M", time.localtime(end))
+        """The end this pace predicts (epochs left at the recent wall time per epoch) against --until."""
         due = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.deadline))
+        if not self.planned:
+            return f"timing the first epochs to fit the run before the deadline {due}"
+        n, e = self.num_epochs or 0, ev.get("epoch", 0)
+        end = time.time() + max(0, n - e - 1) * self.wall_epoch(ev)
+        clock = time.strftime("%H:%M", time.localtime(end))
         return (f"training ends about {clock} (+ final validation); deadline {due}"
                 + ("  LATE" if end > self.deadline else ""))
 
@@ -169,7 +184,7 @@ class LiveView:
     def _line(self, ev: dict) -> None:
         n, e = self.num_epochs or 0, ev["epoch"]
         secs = ev.get("epoch_seconds") or 0
-        eta = _hms((n - e - 1) * secs) if n else "-"
+        eta = _hms((n - e - 1) * self.wall_epoch(ev)) if n else "-"
         self._say(f"epoch {e}/{n - 1 if n else '?'}  EMA {_dice(ev.get('ema'))} (best {_dice(ev.get('best_ema'))} "
                   f"at {ev.get('best_epoch')})  {secs:.1f} s  ETA {eta}")
         dice = "  ".join(f"{name} {_dice(v)}" for name, v in zip(self.labels, ev.get("dice") or []))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .common import ExitCode, UsageError, add_engine_args, add_group_args, note, workspace
 from .live_view import LiveView
-from .train_campaign import budget_plan, run_campaign
-from .train_steps import INTERRUPTED, TRAINING_FAILED, device_of, prepare, report, resume_line, summary
+from .train_campaign import run_campaign
+from .train_steps import INTERRUPTED, TRAINING_FAILED, budget_plan, device_of, prepare, report, resume_line, summary
 
 EPILOG = """\
 examples:

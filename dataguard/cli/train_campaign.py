@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from .common import ExitCode, console, note
 from .live_view import LiveView
-from .train_steps import INTERRUPTED, TRAINING_FAILED, device_of, prepare, report, resume_line, summary
+from .train_steps import (INTERRUPTED, TRAINING_FAILED, short_duration, budget_plan, device_of, prepare, report, resume_line,
+                          summary)
 
 
 @dataclass
@@ -97,18 +98,6 @@ def run_campaign(ws, args, folds: list) -> int:
     return code
 
 
-def budget_plan(deadline: float, folds: int) -> str:
-    """The deadline's plan, said before the first fold starts."""
-    left = deadline - time.time()
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(deadline))
-    if folds == 1:
-        return (f"deadline {when} ({_hm(left)} from now): the first 2 epochs are timed, then the number of "
-                f"epochs that fit is fixed (with the final validation)")
-    return (f"deadline {when}: {folds} folds share {_hm(left)}, about {_hm(left / folds)} each (a fold "
-            f"that ends early leaves its time to the next); each fold times its first 2 epochs, then fixes "
-            f"how many fit")
-
-
 def _of(run) -> tuple[str, str]:
     if run is None or not run.epochs:
         return "", ""
@@ -139,12 +128,5 @@ def _table(rows: dict, folds: list) -> None:
     t.add_column("time", justify="right")
     for fold in folds:
         r = rows.get(fold) or FoldRow(fold, "not started")
-        t.add_row(str(fold), r.result, r.epochs, r.best, _hm(r.seconds))
+        t.add_row(str(fold), r.result, r.epochs, r.best, short_duration(r.seconds))
     console().print(t)
-
-
-def _hm(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    m = int(round(seconds)) // 60
-    return f"{m // 60}:{m % 60:02d} h" if m >= 60 else f"{int(round(seconds))} s" if m < 2 else f"{m} min"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 import textwrap
+import time
 
 from .common import console, shown, split_codes
 from .logs import render_runs
@@ -113,6 +114,9 @@ def summary(pf, run, art, outcome, call, args, fold) -> None:
         wall = (trained_ev["time"] - start["time"]) / max(n_new, 1)
         out.print(f"{n_new} epochs trained here, {wall:.1f} s each with checkpointing\n"
                   f"(nnU-Net's epoch time {sum(secs) / len(secs):.1f} s); whole run {outcome.seconds:.0f} s")
+    due = deadline_line(outcome)
+    if due:
+        out.print(due)
     out.print(Text("model folder:", style="bold"))
     out.print(f"  {pf.fold_folder}", soft_wrap=True, highlight=False, markup=False)
     if art.plot:
@@ -129,3 +133,37 @@ def summary(pf, run, art, outcome, call, args, fold) -> None:
         out.print(f"  nnUNetv2_predict -i IMAGES -o OUT -d {pf.dataset} -c {args.configuration} \\\n"
                   f"    -f {fold} -tr {name} -p {args.plans}", soft_wrap=True, highlight=False, markup=False)
     sys.stdout.flush()
+
+
+def budget_plan(deadline: float, folds: int) -> str:
+    """The deadline's plan, said before the first fold starts."""
+    left = deadline - time.time()
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(deadline))
+    if folds == 1:
+        text = (f"deadline {when} ({short_duration(left)} from now): the first 2 epochs are timed, then the number of "
+                f"epochs that fit is fixed (with the final validation)")
+    else:
+        text = (f"deadline {when}: {folds} folds share {short_duration(left)}, about {short_duration(left / folds)} each (a fold "
+                f"that ends early leaves its time to the next); each fold times its first 2 epochs, then "
+                f"fixes how many fit")
+    return textwrap.fill(text, 80, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def deadline_line(outcome) -> str | None:
+    """After a fold with a deadline: met, with the time to spare, or missed by how much."""
+    start = outcome.last("start") or {}
+    deadline = start.get("deadline")
+    if not deadline:
+        return None
+    ended = max((e.get("time") or 0 for e in outcome.events), default=0) or time.time()
+    when = time.strftime("%H:%M:%S", time.localtime(deadline))
+    if ended <= deadline:
+        return f"deadline {when} met: {short_duration(deadline - ended)} to spare"
+    return f"deadline {when} missed by {short_duration(ended - deadline)}"
+
+
+def short_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    m = int(round(seconds)) // 60
+    return f"{m // 60}:{m % 60:02d} h" if m >= 60 else f"{int(round(seconds))} s" if m < 2 else f"{m} min"
