@@ -193,3 +193,25 @@ def test_live_view_counts_wall_time_and_shows_the_deadline_once_the_epochs_are_f
     assert "DG909 deadline: 300 epochs fit" in text and "epoch 2/299" in text
     assert "ETA 0:49:30" in text                        # 297 epochs x 10 s wall, not x 4 s
     assert "training ends about" in text and all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_the_gate_judges_a_deadline_by_the_last_throughput_verdict():
+    """Before the first epoch: refused when not even the 2 timed epochs fit, a DG909 warning when
+    the epochs asked for do not all fit (with how many do), a note when they do or when no
+    verdict of this configuration, trainer and device exists."""
+    from dataguard.train.deadline import gate
+
+    v = [{"configuration": "2d", "trainer": "nnUNetTrainer", "device": "cuda", "full_per_s": 2.0,
+          "val_step_s": 0.1, "iterations_per_epoch": 250, "val_iterations": 50, "when": 0.0}]
+    per = 250 / 2.0 + 50 * 0.1                                          # 130 s an epoch
+    kind, text = gate(v, "2d", "cuda", deadline=1000.0, now=900.0, epochs=None, iterations=None, val_iterations=None)
+    assert kind == "refuse" and "not even the 2 epochs" in text
+    kind, text = gate(v, "2d", "cuda", deadline=100 * per, now=0.0, epochs=1000, iterations=None, val_iterations=None)
+    assert kind == "warn" and f"about {int((100 * per * 0.99 - 8) // per)} fit" in text
+    kind, _ = gate(v, "2d", "cuda", deadline=100 * per, now=0.0, epochs=80, iterations=None, val_iterations=None)
+    assert kind == "ok"
+    kind, _ = gate(v, "2d", "cpu", deadline=100 * per, now=0.0, epochs=80, iterations=None, val_iterations=None)
+    assert kind == "note"
+    kind, _ = gate(v, "2d", "cuda", deadline=100 * per, now=0.0, epochs=80, iterations=None, val_iterations=None,
+                   trainer="nnUNetTrainerDA5")
+    assert kind == "note"

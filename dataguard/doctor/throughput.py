@@ -48,6 +48,7 @@ class Throughput:
     findings: list[Finding] = field(default_factory=list)
     measured: dict = field(default_factory=dict)     # the probe's raw result
     seconds: float = 0.0
+    trainer: str = "nnUNetTrainer"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -178,23 +179,25 @@ def judge(m: dict, *, iterations_per_epoch: int | None = None, val_iterations: i
         dataset=str(m.get("dataset")), configuration=str(m.get("configuration")), device=str(m.get("device")),
         da_workers=workers, full_per_s=full, compute_per_s=comp, data_per_s=data, val_step_s=val_s,
         iterations_per_epoch=ipe, val_iterations=vit, epochs=n_epochs, epoch_seconds=epoch_s, run_seconds=run_s,
-        bound=bound, evidence=evidence, advice=advice, findings=findings, measured=m)
+        bound=bound, evidence=evidence, advice=advice, findings=findings, measured=m,
+        trainer=str(m.get("trainer") or "nnUNetTrainer"))
 
 
 VERDICTS = "throughput.json"
-VERDICT_KEYS = {"configuration": str, "device": str, "da_workers": int, "full_per_s": float,
+VERDICT_KEYS = {"configuration": str, "trainer": str, "device": str, "da_workers": int, "full_per_s": float,
                 "compute_per_s": float, "data_per_s": float, "epoch_seconds": float, "bound": str,
-                "iterations_per_epoch": int, "val_iterations": int, "when": float}
+                "iterations_per_epoch": int, "val_iterations": int, "val_step_s": float, "when": float}
 
 
 def save_verdict(state: Path, tp: Throughput) -> None:
-    """The verdict's figures, one per configuration, in the dataset's state folder."""
-    old = {v["configuration"]: v for v in load_verdicts(state)}
+    """The verdict's figures, one per configuration, trainer and device, in the dataset's state folder."""
+    old = {(v["configuration"], v["trainer"], v["device"]): v for v in load_verdicts(state)}
     d = {k: getattr(tp, k) for k in VERDICT_KEYS if k != "when"}
     d["when"] = time.time()
     d["advice"] = list(tp.advice)
-    old[tp.configuration] = d
-    atomic_write_text(Path(state) / VERDICTS, json.dumps(sorted(old.values(), key=lambda v: v["configuration"])))
+    old[(tp.configuration, tp.trainer, tp.device)] = d
+    atomic_write_text(Path(state) / VERDICTS, json.dumps(sorted(old.values(), key=lambda v: (
+        v["configuration"], v["trainer"], v["device"]))))
 
 
 def load_verdicts(state: Path) -> list[dict]:

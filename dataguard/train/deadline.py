@@ -114,7 +114,40 @@ class DeadlinePlanner:
         return None
 
 
+def gate(verdicts: list[dict], configuration: str, device: str, deadline: float, now: float, *,
+         epochs: int | None, iterations: int | None, val_iterations: int | None, trainer: str = "nnUNetTrainer"):
+    """The gate's word on a deadline before training starts, from the last `doctor --throughput`
+    verdict of this configuration on this device: ("refuse", text) when not even the timed
+    epochs and the final validation fit, ("warn", text) when the epochs asked for do not all fit
+    (the run will fix fewer), ("ok", text) when they do; ("note", text) without a verdict."""
+    left = deadline - now
+    v = next((v for v in verdicts if (v["configuration"], v["trainer"], v["device"]) ==
+              (configuration, trainer, device)), None)
+    if v is None:
+        return "note", (f"no throughput verdict for {configuration} on {device}: the first 2 epochs will tell "
+                        f"(dataguard doctor --throughput predicts it now)")
+    n_it = iterations or v["iterations_per_epoch"]
+    n_val = v["val_iterations"] if val_iterations is None else val_iterations
+    per = n_it / v["full_per_s"] + n_val * v["val_step_s"]
+    total = epochs or 1000
+    when = _clock(v["when"])
+    if 2 * per + VALIDATION_FLOOR > left:
+        return "refuse", (f"deadline {_clock(deadline)}: not even the 2 epochs timed to plan the run fit "
+                          f"(about {_secs(per)} each by the throughput verdict of {when}, {_secs(left)} left)")
+    if total * per + VALIDATION_FLOOR > left:
+        fit = max(2, int((left * SAFETY - VALIDATION_FLOOR) // per))
+        return "warn", (f"deadline {_clock(deadline)}: {total} epochs of about {_secs(per)} (throughput "
+                        f"verdict of {when}) need {_secs(total * per)}; about {fit} fit, and the run will fix "
+                        f"that many after timing its first 2 epochs")
+    return "ok", (f"deadline {_clock(deadline)}: {total} epochs of about {_secs(per)} (throughput verdict of "
+                  f"{when}) end before it")
+
+
 def _secs(s: float) -> str:
+    if s >= 2 * 86400:
+        return f"{s / 86400:.1f} days"
+    if s >= 2 * 3600:
+        return f"{s / 3600:.1f} h"
     return f"{s:.1f} s" if s < 10 else f"{s:,.0f} s"
 
 

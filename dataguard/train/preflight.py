@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,11 +26,15 @@ from ..engine.layout import (
     nnunet_env_problem,
     resolve_as_nnunet,
 )
+from ..doctor.throughput import load_verdicts
+from ..engine.user_dirs import dataset_dir
 from ..errors import UsageError
 from ..findings import Finding, Fix, Severity
 from ..folds import NNUNET_FOLDS
 from ..fsio import human_size, read_json
 from .checkpoints import UnsafeCheckpoint, safe_load
+from .deadline import gate as deadline_gate
+from .settings import base_of
 from .logs import label_names_from
 
 SPLIT_CODES = ("DG502", "DG503", "DG504")
@@ -151,9 +156,11 @@ def fixes_for(findings: list[Finding], dataset: str) -> list[str]:
 def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, plans_name: str = "nnUNetPlans",
                   device: str = "cuda", cont: bool = False, allow: list[str] = (), save_best_per_label: bool = False,
                   reserve_bytes: int = 1 << 30, on_progress=None,
-                  trust: tuple = (), scan=None) -> Preflight:
+                  trust: tuple = (), scan=None, deadline: dict | None = None) -> Preflight:
     """The gate. `scan(dataset, on_progress)` scans one layout.Dataset and returns its
-    ScanResult: the Workspace passes its own, so the gate needs no engine of its own."""
+    ScanResult: the Workspace passes its own, so the gate needs no engine of its own.
+    `deadline`: {"deadline", "epochs", "iterations", "val_iterations"} of --until/--hours,
+    judged against the last throughput verdict (DG909)."""
     env = env_refusals()
     if set(env) - {ENV_RAW}:                      # nothing nnU-Net would train from or write to
         pf = Preflight(dataset, configuration, fold, Path())
@@ -210,8 +217,25 @@ def run_preflight(dataset: str, configuration: str, fold: int, *, trainer: str, 
     _check_disk(pf, plans, configuration, save_best_per_label, reserve_bytes)
     _check_memory(pf, ds.preprocessed, configuration, plans_name)
     _check_earlier_run(pf, cont, trust)
+    if deadline:
+        _check_deadline(pf, ds, configuration, device, deadline, trainer)
     pf.fixes = fixes_for(pf.blocking, ds.name)
     return pf
+
+
+def _check_deadline(pf: Preflight, ds, configuration: str, device: str, d: dict, pf_trainer: str) -> None:
+    """DG909 before the first epoch: the epochs asked for against the time to the deadline, at
+    the epoch time `doctor --throughput` last measured for this configuration and device."""
+    kind, text = deadline_gate(load_verdicts(dataset_dir(ds)), configuration, device, d["deadline"], time.time(),
+                               epochs=d.get("epochs"), iterations=d.get("iterations"),
+                               val_iterations=d.get("val_iterations"), trainer=base_of(pf_trainer) or pf_trainer)
+    if kind == "refuse":
+        pf.refusals.append(Refusal(text, "a later --until, or fewer --iterations-per-epoch", code="DG909"))
+    elif kind == "warn":
+        pf.warnings.append(Finding(path=pf.configuration, code="DG909", severity=Severity.WARNING, message=text,
+                                   dataset=pf.dataset))
+    else:
+        pf.notes.append(text)
 
 
 ENV_FIX = {ENV_RAW: "the folder holding your DatasetXXX_Name raw folders",

@@ -56,7 +56,9 @@ def prepare(dataset: str, configuration: str, fold: int | str, *, scan: Callable
                        device=values["device"], cont=cont, allow=list(allow),
                        save_best_per_label=ts.save_best_per_label,
                        reserve_bytes=reserve if isinstance(reserve, int) else parse_size(reserve),
-                       trust=tuple(trust), scan=scan, on_progress=on_progress)
+                       trust=tuple(trust), scan=scan, on_progress=on_progress,
+                       deadline={"deadline": deadline, "epochs": ts.epochs, "iterations": ts.iterations_per_epoch,
+                                 "val_iterations": ts.val_iterations} if deadline else None)
     if problem:
         pf.refusals.append(Refusal(problem, "move that file away to resume with the settings given here"))
     pf.resume = res

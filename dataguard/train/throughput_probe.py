@@ -158,6 +158,7 @@ def measure(dataset: str, configuration: str, plans: str, device: str, steps: in
     trainer.set_deep_supervision_enabled(trainer.enable_deep_supervision)
     trainer.on_train_epoch_start()
     out = {"dataset": trainer.plans_manager.dataset_name, "configuration": configuration, "device": device,
+           "trainer": trainer_name,
            "batch_size": trainer.batch_size, "patch_size": list(trainer.configuration_manager.patch_size),
            "da_workers": get_allowed_n_proc_DA(), "iterations_per_epoch": trainer.num_iterations_per_epoch,
            "val_iterations": trainer.num_val_iterations_per_epoch, "epochs": trainer.num_epochs,
