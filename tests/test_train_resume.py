@@ -46,13 +46,14 @@ def _interrupt_when(args, env, cwd, after: str, marker: str, timeout: float = 40
 
 @pytest.fixture(scope="module")
 def campaign(_real_project_master, tmp_path_factory):
-    """Folds 1-2 of Dataset901 2d: fold 1 trained, fold 2 interrupted by Ctrl-C at epoch 1,
+    """Folds 1-2 of Dataset901 2d: fold 1 trained, fold 2 interrupted by Ctrl-C after epoch 0
+    (two epochs of margin: tiny epochs finish fast, and the whole run must not beat the signal),
     then the resume line the interrupted command printed, run as printed."""
     root = tmp_path_factory.mktemp("campaign") / "project"
     shutil.copytree(_real_project_master, root, symlinks=True)
     env = train_env(root)
     env.pop("nnUNet_def_n_proc")                      # what dataguard train sets is under test
-    code, out, err = _interrupt_when(["train", "901", "2d", "1-2", *TINY], env, root, "fold 2  ·", "epoch 1/3")
+    code, out, err = _interrupt_when(["train", "901", "2d", "1-2", *TINY], env, root, "fold 2  ·", "epoch 0/3")
     record_2 = json.loads((_model(root) / "fold_2" / "dataguard_train.json").read_text())
     unfinished = not (_model(root) / "fold_2" / "checkpoint_final.pth").exists()
     evaluate = dataguard_cli(["evaluate", "-d", "901", "--model", "2d"], env, root)   # fold 2 as Ctrl-C left it
