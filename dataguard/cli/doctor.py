@@ -119,7 +119,7 @@ def render_throughput(tp) -> None:
 
     out = console()
     out.print(f"[bold]throughput[/bold]: {shown(tp.dataset)} {shown(tp.configuration)} on {tp.device}, "
-              f"nnUNet_n_proc_DA={tp.da_workers}")
+              f"nnUNet_n_proc_DA={tp.da_workers}" + (f", {shown(tp.trainer)}" if tp.trainer != "nnUNetTrainer" else ""))
     t = Table(header_style="bold", show_edge=False)
     t.add_column("way")
     t.add_column("iterations/s", justify="right")
