@@ -143,8 +143,8 @@ def judge(m: dict, *, iterations_per_epoch: int | None = None, val_iterations: i
                               f"{max(1, workers // 2)}")
             if busy is not None and busy < BUSY and iowait < IOWAIT:
                 advice.append(f"the workers wait without using the CPU ({busy:.0%}) or the disk: a network "
-                              f"share or another slow source; more workers hide the wait: nnUNet_n_proc_DA="
-                              f"{min(max(cores - 1, 1) * 2, workers * 4)}, or copy the data to a local disk")
+                              f"share or another slow source; more workers hide the wait (waiting takes no "
+                              f"core): nnUNet_n_proc_DA={workers * 2}, or copy the data to a local disk")
             if busy is None or busy >= BUSY:
                 if cores > workers + 1:
                     advice.append(f"the workers are CPU-bound: nnUNet_n_proc_DA={min(cores - 1, workers * 2)} "

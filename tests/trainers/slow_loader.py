@@ -7,7 +7,7 @@ from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-SLOW_SECONDS = 0.03
+SLOW_SECONDS = 0.1
 
 
 class _Wait(BasicTransform):
